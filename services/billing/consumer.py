@@ -1,0 +1,160 @@
+"""The usage consumer: settles `usage.v1.*` events from JetStream into the ledger.
+
+Delivery semantics, per message:
+- recorded (or already there)    → ack, after the commit;
+- not a UsageEvent, or an event
+  that can never be recorded     → term: redelivering it cannot help; logged;
+- the database failed            → nak with a delay: the event comes back later.
+Anything unexpected is treated like a database failure: retrying an event is
+safe (writes are idempotent), dropping one loses a charge.
+
+The consumer is one durable pull consumer ("billing") shared by every billing
+replica, so each event is settled by one of them at a time; a lost ack means a
+redelivery, which the idempotent ledger absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from services.billing import ledger
+from services.common import events
+
+__all__ = ["ConsumerOptions", "UsageConsumer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """Where the consumer reads and how it paces itself; the defaults are production's."""
+
+    durable: str = "billing"
+    stream: str = events.USAGE_STREAM
+    subject: str = "usage.v1.>"
+    batch: int = 64
+    # How long one fetch waits for messages: also the longest a stop waits for it.
+    fetch_timeout_s: float = 1.0
+    # Longer than recording a batch ever takes, so a slow batch is not redelivered
+    # to another replica while still in hand.
+    ack_wait_s: float = 30.0
+    retry_delay_s: float = 1.0
+
+
+class UsageConsumer:
+    """Pulls usage events and records them until `stop()` or cancellation."""
+
+    def __init__(self, js: JetStreamContext, engine: Engine, options: ConsumerOptions | None = None) -> None:
+        self._js = js
+        self._engine = engine
+        self._options = options or ConsumerOptions()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask `run()` to return once the batch in hand is settled."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until stopped; NATS and database failures are waited out, never raised."""
+        subscription = await self._subscribe()
+        if subscription is None:
+            return
+        try:
+            while not self._stopping.is_set():
+                try:
+                    messages = await subscription.fetch(
+                        self._options.batch, timeout=self._options.fetch_timeout_s
+                    )
+                except nats.errors.TimeoutError:
+                    continue
+                except Exception:
+                    # Disconnected or reconnecting: nats.py reconnects by itself.
+                    log.warning("fetching usage events failed; retrying", exc_info=True)
+                    await self._pause()
+                    continue
+                for message in messages:
+                    await self._settle(message)
+        finally:
+            try:
+                await subscription.unsubscribe()
+            except Exception:
+                # Unacked messages are redelivered after ack_wait whatever happens here.
+                log.debug("unsubscribing the usage consumer failed", exc_info=True)
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+        options = self._options
+        config = ConsumerConfig(
+            durable_name=options.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=options.ack_wait_s,
+            # Never give up on an event: a charge must not vanish after N failures.
+            max_deliver=-1,
+            filter_subject=options.subject,
+        )
+        while not self._stopping.is_set():
+            try:
+                return await self._js.pull_subscribe(
+                    options.subject, durable=options.durable, stream=options.stream, config=config
+                )
+            except Exception:
+                log.warning("binding the usage consumer failed; retrying", exc_info=True)
+                await self._pause()
+        return None
+
+    async def _settle(self, message: Msg) -> None:
+        try:
+            event = events.UsageEvent.model_validate_json(message.data)
+        except ValidationError as exc:
+            log.error(
+                "terminating a malformed usage event on %s: %s",
+                message.subject,
+                exc.errors(include_input=False, include_url=False),
+            )
+            await self._reply(message.term, message)
+            return
+        extra = {"request_id": event.request_id, "account_id": event.account_id}
+        try:
+            written = await asyncio.to_thread(self._record, event)
+        except ledger.InvalidEvent as exc:
+            log.error("terminating a usage event that cannot be recorded: %s", exc, extra=extra)
+            await self._reply(message.term, message)
+        except SQLAlchemyError:
+            log.warning("recording a usage event failed; it will be redelivered", exc_info=True, extra=extra)
+            await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
+        except Exception:
+            log.exception("unexpected error recording a usage event; it will be redelivered", extra=extra)
+            await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
+        else:
+            if not written:
+                log.info("usage event already recorded", extra=extra)
+            await self._reply(message.ack, message)
+
+    def _record(self, event: events.UsageEvent) -> bool:
+        with Session(self._engine) as session:
+            return ledger.record(session, event)
+
+    async def _reply(self, action: Callable[[], Awaitable[None]], message: Msg) -> None:
+        try:
+            await action()
+        except Exception:
+            # A lost ack means one redelivery, which the ledger ignores.
+            log.warning("replying to usage event on %s failed", message.subject, exc_info=True)
+
+    async def _pause(self) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), self._options.retry_delay_s)
+        except TimeoutError:
+            pass

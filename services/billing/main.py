@@ -1,0 +1,90 @@
+"""The billing process: database, usage consumer and gRPC server, built from Settings.
+
+`serve` runs until cancelled, then shuts down in the order that loses nothing:
+the consumer settles the batch in hand and stops pulling, the gRPC server lets
+calls in flight finish, NATS drains, the database pool closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpc_health.v1.health import aio as health_aio
+from nats.aio.client import Client as NATS
+
+from services.billing.consumer import UsageConsumer
+from services.billing.db import database_url, init_db, make_engine
+from services.billing.plans import load_plans
+from services.billing.servicer import SERVICE_NAME, BillingServicer
+from services.common import events
+from services.common.config import Settings
+from services.common.grpcio import make_server, start_server
+from stepblend.v1 import billing_pb2_grpc
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+# Calls in flight get this long to finish at shutdown; Kubernetes' default grace
+# period is 30 s, so this leaves time for the rest.
+_GRPC_GRACE_S = 10.0
+# Longer than a fetch plus a batch of commits takes; a consumer still busy after
+# this is cancelled, and its unacked events are redelivered later.
+_CONSUMER_STOP_S = 15.0
+
+
+async def serve(settings: Settings) -> None:
+    """Run billing until cancelled; re-raises the CancelledError after a clean shutdown.
+
+    Raises RuntimeError if the usage consumer ever stops by itself: a billing that
+    answers calls but no longer settles usage should be restarted, not left running.
+    """
+    plans = load_plans(settings.plans_file)  # a bad plans file stops start-up, loudly
+    engine = make_engine(database_url(settings))
+    try:
+        await asyncio.to_thread(init_db, engine)
+        nc = await events.connect(settings.nats_url, "billing")
+        try:
+            js = nc.jetstream()
+            await events.ensure_streams(js)
+            consumer = UsageConsumer(js, engine)
+            consumer_task = asyncio.create_task(consumer.run(), name="billing-usage-consumer")
+            server = make_server(settings.internal_token)
+            billing_pb2_grpc.add_BillingServicer_to_server(BillingServicer(engine, plans), server)
+            health: health_aio.HealthServicer | None = None
+            try:
+                port, health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME])
+                log.info("billing serving on %s:%d, plans: %s", settings.host, port, ", ".join(plans.plans))
+                # shield: cancelling serve must not cancel the consumer mid-batch;
+                # it is stopped gently below.
+                await asyncio.shield(consumer_task)
+                raise RuntimeError("the usage consumer stopped by itself")
+            finally:
+                if health is not None:
+                    await health.enter_graceful_shutdown()
+                await _stop_consumer(consumer, consumer_task)
+                await server.stop(_GRPC_GRACE_S)
+        finally:
+            await _close_nats(nc)
+    finally:
+        engine.dispose()
+
+
+async def _stop_consumer(consumer: UsageConsumer, task: asyncio.Task[None]) -> None:
+    consumer.stop()
+    done, _ = await asyncio.wait({task}, timeout=_CONSUMER_STOP_S)
+    if not done:
+        log.warning("usage consumer did not stop in %.0f s; cancelling it", _CONSUMER_STOP_S)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    elif not task.cancelled() and (error := task.exception()) is not None:
+        log.error("the usage consumer failed", exc_info=error)
+
+
+async def _close_nats(nc: NATS) -> None:
+    try:
+        await nc.drain()
+    except Exception:
+        log.warning("draining NATS failed; closing", exc_info=True)
+        await nc.close()

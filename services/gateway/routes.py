@@ -1,0 +1,110 @@
+"""HTTP routes: each parses, calls one domain function, renders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Request
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from starlette.responses import Response
+
+from . import accounts
+from .completions import Exchange, complete
+from .deps import Deps
+from .errors import ApiError
+from .render import JsonResponse
+from .schemas import PutKeyBody
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+router = APIRouter()
+health = APIRouter()
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+async def _body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body over the {MAX_BODY_BYTES} byte limit.", code="request_too_large")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body over the {MAX_BODY_BYTES} byte limit.", code="request_too_large")
+    return raw
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    deps = _deps(request)
+    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    exchange = Exchange(
+        request_id=request.state.request_id,
+        account_id=account_id,
+        client_request_id=request.headers.get("x-request-id", "")[:128],
+    )
+    return await complete(deps, exchange, await _body(request))
+
+
+@router.get("/account")
+async def get_account(request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    return await accounts.account_summary(deps, account_id)
+
+
+@router.get("/account/keys")
+async def list_keys(request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    return await accounts.list_keys(deps, account_id)
+
+
+@router.put("/account/keys/{provider}")
+async def put_key(provider: str, body: PutKeyBody, request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    return await accounts.put_key(deps, account_id, provider, body.api_key)
+
+
+@router.delete("/account/keys/{provider}")
+async def delete_key(provider: str, request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    return await accounts.delete_key(deps, account_id, provider)
+
+
+@health.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+async def readyz(request: Request, verbose: int = 0) -> Response:
+    """Ready when started and connected to NATS; a downstream outage is reported
+    (verbose) but does not make the gateway unready — its requests get 503s."""
+    deps = _deps(request)
+    ready = deps.nats.is_connected
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+    if verbose:
+        body["dependencies"] = {
+            "nats": "connected" if ready else "disconnected",
+            "usage_outbox": len(deps.outbox),
+            **{name: await _grpc_health(stub) for name, stub in _health_stubs(deps).items()},
+        }
+    return JsonResponse(body, 200 if ready else 503)
+
+
+def _health_stubs(deps: Deps) -> dict[str, health_pb2_grpc.HealthStub]:
+    return {name: health_pb2_grpc.HealthStub(ch) for name, ch in deps.channels.items()}
+
+
+async def _grpc_health(stub: health_pb2_grpc.HealthStub) -> str:
+    try:
+        response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+    except grpc.aio.AioRpcError as exc:
+        return f"unavailable ({exc.code().name.lower()})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)).lower()

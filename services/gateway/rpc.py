@@ -1,0 +1,14 @@
+"""gRPC failures of StepBlend's own services, as the client sees them."""
+
+from __future__ import annotations
+
+import grpc
+
+from .errors import ApiError, unavailable
+
+
+def rpc_error(service: str, exc: grpc.aio.AioRpcError) -> ApiError:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ApiError(504, f"StepBlend's {service} service timed out.", "api_error", "timeout")
+    return unavailable(f"StepBlend's {service} service is unavailable; try again shortly.", f"{service}_unavailable")

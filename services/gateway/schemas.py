@@ -1,0 +1,98 @@
+"""The HTTP bodies the gateway accepts, validated once at the edge.
+
+The chat body is validated for what StepBlend must understand (model, messages,
+limits, tools, its own `stepblend_*` fields); everything else is kept as the
+client sent it and passed through to OpenAI-shaped providers.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+MAX_MESSAGES = 2048
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    url: str
+
+
+class ImagePart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class OtherPart(BaseModel):
+    """Parts StepBlend does not inspect (input_audio, file, refusal …), passed through."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+ContentPart = Annotated[TextPart | ImagePart | OtherPart, Field(union_mode="left_to_right")]
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: NonEmpty
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    stepblend_max_cost: Annotated[Decimal, Field(gt=0, le=1_000_000)] | None = None
+    stepblend_strategy: str | None = None
+
+    def output_budget(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or 0
+
+
+class PutKeyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_key: Annotated[str, StringConstraints(min_length=1, max_length=4096, strip_whitespace=True)]

@@ -1,0 +1,313 @@
+"""The model catalog: a TOML data file read once at start-up into frozen dataclasses.
+
+A bad catalog must stop the router before it serves a single request, so every row is
+checked (known provider, prices that are non-negative decimal strings, limits that are
+positive integers, no unknown or missing field) and every problem raises
+`CatalogError` naming the file, the row and the field.
+
+Names: a row is one model *served by one provider*. The same catalog id may appear
+under several providers (e.g. an open-weights model on two hosts); a name (an id or an
+alias) always means one catalog id, so that an unprefixed name can fall back among
+providers but never to another model. `provider:model` pins the provider.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+#: Providers the executor has adapters for. A row naming anything else is a typo
+#: that would only show up as failed requests, so it is refused at load.
+KNOWN_PROVIDERS = frozenset({"openai", "anthropic", "groq", "deepseek"})
+
+_TOP_KEYS = frozenset({"version", "quality_source", "priors_source", "models"})
+_REQUIRED = frozenset(
+    {
+        "id",
+        "provider",
+        "upstream_model",
+        "input_per_mtok",
+        "output_per_mtok",
+        "context_window",
+        "max_output_tokens",
+        "capabilities",
+        "quality",
+        "ttft_ms_prior",
+        "tokens_per_s_prior",
+        "reliability_prior",
+    }
+)
+_OPTIONAL = frozenset({"aliases", "cached_input_per_mtok", "param_renames", "unsupported_params"})
+_CAPABILITIES = ("tools", "vision", "json_schema", "streaming")
+
+
+class CatalogError(ValueError):
+    """The catalog file is malformed; the message names the row and the field."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do that a request may need."""
+
+    tools: bool
+    vision: bool
+    json_schema: bool
+    streaming: bool
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model served by one provider, with its prices (USD per million tokens)."""
+
+    id: str
+    provider: str
+    upstream_model: str
+    aliases: tuple[str, ...]
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None
+    context_window: int
+    max_output_tokens: int
+    capabilities: Capabilities
+    # Pairs rather than a dict so that the entry stays immutable and hashable.
+    param_renames: tuple[tuple[str, str], ...]
+    unsupported_params: tuple[str, ...]
+    quality: float
+    ttft_ms_prior: float
+    tokens_per_s_prior: float
+    reliability_prior: float
+
+    @property
+    def key(self) -> str:
+        """`provider:id`, unique in a catalog."""
+        return f"{self.provider}:{self.id}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name that resolves to this row without a provider prefix."""
+        return (self.id, *self.aliases)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The validated model table; build it with `load_catalog` or `parse_catalog`."""
+
+    version: str
+    quality_source: str
+    models: tuple[ModelEntry, ...]
+    _by_name: Mapping[str, tuple[ModelEntry, ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, list[ModelEntry]] = {}
+        for entry in self.models:
+            for name in entry.names:
+                by_name.setdefault(name, []).append(entry)
+        # Frozen: the index is computed once here, never mutated afterwards.
+        object.__setattr__(self, "_by_name", {k: tuple(v) for k, v in by_name.items()})
+
+    @property
+    def providers(self) -> frozenset[str]:
+        """Providers that serve at least one catalog model."""
+        return frozenset(entry.provider for entry in self.models)
+
+    def resolve(self, name: str) -> tuple[ModelEntry, ...]:
+        """Rows a client's `model` names, in catalog order; empty when unknown.
+
+        `provider:model` returns that provider's row only. The prefix is read as a
+        provider only when it is a known one, so ids that contain a colon (e.g. a
+        local `llama3:8b`) still resolve as plain ids.
+        """
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in KNOWN_PROVIDERS:
+            return tuple(e for e in self._by_name.get(rest, ()) if e.provider == prefix)
+        return self._by_name.get(name, ())
+
+
+def default_catalog_text() -> str:
+    """The catalog shipped inside the package (services/router/catalog.toml)."""
+    return resources.files("services.router").joinpath("catalog.toml").read_text("utf-8")
+
+
+def load_catalog(path: Path | None = None, *, reserved_names: Iterable[str] = ()) -> Catalog:
+    """Read and validate a catalog file; `None` reads the packaged one.
+
+    `reserved_names` are names no model may take (the strategy names), because a
+    body's `model` is read as a strategy first.
+    """
+    if path is None:
+        source, text = "packaged catalog.toml", default_catalog_text()
+    else:
+        source = str(path)
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise CatalogError(f"catalog {source}: cannot read: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"catalog {source}: not valid TOML: {exc}") from exc
+    return parse_catalog(data, source=source, reserved_names=reserved_names)
+
+
+def parse_catalog(
+    data: Mapping[str, Any], *, source: str = "catalog", reserved_names: Iterable[str] = ()
+) -> Catalog:
+    """Validate parsed TOML into a `Catalog`; raise `CatalogError` on the first problem."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise CatalogError(f"catalog {source}: unknown top-level keys {unknown}")
+    version = data.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise CatalogError(f"catalog {source}: `version` must be a non-empty string")
+    quality_source = data.get("quality_source", "")
+    if not isinstance(quality_source, str):
+        raise CatalogError(f"catalog {source}: `quality_source` must be a string")
+    rows = data.get("models")
+    if not isinstance(rows, list) or not rows:
+        raise CatalogError(f"catalog {source}: needs at least one [[models]] row")
+
+    models = tuple(_parse_row(row, f"catalog {source}: models[{i}]") for i, row in enumerate(rows))
+    _check_names(models, f"catalog {source}", frozenset(reserved_names))
+    return Catalog(version=version, quality_source=quality_source, models=models)
+
+
+def _parse_row(row: object, where: str) -> ModelEntry:
+    if not isinstance(row, dict):
+        raise CatalogError(f"{where}: must be a table")
+    if isinstance(row.get("id"), str):
+        where = f"{where} ({row['id']!r})"
+    missing = sorted(_REQUIRED - set(row))
+    if missing:
+        raise CatalogError(f"{where}: missing fields {missing}")
+    unknown = sorted(set(row) - _REQUIRED - _OPTIONAL)
+    if unknown:
+        raise CatalogError(f"{where}: unknown fields {unknown}")
+
+    provider = _text(row, "provider", where)
+    if provider not in KNOWN_PROVIDERS:
+        raise CatalogError(
+            f"{where}: unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))})"
+        )
+    context_window = _positive_int(row, "context_window", where)
+    max_output = _positive_int(row, "max_output_tokens", where)
+    if max_output > context_window:
+        raise CatalogError(f"{where}: max_output_tokens {max_output} exceeds context_window")
+    cached = _price(row, "cached_input_per_mtok", where) if "cached_input_per_mtok" in row else None
+    reliability = _number(row, "reliability_prior", where)
+    if not 0 < reliability <= 1:
+        raise CatalogError(f"{where}: reliability_prior must be in (0, 1]")
+    quality = _number(row, "quality", where)
+    if not 0 <= quality <= 1:
+        raise CatalogError(f"{where}: quality must be in [0, 1]")
+    ttft = _number(row, "ttft_ms_prior", where)
+    throughput = _number(row, "tokens_per_s_prior", where)
+    if ttft <= 0 or throughput <= 0:
+        raise CatalogError(f"{where}: ttft_ms_prior and tokens_per_s_prior must be positive")
+
+    return ModelEntry(
+        id=_text(row, "id", where),
+        provider=provider,
+        upstream_model=_text(row, "upstream_model", where),
+        aliases=_text_list(row, "aliases", where),
+        input_per_mtok=_price(row, "input_per_mtok", where),
+        output_per_mtok=_price(row, "output_per_mtok", where),
+        cached_input_per_mtok=cached,
+        context_window=context_window,
+        max_output_tokens=max_output,
+        capabilities=_capabilities(row.get("capabilities"), where),
+        param_renames=_renames(row.get("param_renames", {}), where),
+        unsupported_params=_text_list(row, "unsupported_params", where),
+        quality=quality,
+        ttft_ms_prior=ttft,
+        tokens_per_s_prior=throughput,
+        reliability_prior=reliability,
+    )
+
+
+def _check_names(models: tuple[ModelEntry, ...], where: str, reserved: frozenset[str]) -> None:
+    """One row per (provider, id); one catalog id per name; no strategy names."""
+    seen_keys: set[str] = set()
+    owner: dict[str, str] = {}  # name -> catalog id it resolves to
+    for entry in models:
+        if entry.key in seen_keys:
+            raise CatalogError(f"{where}: duplicate model {entry.key!r}")
+        seen_keys.add(entry.key)
+        if len(set(entry.names)) != len(entry.names):
+            raise CatalogError(f"{where}: {entry.key!r} lists a name twice")
+        for name in entry.names:
+            if name in reserved:
+                raise CatalogError(f"{where}: {entry.key!r} uses the reserved name {name!r}")
+            if name.partition(":")[0] in KNOWN_PROVIDERS and ":" in name:
+                raise CatalogError(f"{where}: {entry.key!r} name {name!r} looks like provider:model")
+            previous = owner.setdefault(name, entry.id)
+            if previous != entry.id:
+                # An unprefixed name must never fall back to a different model.
+                raise CatalogError(
+                    f"{where}: duplicate name {name!r}: used by {previous!r} and {entry.id!r}"
+                )
+
+
+def _text(row: Mapping[str, Any], key: str, where: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise CatalogError(f"{where}: {key} must be a non-empty string without spaces around it")
+    return value
+
+
+def _text_list(row: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = row.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise CatalogError(f"{where}: {key} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _price(row: Mapping[str, Any], key: str, where: str) -> Decimal:
+    value = row.get(key)
+    # A TOML float (2.5) has already lost exactness on its way through binary; money
+    # is written as a string so that Decimal sees exactly what the operator typed.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CatalogError(f"{where}: {key} must be a decimal string such as \"2.50\", got {value!r}")
+    try:
+        price = Decimal(value)
+    except InvalidOperation as exc:
+        raise CatalogError(f"{where}: {key} {value!r} is not a decimal number") from exc
+    if not price.is_finite() or price < 0:
+        raise CatalogError(f"{where}: {key} must be a finite non-negative price, got {value!r}")
+    return price
+
+
+def _positive_int(row: Mapping[str, Any], key: str, where: str) -> int:
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise CatalogError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _number(row: Mapping[str, Any], key: str, where: str) -> float:
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CatalogError(f"{where}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _capabilities(value: object, where: str) -> Capabilities:
+    if not isinstance(value, dict) or set(value) != set(_CAPABILITIES):
+        raise CatalogError(f"{where}: capabilities must set exactly {list(_CAPABILITIES)}")
+    if not all(isinstance(value[name], bool) for name in _CAPABILITIES):
+        raise CatalogError(f"{where}: capabilities values must be true or false")
+    return Capabilities(**{name: value[name] for name in _CAPABILITIES})
+
+
+def _renames(value: object, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise CatalogError(f"{where}: param_renames must map parameter names to names")
+    return tuple(sorted(value.items()))

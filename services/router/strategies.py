@@ -1,0 +1,152 @@
+"""Strategies: how eligible (model, provider) options are ordered. Pure, no I/O.
+
+- lowest_cost: cheapest worst-case estimate first; ties by higher quality.
+- fastest: shortest expected time to a typical answer, ttft + tokens / throughput,
+  where tokens = min(the output tokens the estimate assumed, TYPICAL_OUTPUT_TOKENS);
+  ties by cost.
+- max_reliability: highest success rate first; ties by cost.
+- balanced: highest weighted score (BALANCED_WEIGHTS) of four terms in [0, 1]:
+    cost         1 for the cheapest option, 0 for the dearest, on a log scale
+                 (prices span two orders of magnitude; linear would lump every cheap
+                 model together);
+    speed        the same on expected time;
+    reliability  1 - 10 x failure rate, floored at 0 (99% -> 0.9, 90% -> 0), an
+                 absolute scale so that 99.5% vs 99% is a small gap, not all-or-nothing;
+    quality      the catalog's quality as is.
+  Ties by cost.
+
+Every order ends on (provider, model) so that equal options rank deterministically.
+Latency and reliability come from a `Stats`: today `CatalogPriors` (the catalog's
+priors); live statistics folded from usage events implement the same protocol later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from services.router.catalog import ModelEntry
+
+
+class Strategy(StrEnum):
+    """A strategy's canonical name, as reported in `strategy_used`."""
+
+    LOWEST_COST = "lowest_cost"
+    BALANCED = "balanced"
+    FASTEST = "fastest"
+    MAX_RELIABILITY = "max_reliability"
+
+
+#: `strategy_used` when the client named a model.
+FORCE_MODEL = "force_model"
+
+#: Every accepted spelling (`lowest-cost` and `lowest_cost`...): no model may use one.
+STRATEGY_NAMES = frozenset(
+    spelling for s in Strategy for spelling in (s.value, s.value.replace("_", "-"))
+)
+
+#: Output tokens of a typical answer, for the expected-time estimate.
+TYPICAL_OUTPUT_TOKENS = 300
+
+BALANCED_WEIGHTS = {"cost": 0.35, "quality": 0.35, "speed": 0.15, "reliability": 0.15}
+
+
+def parse_strategy(name: str) -> Strategy | None:
+    """The strategy `name` spells (case and `-`/`_` insensitive), or None."""
+    try:
+        return Strategy(name.strip().lower().replace("-", "_"))
+    except ValueError:
+        return None
+
+
+class Stats(Protocol):
+    """What the router knows of a model's behaviour on its provider."""
+
+    def ttft_ms(self, entry: ModelEntry) -> float:
+        """Expected time to first token, milliseconds."""
+        ...
+
+    def tokens_per_s(self, entry: ModelEntry) -> float:
+        """Expected output throughput, tokens per second (> 0)."""
+        ...
+
+    def reliability(self, entry: ModelEntry) -> float:
+        """Expected share of requests that succeed, in [0, 1]."""
+        ...
+
+
+class CatalogPriors:
+    """`Stats` from the catalog's priors alone: what is known before any traffic."""
+
+    def ttft_ms(self, entry: ModelEntry) -> float:
+        return entry.ttft_ms_prior
+
+    def tokens_per_s(self, entry: ModelEntry) -> float:
+        return entry.tokens_per_s_prior
+
+    def reliability(self, entry: ModelEntry) -> float:
+        return entry.reliability_prior
+
+
+@dataclass(frozen=True)
+class Option:
+    """An eligible model on one provider, with its cost estimate for this request."""
+
+    entry: ModelEntry
+    estimated_cost: Decimal
+    #: Output tokens the estimate assumed (the budget, or the uncapped assumption).
+    estimate_tokens: int
+
+
+def expected_ms(option: Option, stats: Stats) -> float:
+    """Expected milliseconds to a typical answer of this request on `option`."""
+    tokens = min(option.estimate_tokens, TYPICAL_OUTPUT_TOKENS)
+    return stats.ttft_ms(option.entry) + 1000.0 * tokens / stats.tokens_per_s(option.entry)
+
+
+def balanced_scores(options: Sequence[Option], stats: Stats) -> list[float]:
+    """The balanced score of each option (higher is better), in the input order."""
+    cost = _log_scores([float(o.estimated_cost) for o in options])
+    speed = _log_scores([expected_ms(o, stats) for o in options])
+    w = BALANCED_WEIGHTS
+    return [
+        w["cost"] * cost[i]
+        + w["speed"] * speed[i]
+        + w["reliability"] * max(0.0, 1.0 - 10.0 * (1.0 - stats.reliability(o.entry)))
+        + w["quality"] * o.entry.quality
+        for i, o in enumerate(options)
+    ]
+
+
+def rank(strategy: Strategy, options: Sequence[Option], stats: Stats) -> list[Option]:
+    """`options` best first under `strategy`: the first is tried, the rest are fallbacks."""
+    key: Callable[[Option], tuple[object, ...]]
+    if strategy is Strategy.LOWEST_COST:
+        key = lambda o: (o.estimated_cost, -o.entry.quality, *_tail(o))  # noqa: E731
+    elif strategy is Strategy.FASTEST:
+        key = lambda o: (expected_ms(o, stats), o.estimated_cost, *_tail(o))  # noqa: E731
+    elif strategy is Strategy.MAX_RELIABILITY:
+        key = lambda o: (-stats.reliability(o.entry), o.estimated_cost, *_tail(o))  # noqa: E731
+    else:
+        scored = zip(balanced_scores(options, stats), options, strict=True)
+        ordered = sorted(scored, key=lambda p: (-p[0], p[1].estimated_cost, *_tail(p[1])))
+        return [option for _, option in ordered]
+    return sorted(options, key=key)
+
+
+def _tail(option: Option) -> tuple[str, str]:
+    return option.entry.provider, option.entry.id
+
+
+def _log_scores(values: list[float]) -> list[float]:
+    """1 for the smallest value, 0 for the largest, log-scaled; all 1 when equal."""
+    # The offset keeps a zero cost (a free model) finite on the log scale.
+    logs = [math.log(v + 1e-9) for v in values]
+    low, high = min(logs, default=0.0), max(logs, default=0.0)
+    if high - low < 1e-12:
+        return [1.0] * len(values)
+    return [(high - x) / (high - low) for x in logs]

@@ -1,0 +1,3 @@
+from stepblend.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""The `stepblend` command line (SPEC.md §6). Output is the bare value, so
+scripts can capture it; errors go to stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+import grpc
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("STEPBLEND_DATA_DIR") or ".stepblend")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepblend", description="StepBlend, the LLM routing gateway.")
+    parser.add_argument("--data-dir", help="data dir (default $STEPBLEND_DATA_DIR or .stepblend)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole system on this machine")
+    up.add_argument("--port", type=int, default=int(os.environ.get("STEPBLEND_PORT") or 8080))
+    up.add_argument("--data-dir", dest="data_dir_up")
+    up.add_argument("--demo", action="store_true", help="also run a local demo provider and print a demo token")
+
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=["gateway", "router", "providers", "billing"])
+
+    account = commands.add_parser("account", help="manage accounts").add_subparsers(dest="action", required=True)
+    create = account.add_parser("create", help="create an account and print its token")
+    create.add_argument("email")
+    create.add_argument("--plan", default="free")
+    create.add_argument("--password", action="store_true", help="ask for a password so the account can sign in")
+
+    token = commands.add_parser("token", help="print a fresh token for an account")
+    token.add_argument("email")
+
+    keys = commands.add_parser("keys", help="manage provider keys").add_subparsers(dest="action", required=True)
+    key_set = keys.add_parser("set", help="connect a provider key for an account")
+    key_set.add_argument("email")
+    key_set.add_argument("provider")
+    key_set.add_argument("api_key")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from .serve import run
+
+        run(args.service)
+        return
+    if args.command == "up":
+        from .up import up
+
+        data_dir = Path(args.data_dir_up or _data_dir(args))
+        sys.exit(up(data_dir, args.port, args.demo))
+
+    from .control import Control
+
+    control = Control.find(_data_dir(args))
+    try:
+        if args.command == "account" and args.action == "create":
+            password = getpass.getpass("Password: ") if args.password else ""
+            print(control.token(control.create_account(args.email, args.plan, password)))
+        elif args.command == "token":
+            print(control.token(control.account_id(args.email)))
+        elif args.command == "keys" and args.action == "set":
+            print(control.set_key(control.account_id(args.email), args.provider, args.api_key))
+    except grpc.RpcError as exc:
+        print(f"stepblend: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        sys.exit(1)

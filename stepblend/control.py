@@ -1,0 +1,87 @@
+"""The CLI's account and key commands, acting through the running services over
+gRPC (so their caches and events stay true), found from the environment or the
+data dir's services.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from services.common.grpcio import TOKEN_HEADER
+from services.gateway.auth import issue
+from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers_pb2_grpc
+
+from .datadir import read_or_create
+
+TIMEOUT_S = 10.0
+
+
+@dataclass
+class Control:
+    billing_addr: str
+    providers_addr: str
+    internal_token: str
+    jwt_secret: str
+    jwt_issuer: str
+
+    @classmethod
+    def find(cls, data_dir: Path) -> Control:
+        recorded: dict[str, str] = {}
+        services = data_dir / "services.json"
+        if services.exists():
+            recorded = json.loads(services.read_text())
+        billing = os.environ.get("STEPBLEND_BILLING_ADDR") or recorded.get("billing")
+        providers = os.environ.get("STEPBLEND_PROVIDERS_ADDR") or recorded.get("providers")
+        if not billing or not providers:
+            raise SystemExit(
+                f"No running StepBlend found: {services} is missing and STEPBLEND_BILLING_ADDR / "
+                "STEPBLEND_PROVIDERS_ADDR are unset."
+            )
+        return cls(
+            billing_addr=billing,
+            providers_addr=providers,
+            internal_token=read_or_create(data_dir, "STEPBLEND_INTERNAL_TOKEN", create=False),
+            jwt_secret=read_or_create(data_dir, "STEPBLEND_JWT_SECRET", create=False),
+            jwt_issuer=os.environ.get("STEPBLEND_JWT_ISSUER", "stepblend"),
+        )
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((TOKEN_HEADER, self.internal_token),)
+
+    def _billing(self, channel: grpc.Channel) -> billing_pb2_grpc.BillingStub:
+        return billing_pb2_grpc.BillingStub(channel)
+
+    def create_account(self, email: str, plan: str, password: str = "") -> str:
+        """Create the account; return its id."""
+        with grpc.insecure_channel(self.billing_addr) as channel:
+            response = self._billing(channel).CreateAccount(
+                billing_pb2.CreateAccountRequest(email=email, plan=plan, password=password),
+                metadata=self._metadata,
+                timeout=TIMEOUT_S,
+            )
+        return str(response.account.account_id)
+
+    def account_id(self, email: str) -> str:
+        with grpc.insecure_channel(self.billing_addr) as channel:
+            response = self._billing(channel).GetAccount(
+                billing_pb2.GetAccountRequest(email=email), metadata=self._metadata, timeout=TIMEOUT_S
+            )
+        return str(response.account.account_id)
+
+    def token(self, account_id: str) -> str:
+        lifetime = int(os.environ.get("STEPBLEND_JWT_LIFETIME_SECONDS", str(30 * 24 * 3600)))
+        return issue(self.jwt_secret, account_id, self.jwt_issuer, lifetime)
+
+    def set_key(self, account_id: str, provider: str, api_key: str) -> str:
+        with grpc.insecure_channel(self.providers_addr) as channel:
+            response = providers_pb2_grpc.KeysStub(channel).Put(
+                providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key),
+                metadata=self._metadata,
+                timeout=TIMEOUT_S,
+            )
+        return str(response.masked_key)

@@ -1,0 +1,45 @@
+"""`stepblend serve NAME`: one service in the foreground, as in Kubernetes.
+
+Each service module exposes `async def serve(settings)`, which runs until it is
+cancelled; SIGTERM and SIGINT cancel it, and it shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import Awaitable, Callable
+
+from services.common import logs
+from services.common.config import Settings
+
+SERVICES = ("gateway", "router", "providers", "billing")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:  # uvloop does not build on Windows
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+async def _until_signal(serve: Callable[[Settings], Awaitable[None]], settings: Settings) -> None:
+    task = asyncio.ensure_future(serve(settings))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def run(name: str) -> None:
+    if name not in SERVICES:
+        raise SystemExit(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
+    logs.setup(name)
+    settings = Settings.from_env()
+    serve = importlib.import_module(f"services.{name}.main").serve
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_until_signal(serve, settings))

