@@ -82,9 +82,7 @@ def normalize_email(email: str) -> str:
     return normalized
 
 
-def create_account(
-    session: Session, plans: PlanBook, *, email: str, plan: str = "", password: str = ""
-) -> AccountView:
+def create_account(session: Session, plans: PlanBook, *, email: str, plan: str = "", password: str = "") -> AccountView:
     """Create an account on `plan` (the default plan when empty) and commit.
 
     An empty `password` makes an account that signs in with tokens only.

@@ -16,6 +16,7 @@ redelivery, which the idempotent ledger absorbs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,9 +75,7 @@ class UsageConsumer:
         try:
             while not self._stopping.is_set():
                 try:
-                    messages = await subscription.fetch(
-                        self._options.batch, timeout=self._options.fetch_timeout_s
-                    )
+                    messages = await subscription.fetch(self._options.batch, timeout=self._options.fetch_timeout_s)
                 except nats.errors.TimeoutError:
                     continue
                 except Exception:
@@ -154,7 +153,5 @@ class UsageConsumer:
             log.warning("replying to usage event on %s failed", message.subject, exc_info=True)
 
     async def _pause(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self._options.retry_delay_s)
-        except TimeoutError:
-            pass

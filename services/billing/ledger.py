@@ -49,7 +49,7 @@ def entry_from_event(event: UsageEvent) -> LedgerEntry:
     """The ledger row for `event`; raises InvalidEvent when one cannot be made."""
     if not event.request_id or not event.account_id:
         raise InvalidEvent("request_id and account_id are required")
-    if len(event.request_id) > 128 or len(event.account_id) > 36:
+    if len(event.request_id) > 128 or len(event.account_id) > 64:
         raise InvalidEvent("request_id or account_id is too long")
     try:
         admitted_at = datetime.fromtimestamp(event.admitted_at, UTC)
@@ -60,8 +60,11 @@ def entry_from_event(event: UsageEvent) -> LedgerEntry:
         actual = None if event.actual_cost_usd is None else parse_usd(event.actual_cost_usd)
     except ValueError as exc:
         raise InvalidEvent(str(exc)) from None
-    if min(event.prompt_tokens, event.completion_tokens, event.latency_ms) < 0:
-        raise InvalidEvent("token counts and latency must not be negative")
+    counts = (event.prompt_tokens, event.completion_tokens, event.latency_ms)
+    # The columns are 32-bit INTEGER on PostgreSQL: an out-of-range value would fail
+    # the insert on every redelivery, so it is refused here, once.
+    if not all(0 <= count < 2**31 for count in counts):
+        raise InvalidEvent(f"token counts and latency out of range: {counts}")
     return LedgerEntry(
         request_id=event.request_id,
         account_id=event.account_id,

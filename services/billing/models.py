@@ -57,7 +57,8 @@ class LedgerEntry(SQLModel, table=True):
 
     # The idempotency key: a redelivered or duplicated event finds its row here.
     request_id: str = Field(primary_key=True, max_length=128)
-    account_id: str = Field(max_length=36)
+    # Wider than billing's own UUIDs: an event must not be refused over an id's format.
+    account_id: str = Field(max_length=64)
     # "YYYY-MM", the UTC month of admitted_at: the request counts in that month.
     month: str = Field(max_length=7)
     outcome: str = Field(max_length=16)  # "completed" | "failed"

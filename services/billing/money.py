@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Numeric, func, type_coerce
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -73,6 +74,6 @@ class Money(TypeDecorator[Decimal]):
         return Decimal(value).quantize(_QUANTUM)
 
 
-def sum_usd(expression: ColumnElement[Any]) -> ColumnElement[Decimal]:
+def sum_usd(expression: ColumnElement[Any] | Mapped[Any]) -> ColumnElement[Decimal]:
     """SUM of a Money expression, read back as an exact `Decimal` (0 over no rows)."""
     return type_coerce(func.coalesce(func.sum(expression), 0), Money())

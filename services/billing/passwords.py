@@ -23,9 +23,7 @@ _MAX_MEMORY = 256 * 1024 * 1024
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
     # OpenSSL needs maxmem above 128 * n * r; give it that plus headroom.
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, dklen=length, maxmem=129 * n * r + 1024 * 1024
-    )
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=length, maxmem=129 * n * r + 1024 * 1024)
 
 
 def hash_password(password: str) -> str:

@@ -87,8 +87,7 @@ class PlanBook:
             name = raw_name.strip().lower() if isinstance(raw_name, str) else raw_name
             if not isinstance(name, str) or not _NAME.match(name):
                 raise PlansFileError(
-                    f"plan name {raw_name!r} must be 1-32 characters of a-z, 0-9, '_' or '-', "
-                    "starting with a letter"
+                    f"plan name {raw_name!r} must be 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter"
                 )
             if name in plans:
                 raise PlansFileError(f"plan {name!r} is listed twice")

@@ -33,7 +33,7 @@ _STATUS: dict[type[accounts.AccountError], grpc.StatusCode] = {
 }
 
 
-class BillingServicer(billing_pb2_grpc.BillingServicer):  # type: ignore[misc]
+class BillingServicer(billing_pb2_grpc.BillingServicer):
     """Accounts over gRPC, backed by billing's database and the plans in force."""
 
     def __init__(self, engine: Engine, plans: PlanBook) -> None:

@@ -62,7 +62,9 @@ class Misfit:
 
 def worst_case_cost(entry: ModelEntry, prompt_tokens: int, output_tokens: int) -> Decimal:
     """USD for `prompt_tokens` in and `output_tokens` out at the model's list prices."""
-    return (prompt_tokens * entry.input_per_mtok + output_tokens * entry.output_per_mtok) / _PER_MTOK
+    return (
+        prompt_tokens * entry.input_per_mtok + output_tokens * entry.output_per_mtok
+    ) / _PER_MTOK
 
 
 def fit(
@@ -104,7 +106,9 @@ def _fit_requested(
     return Fit(budget, cost, budget)
 
 
-def _fit_under_cap(entry: ModelEntry, prompt_tokens: int, ceiling: int, cap: Decimal) -> Fit | Misfit:
+def _fit_under_cap(
+    entry: ModelEntry, prompt_tokens: int, ceiling: int, cap: Decimal
+) -> Fit | Misfit:
     cheapest = worst_case_cost(entry, prompt_tokens, MIN_OUTPUT_BUDGET)
     over = Misfit(
         "over_cost_cap",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 #: Providers the executor has adapters for. A row naming anything else is a typo
@@ -110,7 +111,9 @@ class Catalog:
             for name in entry.names:
                 by_name.setdefault(name, []).append(entry)
         # Frozen: the index is computed once here, never mutated afterwards.
-        object.__setattr__(self, "_by_name", {k: tuple(v) for k, v in by_name.items()})
+        object.__setattr__(
+            self, "_by_name", MappingProxyType({k: tuple(v) for k, v in by_name.items()})
+        )
 
     @property
     def providers(self) -> frozenset[str]:
@@ -245,7 +248,9 @@ def _check_names(models: tuple[ModelEntry, ...], where: str, reserved: frozenset
             if name in reserved:
                 raise CatalogError(f"{where}: {entry.key!r} uses the reserved name {name!r}")
             if name.partition(":")[0] in KNOWN_PROVIDERS and ":" in name:
-                raise CatalogError(f"{where}: {entry.key!r} name {name!r} looks like provider:model")
+                raise CatalogError(
+                    f"{where}: {entry.key!r} name {name!r} looks like provider:model"
+                )
             previous = owner.setdefault(name, entry.id)
             if previous != entry.id:
                 # An unprefixed name must never fall back to a different model.
@@ -273,7 +278,7 @@ def _price(row: Mapping[str, Any], key: str, where: str) -> Decimal:
     # A TOML float (2.5) has already lost exactness on its way through binary; money
     # is written as a string so that Decimal sees exactly what the operator typed.
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise CatalogError(f"{where}: {key} must be a decimal string such as \"2.50\", got {value!r}")
+        raise CatalogError(f'{where}: {key} must be a decimal string such as "2.50", got {value!r}')
     try:
         price = Decimal(value)
     except InvalidOperation as exc:

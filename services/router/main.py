@@ -1,5 +1,7 @@
 """Runs the router: load the catalog, serve `stepblend.v1.Router` until cancelled.
 
+`stepblend serve router` (and `stepblend up`) call `serve`, after setting up logging.
+
 The catalog is `STEPBLEND_CATALOG_FILE` when set, else the one packaged beside this
 module. No NATS yet: live statistics from usage events come later.
 """
@@ -13,7 +15,6 @@ from pathlib import Path
 
 import grpc
 
-from services.common import logs
 from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
 from services.router.catalog import Catalog, load_catalog
@@ -40,7 +41,8 @@ def catalog_from_env() -> Catalog:
 async def start(settings: Settings, catalog: Catalog) -> tuple[grpc.aio.Server, int]:
     """Build and start the gRPC server; return it and the port it listens on."""
     server = make_server(settings.internal_token)
-    router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(catalog), server)
+    # The generated registration function carries no annotations.
+    router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(catalog), server)  # type: ignore[no-untyped-call]
     port, _health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME])
     return server, port
 
@@ -62,17 +64,3 @@ async def serve(settings: Settings) -> None:
         # Shielded so that a second cancellation cannot cut the graceful stop short.
         await asyncio.shield(server.stop(STOP_GRACE_S))
         raise
-
-
-def main() -> None:
-    """Entry point for `python -m services.router.main`: settings, logging, serve."""
-    settings = Settings.from_env()
-    logs.setup("router")
-    try:
-        asyncio.run(serve(settings))
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()

@@ -25,12 +25,13 @@ Refusals (`code`, and the HTTP status the gateway maps it to):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from types import MappingProxyType
 
-from services.router.budget import Fit, fit
+from services.router.budget import UNCAPPED_ESTIMATE_TOKENS, Fit, fit, worst_case_cost
 from services.router.catalog import Catalog, ModelEntry
 from services.router.strategies import (
     FORCE_MODEL,
@@ -44,6 +45,10 @@ from services.router.strategies import (
 
 #: A named model's providers are ordered by this unless stepblend_strategy says otherwise.
 DEFAULT_FORCED_ORDER = Strategy.LOWEST_COST
+
+#: The accepted range of stepblend_max_cost, USD.
+MIN_COST_CAP = Decimal("0.000000000001")
+MAX_COST_CAP = Decimal("1000000")
 
 _KEYS_PATH = "PUT /api/v1/account/keys/{provider}"
 
@@ -70,14 +75,16 @@ class Reason(StrEnum):
     OVER_COST_CAP = "over_cost_cap"
 
 
-_STAGE = {reason: i for i, reason in enumerate(Reason)}
+_STAGE: Mapping[Reason, int] = MappingProxyType({reason: i for i, reason in enumerate(Reason)})
 _CAPABILITY_REASONS = (Reason.NO_TOOLS, Reason.NO_VISION, Reason.NO_JSON_SCHEMA)
 # capability reason -> (adjective for messages, the body field that asked for it)
-_CAPABILITY_WORDS = {
-    Reason.NO_TOOLS: ("tool-capable", "tools"),
-    Reason.NO_VISION: ("vision-capable", "messages"),
-    Reason.NO_JSON_SCHEMA: ("JSON-schema-capable", "response_format"),
-}
+_CAPABILITY_WORDS: Mapping[Reason, tuple[str, str]] = MappingProxyType(
+    {
+        Reason.NO_TOOLS: ("tool-capable", "tools"),
+        Reason.NO_VISION: ("vision-capable", "messages"),
+        Reason.NO_JSON_SCHEMA: ("JSON-schema-capable", "response_format"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,9 @@ class _Screened:
     excluded: list[Exclusion] = field(default_factory=list)
 
 
-def route(catalog: Catalog, request: RouteRequest, stats: Stats | None = None) -> Decision | Refusal:
+def route(
+    catalog: Catalog, request: RouteRequest, stats: Stats | None = None
+) -> Decision | Refusal:
     """Decide which models may serve `request`, best first, or refuse it.
 
     `stats` supplies latency and reliability; the catalog's priors when None.
@@ -167,7 +176,7 @@ def route(catalog: Catalog, request: RouteRequest, stats: Stats | None = None) -
             names = ", ".join(s.value for s in Strategy)
             return Refusal(
                 RefusalCode.INVALID_REQUEST,
-                f"unknown stepblend_strategy {request.strategy!r}; use one of {names}",
+                f"unknown stepblend_strategy {_quote(request.strategy)}; use one of {names}",
                 "stepblend_strategy",
             )
     cap = _parse_cap(request.max_cost_usd)
@@ -192,17 +201,20 @@ def route(catalog: Catalog, request: RouteRequest, stats: Stats | None = None) -
                 "tools",
             )
         rows: Sequence[ModelEntry] = catalog.models
-        order, strategy_used = override or body_strategy, (override or body_strategy).value
+        order = override or body_strategy
+        strategy_used = order.value
     else:
         rows = catalog.resolve(model)
         if not rows:
             return Refusal(
                 RefusalCode.MODEL_NOT_FOUND,
-                f"the model {model!r} does not exist in StepBlend's catalog; "
+                f"the model {_quote(model)} does not exist in StepBlend's catalog; "
                 "GET /api/v1/models lists the models and strategies",
                 "model",
             )
-        order, strategy_used = override or DEFAULT_FORCED_ORDER, FORCE_MODEL
+        # The strategy only orders this model's providers; the client named the model.
+        order = override or DEFAULT_FORCED_ORDER
+        strategy_used = FORCE_MODEL
 
     screened = _screen(rows, request, cap)
     if not screened.options:
@@ -216,17 +228,25 @@ def route(catalog: Catalog, request: RouteRequest, stats: Stats | None = None) -
     )
 
 
-def _parse_cap(text: str) -> Decimal | None | Refusal:
+def _quote(text: str) -> str:
+    """A client's value for an error message, cut short: it is echoed back, not logged."""
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
+def _parse_cap(text: str) -> Decimal | Refusal | None:
     if not text.strip():
         return None
     try:
         cap = Decimal(text.strip())
     except InvalidOperation:
         cap = Decimal("NaN")
-    if not cap.is_finite() or cap <= 0:
+    # Bounded so that no client value can push Decimal arithmetic or formatting into
+    # absurd exponents; both bounds are far outside any real request's cost.
+    if not cap.is_finite() or not MIN_COST_CAP <= cap <= MAX_COST_CAP:
         return Refusal(
             RefusalCode.INVALID_REQUEST,
-            f"stepblend_max_cost must be a positive number of USD (e.g. 0.01), got {text!r}",
+            f"stepblend_max_cost must be a number of USD between {MIN_COST_CAP:f} and "
+            f"{MAX_COST_CAP:f} (e.g. 0.01), got {_quote(text)}",
             "stepblend_max_cost",
         )
     return cap
@@ -235,21 +255,33 @@ def _parse_cap(text: str) -> Decimal | None | Refusal:
 def _screen(rows: Iterable[ModelEntry], request: RouteRequest, cap: Decimal | None) -> _Screened:
     out = _Screened()
     for entry in rows:
-        reason, detail = _capability_gap(entry, request)
-        if reason is None:
-            result = fit(entry, request.prompt_tokens, request.max_output_tokens, cap)
-            if isinstance(result, Fit):
-                out.options.append(Option(entry, result.estimated_cost, result.estimate_tokens))
-                out.fits[entry.key] = result
-                continue
-            out.excluded.append(
-                Exclusion(
-                    entry.provider, entry.id, Reason(result.reason), result.detail, result.cheapest_cost
-                )
-            )
+        result = _examine(entry, request, cap)
+        if isinstance(result, Exclusion):
+            out.excluded.append(result)
             continue
-        out.excluded.append(Exclusion(entry.provider, entry.id, reason, detail))
+        comparable = worst_case_cost(entry, request.prompt_tokens, _comparable_tokens(request))
+        out.options.append(Option(entry, result.estimated_cost, comparable, result.estimate_tokens))
+        out.fits[entry.key] = result
     return out
+
+
+def _examine(entry: ModelEntry, request: RouteRequest, cap: Decimal | None) -> Fit | Exclusion:
+    """The row's fit for the request, or the first check it fails."""
+    reason, detail = _capability_gap(entry, request)
+    if reason is not None:
+        return Exclusion(entry.provider, entry.id, reason, detail)
+    result = fit(entry, request.prompt_tokens, request.max_output_tokens, cap)
+    if isinstance(result, Fit):
+        return result
+    return Exclusion(
+        entry.provider, entry.id, Reason(result.reason), result.detail, result.cheapest_cost
+    )
+
+
+def _comparable_tokens(request: RouteRequest) -> int:
+    """Output tokens every model is priced at for ranking: the client's max_tokens, else
+    the uncapped estimate's assumption (a cap's per-model budgets are not comparable)."""
+    return request.max_output_tokens or UNCAPPED_ESTIMATE_TOKENS
 
 
 def _capability_gap(entry: ModelEntry, request: RouteRequest) -> tuple[Reason | None, str]:
@@ -300,7 +332,7 @@ def _refusal(
                 RefusalCode.PROVIDER_NOT_CONNECTED,
                 f"the model {model!r} is served by {' or '.join(providers)}, and no key is "
                 f"connected for {'it' if len(providers) == 1 else 'them'}; connect one with "
-                f"PUT /api/v1/account/keys/{providers[0]}",
+                + " or ".join(f"PUT /api/v1/account/keys/{p}" for p in providers),
                 "model",
             )
         return Refusal(
@@ -312,15 +344,22 @@ def _refusal(
 
     furthest = max(_STAGE[e.reason] for e in reachable)
     stopped = [e for e in reachable if _STAGE[e.reason] == furthest]
-    stopped_rows = [r for r in rows if any(e.provider == r.provider and e.model == r.id for e in stopped)]
+    stopped_rows = [
+        r for r in rows if any(e.provider == r.provider and e.model == r.id for e in stopped)
+    ]
     reason = stopped[0].reason
     if reason is Reason.OVER_COST_CAP:
-        cheapest = min(stopped, key=lambda e: e.min_cost_usd or Decimal(0))
+        priced = [e for e in stopped if e.min_cost_usd is not None]
+        best = min(priced, key=lambda e: e.min_cost_usd or 0, default=None)
+        cheapest = (
+            f": the cheapest worst case is ${best.min_cost_usd:f} ({best.model} on {best.provider})"
+            if best is not None and best.min_cost_usd is not None
+            else ""
+        )
         return Refusal(
             RefusalCode.NO_MODEL_UNDER_COST_CAP,
             f"no model fits under stepblend_max_cost ${cap:f} with ~{request.prompt_tokens} "
-            f"prompt tokens: the cheapest worst case is ${cheapest.min_cost_usd:f} "
-            f"({cheapest.model} on {cheapest.provider})",
+            f"prompt tokens{cheapest}",
             "stepblend_max_cost",
         )
     if reason in _CAPABILITY_REASONS:
@@ -334,13 +373,15 @@ def _refusal(
             if needed
         ]
         words = " and ".join(_CAPABILITY_WORDS[r][0] for r in wanted)
-        providers = ", ".join(sorted({e.provider for e in reachable}))
+        connected = ", ".join(sorted({e.provider for e in reachable}))
         why = (
             f"{model} is not {words} on any connected provider"
             if forced
-            else f"no {words} model among the connected providers ({providers})"
+            else f"no {words} model among the connected providers ({connected})"
         )
-        return Refusal(RefusalCode.NO_ELIGIBLE_MODEL, f"no eligible model: {why}", _CAPABILITY_WORDS[reason][1])
+        return Refusal(
+            RefusalCode.NO_ELIGIBLE_MODEL, f"no eligible model: {why}", _CAPABILITY_WORDS[reason][1]
+        )
     if reason is Reason.OUTPUT_TOO_LONG:
         largest = max(stopped_rows, key=lambda r: r.max_output_tokens)
         return Refusal(

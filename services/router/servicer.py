@@ -12,7 +12,7 @@ from services.router.strategies import Stats
 from stepblend.v1 import router_pb2, router_pb2_grpc
 
 
-class RouterServicer(router_pb2_grpc.RouterServicer):  # type: ignore[misc]
+class RouterServicer(router_pb2_grpc.RouterServicer):
     """Answers `Route` from one catalog (and, later, live statistics)."""
 
     def __init__(self, catalog: Catalog, stats: Stats | None = None) -> None:

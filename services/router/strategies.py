@@ -1,18 +1,29 @@
 """Strategies: how eligible (model, provider) options are ordered. Pure, no I/O.
 
-- lowest_cost: cheapest worst-case estimate first; ties by higher quality.
+Cost, for ranking, is each option's `comparable_cost`: the prompt plus the *same*
+number of output tokens on every model (see routing). The worst-case estimate is not
+used for ranking because under a cost cap every model's budget is stretched to fill
+the cap, so every worst case is about the cap and says nothing about cheapness.
+
+- lowest_cost: cheapest comparable cost first; ties by higher quality.
 - fastest: shortest expected time to a typical answer, ttft + tokens / throughput,
   where tokens = min(the output tokens the estimate assumed, TYPICAL_OUTPUT_TOKENS);
   ties by cost.
 - max_reliability: highest success rate first; ties by cost.
-- balanced: highest weighted score (BALANCED_WEIGHTS) of four terms in [0, 1]:
+- balanced: highest weighted score (BALANCED_WEIGHTS: cost 0.30, quality 0.35,
+  speed 0.20, reliability 0.15) of four terms in [0, 1], relative to the options at
+  hand:
     cost         1 for the cheapest option, 0 for the dearest, on a log scale
                  (prices span two orders of magnitude; linear would lump every cheap
                  model together);
-    speed        the same on expected time;
+    quality      1 for the best option, 0 for the worst, linear (the catalog scale is
+                 editorial; only its order and gaps mean something);
+    speed        1 for the fastest expected time, 0 for the slowest, linear: waiting
+                 is felt in seconds, and 3 s vs 18 s matters more than 0.2 s vs 1 s;
     reliability  1 - 10 x failure rate, floored at 0 (99% -> 0.9, 90% -> 0), an
-                 absolute scale so that 99.5% vs 99% is a small gap, not all-or-nothing;
-    quality      the catalog's quality as is.
+                 absolute scale so that 99.5% vs 99% is a small gap, not all-or-nothing.
+  With the shipped catalog and priors this favours mid-priced, capable, quick models
+  (gpt-4.1-mini, deepseek-chat) over both the tiniest and the slow reasoning ones.
   Ties by cost.
 
 Every order ends on (provider, model) so that equal options rank deterministically.
@@ -23,10 +34,11 @@ priors); live statistics folded from usage events implement the same protocol la
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Protocol
 
 from services.router.catalog import ModelEntry
@@ -52,7 +64,9 @@ STRATEGY_NAMES = frozenset(
 #: Output tokens of a typical answer, for the expected-time estimate.
 TYPICAL_OUTPUT_TOKENS = 300
 
-BALANCED_WEIGHTS = {"cost": 0.35, "quality": 0.35, "speed": 0.15, "reliability": 0.15}
+BALANCED_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"cost": 0.30, "quality": 0.35, "speed": 0.20, "reliability": 0.15}
+)
 
 
 def parse_strategy(name: str) -> Strategy | None:
@@ -97,7 +111,10 @@ class Option:
     """An eligible model on one provider, with its cost estimate for this request."""
 
     entry: ModelEntry
+    #: Worst case for this request (reported; checked against the cap).
     estimated_cost: Decimal
+    #: Cost of the prompt plus the same output length on every model (ranked on).
+    comparable_cost: Decimal
     #: Output tokens the estimate assumed (the budget, or the uncapped assumption).
     estimate_tokens: int
 
@@ -110,14 +127,16 @@ def expected_ms(option: Option, stats: Stats) -> float:
 
 def balanced_scores(options: Sequence[Option], stats: Stats) -> list[float]:
     """The balanced score of each option (higher is better), in the input order."""
-    cost = _log_scores([float(o.estimated_cost) for o in options])
-    speed = _log_scores([expected_ms(o, stats) for o in options])
+    # The offset keeps a zero cost (a free model) finite on the log scale.
+    cost = _lower_is_better([math.log(float(o.comparable_cost) + 1e-9) for o in options])
+    speed = _lower_is_better([expected_ms(o, stats) for o in options])
+    quality = _lower_is_better([-o.entry.quality for o in options])
     w = BALANCED_WEIGHTS
     return [
         w["cost"] * cost[i]
+        + w["quality"] * quality[i]
         + w["speed"] * speed[i]
         + w["reliability"] * max(0.0, 1.0 - 10.0 * (1.0 - stats.reliability(o.entry)))
-        + w["quality"] * o.entry.quality
         for i, o in enumerate(options)
     ]
 
@@ -126,14 +145,14 @@ def rank(strategy: Strategy, options: Sequence[Option], stats: Stats) -> list[Op
     """`options` best first under `strategy`: the first is tried, the rest are fallbacks."""
     key: Callable[[Option], tuple[object, ...]]
     if strategy is Strategy.LOWEST_COST:
-        key = lambda o: (o.estimated_cost, -o.entry.quality, *_tail(o))  # noqa: E731
+        key = lambda o: (o.comparable_cost, -o.entry.quality, *_tail(o))  # noqa: E731
     elif strategy is Strategy.FASTEST:
-        key = lambda o: (expected_ms(o, stats), o.estimated_cost, *_tail(o))  # noqa: E731
+        key = lambda o: (expected_ms(o, stats), o.comparable_cost, *_tail(o))  # noqa: E731
     elif strategy is Strategy.MAX_RELIABILITY:
-        key = lambda o: (-stats.reliability(o.entry), o.estimated_cost, *_tail(o))  # noqa: E731
+        key = lambda o: (-stats.reliability(o.entry), o.comparable_cost, *_tail(o))  # noqa: E731
     else:
         scored = zip(balanced_scores(options, stats), options, strict=True)
-        ordered = sorted(scored, key=lambda p: (-p[0], p[1].estimated_cost, *_tail(p[1])))
+        ordered = sorted(scored, key=lambda p: (-p[0], p[1].comparable_cost, *_tail(p[1])))
         return [option for _, option in ordered]
     return sorted(options, key=key)
 
@@ -142,11 +161,9 @@ def _tail(option: Option) -> tuple[str, str]:
     return option.entry.provider, option.entry.id
 
 
-def _log_scores(values: list[float]) -> list[float]:
-    """1 for the smallest value, 0 for the largest, log-scaled; all 1 when equal."""
-    # The offset keeps a zero cost (a free model) finite on the log scale.
-    logs = [math.log(v + 1e-9) for v in values]
-    low, high = min(logs, default=0.0), max(logs, default=0.0)
+def _lower_is_better(values: list[float]) -> list[float]:
+    """1 for the smallest value, 0 for the largest, linear between; all 1 when equal."""
+    low, high = min(values, default=0.0), max(values, default=0.0)
     if high - low < 1e-12:
         return [1.0] * len(values)
-    return [(high - x) / (high - low) for x in logs]
+    return [(high - x) / (high - low) for x in values]

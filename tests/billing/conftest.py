@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from nats.js import JetStreamContext
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from services.billing.db import init_db, make_engine
 from services.billing.plans import PlanBook, load_plans
 from services.common.events import UsageEvent
+from tests.support.procs import NatsServer
 
 
 @pytest.fixture
@@ -34,6 +37,13 @@ def session(engine: Engine) -> Iterator[Session]:
 @pytest.fixture
 def plans() -> PlanBook:
     return load_plans(None)
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_server.url)
+    yield nc.jetstream()
+    await nc.close()
 
 
 def usage_event(account_id: str, **fields: Any) -> UsageEvent:

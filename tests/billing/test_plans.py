@@ -71,7 +71,7 @@ def test_file_may_name_the_default_plan(tmp_path: Path) -> None:
         ("[plans]\n[plans.trial]\nlimit = 5\n", "whole number"),
         ('[plans]\n"has space" = 5\n', "plan name"),
         ('[plans]\n"" = 5\n', "plan name"),
-        ('[plans]\nTrial = 5\ntrial = 6\n', "listed twice"),
+        ("[plans]\nTrial = 5\ntrial = 6\n", "listed twice"),
         ('default_plan = "gold"\n[plans]\ntrial = 5\n', "default plan 'gold'"),
         ("default_plan = 3\n[plans]\ntrial = 5\n", "default_plan must be"),
     ],

@@ -49,7 +49,7 @@ class System:
         with sqlite3.connect(self.data_dir / "billing.db") as db:
             marks = ",".join("?" * len(request_ids))
             return db.execute(
-                f"SELECT request_id FROM ledgerentry WHERE request_id IN ({marks})", request_ids
+                f"SELECT request_id FROM ledger_entries WHERE request_id IN ({marks})", request_ids
             ).fetchall()
 
 

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import pytest
+
+from services.router.catalog import Catalog, load_catalog
+from services.router.strategies import STRATEGY_NAMES
+
+ALL_PROVIDERS = frozenset({"openai", "groq", "deepseek"})
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    """The shipped catalog, validated as the router does at start-up."""
+    return load_catalog(reserved_names=STRATEGY_NAMES)

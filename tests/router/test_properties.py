@@ -1,0 +1,98 @@
+"""Properties of every decision, over random request features on the shipped catalog."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from services.router.budget import MIN_OUTPUT_BUDGET, worst_case_cost
+from services.router.catalog import Catalog, load_catalog
+from services.router.routing import Decision, Refusal, RefusalCode, RouteRequest, route
+
+# Hypothesis does not mix with function-scoped fixtures; the catalog is immutable anyway.
+CATALOG: Catalog = load_catalog()
+
+MODELS = [
+    *("lowest-cost", "balanced", "fastest", "max-reliability"),
+    *("gpt-4o", "gpt-4.1-nano", "openai:o3-mini", "deepseek-chat", "deepseek-reasoner"),
+    "llama-3.1-8b-instant",
+]
+
+caps = st.one_of(
+    st.just(""),
+    st.decimals(
+        min_value=Decimal("0.000001"),
+        max_value=Decimal("5"),
+        places=8,
+        allow_nan=False,
+        allow_infinity=False,
+    ).map(str),
+)
+
+# Skewed towards requests that some model can serve, so that most examples check a
+# decision rather than a refusal.
+rarely = st.sampled_from([False, False, False, True])
+requests = st.builds(
+    RouteRequest,
+    model=st.sampled_from(MODELS),
+    strategy=st.sampled_from(["", "lowest_cost", "balanced", "fastest", "max_reliability"]),
+    prompt_tokens=st.one_of(st.integers(0, 20_000), st.integers(0, 1_200_000)),
+    max_output_tokens=st.one_of(st.just(0), st.integers(1, 4_000), st.integers(1, 150_000)),
+    needs_tools=rarely,
+    needs_vision=rarely,
+    needs_json_schema=rarely,
+    max_cost_usd=caps,
+    connected_providers=st.one_of(
+        st.just(frozenset({"openai", "groq", "deepseek"})),
+        st.frozensets(st.sampled_from(["openai", "groq", "deepseek", "anthropic"])),
+    ),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(requests)
+def test_no_candidate_breaks_the_cap_or_lacks_a_capability(request: RouteRequest) -> None:
+    result = route(CATALOG, request)
+    event(result.code.value if isinstance(result, Refusal) else "decision")
+    if isinstance(result, Refusal):
+        assert result.code in set(RefusalCode)
+        assert result.message
+        return
+    assert isinstance(result, Decision)
+    assert result.candidates, "a decision always has a candidate"
+    cap = Decimal(request.max_cost_usd) if request.max_cost_usd else None
+    rows = {e.key: e for e in CATALOG.models}
+    for candidate in result.candidates:
+        entry = rows[f"{candidate.provider}:{candidate.model}"]
+        assert entry.provider in request.connected_providers
+        assert not request.needs_tools or entry.capabilities.tools
+        assert not request.needs_vision or entry.capabilities.vision
+        assert not request.needs_json_schema or entry.capabilities.json_schema
+        if cap is not None:
+            budget = candidate.output_budget
+            # StepBlend never sets a budget below the minimum; a client may.
+            assert budget >= MIN_OUTPUT_BUDGET or budget == request.max_output_tokens > 0
+            assert (
+                worst_case_cost(entry, request.prompt_tokens, budget)
+                == candidate.estimated_cost_usd
+            )
+            assert candidate.estimated_cost_usd <= cap
+            if not request.max_output_tokens:
+                # The largest budget that fits: one more token breaks a limit.
+                ceiling = min(entry.max_output_tokens, entry.context_window - request.prompt_tokens)
+                assert (
+                    budget == ceiling
+                    or worst_case_cost(entry, request.prompt_tokens, budget + 1) > cap
+                )
+        if candidate.output_budget:
+            assert candidate.output_budget <= entry.max_output_tokens
+            assert request.prompt_tokens + candidate.output_budget <= entry.context_window
+        if request.max_output_tokens:
+            assert candidate.output_budget == request.max_output_tokens
+    keys = [(c.provider, c.model) for c in result.candidates]
+    assert len(keys) == len(set(keys))
+    assert len(keys) + len(result.excluded) == len(
+        CATALOG.models if result.strategy_used != "force_model" else CATALOG.resolve(request.model)
+    )

@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from services.router.budget import MIN_OUTPUT_BUDGET
+from services.router.catalog import Catalog
+from services.router.routing import Decision, Reason, Refusal, RefusalCode, RouteRequest, route
+from tests.router.conftest import ALL_PROVIDERS
+
+
+def decide(catalog: Catalog, model: str, **features: object) -> Decision:
+    features.setdefault("connected_providers", ALL_PROVIDERS)
+    result = route(catalog, RouteRequest(model=model, **features))  # type: ignore[arg-type]
+    assert isinstance(result, Decision), result
+    return result
+
+
+def refuse(catalog: Catalog, model: str, **features: object) -> Refusal:
+    features.setdefault("connected_providers", ALL_PROVIDERS)
+    result = route(catalog, RouteRequest(model=model, **features))  # type: ignore[arg-type]
+    assert isinstance(result, Refusal), result
+    return result
+
+
+# --- forced model -----------------------------------------------------------------
+
+
+def test_forced_model(catalog: Catalog) -> None:
+    decision = decide(catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=500)
+    assert decision.strategy_used == "force_model"
+    assert decision.catalog_version == "2026-11-01"
+    (only,) = decision.candidates
+    assert (only.provider, only.model, only.upstream_model) == ("openai", "gpt-4o", "gpt-4o")
+    assert only.estimated_cost_usd == Decimal("0.0075")
+    assert only.output_budget == 500
+    assert (only.input_price_per_mtok, only.output_price_per_mtok) == (
+        Decimal("2.50"),
+        Decimal("10.00"),
+    )
+
+
+def test_alias_routes_to_catalog_id(catalog: Catalog) -> None:
+    (only,) = decide(catalog, "gpt-4o-2024-08-06").candidates
+    assert only.model == "gpt-4o"
+
+
+def test_provider_prefix_pins_the_provider(catalog: Catalog) -> None:
+    (only,) = decide(catalog, "groq:llama-3.1-8b-instant").candidates
+    assert only.provider == "groq"
+
+
+def test_forced_reasoning_model_carries_its_parameter_rules(catalog: Catalog) -> None:
+    (only,) = decide(catalog, "o3-mini").candidates
+    assert dict(only.param_renames) == {"max_tokens": "max_completion_tokens"}
+    assert "temperature" in only.unsupported_params
+
+
+def test_stepblend_strategy_does_not_change_a_forced_model(catalog: Catalog) -> None:
+    decision = decide(catalog, "deepseek-chat", strategy="fastest")
+    assert decision.strategy_used == "force_model"
+    assert [c.model for c in decision.candidates] == ["deepseek-chat"]
+
+
+# --- strategies -------------------------------------------------------------------
+
+
+def test_strategy_returns_every_eligible_model_ranked(catalog: Catalog) -> None:
+    decision = decide(catalog, "lowest-cost", prompt_tokens=100)
+    assert decision.strategy_used == "lowest_cost"
+    assert len(decision.candidates) == len(catalog.models)
+    assert decision.excluded == ()
+
+
+def test_stepblend_strategy_overrides_the_body_strategy(catalog: Catalog) -> None:
+    assert (
+        decide(catalog, "lowest-cost", strategy="max_reliability").strategy_used
+        == "max_reliability"
+    )
+    assert decide(catalog, "balanced", strategy="lowest-cost").strategy_used == "lowest_cost"
+
+
+# --- eligibility ------------------------------------------------------------------
+
+
+def test_only_connected_providers(catalog: Catalog) -> None:
+    decision = decide(catalog, "balanced", connected_providers=frozenset({"groq"}))
+    assert {c.provider for c in decision.candidates} == {"groq"}
+    assert {e.reason for e in decision.excluded} == {Reason.PROVIDER_NOT_CONNECTED}
+    assert len(decision.excluded) == len(catalog.models) - 2
+
+
+@pytest.mark.parametrize(
+    ("feature", "capability"),
+    [("needs_vision", "vision"), ("needs_json_schema", "json_schema")],
+)
+def test_capabilities_filter_strategy_candidates(
+    catalog: Catalog, feature: str, capability: str
+) -> None:
+    decision = decide(catalog, "lowest-cost", **{feature: True})
+    assert decision.candidates
+    by_key = {e.key: e for e in catalog.models}
+    for c in decision.candidates:
+        assert getattr(by_key[f"{c.provider}:{c.model}"].capabilities, capability)
+    assert all(e.reason.value == f"no_{capability}" for e in decision.excluded)
+
+
+def test_tools_with_a_forced_model(catalog: Catalog) -> None:
+    (only,) = decide(catalog, "deepseek-chat", needs_tools=True).candidates
+    assert only.model == "deepseek-chat"
+
+
+def test_context_window_excludes_small_models(catalog: Catalog) -> None:
+    decision = decide(catalog, "lowest-cost", prompt_tokens=150_000)
+    assert {c.model for c in decision.candidates} == {
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "o3-mini",
+        "o4-mini",
+    }
+    assert all(e.reason is Reason.CONTEXT_TOO_SMALL for e in decision.excluded)
+
+
+def test_requested_output_over_model_max_excludes(catalog: Catalog) -> None:
+    decision = decide(catalog, "lowest-cost", max_output_tokens=20_000)
+    assert "gpt-4o" not in {c.model for c in decision.candidates}
+    assert {e.model for e in decision.excluded if e.reason is Reason.OUTPUT_TOO_LONG} == {
+        "gpt-4o", "gpt-4o-mini", "deepseek-chat",
+    }  # fmt: skip
+
+
+def test_cap_excludes_models_whose_worst_case_exceeds_it(catalog: Catalog) -> None:
+    decision = decide(
+        catalog, "lowest-cost", prompt_tokens=1000, max_output_tokens=1000, max_cost_usd="0.005"
+    )
+    assert all(c.estimated_cost_usd <= Decimal("0.005") for c in decision.candidates)
+    over = {e.model for e in decision.excluded if e.reason is Reason.OVER_COST_CAP}
+    assert {"gpt-4o", "gpt-4.1", "o3-mini", "o4-mini"} <= over
+    assert all(
+        e.min_cost_usd is not None and e.min_cost_usd > Decimal("0.005") for e in decision.excluded
+    )
+
+
+def test_output_budget_under_a_cap(catalog: Catalog) -> None:
+    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000, max_cost_usd="0.01").candidates
+    # $0.0025 of prompt leaves $0.0075, which buys 750 output tokens at $10/M.
+    assert only.output_budget == 750
+    assert only.estimated_cost_usd == Decimal("0.01")
+
+
+def test_output_budget_without_cap_is_left_to_provider(catalog: Catalog) -> None:
+    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000).candidates
+    assert only.output_budget == 0
+    # Estimated with 4096 output tokens: 0.0025 + 0.04096.
+    assert only.estimated_cost_usd == Decimal("0.04346")
+
+
+def test_cap_budget_never_below_minimum(catalog: Catalog) -> None:
+    cap = Decimal("0.0025") + MIN_OUTPUT_BUDGET * Decimal("0.00001")
+    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000, max_cost_usd=str(cap)).candidates
+    assert only.output_budget == MIN_OUTPUT_BUDGET
+    just_under = str(cap - Decimal("0.00000001"))
+    assert refuse(catalog, "gpt-4o", prompt_tokens=1000, max_cost_usd=just_under).code is (
+        RefusalCode.NO_MODEL_UNDER_COST_CAP
+    )
+
+
+# --- refusals ---------------------------------------------------------------------
+
+
+def test_model_not_found(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "gpt-9-turbo")
+    assert refusal.code is RefusalCode.MODEL_NOT_FOUND
+    assert "gpt-9-turbo" in refusal.message
+    assert refusal.param == "model"
+
+
+def test_provider_prefix_for_a_provider_without_that_model(catalog: Catalog) -> None:
+    assert refuse(catalog, "groq:gpt-4o").code is RefusalCode.MODEL_NOT_FOUND
+
+
+def test_provider_not_connected(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "deepseek-chat", connected_providers=frozenset({"openai"}))
+    assert refusal.code is RefusalCode.PROVIDER_NOT_CONNECTED
+    assert "deepseek" in refusal.message
+    assert "PUT /api/v1/account/keys/deepseek" in refusal.message
+
+
+def test_no_model_under_cost_cap(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "lowest-cost", prompt_tokens=100_000, max_cost_usd="0.001")
+    assert refusal.code is RefusalCode.NO_MODEL_UNDER_COST_CAP
+    assert refusal.param == "stepblend_max_cost"
+    # The cheapest: 100k prompt tokens x $0.05/M + 16 x $0.08/M on Groq's 8B.
+    assert "$0.00500128 (llama-3.1-8b-instant on groq)" in refusal.message
+
+
+def test_cost_cap_refusal_with_tied_cheapest(catalog: Catalog) -> None:
+    # deepseek-chat and deepseek-reasoner share one price: a tie must not break the message.
+    refusal = refuse(
+        catalog,
+        "lowest-cost",
+        prompt_tokens=100_000,
+        max_cost_usd="0.001",
+        connected_providers=frozenset({"deepseek"}),
+    )
+    assert refusal.code is RefusalCode.NO_MODEL_UNDER_COST_CAP
+    assert "(deepseek-chat on deepseek)" in refusal.message
+
+
+def test_forced_model_over_cap(catalog: Catalog) -> None:
+    refusal = refuse(
+        catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=1000, max_cost_usd="0.01"
+    )
+    assert refusal.code is RefusalCode.NO_MODEL_UNDER_COST_CAP
+
+
+def test_no_eligible_model_without_connected_provider(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "balanced", connected_providers=frozenset())
+    assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
+    assert "no connected provider" in refusal.message
+    assert "PUT /api/v1/account/keys/{provider}" in refusal.message
+
+
+def test_no_eligible_model_without_capability(catalog: Catalog) -> None:
+    refusal = refuse(
+        catalog, "fastest", needs_vision=True, connected_providers=frozenset({"groq", "deepseek"})
+    )
+    assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
+    assert "no vision-capable model" in refusal.message
+    assert refusal.param == "messages"
+
+
+def test_no_eligible_forced_model_without_tools(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "deepseek-reasoner", needs_tools=True)
+    assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
+    assert "deepseek-reasoner is not tool-capable" in refusal.message
+    assert refusal.param == "tools"
+
+
+def test_no_eligible_model_context_too_small(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "lowest-cost", prompt_tokens=2_000_000)
+    assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
+    assert "context too small" in refusal.message
+    assert "largest: 1047576 tokens" in refusal.message
+
+
+def test_no_eligible_model_output_too_long(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "lowest-cost", max_output_tokens=500_000)
+    assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
+    assert "max output too long" in refusal.message
+    assert refusal.param == "max_tokens"
+
+
+def test_the_furthest_reason_explains_the_refusal(catalog: Catalog) -> None:
+    # Vision models exist but are over the cap; the others lack vision: the cap is why.
+    refusal = refuse(
+        catalog, "lowest-cost", needs_vision=True, prompt_tokens=10_000, max_cost_usd="0.0005"
+    )
+    assert refusal.code is RefusalCode.NO_MODEL_UNDER_COST_CAP
+
+
+def test_tools_with_a_strategy_is_invalid(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "lowest-cost", needs_tools=True)
+    assert refusal.code is RefusalCode.INVALID_REQUEST
+    assert refusal.param == "tools"
+    assert "specific model" in refusal.message
+
+
+def test_unknown_stepblend_strategy_is_invalid(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "gpt-4o", strategy="cheapest")
+    assert refusal.code is RefusalCode.INVALID_REQUEST
+    assert refusal.param == "stepblend_strategy"
+    assert "cheapest" in refusal.message
+
+
+@pytest.mark.parametrize(
+    "cap", ["abc", "-1", "0", "NaN", "Infinity", "1e999999999999", "1e-999999999999", "1000001"]
+)
+def test_bad_max_cost_is_invalid(catalog: Catalog, cap: str) -> None:
+    refusal = refuse(catalog, "lowest-cost", max_cost_usd=cap)
+    assert refusal.code is RefusalCode.INVALID_REQUEST
+    assert refusal.param == "stepblend_max_cost"
+
+
+def test_empty_model_is_invalid(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "  ")
+    assert (refusal.code, refusal.param) == (RefusalCode.INVALID_REQUEST, "model")
