@@ -78,26 +78,33 @@ async def start_server(
     return port, health_servicer
 
 
-class _AddToken(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-):
-    def __init__(self, token: str) -> None:
-        self._metadata = (TOKEN_HEADER, token)
+def _with_token(details: grpc.aio.ClientCallDetails, header: tuple[str, str]) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata.add(*header)
+    return details._replace(metadata=metadata)
 
-    def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(*self._metadata)
-        return details._replace(metadata=metadata)
+
+# grpc.aio files an interceptor under the first call kind it implements, so each
+# kind needs a class of its own.
+class _AddTokenUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._header = (TOKEN_HEADER, token)
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_token(details), request)
+        return await continuation(_with_token(details, self._header), request)
+
+
+class _AddTokenStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._header = (TOKEN_HEADER, token)
 
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_token(details), request)
+        return await continuation(_with_token(details, self._header), request)
 
 
 def channel(address: str, internal_token: str) -> grpc.aio.Channel:
     """A persistent channel to an internal service that sends the internal token."""
-    interceptors = [_AddToken(internal_token)] if internal_token else []
+    interceptors: list[Any] = (
+        [_AddTokenUnary(internal_token), _AddTokenStream(internal_token)] if internal_token else []
+    )
     return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)

@@ -12,6 +12,11 @@ The control API for tests is described in `stepblend.mockprovider.app`.
 """
 
 from stepblend.mockprovider.app import Behaviour, MockProvider
-from stepblend.mockprovider.server import RunningMockProvider, run, serve, start_in_thread
+from stepblend.mockprovider.server import (
+    RunningMockProvider,
+    run,
+    serve,
+    start_in_thread,
+)
 
 __all__ = ["Behaviour", "MockProvider", "RunningMockProvider", "run", "serve", "start_in_thread"]

@@ -59,7 +59,7 @@ class Behaviour:
     @classmethod
     def parse(cls, raw: Any) -> Behaviour:
         if not isinstance(raw, dict):
-            raise ValueError("behaviour must be a JSON object")
+            raise TypeError("behaviour must be a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -67,7 +67,7 @@ class Behaviour:
         behaviour = cls(**raw)
         for name in ("status", "delay_ms", "ttft_ms", "chunk_delay_ms"):
             if not isinstance(getattr(behaviour, name), int):
-                raise ValueError(f"{name} must be an integer")
+                raise TypeError(f"{name} must be an integer")
         return behaviour
 
 
@@ -179,7 +179,9 @@ class MockProvider:
 
 async def _stream(send: Send, receive: Receive, chunks: list[bytes], behaviour: Behaviour, request_id: str) -> bool:
     """Send the SSE stream; False when the client went away before its end."""
-    await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, (b"x-request-id", request_id.encode())]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [*_SSE, (b"x-request-id", request_id.encode())]}
+    )
     # The body has been read, so the next receive() only returns on disconnect.
     gone = asyncio.ensure_future(receive())
     try:

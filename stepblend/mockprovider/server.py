@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 
 import uvicorn
@@ -23,12 +23,23 @@ class _HideBrokenStreams(logging.Filter):
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it every answer waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+class _Server(uvicorn.Server):
+    """Leaves signals to whoever runs the mock (`run` stops on Ctrl-C, `serve` when cancelled)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
 
 
 def _server(app: MockProvider) -> uvicorn.Server:
@@ -47,7 +58,7 @@ def _server(app: MockProvider) -> uvicorn.Server:
         # The benchmark opens many keep-alive connections; keep them open between bursts.
         timeout_keep_alive=30,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 async def serve(
@@ -124,7 +135,9 @@ def start_in_thread(
     app = MockProvider(prefix, reject_keys)
     sock = _bind(host, port)
     server = _server(app)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), name="mockprovider", daemon=True)
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="mockprovider", daemon=True
+    )
     thread.start()
     while not server.started:
         if not thread.is_alive():

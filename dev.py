@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Set up and run StepBlend from a fresh clone, needing only Python 3.11+.
+
+    python3 dev.py up [--demo] [--port 8080]   # the whole system on this machine
+    python3 dev.py test [pytest args]          # the test suite
+
+Creates .venv beside this file and installs the project into it (again only
+when pyproject.toml changed), then runs `stepblend up` or pytest inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+
+
+def ensure_venv(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        raise SystemExit("StepBlend needs Python 3.11 or newer")
+    if not (BIN / "python").exists():
+        venv.create(VENV, with_pip=True)
+    stamp = VENV / f".installed-{extras or 'base'}"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == want:
+        return
+    target = f"{ROOT}[{extras}]" if extras else str(ROOT)
+    subprocess.run([BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([BIN / "python", "-m", "pip", "install", "--quiet", "-e", target], check=True)
+    stamp.write_text(want)
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("up", "test"):
+        raise SystemExit(__doc__)
+    command, args = sys.argv[1], sys.argv[2:]
+    os.chdir(ROOT)
+    if command == "up":
+        ensure_venv("")
+        os.execv(BIN / "stepblend", [str(BIN / "stepblend"), "up", *args])
+    ensure_venv("test")
+    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Wire-format adapters, one module per format (Groq, DeepSeek, Mistral… are rows of
+`vendors.toml`, not modules). `make_adapter` builds one from a vendor's row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from services.providers.adapters import openai_compatible
+from services.providers.adapters.base import (
+    Adapter,
+    ProviderError,
+    RequestRefused,
+    TokenUsage,
+    UpstreamFormatError,
+    UpstreamRequest,
+    UpstreamStreamError,
+    parse_body,
+)
+
+WIRE_FORMATS = ("openai_compatible",)
+
+
+def make_adapter(wire_format: str, quirks: Mapping[str, Any]) -> Adapter:
+    """The adapter for `wire_format` with a vendor's quirks; ValueError when unknown."""
+    if wire_format == "openai_compatible":
+        return openai_compatible.OpenAICompatible(openai_compatible.Quirks.parse(quirks))
+    raise ValueError(f"unknown wire format {wire_format!r} (known: {', '.join(WIRE_FORMATS)})")
+
+
+__all__ = [
+    "WIRE_FORMATS",
+    "Adapter",
+    "ProviderError",
+    "RequestRefused",
+    "TokenUsage",
+    "UpstreamFormatError",
+    "UpstreamRequest",
+    "UpstreamStreamError",
+    "make_adapter",
+    "parse_body",
+]

@@ -1,0 +1,87 @@
+"""Wiring of the providers service: everything is built here and passed down.
+
+Environment (besides `services.common.config.Settings`):
+`STEPBLEND_PROVIDER_CONNECT_TIMEOUT` (5 s), `STEPBLEND_PROVIDER_READ_TIMEOUT`
+(60 s: the longest silence upstream, so also the longest wait for a first token),
+`STEPBLEND_PROVIDER_TOTAL_TIMEOUT` (600 s: one attempt, start to end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+
+from services.common import events, grpcio, logs
+from services.common.config import Settings
+from services.providers.executor import Executor, Timeouts, make_client
+from services.providers.servicer import KeysServicer, ProvidersServicer
+from services.providers.vault import (
+    KeyVault,
+    default_database_url,
+    make_engine,
+    parse_kek,
+)
+from services.providers.vendors import load_vendors
+from stepblend.v1 import providers_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = ("stepblend.v1.Providers", "stepblend.v1.Keys")
+
+
+async def serve(
+    settings: Settings, *, timeouts: Timeouts | None = None, on_ready: Callable[[int], None] | None = None
+) -> None:
+    """Run the service until cancelled; `on_ready(port)` once it listens."""
+    if not settings.key_encryption_key:
+        raise RuntimeError(
+            "STEPBLEND_KEY_ENCRYPTION_KEY is required: 32 random bytes, URL-safe base64 "
+            '(python -c "import base64,os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())")'
+        )
+    kek = parse_kek(settings.key_encryption_key)
+    timeouts = timeouts or Timeouts.from_env(os.environ)
+    vendors = load_vendors(settings.provider_base_urls)
+    engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
+    vault = KeyVault(engine, kek)
+    client = None
+    nc = None
+    server = None
+    try:
+        await asyncio.to_thread(vault.create_tables)
+        nc = await events.connect(settings.nats_url, "providers")
+        js = nc.jetstream()
+        await events.ensure_streams(js)
+        client = make_client(timeouts)
+        server = grpcio.make_server(settings.internal_token)
+        providers_pb2_grpc.add_ProvidersServicer_to_server(
+            ProvidersServicer(Executor(client, vault, vendors, timeouts)), server
+        )
+        providers_pb2_grpc.add_KeysServicer_to_server(KeysServicer(vault, frozenset(vendors), js), server)
+        port, _ = await grpcio.start_server(server, f"{settings.host}:{settings.port}", SERVICE_NAMES)
+        log.info("providers listening on %s:%d (%s)", settings.host, port, ", ".join(vendors))
+        if on_ready is not None:
+            on_ready(port)
+        await asyncio.Event().wait()
+    finally:
+        if server is not None:
+            await server.stop(grace=5)
+        if client is not None:
+            await client.aclose()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        engine.dispose()
+
+
+def main() -> None:
+    """`stepblend serve providers` without the CLI: settings from the environment."""
+    logs.setup("providers", os.environ.get("STEPBLEND_LOG_LEVEL", "INFO"))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The gRPC edges: `Providers` (execution) and `Keys` (the vault). Each method
+checks its input, calls one domain function, and renders the answer.
+
+Keys.Put and Keys.Delete publish `keys.v1.changed` on JetStream so that caches of
+connected providers (the gateway's) drop the account. A publish that fails is
+logged and does not fail the call: the key is stored, and caches expire anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Collection
+
+import grpc
+from nats.js import JetStreamContext
+
+from services.common import events
+from services.providers.executor import Executor
+from services.providers.vault import KeyVault
+from stepblend.v1 import providers_pb2, providers_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_MAX_KEY_CHARS = 4096
+_PUBLISH_TIMEOUT = 2.0
+
+
+class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def Execute(self, request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext) -> None:
+        # Writing from here (rather than yielding) means a cancelled call raises
+        # inside this coroutine, and `aclosing` closes the upstream response at once.
+        try:
+            async with contextlib.aclosing(self._executor.execute(request)) as stream:
+                async for event in stream:
+                    await context.write(event)
+        except Exception:
+            # A bug of ours still ends the request the way the gateway expects.
+            log.exception("Execute failed", extra={"request_id": request.request_id})
+            error = providers_pb2.Error(
+                status=500, type="api_error", code="internal_error", message="The providers service failed."
+            )
+            with contextlib.suppress(Exception):
+                await context.write(providers_pb2.ExecuteEvent(error=error))
+
+
+class KeysServicer(providers_pb2_grpc.KeysServicer):
+    def __init__(self, vault: KeyVault, providers: Collection[str], js: JetStreamContext) -> None:
+        self._vault = vault
+        self._providers = providers
+        self._js = js
+
+    async def Put(
+        self, request: providers_pb2.PutKeyRequest, context: grpc.aio.ServicerContext
+    ) -> providers_pb2.PutKeyResponse:
+        account_id, provider = await self._check(request.account_id, request.provider, context)
+        api_key = request.api_key.strip()
+        if not api_key:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_key is empty")
+        if len(api_key) > _MAX_KEY_CHARS or any(c.isspace() for c in api_key):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_key is not a valid API key")
+        stored = await asyncio.to_thread(self._vault.put, account_id, provider, api_key)
+        await self._publish(account_id, provider)
+        return providers_pb2.PutKeyResponse(masked_key=stored.masked)
+
+    async def Delete(
+        self, request: providers_pb2.DeleteKeyRequest, context: grpc.aio.ServicerContext
+    ) -> providers_pb2.DeleteKeyResponse:
+        account_id, provider = await self._check(request.account_id, request.provider, context)
+        deleted = await asyncio.to_thread(self._vault.delete, account_id, provider)
+        if deleted:
+            await self._publish(account_id, provider)
+        return providers_pb2.DeleteKeyResponse(deleted=deleted)
+
+    async def List(
+        self, request: providers_pb2.ListKeysRequest, context: grpc.aio.ServicerContext
+    ) -> providers_pb2.ListKeysResponse:
+        account_id = await self._account(request.account_id, context)
+        keys = await asyncio.to_thread(self._vault.list_keys, account_id)
+        return providers_pb2.ListKeysResponse(
+            keys=[
+                providers_pb2.ProviderKey(provider=k.provider, masked_key=k.masked, updated_at=k.updated_at)
+                for k in keys
+            ]
+        )
+
+    async def Connected(
+        self, request: providers_pb2.ConnectedRequest, context: grpc.aio.ServicerContext
+    ) -> providers_pb2.ConnectedResponse:
+        account_id = await self._account(request.account_id, context)
+        providers = await asyncio.to_thread(self._vault.connected, account_id)
+        return providers_pb2.ConnectedResponse(providers=[p for p in providers if p in self._providers])
+
+    async def _account(self, account_id: str, context: grpc.aio.ServicerContext) -> str:
+        if not account_id.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "account_id is empty")
+        return account_id.strip()
+
+    async def _check(self, account_id: str, provider: str, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+        account = await self._account(account_id, context)
+        name = provider.strip().lower()
+        if name not in self._providers:
+            known = ", ".join(sorted(self._providers))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown provider {provider!r} (known: {known})")
+        return account, name
+
+    async def _publish(self, account_id: str, provider: str) -> None:
+        payload = events.KeysChanged(account_id=account_id, provider=provider).model_dump_json().encode()
+        try:
+            await self._js.publish(
+                events.KEYS_CHANGED, payload, timeout=_PUBLISH_TIMEOUT, headers={events.MSG_ID: uuid.uuid4().hex}
+            )
+        except Exception:  # any bus failure is logged, never the caller's
+            log.warning("could not publish %s", events.KEYS_CHANGED, exc_info=True, extra={"account_id": account_id})

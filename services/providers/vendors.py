@@ -1,0 +1,70 @@
+"""The provider table: `vendors.toml`, validated when loaded.
+
+A vendor is a name, a wire format (which adapter speaks to it), a base URL (the
+default from the table, or `STEPBLEND_<NAME>_BASE_URL`) and the adapter's quirks.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from services.providers.adapters import Adapter, make_adapter
+
+VENDORS_FILE = Path(__file__).with_name("vendors.toml")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Vendor:
+    name: str
+    wire_format: str
+    base_url: str
+    adapter: Adapter
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def load_vendors(
+    base_url_overrides: Mapping[str, str] | None = None, path: Path = VENDORS_FILE
+) -> Mapping[str, Vendor]:
+    """Every vendor by name; ValueError naming the row when the table is wrong."""
+    overrides = base_url_overrides or {}
+    with path.open("rb") as f:
+        table = tomllib.load(f)
+    rows = table.get("providers")
+    if not isinstance(rows, dict) or not rows:
+        raise ValueError(f"{path}: no [providers.<name>] tables")
+    vendors: dict[str, Vendor] = {}
+    for name, row in rows.items():
+        try:
+            vendors[name] = _vendor(name, row, overrides.get(name))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: provider {name!r}: {exc}") from exc
+    return MappingProxyType(vendors)
+
+
+def _vendor(name: str, row: Any, override: str | None) -> Vendor:
+    if not _NAME.match(name):
+        raise ValueError("names are lowercase letters, digits and underscores")
+    if not isinstance(row, dict):
+        raise TypeError("must be a table")
+    unknown = set(row) - {"wire_format", "base_url", "quirks"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    base_url = (override or row.get("base_url") or "").rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+    quirks = row.get("quirks", {})
+    if not isinstance(quirks, dict):
+        raise TypeError("quirks must be a table")
+    wire_format = row.get("wire_format")
+    if not isinstance(wire_format, str):
+        raise TypeError("wire_format is required (a string)")
+    return Vendor(name, wire_format, base_url, make_adapter(wire_format, quirks))

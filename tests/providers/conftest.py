@@ -1,0 +1,129 @@
+"""Fixtures for the providers service: the real mock provider in a thread, and the
+real service (gRPC server, SQLite vault, nats-server) in the test event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from services.common import grpcio
+from services.common.config import Settings
+from services.providers.executor import Timeouts
+from services.providers.main import serve
+from services.providers.vault import new_kek
+from stepblend.mockprovider import RunningMockProvider, start_in_thread
+from stepblend.v1 import providers_pb2, providers_pb2_grpc, router_pb2
+from tests.support.procs import NatsServer
+
+INTERNAL_TOKEN = "test-internal-token"
+REJECTED_KEY = "sk-rejected-0000000000000000"
+# Short, so that timeout tests take about a second.
+TIMEOUTS = Timeouts(connect=2.0, read=1.0, total=20.0)
+
+
+class Mock:
+    """The mock provider and its control API."""
+
+    def __init__(self, running: RunningMockProvider, http: httpx.AsyncClient) -> None:
+        self.running = running
+        self.base_url = running.base_url
+        self._http = http
+
+    async def behave(self, **behaviour: Any) -> None:
+        response = await self._http.post("/_mock/behaviour", json=behaviour)
+        response.raise_for_status()
+
+    async def requests(self) -> list[dict[str, Any]]:
+        response = await self._http.get("/_mock/requests")
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    async def reset(self) -> None:
+        await self._http.delete("/_mock/behaviour")
+        await self._http.delete("/_mock/requests")
+
+
+@pytest.fixture(scope="session")
+def mock_provider() -> Iterator[RunningMockProvider]:
+    running = start_in_thread(reject_keys=[REJECTED_KEY])
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def mock(mock_provider: RunningMockProvider) -> AsyncIterator[Mock]:
+    async with httpx.AsyncClient(base_url=mock_provider.url) as http:
+        control = Mock(mock_provider, http)
+        await control.reset()
+        yield control
+        await control.reset()
+
+
+@dataclasses.dataclass
+class Service:
+    address: str
+    channel: grpc.aio.Channel
+    providers: providers_pb2_grpc.ProvidersStub
+    keys: providers_pb2_grpc.KeysStub
+
+    def call(self, **request: Any) -> Any:
+        # grpcio.channel() adds the token to unary calls only (grpc.aio files an
+        # interceptor under its first matching kind), so streams send it explicitly.
+        metadata = ((grpcio.TOKEN_HEADER, INTERNAL_TOKEN),)
+        return self.providers.Execute(providers_pb2.ExecuteRequest(**request), metadata=metadata)
+
+    async def execute(self, **request: Any) -> list[providers_pb2.ExecuteEvent]:
+        return [event async for event in self.call(**request)]
+
+
+@pytest.fixture(scope="session")
+async def service(
+    nats_server: NatsServer, mock_provider: RunningMockProvider, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Service]:
+    data_dir = Path(tmp_path_factory.mktemp("providers"))
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        data_dir=data_dir,
+        nats_url=nats_server.url,
+        internal_token=INTERNAL_TOKEN,
+        database_url=f"sqlite:///{data_dir}/providers.db",
+        key_encryption_key=new_kek(),
+        host="127.0.0.1",
+        port=0,
+        provider_base_urls={name: mock_provider.base_url for name in ("openai", "groq", "deepseek")},
+    )
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, timeouts=TIMEOUTS, on_ready=ready.set_result))
+    done, _ = await asyncio.wait([ready, task], timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    address = f"127.0.0.1:{ready.result()}"
+    channel = grpcio.channel(address, INTERNAL_TOKEN)
+    yield Service(address, channel, providers_pb2_grpc.ProvidersStub(channel), providers_pb2_grpc.KeysStub(channel))
+    await channel.close()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+def account() -> str:
+    return f"acct-{uuid.uuid4().hex[:12]}"
+
+
+def candidate(provider: str, model: str, upstream: str | None = None, **fields: Any) -> router_pb2.Candidate:
+    return router_pb2.Candidate(provider=provider, model=model, upstream_model=upstream or model, **fields)
+
+
+def key_for(provider: str, account: str) -> str:
+    """A distinct, realistic-looking key per provider and account."""
+    return f"sk-{provider}-{account}-0123456789abcdef"

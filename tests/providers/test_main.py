@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from services.common.config import Settings
+from services.providers.executor import Timeouts
+from services.providers.main import serve
+
+
+async def test_serve_requires_the_key_encryption_key() -> None:
+    settings = dataclasses.replace(Settings.from_env(), key_encryption_key="")
+    with pytest.raises(RuntimeError, match="STEPBLEND_KEY_ENCRYPTION_KEY"):
+        await serve(settings)
+
+
+async def test_serve_refuses_a_malformed_key_encryption_key() -> None:
+    settings = dataclasses.replace(Settings.from_env(), key_encryption_key="c2hvcnQ=")
+    with pytest.raises(ValueError, match="32 bytes"):
+        await serve(settings)
+
+
+def test_timeouts_from_environment() -> None:
+    assert Timeouts.from_env({}) == Timeouts(5.0, 60.0, 600.0)
+    env = {"STEPBLEND_PROVIDER_CONNECT_TIMEOUT": "2", "STEPBLEND_PROVIDER_READ_TIMEOUT": "30.5"}
+    assert Timeouts.from_env(env) == Timeouts(2.0, 30.5, 600.0)
+    with pytest.raises(ValueError):
+        Timeouts.from_env({"STEPBLEND_PROVIDER_TOTAL_TIMEOUT": "0"})
