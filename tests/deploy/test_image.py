@@ -118,7 +118,7 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
 
 
 def pins() -> dict[str, Version]:
-    out = {}
+    out: dict[str, Version] = {}
     for line in CONSTRAINTS.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:

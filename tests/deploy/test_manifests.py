@@ -16,7 +16,7 @@ import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -38,7 +38,7 @@ COMMON_ENV = {"STEPBLEND_HOST", "STEPBLEND_PORT", "STEPBLEND_NATS_URL", "STEPBLE
               "OTEL_EXPORTER_OTLP_ENDPOINT"}
 # Graceful shutdown: the gateway gives in-flight streams this long after SIGTERM.
 STREAM_DRAIN_S = 30
-PRIVATE_NETS = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+PRIVATE_NETS = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                                   "169.254.0.0/16", "100.64.0.0/10")]
 
 
@@ -63,11 +63,11 @@ def pod_spec(workload: Doc) -> dict[str, Any]:
     spec = workload["spec"]
     if workload["kind"] == "CronJob":
         spec = spec["jobTemplate"]["spec"]
-    return spec["template"]["spec"]
+    return cast(dict[str, Any], spec["template"]["spec"])
 
 
 def pod_labels(workload: Doc) -> dict[str, str]:
-    return workload["spec"]["template"]["metadata"].get("labels", {})
+    return cast(dict[str, str], workload["spec"]["template"]["metadata"].get("labels", {}))
 
 
 def containers(workload: Doc) -> Iterator[dict[str, Any]]:
@@ -141,13 +141,13 @@ def all_overlays(test: Any) -> Any:
 def kubernetes_versions() -> list[str]:
     """1.30 and the newest the installed kubernetes-validate has schemas for (offline)."""
     venv_tool("kubernetes-validate", "kubernetes-validate")
-    from kubernetes_validate import utils
+    from kubernetes_validate import utils  # type: ignore[import-untyped]
 
     versions = utils.all_versions()
     assert any(v.startswith("1.30.") for v in versions), (
         f"the installed kubernetes-validate has no Kubernetes 1.30 schemas (it has {versions[0]}…{versions[-1]})"
     )
-    return [MIN_KUBERNETES, utils.latest_version()]
+    return [MIN_KUBERNETES, str(utils.latest_version())]
 
 
 @all_overlays
@@ -155,7 +155,7 @@ def test_every_document_validates_strictly(
     overlay: str, rendered: dict[str, list[Doc]], kubernetes_versions: list[str]
 ) -> None:
     import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError
+    from kubernetes_validate.utils import SchemaNotFoundError  # type: ignore[import-untyped]
 
     failures = []
     for version in kubernetes_versions:
@@ -420,7 +420,7 @@ def test_network_policies_allow_only_what_the_design_needs(overlay: str, rendere
                         assert app in {"billing", "providers"}, f"{app} may not reach a database"
                         continue
                     assert app == "providers" and ports == {443}, f"only providers may reach the internet ({app})"
-                    excepted = [ipaddress.ip_network(n) for n in block.get("except", [])]
+                    excepted = [ipaddress.IPv4Network(n) for n in block.get("except", [])]
                     for private in PRIVATE_NETS:
                         assert any(private.subnet_of(e) for e in excepted), f"providers may reach {private}"
 
@@ -521,4 +521,4 @@ def size_bytes(size: str) -> int:
     Kubernetes quantity (`2Gi`)."""
     match = re.fullmatch(r"(\d+)\s*([KMGT])(?:B|i)", size)
     assert match, f"unexpected size {size!r}"
-    return int(match.group(1)) * 1024 ** ("KMGT".index(match.group(2)) + 1)
+    return int(match.group(1)) * int(1024 ** ("KMGT".index(match.group(2)) + 1))
