@@ -5,6 +5,76 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class VerifyPasswordRequest(_message.Message):
+    __slots__ = ("email", "password")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    password: str
+    def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class VerifyPasswordResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class SetPlanRequest(_message.Message):
+    __slots__ = ("account_id", "email", "plan")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    email: str
+    plan: str
+    def __init__(self, account_id: _Optional[str] = ..., email: _Optional[str] = ..., plan: _Optional[str] = ...) -> None: ...
+
+class SetPlanResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class SetDisabledRequest(_message.Message):
+    __slots__ = ("account_id", "email", "disabled")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    email: str
+    disabled: bool
+    def __init__(self, account_id: _Optional[str] = ..., email: _Optional[str] = ..., disabled: _Optional[bool] = ...) -> None: ...
+
+class SetDisabledResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
+
+class AdmitRequest(_message.Message):
+    __slots__ = ("account_id", "request_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    request_id: str
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AdmitResponse(_message.Message):
+    __slots__ = ("allowed", "plan", "limit", "remaining", "reason", "month_start")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MONTH_START_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    plan: str
+    limit: int
+    remaining: int
+    reason: str
+    month_start: int
+    def __init__(self, allowed: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reason: _Optional[str] = ..., month_start: _Optional[int] = ...) -> None: ...
+
 class CreateAccountRequest(_message.Message):
     __slots__ = ("email", "plan", "password")
     EMAIL_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,26 @@ class BillingStub:
                 request_serializer=stepblend_dot_v1_dot_billing__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_billing__pb2.GetAccountResponse.FromString,
                 _registered_method=True)
+        self.VerifyPassword = channel.unary_unary(
+                '/stepblend.v1.Billing/VerifyPassword',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.VerifyPasswordRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.VerifyPasswordResponse.FromString,
+                _registered_method=True)
+        self.SetPlan = channel.unary_unary(
+                '/stepblend.v1.Billing/SetPlan',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.SetPlanRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.SetPlanResponse.FromString,
+                _registered_method=True)
+        self.SetDisabled = channel.unary_unary(
+                '/stepblend.v1.Billing/SetDisabled',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.SetDisabledRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.SetDisabledResponse.FromString,
+                _registered_method=True)
+        self.Admit = channel.unary_unary(
+                '/stepblend.v1.Billing/Admit',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.AdmitRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.AdmitResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServicer:
@@ -63,6 +83,35 @@ class BillingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyPassword(self, request, context):
+        """Checks an email and password; UNAUTHENTICATED when they do not match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPlan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDisabled(self, request, context):
+        """Disabled accounts' tokens stop working at once (accounts.v1.changed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Admit(self, request, context):
+        """Atomically reserves one request of the account's month, or refuses. The
+        reservation is settled by the request's usage event (completed counts,
+        failed releases) and expires if no event ever comes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +124,26 @@ def add_BillingServicer_to_server(servicer, server):
                     servicer.GetAccount,
                     request_deserializer=stepblend_dot_v1_dot_billing__pb2.GetAccountRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_billing__pb2.GetAccountResponse.SerializeToString,
+            ),
+            'VerifyPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyPassword,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.VerifyPasswordRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.VerifyPasswordResponse.SerializeToString,
+            ),
+            'SetPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPlan,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.SetPlanRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.SetPlanResponse.SerializeToString,
+            ),
+            'SetDisabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDisabled,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.SetDisabledRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.SetDisabledResponse.SerializeToString,
+            ),
+            'Admit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Admit,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.AdmitRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.AdmitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +201,114 @@ class Billing:
             '/stepblend.v1.Billing/GetAccount',
             stepblend_dot_v1_dot_billing__pb2.GetAccountRequest.SerializeToString,
             stepblend_dot_v1_dot_billing__pb2.GetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Billing/VerifyPassword',
+            stepblend_dot_v1_dot_billing__pb2.VerifyPasswordRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.VerifyPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Billing/SetPlan',
+            stepblend_dot_v1_dot_billing__pb2.SetPlanRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.SetPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDisabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Billing/SetDisabled',
+            stepblend_dot_v1_dot_billing__pb2.SetDisabledRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.SetDisabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Admit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Billing/Admit',
+            stepblend_dot_v1_dot_billing__pb2.AdmitRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.AdmitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,20 +26,22 @@ class ExecuteRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_router_pb2.Candidate, _Mapping]]] = ..., body: _Optional[bytes] = ..., stream: _Optional[bool] = ..., include_usage: _Optional[bool] = ..., created: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("provider", "model", "outcome", "status", "latency_ms", "ttft_ms")
+    __slots__ = ("provider", "model", "outcome", "status", "latency_ms", "ttft_ms", "detail")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     outcome: str
     status: int
     latency_ms: int
     ttft_ms: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[str] = ..., status: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttft_ms: _Optional[int] = ...) -> None: ...
+    detail: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[str] = ..., status: _Optional[int] = ..., latency_ms: _Optional[int] = ..., ttft_ms: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_prompt_tokens")

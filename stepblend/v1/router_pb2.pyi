@@ -21,21 +21,23 @@ class RequestFeatures(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., needs_tools: _Optional[bool] = ..., needs_vision: _Optional[bool] = ..., needs_json_schema: _Optional[bool] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("model", "strategy", "features", "max_cost_usd", "connected_providers")
+    __slots__ = ("model", "strategy", "features", "max_cost_usd", "connected_providers", "explain")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     model: str
     strategy: str
     features: RequestFeatures
     max_cost_usd: str
     connected_providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., strategy: _Optional[str] = ..., features: _Optional[_Union[RequestFeatures, _Mapping]] = ..., max_cost_usd: _Optional[str] = ..., connected_providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    explain: bool
+    def __init__(self, model: _Optional[str] = ..., strategy: _Optional[str] = ..., features: _Optional[_Union[RequestFeatures, _Mapping]] = ..., max_cost_usd: _Optional[str] = ..., connected_providers: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("provider", "model", "upstream_model", "estimated_cost_usd", "input_price_per_mtok", "output_price_per_mtok", "output_budget", "param_renames", "unsupported_params")
+    __slots__ = ("provider", "model", "upstream_model", "estimated_cost_usd", "input_price_per_mtok", "output_price_per_mtok", "output_budget", "param_renames", "unsupported_params", "score", "cached_input_price_per_mtok")
     class ParamRenamesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +54,8 @@ class Candidate(_message.Message):
     OUTPUT_BUDGET_FIELD_NUMBER: _ClassVar[int]
     PARAM_RENAMES_FIELD_NUMBER: _ClassVar[int]
     UNSUPPORTED_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     upstream_model: str
@@ -61,7 +65,21 @@ class Candidate(_message.Message):
     output_budget: int
     param_renames: _containers.ScalarMap[str, str]
     unsupported_params: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., upstream_model: _Optional[str] = ..., estimated_cost_usd: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., output_budget: _Optional[int] = ..., param_renames: _Optional[_Mapping[str, str]] = ..., unsupported_params: _Optional[_Iterable[str]] = ...) -> None: ...
+    score: float
+    cached_input_price_per_mtok: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., upstream_model: _Optional[str] = ..., estimated_cost_usd: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., output_budget: _Optional[int] = ..., param_renames: _Optional[_Mapping[str, str]] = ..., unsupported_params: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., cached_input_price_per_mtok: _Optional[str] = ...) -> None: ...
+
+class Exclusion(_message.Message):
+    __slots__ = ("provider", "model", "reason", "detail")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    reason: str
+    detail: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RouteRefusal(_message.Message):
     __slots__ = ("code", "message", "param")
@@ -74,14 +92,16 @@ class RouteRefusal(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
-    __slots__ = ("strategy_used", "candidates", "catalog_version")
+    __slots__ = ("strategy_used", "candidates", "catalog_version", "excluded")
     STRATEGY_USED_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
     strategy_used: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     catalog_version: str
-    def __init__(self, strategy_used: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., catalog_version: _Optional[str] = ...) -> None: ...
+    excluded: _containers.RepeatedCompositeFieldContainer[Exclusion]
+    def __init__(self, strategy_used: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., catalog_version: _Optional[str] = ..., excluded: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "refusal")
@@ -90,3 +110,41 @@ class RouteResponse(_message.Message):
     decision: RouteDecision
     refusal: RouteRefusal
     def __init__(self, decision: _Optional[_Union[RouteDecision, _Mapping]] = ..., refusal: _Optional[_Union[RouteRefusal, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("id", "provider", "upstream_model", "input_price_per_mtok", "output_price_per_mtok", "context_window", "max_output_tokens", "tools", "vision", "json_schema", "aliases")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    VISION_FIELD_NUMBER: _ClassVar[int]
+    JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    provider: str
+    upstream_model: str
+    input_price_per_mtok: str
+    output_price_per_mtok: str
+    context_window: int
+    max_output_tokens: int
+    tools: bool
+    vision: bool
+    json_schema: bool
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., context_window: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[bool] = ..., vision: _Optional[bool] = ..., json_schema: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "catalog_version")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    catalog_version: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., catalog_version: _Optional[str] = ...) -> None: ...

@@ -41,6 +41,11 @@ class RouterStub:
                 request_serializer=stepblend_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_router__pb2.RouteResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/stepblend.v1.Router/ListModels',
+                request_serializer=stepblend_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -54,6 +59,13 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The catalog, for GET /v1/models and the console.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +73,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Route,
                     request_deserializer=stepblend_dot_v1_dot_router__pb2.RouteRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_router__pb2.RouteResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=stepblend_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +109,33 @@ class Router:
             '/stepblend.v1.Router/Route',
             stepblend_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
             stepblend_dot_v1_dot_router__pb2.RouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Router/ListModels',
+            stepblend_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
+            stepblend_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
