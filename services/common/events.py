@@ -7,6 +7,7 @@ idempotent by id. Payloads are JSON; readers ignore unknown fields.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import nats
@@ -90,8 +91,15 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update the streams; every service may call this at start."""
+async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+    """Create or update the streams; every service may call this at start.
+
+    `replicas` (default STEPBLEND_NATS_STREAM_REPLICAS, else 1) is the number of
+    JetStream servers holding each stream: 3 in a cluster, so losing one server
+    loses no event.
+    """
+    if replicas is None:
+        replicas = int(os.environ.get("STEPBLEND_NATS_STREAM_REPLICAS", "1") or 1)
     configs = [
         StreamConfig(
             name=USAGE_STREAM,
@@ -100,6 +108,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
             storage=StorageType.FILE,
             max_age=30 * 24 * 3600,
             duplicate_window=120,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=CHANGES_STREAM,
@@ -108,6 +117,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
             storage=StorageType.FILE,
             max_age=24 * 3600,
             duplicate_window=120,
+            num_replicas=replicas,
         ),
     ]
     for config in configs:
