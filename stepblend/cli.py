@@ -35,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--plan", default="free")
     create.add_argument("--password", action="store_true", help="ask for a password so the account can sign in")
 
+    set_plan = account.add_parser("set-plan", help="change an account's plan")
+    set_plan.add_argument("email")
+    set_plan.add_argument("plan")
+    disable = account.add_parser("disable", help="disable an account: its tokens stop working at once")
+    disable.add_argument("email")
+    enable = account.add_parser("enable", help="enable a disabled account again")
+    enable.add_argument("email")
+
     token = commands.add_parser("token", help="print a fresh token for an account")
     token.add_argument("email")
 
@@ -66,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "account" and args.action == "create":
             password = getpass.getpass("Password: ") if args.password else ""
             print(control.token(control.create_account(args.email, args.plan, password)))
+        elif args.command == "account" and args.action == "set-plan":
+            print(control.set_plan(args.email, args.plan))
+        elif args.command == "account" and args.action in ("disable", "enable"):
+            control.set_disabled(args.email, args.action == "disable")
+            print(f"{args.email} {args.action}d")
         elif args.command == "token":
             print(control.token(control.account_id(args.email)))
         elif args.command == "keys" and args.action == "set":

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 
+from services.common.config import Settings
 from services.common.grpcio import TOKEN_HEADER
-from services.gateway.auth import issue
+from services.gateway.auth import Keyring
 from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers_pb2_grpc
 
 from .datadir import read_or_create
@@ -25,8 +26,7 @@ class Control:
     billing_addr: str
     providers_addr: str
     internal_token: str
-    jwt_secret: str
-    jwt_issuer: str
+    keyring: Keyring
 
     @classmethod
     def find(cls, data_dir: Path) -> Control:
@@ -45,8 +45,7 @@ class Control:
             billing_addr=billing,
             providers_addr=providers,
             internal_token=read_or_create(data_dir, "STEPBLEND_INTERNAL_TOKEN", create=False),
-            jwt_secret=read_or_create(data_dir, "STEPBLEND_JWT_SECRET", create=False),
-            jwt_issuer=os.environ.get("STEPBLEND_JWT_ISSUER", "stepblend"),
+            keyring=Keyring.from_settings(_token_settings(data_dir)),
         )
 
     @property
@@ -74,8 +73,20 @@ class Control:
         return str(response.account.account_id)
 
     def token(self, account_id: str) -> str:
-        lifetime = int(os.environ.get("STEPBLEND_JWT_LIFETIME_SECONDS", str(30 * 24 * 3600)))
-        return issue(self.jwt_secret, account_id, self.jwt_issuer, lifetime)
+        return self.keyring.issue(account_id)
+
+    def set_plan(self, email: str, plan: str) -> str:
+        with grpc.insecure_channel(self.billing_addr) as channel:
+            response = self._billing(channel).SetPlan(
+                billing_pb2.SetPlanRequest(email=email, plan=plan), metadata=self._metadata, timeout=TIMEOUT_S
+            )
+        return str(response.account.plan)
+
+    def set_disabled(self, email: str, disabled: bool) -> None:
+        with grpc.insecure_channel(self.billing_addr) as channel:
+            self._billing(channel).SetDisabled(
+                billing_pb2.SetDisabledRequest(email=email, disabled=disabled), metadata=self._metadata, timeout=TIMEOUT_S
+            )
 
     def set_key(self, account_id: str, provider: str, api_key: str) -> str:
         with grpc.insecure_channel(self.providers_addr) as channel:
@@ -85,3 +96,11 @@ class Control:
                 timeout=TIMEOUT_S,
             )
         return str(response.masked_key)
+
+
+def _token_settings(data_dir: Path) -> Settings:
+    """The environment's JWT settings; the data dir's secret when none is set."""
+    settings = Settings.from_env()
+    if settings.jwt_secret or settings.jwt_private_key_file:
+        return settings
+    return replace(settings, jwt_secret=read_or_create(data_dir, "STEPBLEND_JWT_SECRET", create=False))

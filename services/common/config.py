@@ -23,6 +23,14 @@ class Settings:
     jwt_secret: str
     jwt_issuer: str
     jwt_lifetime_s: int
+    jwt_audience: str
+    jwt_private_key_file: str
+    jwt_public_key_file: str
+    jwt_previous_secret: str
+    jwt_previous_public_key_file: str
+    signup_enabled: bool
+    billing_fail_open: bool
+    sse_keepalive_s: float
     router_addr: str
     providers_addr: str
     billing_addr: str
@@ -48,6 +56,14 @@ class Settings:
             jwt_secret=_env("STEPBLEND_JWT_SECRET"),
             jwt_issuer=_env("STEPBLEND_JWT_ISSUER", "stepblend"),
             jwt_lifetime_s=int(_env("STEPBLEND_JWT_LIFETIME_SECONDS", str(30 * 24 * 3600))),
+            jwt_audience=_env("STEPBLEND_JWT_AUDIENCE"),
+            jwt_private_key_file=_env("STEPBLEND_JWT_PRIVATE_KEY"),
+            jwt_public_key_file=_env("STEPBLEND_JWT_PUBLIC_KEY"),
+            jwt_previous_secret=_env("STEPBLEND_JWT_PREVIOUS_SECRET"),
+            jwt_previous_public_key_file=_env("STEPBLEND_JWT_PREVIOUS_PUBLIC_KEY"),
+            signup_enabled=_env("STEPBLEND_SIGNUP_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
+            sse_keepalive_s=float(_env("STEPBLEND_SSE_KEEPALIVE_SECONDS", "10") or 10),
+            billing_fail_open=_env("STEPBLEND_BILLING_FAIL_OPEN", "false").lower() in ("1", "true", "yes", "on"),
             router_addr=_env("STEPBLEND_ROUTER_ADDR", "127.0.0.1:50051"),
             providers_addr=_env("STEPBLEND_PROVIDERS_ADDR", "127.0.0.1:50052"),
             billing_addr=_env("STEPBLEND_BILLING_ADDR", "127.0.0.1:50053"),

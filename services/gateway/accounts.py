@@ -102,3 +102,34 @@ async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, An
     if not response.deleted:
         raise ApiError(404, f"No key is connected for provider '{provider}'.", code="key_not_found", param="provider")
     return {"provider": provider, "deleted": True}
+
+
+async def signup(deps: Deps, email: str, password: str) -> dict[str, Any]:
+    if not deps.settings.signup_enabled:
+        raise ApiError(403, "Signup is turned off on this StepBlend; ask its operator for an account.", code="signup_disabled")
+    try:
+        response = await deps.billing.CreateAccount(
+            billing_pb2.CreateAccountRequest(email=email, password=password), timeout=_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+            raise ApiError(409, "An account with this email already exists.", code="account_exists", param="email") from exc
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise invalid(exc.details() or "Invalid signup.", param="email") from exc
+        raise rpc_error("billing", exc) from exc
+    account_id = response.account.account_id
+    return {"account_id": account_id, "token": deps.keyring.issue(account_id)}
+
+
+async def login(deps: Deps, email: str, password: str) -> dict[str, Any]:
+    try:
+        response = await deps.billing.VerifyPassword(
+            billing_pb2.VerifyPasswordRequest(email=email, password=password), timeout=_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
+            raise unauthenticated("Wrong email or password.") from exc
+        raise rpc_error("billing", exc) from exc
+    if response.account.disabled:
+        raise unauthenticated("This account is disabled.")
+    return {"token": deps.keyring.issue(response.account.account_id)}

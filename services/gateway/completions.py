@@ -10,6 +10,7 @@ outbox when the request ends, whatever way it ends.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ from services.common.events import AttemptRecord, UsageEvent
 from stepblend.v1 import providers_pb2, router_pb2
 
 from . import errors
+from .admission import admit
 from .costs import actual_cost, as_json_number
 from .deps import Deps
 from .errors import ApiError
 from .features import features
+from .outbox import Outbox
 from .rpc import rpc_error
 from .schemas import ChatRequest
 
@@ -53,6 +56,8 @@ class Exchange:
     ttft_ms: int = 0
     answered: bool = False
     error_code: str = ""
+    rate_headers: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
 
     @property
     def completion_id(self) -> str:
@@ -77,7 +82,17 @@ class Exchange:
 
     def headers(self) -> dict[str, str]:
         assert self.serving is not None
-        return {"x-stepblend-provider": self.serving.provider, "x-stepblend-routed-model": self.serving.model}
+        return {
+            "x-stepblend-provider": self.serving.provider,
+            "x-stepblend-routed-model": self.serving.model,
+            **self.rate_headers,
+        }
+
+    def finish(self, outbox: Outbox) -> None:
+        """Queue the request's usage event, once, whichever way the request ended."""
+        if not self.finished:
+            self.finished = True
+            outbox.put(self.usage_event())
 
     def usage_event(self) -> UsageEvent:
         serving = self.serving
@@ -135,14 +150,16 @@ def parse(raw: bytes) -> tuple[ChatRequest, dict[str, Any]]:
     return request, upstream
 
 
-async def _route(deps: Deps, request: ChatRequest, exchange: Exchange) -> router_pb2.RouteDecision:
-    connected = await deps.connected.get(exchange.account_id)
+async def route(deps: Deps, request: ChatRequest, account_id: str, explain: bool = False) -> router_pb2.RouteDecision:
+    """Ask the router for ranked candidates; a refusal becomes its HTTP error."""
+    connected = await deps.connected.get(account_id)
     route_request = router_pb2.RouteRequest(
         model=request.model,
         strategy=request.stepblend_strategy or "",
         features=features(request, deps.encoding),
         max_cost_usd=str(request.stepblend_max_cost) if request.stepblend_max_cost is not None else "",
         connected_providers=connected,
+        explain=explain,
     )
     try:
         response = await deps.router.Route(route_request, timeout=_ROUTE_TIMEOUT_S)
@@ -153,24 +170,27 @@ async def _route(deps: Deps, request: ChatRequest, exchange: Exchange) -> router
         status = errors.REFUSAL_STATUS.get(refusal.code, 400)
         code = None if refusal.code == "invalid_request" else refusal.code
         raise ApiError(status, refusal.message, "invalid_request_error", code, refusal.param or None)
-    decision = response.decision
-    exchange.strategy_used = decision.strategy_used
-    exchange.catalog_version = decision.catalog_version
-    return decision
+    return response.decision
 
 
-def _error_from(event: providers_pb2.Error) -> ApiError:
-    return ApiError(event.status or 502, event.message, event.type or "api_error", event.code or None, event.param or None)
+def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(
+        event.status or 502, event.message, event.type or "api_error", event.code or None, event.param or None, headers
+    )
 
 
 async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
     request, upstream = parse(raw)
     exchange.stream = request.stream
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    decision = await _route(deps, request, exchange)
+    decision = await route(deps, request, exchange.account_id)
+    exchange.strategy_used = decision.strategy_used
+    exchange.catalog_version = decision.catalog_version
     if deps.outbox.is_full():
         raise errors.unavailable("StepBlend cannot record usage right now (event bus unreachable); try again shortly.")
+    exchange.rate_headers = await admit(deps, exchange.account_id, exchange.request_id)
 
+    # From here the request holds a reservation: every way out settles it.
     call = deps.providers.Execute(
         providers_pb2.ExecuteRequest(
             request_id=exchange.request_id,
@@ -184,18 +204,33 @@ async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
     )
     candidates = {(c.provider, c.model): c for c in decision.candidates}
     events = call.__aiter__()
+    first_task: asyncio.Future[providers_pb2.ExecuteEvent] | None = None
     try:
-        first = await _first_answer(events, exchange, candidates)
+        if request.stream and deps.settings.sse_keepalive_s > 0:
+            first_task = asyncio.ensure_future(_first_answer(events, exchange, candidates))
+            done, _ = await asyncio.wait({first_task}, timeout=deps.settings.sse_keepalive_s)
+            if not done:
+                # The model is thinking: commit to the stream and keep the line alive.
+                return StreamingResponse(
+                    _stream_after_keepalive(deps, exchange, first_task, events, call),
+                    media_type="text/event-stream",
+                    headers={**exchange.rate_headers, **_SSE_HEADERS},
+                )
+            first = first_task.result()
+        else:
+            first = await _first_answer(events, exchange, candidates)
     except BaseException:
+        if first_task is not None:
+            first_task.cancel()
         call.cancel()
-        deps.outbox.put(exchange.usage_event())
+        exchange.finish(deps.outbox)
         raise
     if first.WhichOneof("event") == "completion":
         return await _render_completion(deps, exchange, first.completion, events)
     return StreamingResponse(
         _stream(deps, exchange, first.chunk, events, call),
         media_type="text/event-stream",
-        headers={**exchange.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={**exchange.headers(), **_SSE_HEADERS},
     )
 
 
@@ -215,14 +250,14 @@ async def _first_answer(
                 return event
             elif kind == "error":
                 exchange.error_code = event.error.code or event.error.type
-                raise _error_from(event.error)
+                raise _error_from(event.error, exchange.rate_headers)
             elif kind == "usage":
                 exchange.usage = event.usage
     except grpc.aio.AioRpcError as exc:
         exchange.error_code = "providers_unreachable"
         raise rpc_error("providers", exc) from exc
     exchange.error_code = "no_answer"
-    raise errors.unavailable("The providers service ended the request without an answer.", "no_answer")
+    raise errors.unavailable("The provider ended the request without an answer.", "no_answer")
 
 
 def _record_attempt(
@@ -247,14 +282,18 @@ async def _render_completion(
     except grpc.aio.AioRpcError:
         # The answer is complete; a lost trailer costs only the usage figures.
         exchange.error_code = ""
+    exchange.finish(deps.outbox)
     if exchange.serving is None:
         raise errors.unavailable("The providers service answered without naming the attempt.", "no_answer")
-    deps.outbox.put(exchange.usage_event())
     # The completion is a JSON object made by orjson: splice our key in instead of
     # parsing and re-serialising the whole answer.
     body = completion.rstrip()
     body = body[:-1] + b',"stepblend":' + orjson.dumps(exchange.stepblend()) + b"}"
     return Response(body, 200, exchange.headers(), media_type="application/json")
+
+
+_KEEPALIVE = b": keep-alive\n\n"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _sse(data: bytes) -> bytes:
@@ -290,7 +329,36 @@ async def _stream(
         yield _sse(orjson.dumps(rpc_error("providers", exc).body()))
     finally:
         call.cancel()
-        deps.outbox.put(exchange.usage_event())
+        exchange.finish(deps.outbox)
+
+
+async def _stream_after_keepalive(
+    deps: Deps,
+    exchange: Exchange,
+    first_task: asyncio.Future[providers_pb2.ExecuteEvent],
+    events: AsyncIterator[providers_pb2.ExecuteEvent],
+    call: Any,
+) -> AsyncIterator[bytes]:
+    try:
+        yield _KEEPALIVE
+        while True:
+            done, _ = await asyncio.wait({first_task}, timeout=deps.settings.sse_keepalive_s)
+            if done:
+                break
+            yield _KEEPALIVE
+        try:
+            first = first_task.result()
+        except ApiError as exc:
+            # Too late for a status code: the error goes in the stream, as OpenAI's does.
+            yield _sse(orjson.dumps(exc.body()))
+            yield b"data: [DONE]\n\n"
+            return
+        async for piece in _stream(deps, exchange, first.chunk, events, call):
+            yield piece
+    finally:
+        first_task.cancel()
+        call.cancel()
+        exchange.finish(deps.outbox)
 
 
 def _final_chunk(exchange: Exchange) -> dict[str, Any]:

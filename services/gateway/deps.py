@@ -10,8 +10,8 @@ from nats.aio.client import Client as NATS
 from services.common.config import Settings
 from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
-from .auth import Verifier
-from .caches import AccountStatus, TtlCache
+from .auth import Keyring, Verifier
+from .caches import AccountStatus, ModelList, TtlCache
 from .features import Encoding
 from .outbox import Outbox
 
@@ -19,6 +19,7 @@ from .outbox import Outbox
 @dataclass
 class Deps:
     settings: Settings
+    keyring: Keyring
     verifier: Verifier
     encoding: Encoding
     router: router_pb2_grpc.RouterStub
@@ -30,3 +31,4 @@ class Deps:
     outbox: Outbox
     nats: NATS
     channels: dict[str, grpc.aio.Channel]
+    models: ModelList

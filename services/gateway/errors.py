@@ -28,6 +28,7 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,12 +36,13 @@ class ApiError(Exception):
         self.type = type
         self.code = code
         self.param = param
+        self.headers = headers or {}
 
     def body(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self, headers: dict[str, str] | None = None) -> Response:
-        all_headers = dict(headers or {})
+    def response(self) -> Response:
+        all_headers = dict(self.headers)
         if self.code in _NO_RETRY_CODES:
             all_headers["x-should-retry"] = "false"
         return Response(orjson.dumps(self.body()), self.status, all_headers, media_type="application/json")

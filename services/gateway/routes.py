@@ -9,12 +9,12 @@ from fastapi import APIRouter, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.responses import Response
 
-from . import accounts
+from . import accounts, routing_api
 from .completions import Exchange, complete
 from .deps import Deps
 from .errors import ApiError
 from .render import JsonResponse
-from .schemas import PutKeyBody
+from .schemas import Credentials, PutKeyBody
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -47,6 +47,30 @@ async def chat_completions(request: Request) -> Response:
         client_request_id=request.headers.get("x-request-id", "")[:128],
     )
     return await complete(deps, exchange, await _body(request))
+
+
+@router.post("/route")
+async def route_explain(request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    return await routing_api.explain(deps, account_id, await _body(request))
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    await accounts.authenticate(deps, request.headers.get("authorization"))
+    return await deps.models.get(deps.router)
+
+
+@router.post("/auth/signup", status_code=201)
+async def signup(body: Credentials, request: Request) -> dict[str, Any]:
+    return await accounts.signup(_deps(request), body.email, body.password)
+
+
+@router.post("/auth/login")
+async def login(body: Credentials, request: Request) -> dict[str, Any]:
+    return await accounts.login(_deps(request), body.email, body.password)
 
 
 @router.get("/account")

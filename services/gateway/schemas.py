@@ -96,3 +96,9 @@ class ChatRequest(BaseModel):
 class PutKeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api_key: Annotated[str, StringConstraints(min_length=1, max_length=4096, strip_whitespace=True)]
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Annotated[str, StringConstraints(min_length=3, max_length=320, strip_whitespace=True)]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=1024)]

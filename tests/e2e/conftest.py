@@ -74,6 +74,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
     env["STEPBLEND_DATA_DIR"] = str(data_dir)
+    plans = data_dir / "plans.toml"
+    plans.write_text(
+        'default_plan = "free"\n[plans]\nfree = 1000\nstarter = 50000\npro = 1000000\nenterprise = 0\ntiny = 3\n'
+    )
+    env["STEPBLEND_PLANS_FILE"] = str(plans)
+    env["STEPBLEND_SSE_KEEPALIVE_SECONDS"] = "1"
     for provider in PROVIDERS:
         env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = f"{mock_url}/v1"
     up = subprocess.Popen(
@@ -106,14 +112,18 @@ def _logs(data_dir: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((data_dir / "logs").glob("*.log")))
 
 
-@pytest.fixture
-def account(system: System) -> Account:
+def make_account(system: System, plan: str = "free") -> Account:
     """A fresh account with a key stored for every mocked provider."""
     email = f"user-{uuid.uuid4().hex[:12]}@example.com"
-    token = system.cli("account", "create", email)
+    token = system.cli("account", "create", email, "--plan", plan)
     keys = {}
     for provider in PROVIDERS:
         keys[provider] = f"sk-{provider}-{uuid.uuid4().hex}"
         masked = system.cli("keys", "set", email, provider, keys[provider])
         assert keys[provider] not in masked
     return Account(email=email, token=token, keys=keys)
+
+
+@pytest.fixture
+def account(system: System) -> Account:
+    return make_account(system)

@@ -1,0 +1,264 @@
+"""StepBlend's overhead against a direct call to the provider, in one command:
+
+    python bench/run.py            # about two minutes
+
+Starts a microsecond mock provider and `stepblend up` (the whole tree: gateway,
+router, providers, billing, nats-server) pinned to core 0, and drives load from
+core 1 (the sequential Python client, wrk for concurrency, the mock). Each figure
+is StepBlend minus a direct call to the mock with the same client. The account
+is on an unlimited plan, so admission is exercised on every request but never
+refuses. Prints one table; `--json FILE` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPBLEND_CORE = "0"
+LOAD_CORE = "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+TARGETS = {
+    "seq_added_p50_ms": 1.5,
+    "seq_added_p99_ms": 4.0,
+    "cpu_ms_per_request": 1.3,
+    "added_ttft_ms": 1.5,
+    "cpu_us_per_chunk": 30.0,
+    "p99_ms_at_16": 20.0,
+    "rss_mb_total": 350.0,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+def body(stream: bool, chunks: int = 20) -> bytes:
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
+    if stream:
+        request.update(stream=True, max_tokens=chunks)
+    return json.dumps(request, separators=(",", ":")).encode()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+class Target:
+    """Where requests go: StepBlend's gateway or the mock directly."""
+
+    def __init__(self, port: int, path: str, token: str = "") -> None:
+        self.port, self.path = port, path
+        self.headers = {"content-type": "application/json"}
+        if token:
+            self.headers["authorization"] = f"Bearer {token}"
+
+    def sequential(self, payload: bytes, n: int, first_byte: bool = False) -> list[float]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            conn.request("POST", self.path, payload, self.headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"{response.status}: {response.read()[:300]!r}")
+            if first_byte:
+                while not response.readline().startswith(b"data: {"):
+                    pass
+                times.append(time.perf_counter() - start)
+                response.read()
+            else:
+                response.read()
+                times.append(time.perf_counter() - start)
+        conn.close()
+        return [t * 1000 for t in times]
+
+    def wrk(self, payload: bytes, connections: int, seconds: int) -> dict[str, float]:
+        env = dict(os.environ, BENCH_BODY=payload.decode(), BENCH_TOKEN=self.headers.get("authorization", "")[7:])
+        out = subprocess.run(
+            ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+             "-s", str(ROOT / "bench" / "post.lua"), f"http://127.0.0.1:{self.port}{self.path}"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout
+        return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def ms(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": ms(latency["50"]),
+        "p99_ms": ms(latency["99"]),
+        "requests": requests,
+        "errors": errors,
+    }
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def rss_mb(pids: list[int], field: str) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]:
+    mock_port, port = free_port(), free_port()
+    mock = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, str(ROOT / "bench" / "fastmock.py"),
+                             "--port", str(mock_port)])
+    wait_port(mock_port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
+    env.update(STEPBLEND_DATA_DIR=str(data_dir), STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1")
+    up = subprocess.Popen(["taskset", "-c", STEPBLEND_CORE, sys.executable, "-m", "stepblend", "up", "--port", str(port)],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (data_dir / "services.json").exists():
+        if up.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("stepblend up did not start; see " + str(data_dir / "logs"))
+        time.sleep(0.1)
+    cli = [sys.executable, "-m", "stepblend"]
+    token = subprocess.run([*cli, "account", "create", "bench@example.com", "--plan", "enterprise"],
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([*cli, "keys", "set", "bench@example.com", "openai", "sk-bench-000000000000"],
+                   env=env, capture_output=True, check=True)
+    return up, mock, port, mock_port, token
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--requests", type=int, default=2000, help="sequential requests per side")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    data_dir = Path(tempfile.mkdtemp(prefix="stepblend-bench-"))
+    up, mock, port, mock_port, token = start(data_dir)
+    results: dict[str, float] = {}
+    try:
+        gateway = Target(port, "/api/v1/chat/completions", token)
+        direct = Target(mock_port, "/v1/chat/completions")
+        plain, streamed, streamed_one = body(False), body(True, 20), body(True, 1)
+        gateway.sequential(plain, 300)  # warm-up: caches, channels, JIT-free but lazy imports
+        direct.sequential(plain, 300)
+
+        g, d = gateway.sequential(plain, args.requests), direct.sequential(plain, args.requests)
+        results["seq_added_p50_ms"] = statistics.median(g) - statistics.median(d)
+        results["seq_added_p99_ms"] = percentile(g, 99) - percentile(d, 99)
+        g, d = gateway.sequential(streamed, args.requests // 2, True), direct.sequential(streamed, args.requests // 2, True)
+        results["added_ttft_ms"] = statistics.median(g) - statistics.median(d)
+
+        pids = tree(up.pid)
+        for connections in (16, 64):
+            before = cpu_seconds(pids)
+            run = gateway.wrk(plain, connections, args.seconds)
+            spent = cpu_seconds(pids) - before
+            results[f"rps_at_{connections}"] = run["rps"]
+            results[f"p50_ms_at_{connections}"] = run["p50_ms"]
+            results[f"p99_ms_at_{connections}"] = run["p99_ms"]
+            results[f"errors_at_{connections}"] = run["errors"]
+            if connections == 16:
+                results["cpu_ms_per_request"] = spent * 1000 / max(1, run["requests"] - run["errors"])
+            direct_run = direct.wrk(plain, connections, max(3, args.seconds // 3))
+            results[f"direct_rps_at_{connections}"] = direct_run["rps"]
+
+        per_stream = {}
+        for name, payload in (("20", streamed), ("1", streamed_one)):
+            before = cpu_seconds(pids)
+            run = gateway.wrk(payload, 16, args.seconds)
+            per_stream[name] = (cpu_seconds(pids) - before) / max(1, run["requests"] - run["errors"])
+            results[f"errors_stream_{name}"] = run["errors"]
+        results["cpu_us_per_chunk"] = (per_stream["20"] - per_stream["1"]) / 19 * 1e6
+        results["rss_mb_total"] = rss_mb(pids, "VmHWM")
+        results["rss_mb_now"] = rss_mb(pids, "VmRSS")
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(40)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        mock.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print(f"{'figure':<24}{'StepBlend':>12}{'target':>10}  met")
+    for name, value in results.items():
+        target = TARGETS.get(name)
+        met = "" if target is None else ("yes" if value <= target else "NO")
+        print(f"{name:<24}{value:>12.3f}{'' if target is None else f'{target:>10}'}  {met}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

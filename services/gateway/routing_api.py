@@ -1,0 +1,57 @@
+"""The Routing API (`POST /route`) and the model list (`GET /models`).
+
+`/route` takes a chat completions body and answers with the decision and its
+explanation — chosen model, ranked candidates with estimated cost and score,
+every excluded model with its reason — without calling a provider or using any
+of the plan's quota.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepblend.v1 import router_pb2
+
+from .completions import parse, route
+from .deps import Deps
+from .features import features
+
+
+
+def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
+    return {
+        "model": c.model,
+        "provider": c.provider,
+        "upstream_model": c.upstream_model,
+        "estimated_cost_usd": float(c.estimated_cost_usd or 0),
+        "score": round(c.score, 6),
+        "output_budget": c.output_budget or None,
+        "input_price_per_mtok": float(c.input_price_per_mtok or 0),
+        "output_price_per_mtok": float(c.output_price_per_mtok or 0),
+    }
+
+
+async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
+    request, _ = parse(raw)
+    decision = await route(deps, request, account_id, explain=True)
+    feats = features(request, deps.encoding)
+    ranked = [_candidate(c) for c in decision.candidates]
+    return {
+        "object": "route",
+        "strategy_used": decision.strategy_used,
+        "catalog_version": decision.catalog_version,
+        "routed_model": ranked[0]["model"] if ranked else None,
+        "provider": ranked[0]["provider"] if ranked else None,
+        "estimated_cost_usd": ranked[0]["estimated_cost_usd"] if ranked else None,
+        "candidates": ranked,
+        "excluded": [
+            {"model": e.model, "provider": e.provider, "reason": e.reason, "detail": e.detail} for e in decision.excluded
+        ],
+        "features": {
+            "prompt_tokens_estimate": feats.prompt_tokens,
+            "max_output_tokens": feats.max_output_tokens or None,
+            "needs_tools": feats.needs_tools,
+            "needs_vision": feats.needs_vision,
+            "needs_json_schema": feats.needs_json_schema,
+        },
+    }
