@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+from typing import Any
 
 import orjson
 
@@ -85,10 +86,9 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, cache: dict[int, bytes]) -> None:
         self._buffer = b""
         self._cache = cache
-        self._transport: asyncio.Transport | None = None
+        self._transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -104,7 +104,6 @@ class _Protocol(asyncio.Protocol):
                 return
             body = self._buffer[end + 4 : end + 4 + length]
             self._buffer = self._buffer[end + 4 + length :]
-            assert self._transport is not None
             if b'"stream":true' in body:
                 tokens = _MAX_TOKENS.search(body)
                 self._transport.write(_sse_response(int(tokens.group(1)) if tokens else 20, self._cache))

@@ -149,15 +149,22 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_by_process(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of each process, named by what it runs."""
+    found: dict[str, float] = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        name = argv[-2].decode() if b"serve" in argv else Path(argv[0].decode()).name
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_by_process(pids).values())
 
 
 def rss_mb(pids: list[int], field: str) -> float:
@@ -170,6 +177,23 @@ def rss_mb(pids: list[int], field: str) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def profile(pids: list[int], folder: str, seconds: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every service process for the length of one run."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    spies = []
+    for pid in pids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"serve" not in argv:
+            continue
+        name = argv[-2].decode()
+        spies.append(subprocess.Popen(
+            [str(spy), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250", "--format", "raw",
+             "--nonblocking", "--output", str(Path(folder) / f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
 
 
 def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]:
@@ -199,6 +223,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per side")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--profile", help="record py-spy profiles of every service during the 16-connection run into DIR")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -221,9 +246,17 @@ def main() -> None:
 
         pids = tree(up.pid)
         for connections in (16, 64):
-            before = cpu_seconds(pids)
+            before_each = cpu_by_process(pids)
+            before = sum(before_each.values())
+            spies = profile(pids, args.profile, args.seconds) if args.profile and connections == 16 else []
             run = gateway.wrk(plain, connections, args.seconds)
+            for spy in spies:
+                spy.wait()
             spent = cpu_seconds(pids) - before
+            if connections == 16:
+                served = max(1, run["requests"] - run["errors"])
+                for name, value in cpu_by_process(pids).items():
+                    results[f"cpu_ms_per_request[{name}]"] = (value - before_each.get(name, 0.0)) * 1000 / served
             results[f"rps_at_{connections}"] = run["rps"]
             results[f"p50_ms_at_{connections}"] = run["p50_ms"]
             results[f"p99_ms_at_{connections}"] = run["p99_ms"]

@@ -15,14 +15,16 @@ from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers
 from .caches import AccountStatus
 from .deps import Deps
 from .errors import ApiError, invalid, unauthenticated
-from .rpc import rpc_error
+from .rpc import Metadata, rpc_error
 
 _TIMEOUT_S = 5.0
 
 
-async def load_status(billing: billing_pb2_grpc.BillingStub, account_id: str) -> AccountStatus:
+async def load_status(billing: billing_pb2_grpc.BillingStub, metadata: Metadata, account_id: str) -> AccountStatus:
     try:
-        response = await billing.GetAccount(billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S)
+        response = await billing.GetAccount(
+            billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=metadata
+        )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             return AccountStatus(account_id, exists=False, disabled=False, plan="")
@@ -31,9 +33,11 @@ async def load_status(billing: billing_pb2_grpc.BillingStub, account_id: str) ->
     return AccountStatus(account_id, exists=True, disabled=account.disabled, plan=account.plan)
 
 
-async def load_connected(keys: providers_pb2_grpc.KeysStub, account_id: str) -> tuple[str, ...]:
+async def load_connected(keys: providers_pb2_grpc.KeysStub, metadata: Metadata, account_id: str) -> tuple[str, ...]:
     try:
-        response = await keys.Connected(providers_pb2.ConnectedRequest(account_id=account_id), timeout=_TIMEOUT_S)
+        response = await keys.Connected(
+            providers_pb2.ConnectedRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=metadata
+        )
     except grpc.aio.AioRpcError as exc:
         raise rpc_error("providers", exc) from exc
     return tuple(response.providers)
@@ -52,7 +56,7 @@ async def authenticate(deps: Deps, authorization: str | None) -> str:
 
 async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
     try:
-        response = await deps.billing.GetAccount(billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S)
+        response = await deps.billing.GetAccount(billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata)
     except grpc.aio.AioRpcError as exc:
         raise rpc_error("billing", exc) from exc
     account = response.account
@@ -69,7 +73,7 @@ async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
 
 async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
     try:
-        response = await deps.keys.List(providers_pb2.ListKeysRequest(account_id=account_id), timeout=_TIMEOUT_S)
+        response = await deps.keys.List(providers_pb2.ListKeysRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata)
     except grpc.aio.AioRpcError as exc:
         raise rpc_error("providers", exc) from exc
     return {
@@ -81,7 +85,7 @@ async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
 async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> dict[str, Any]:
     try:
         response = await deps.keys.Put(
-            providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key), timeout=_TIMEOUT_S
+            providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key), timeout=_TIMEOUT_S, metadata=deps.metadata
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -94,7 +98,7 @@ async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> d
 async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, Any]:
     try:
         response = await deps.keys.Delete(
-            providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider), timeout=_TIMEOUT_S
+            providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider), timeout=_TIMEOUT_S, metadata=deps.metadata
         )
     except grpc.aio.AioRpcError as exc:
         raise rpc_error("providers", exc) from exc
@@ -109,7 +113,7 @@ async def signup(deps: Deps, email: str, password: str) -> dict[str, Any]:
         raise ApiError(403, "Signup is turned off on this StepBlend; ask its operator for an account.", code="signup_disabled")
     try:
         response = await deps.billing.CreateAccount(
-            billing_pb2.CreateAccountRequest(email=email, password=password), timeout=_TIMEOUT_S
+            billing_pb2.CreateAccountRequest(email=email, password=password), timeout=_TIMEOUT_S, metadata=deps.metadata
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
@@ -124,7 +128,7 @@ async def signup(deps: Deps, email: str, password: str) -> dict[str, Any]:
 async def login(deps: Deps, email: str, password: str) -> dict[str, Any]:
     try:
         response = await deps.billing.VerifyPassword(
-            billing_pb2.VerifyPasswordRequest(email=email, password=password), timeout=_TIMEOUT_S
+            billing_pb2.VerifyPasswordRequest(email=email, password=password), timeout=_TIMEOUT_S, metadata=deps.metadata
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):

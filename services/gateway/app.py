@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import events
 from services.common.config import Settings
-from services.common.grpcio import channel
+from services.common.grpcio import call_metadata, channel
 from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from . import accounts
@@ -98,10 +98,11 @@ def create_app(settings: Settings) -> FastAPI:
         await events.ensure_streams(js)
         outbox = Outbox(js)
         outbox.start()
+        metadata = call_metadata(settings.internal_token)
         channels = {
-            "router": channel(settings.router_addr, settings.internal_token),
-            "providers": channel(settings.providers_addr, settings.internal_token),
-            "billing": channel(settings.billing_addr, settings.internal_token),
+            "router": channel(settings.router_addr),
+            "providers": channel(settings.providers_addr),
+            "billing": channel(settings.billing_addr),
         }
         router_ch, providers_ch, billing_ch = channels["router"], channels["providers"], channels["billing"]
         keys = providers_pb2_grpc.KeysStub(providers_ch)
@@ -115,12 +116,13 @@ def create_app(settings: Settings) -> FastAPI:
             providers=providers_pb2_grpc.ProvidersStub(providers_ch),
             keys=keys,
             billing=billing,
-            accounts=TtlCache(partial(accounts.load_status, billing), ACCOUNT_TTL_S),
-            connected=TtlCache(partial(accounts.load_connected, keys), CONNECTED_TTL_S),
+            accounts=TtlCache(partial(accounts.load_status, billing, metadata), ACCOUNT_TTL_S),
+            connected=TtlCache(partial(accounts.load_connected, keys, metadata), CONNECTED_TTL_S),
             outbox=outbox,
             nats=nc,
             channels=channels,
             models=ModelList(),
+            metadata=metadata,
         )
 
         async def on_keys_changed(msg: Any) -> None:

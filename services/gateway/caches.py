@@ -17,7 +17,7 @@ import grpc
 
 from stepblend.v1 import router_pb2, router_pb2_grpc
 
-from .rpc import rpc_error
+from .rpc import Metadata, rpc_error
 
 T = TypeVar("T")
 
@@ -67,11 +67,11 @@ class ModelList:
         self._body: dict[str, Any] | None = None
         self._until = 0.0
 
-    async def get(self, router: router_pb2_grpc.RouterStub) -> dict[str, Any]:
+    async def get(self, router: router_pb2_grpc.RouterStub, metadata: Metadata) -> dict[str, Any]:
         if self._body is not None and time.monotonic() < self._until:
             return self._body
         try:
-            response = await router.ListModels(router_pb2.ListModelsRequest(), timeout=5.0)
+            response = await router.ListModels(router_pb2.ListModelsRequest(), timeout=5.0, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise rpc_error("router", exc) from exc
         data: list[dict[str, Any]] = [

@@ -162,7 +162,7 @@ async def route(deps: Deps, request: ChatRequest, account_id: str, explain: bool
         explain=explain,
     )
     try:
-        response = await deps.router.Route(route_request, timeout=_ROUTE_TIMEOUT_S)
+        response = await deps.router.Route(route_request, timeout=_ROUTE_TIMEOUT_S, metadata=deps.metadata)
     except grpc.aio.AioRpcError as exc:
         raise rpc_error("router", exc) from exc
     if response.WhichOneof("result") == "refusal":
@@ -200,7 +200,8 @@ async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
             stream=request.stream,
             include_usage=exchange.include_usage,
             created=int(exchange.admitted_at),
-        )
+        ),
+        metadata=deps.metadata,
     )
     candidates = {(c.provider, c.model): c for c in decision.candidates}
     events = call.__aiter__()

@@ -14,6 +14,7 @@ from .auth import Keyring, Verifier
 from .caches import AccountStatus, ModelList, TtlCache
 from .features import Encoding
 from .outbox import Outbox
+from .rpc import Metadata
 
 
 @dataclass
@@ -32,3 +33,4 @@ class Deps:
     nats: NATS
     channels: dict[str, grpc.aio.Channel]
     models: ModelList
+    metadata: Metadata

@@ -60,7 +60,7 @@ async def route_explain(request: Request) -> dict[str, Any]:
 async def list_models(request: Request) -> dict[str, Any]:
     deps = _deps(request)
     await accounts.authenticate(deps, request.headers.get("authorization"))
-    return await deps.models.get(deps.router)
+    return await deps.models.get(deps.router, deps.metadata)
 
 
 @router.post("/auth/signup", status_code=201)
