@@ -150,13 +150,15 @@ def parse(raw: bytes) -> tuple[ChatRequest, dict[str, Any]]:
     return request, upstream
 
 
-async def route(deps: Deps, request: ChatRequest, account_id: str, explain: bool = False) -> router_pb2.RouteDecision:
+async def route(
+    deps: Deps, request: ChatRequest, upstream: dict[str, Any], account_id: str, explain: bool = False
+) -> router_pb2.RouteDecision:
     """Ask the router for ranked candidates; a refusal becomes its HTTP error."""
     connected = await deps.connected.get(account_id)
     route_request = router_pb2.RouteRequest(
         model=request.model,
         strategy=request.stepblend_strategy or "",
-        features=features(request, deps.encoding),
+        features=features(request, deps.encoding, upstream),
         max_cost_usd=str(request.stepblend_max_cost) if request.stepblend_max_cost is not None else "",
         connected_providers=connected,
         explain=explain,
@@ -183,7 +185,7 @@ async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
     request, upstream = parse(raw)
     exchange.stream = request.stream
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    decision = await route(deps, request, exchange.account_id)
+    decision = await route(deps, request, upstream, exchange.account_id)
     exchange.strategy_used = decision.strategy_used
     exchange.catalog_version = decision.catalog_version
     if deps.outbox.is_full():

@@ -20,12 +20,25 @@ TOKENS_PER_MESSAGE = 4  # role and separators in the chat format
 TOKENS_PER_REPLY = 3  # the primed assistant turn
 TOKENS_PER_IMAGE = 1_600  # worst case of a high-detail image tile grid
 
+# Body fields every model takes (or StepBlend handles itself); the others are
+# reported to the router, which drops models that refuse one.
+_ALWAYS_TAKEN = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user"})
+
 
 class Encoding(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
 
-def features(request: ChatRequest, encoding: Encoding) -> router_pb2.RequestFeatures:
+def params(body: dict[str, object]) -> list[str]:
+    """The parameters a body sets, as the catalog names them; `n: 1` is the default."""
+    return [
+        key
+        for key, value in body.items()
+        if value is not None and key not in _ALWAYS_TAKEN and not key.startswith("stepblend_") and not (key == "n" and value == 1)
+    ]
+
+
+def features(request: ChatRequest, encoding: Encoding, body: dict[str, object]) -> router_pb2.RequestFeatures:
     tokens = TOKENS_PER_REPLY
     vision = False
     for message in request.messages:
@@ -54,4 +67,5 @@ def features(request: ChatRequest, encoding: Encoding) -> router_pb2.RequestFeat
         needs_tools=bool(request.tools),
         needs_vision=vision,
         needs_json_schema=response_format.get("type") == "json_schema",
+        params=params(body),
     )

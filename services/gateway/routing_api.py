@@ -32,9 +32,9 @@ def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
 
 
 async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
-    request, _ = parse(raw)
-    decision = await route(deps, request, account_id, explain=True)
-    feats = features(request, deps.encoding)
+    request, upstream = parse(raw)
+    decision = await route(deps, request, upstream, account_id, explain=True)
+    feats = features(request, deps.encoding, upstream)
     ranked = [_candidate(c) for c in decision.candidates]
     return {
         "object": "route",

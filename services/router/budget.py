@@ -1,5 +1,9 @@
 """What one request costs on one model, and the output budget it may be given.
 
+`prompt_tokens` here is already the row's own estimate (the gateway's o200k_base count
+through the row's tokenizer margin, see `catalog.Tokenizer`), so the worst case errs
+high where the provider's tokenizer is not public.
+
 Worst-case cost = prompt_tokens x input price + output budget x output price, prices
 per million tokens, in Decimal (a request can cost a millionth of a cent). Cached-input
 prices are ignored on purpose: the worst case is a cache miss.
@@ -7,9 +11,9 @@ prices are ignored on purpose: the worst case is a cache miss.
 The output budget is what the executor sends upstream as max_tokens:
 
 - the request set one: that budget. A model whose max_output_tokens is lower cannot
-  take the request (`output_too_long`); so cannot one whose context window cannot hold
+  take the request (`output_too_large`); so cannot one whose context window cannot hold
   prompt + budget (`context_too_small`); with a cap, neither can one whose worst case
-  exceeds it (`over_cost_cap`).
+  exceeds it (`over_cap`).
 - the request set none, with a cap: the largest budget that fits every limit, i.e.
   min(model max_output_tokens, context window - prompt, floor((cap - prompt cost) /
   output price)). Below MIN_OUTPUT_BUDGET tokens the answer would be cut off before it
@@ -35,7 +39,7 @@ UNCAPPED_ESTIMATE_TOKENS = 4096
 
 _PER_MTOK = Decimal(1_000_000)
 
-Shortfall = Literal["output_too_long", "context_too_small", "over_cost_cap"]
+Shortfall = Literal["output_too_large", "context_too_small", "over_cap"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Misfit:
 
     reason: Shortfall
     detail: str
-    #: For over_cost_cap: the cheapest worst case this model could offer.
+    #: For over_cap: the cheapest worst case this model could offer.
     cheapest_cost: Decimal | None = None
 
 
@@ -91,7 +95,7 @@ def _fit_requested(
 ) -> Fit | Misfit:
     if budget > entry.max_output_tokens:
         return Misfit(
-            "output_too_long",
+            "output_too_large",
             f"{entry.id}: max output {entry.max_output_tokens} tokens < the requested {budget}",
         )
     if budget > room:
@@ -102,7 +106,7 @@ def _fit_requested(
         )
     cost = worst_case_cost(entry, prompt_tokens, budget)
     if cap is not None and cost > cap:
-        return Misfit("over_cost_cap", f"{entry.id}: worst case ${cost:f} > cap ${cap:f}", cost)
+        return Misfit("over_cap", f"{entry.id}: worst case ${cost:f} > cap ${cap:f}", cost)
     return Fit(budget, cost, budget)
 
 
@@ -111,7 +115,7 @@ def _fit_under_cap(
 ) -> Fit | Misfit:
     cheapest = worst_case_cost(entry, prompt_tokens, MIN_OUTPUT_BUDGET)
     over = Misfit(
-        "over_cost_cap",
+        "over_cap",
         f"{entry.id}: ~{prompt_tokens} prompt tokens + {MIN_OUTPUT_BUDGET} output tokens cost "
         f"${cheapest:f} > cap ${cap:f}",
         cheapest,
@@ -131,7 +135,7 @@ def _fit_under_cap(
     if budget < MIN_OUTPUT_BUDGET:
         if ceiling < MIN_OUTPUT_BUDGET:
             return Misfit(
-                "output_too_long",
+                "output_too_large",
                 f"{entry.id}: max output {entry.max_output_tokens} tokens < {MIN_OUTPUT_BUDGET}",
             )
         return over

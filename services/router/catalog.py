@@ -9,6 +9,10 @@ Names: a row is one model *served by one provider*. The same catalog id may appe
 under several providers (e.g. an open-weights model on two hosts); a name (an id or an
 alias) always means one catalog id, so that an unprefixed name can fall back among
 providers but never to another model. `provider:model` pins the provider.
+
+Tokenizers: the gateway counts prompts with OpenAI's o200k_base only. Each row names a
+`[tokenizers]` entry whose margin and fixed overheads turn that count into an
+estimate that errs high for the row's provider (see `Tokenizer.estimate`).
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ from typing import Any
 
 #: Providers the executor has adapters for. A row naming anything else is a typo
 #: that would only show up as failed requests, so it is refused at load.
-KNOWN_PROVIDERS = frozenset({"openai", "anthropic", "groq", "deepseek"})
+KNOWN_PROVIDERS = frozenset(
+    {"openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"}
+)
 
-_TOP_KEYS = frozenset({"version", "quality_source", "priors_source", "models"})
+_TOP_KEYS = frozenset({"version", "quality_source", "priors_source", "tokenizers", "models"})
+_TOKENIZER_KEYS = frozenset({"margin", "overhead_tokens", "tools_overhead_tokens", "basis"})
 _REQUIRED = frozenset(
     {
         "id",
         "provider",
         "upstream_model",
+        "tokenizer",
         "input_per_mtok",
         "output_per_mtok",
         "context_window",
@@ -62,6 +70,28 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class Tokenizer:
+    """How far the gateway's o200k_base count may fall short for one tokenizer family."""
+
+    name: str
+    #: Multiplier (>= 1) on the o200k_base count.
+    margin: Decimal
+    #: Tokens the provider adds to every request (e.g. a chat-format preamble).
+    overhead_tokens: int
+    #: Tokens the provider adds when the request carries tools (a tool-use prompt).
+    tools_overhead_tokens: int
+    basis: str
+
+    def estimate(self, o200k_tokens: int, needs_tools: bool) -> int:
+        """Prompt tokens this family is billed for, erring high: ceil(count x margin) +
+        overheads. Integer arithmetic on the margin's exact ratio keeps it exact and cheap."""
+        numerator, denominator = self.margin.as_integer_ratio()
+        scaled = -(-o200k_tokens * numerator // denominator)  # ceiling division
+        extra = self.overhead_tokens + (self.tools_overhead_tokens if needs_tools else 0)
+        return scaled + extra
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One model served by one provider, with its prices (USD per million tokens)."""
 
@@ -69,6 +99,7 @@ class ModelEntry:
     provider: str
     upstream_model: str
     aliases: tuple[str, ...]
+    tokenizer: Tokenizer
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None
@@ -82,11 +113,11 @@ class ModelEntry:
     ttft_ms_prior: float
     tokens_per_s_prior: float
     reliability_prior: float
+    #: `provider:id`, unique in a catalog. Derived once: every decision reads it per row.
+    key: str = field(init=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """`provider:id`, unique in a catalog."""
-        return f"{self.provider}:{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.provider}:{self.id}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -101,6 +132,7 @@ class Catalog:
     version: str
     quality_source: str
     models: tuple[ModelEntry, ...]
+    tokenizers: Mapping[str, Tokenizer] = field(default_factory=lambda: MappingProxyType({}))
     _by_name: Mapping[str, tuple[ModelEntry, ...]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -172,16 +204,49 @@ def parse_catalog(
     quality_source = data.get("quality_source", "")
     if not isinstance(quality_source, str):
         raise CatalogError(f"catalog {source}: `quality_source` must be a string")
+    tokenizers = _parse_tokenizers(data.get("tokenizers"), f"catalog {source}")
     rows = data.get("models")
     if not isinstance(rows, list) or not rows:
         raise CatalogError(f"catalog {source}: needs at least one [[models]] row")
 
-    models = tuple(_parse_row(row, f"catalog {source}: models[{i}]") for i, row in enumerate(rows))
+    models = tuple(
+        _parse_row(row, f"catalog {source}: models[{i}]", tokenizers) for i, row in enumerate(rows)
+    )
     _check_names(models, f"catalog {source}", frozenset(reserved_names))
-    return Catalog(version=version, quality_source=quality_source, models=models)
+    return Catalog(
+        version=version,
+        quality_source=quality_source,
+        models=models,
+        tokenizers=MappingProxyType(tokenizers),
+    )
 
 
-def _parse_row(row: object, where: str) -> ModelEntry:
+def _parse_tokenizers(value: object, where: str) -> dict[str, Tokenizer]:
+    if not isinstance(value, dict) or not value:
+        raise CatalogError(f"{where}: needs a [tokenizers] table with at least one entry")
+    out: dict[str, Tokenizer] = {}
+    for name, row in value.items():
+        here = f"{where}: tokenizers.{name}"
+        if not isinstance(row, dict):
+            raise CatalogError(f"{here}: must be a table")
+        unknown = sorted(set(row) - _TOKENIZER_KEYS)
+        if unknown:
+            raise CatalogError(f"{here}: unknown fields {unknown}")
+        margin = _price(row, "margin", here)
+        # A margin below 1 would make the estimate err low, and a cost cap a wish.
+        if not 1 <= margin <= 10:
+            raise CatalogError(f"{here}: margin must be between 1 and 10, got {row['margin']!r}")
+        out[name] = Tokenizer(
+            name=name,
+            margin=margin,
+            overhead_tokens=_count(row, "overhead_tokens", here),
+            tools_overhead_tokens=_count(row, "tools_overhead_tokens", here),
+            basis=_text(row, "basis", here),
+        )
+    return out
+
+
+def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer]) -> ModelEntry:
     if not isinstance(row, dict):
         raise CatalogError(f"{where}: must be a table")
     if isinstance(row.get("id"), str):
@@ -198,6 +263,10 @@ def _parse_row(row: object, where: str) -> ModelEntry:
         raise CatalogError(
             f"{where}: unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))})"
         )
+    tokenizer_name = _text(row, "tokenizer", where)
+    if tokenizer_name not in tokenizers:
+        known = ", ".join(sorted(tokenizers))
+        raise CatalogError(f"{where}: unknown tokenizer {tokenizer_name!r} (known: {known})")
     context_window = _positive_int(row, "context_window", where)
     max_output = _positive_int(row, "max_output_tokens", where)
     if max_output > context_window:
@@ -219,6 +288,7 @@ def _parse_row(row: object, where: str) -> ModelEntry:
         provider=provider,
         upstream_model=_text(row, "upstream_model", where),
         aliases=_text_list(row, "aliases", where),
+        tokenizer=tokenizers[tokenizer_name],
         input_per_mtok=_price(row, "input_per_mtok", where),
         output_per_mtok=_price(row, "output_per_mtok", where),
         cached_input_per_mtok=cached,
@@ -292,6 +362,13 @@ def _positive_int(row: Mapping[str, Any], key: str, where: str) -> int:
     value = row.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise CatalogError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _count(row: Mapping[str, Any], key: str, where: str) -> int:
+    value = row.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise CatalogError(f"{where}: {key} must be a non-negative integer, got {value!r}")
     return value
 
 

@@ -1,17 +1,31 @@
-"""The routing decision: a pure function from a request's features to ranked candidates.
+"""The routing decision: from a request's features to ranked candidates, or a refusal.
 
-`route(catalog, request)` returns a `Decision` (every eligible model/provider, best
-first: the first is tried, the rest are the fallbacks in order) or a `Refusal`.
+`route(catalog, request, stats, circuits)` returns a `Decision` (every eligible
+model/provider, best first: the first is tried, the rest are the fallbacks in order)
+or a `Refusal`. It does no I/O; the only state it touches is a breaker's half-open
+probe, which a real decision claims (see `breaker`). Benchmarks call it directly.
 
 Which rows are considered: for a strategy (`lowest-cost`, `balanced`...) every catalog
 row; for a named model (force model) the rows that name resolves to, so a fallback may
 change provider, never model; `provider:model` pins one row.
 
+Each row is priced with its own prompt estimate: the gateway's o200k_base count
+through the row's tokenizer margin (`catalog.Tokenizer.estimate`).
+
 A row is eligible when, in this order (the first failing check is its exclusion
-reason, kept in `Decision.excluded` for the Routing API):
-  provider_not_connected   the account has no key for its provider;
-  no_tools / no_vision / no_json_schema   it lacks a capability the request needs;
-  output_too_long / context_too_small / over_cost_cap   see `budget.fit`.
+reason, `decision.Reason`, reported by the Routing API):
+  not_connected                 the account has no key for its provider;
+  lacks_tools / lacks_vision / lacks_json_schema   it lacks a capability the request needs;
+  output_too_large / context_too_small / over_cap   see `budget.fit`;
+  circuit_open                  its provider:model breaker is open.
+With `explain`, every other catalog row is reported too: `not_requested` when the
+client named a model.
+
+Breakers (see `breaker`): a half-open row carrying the probe ranks where its strategy
+puts it; one whose probe is out ranks after every other candidate. When every row
+that passed the other checks is circuit open, they are all kept, ranked: a breaker
+exists to route around a failing model, and with no way around, trying it beats a
+certain refusal (its outcomes then feed the breaker like any probe's).
 
 Refusals (`code`, and the HTTP status the gateway maps it to):
   invalid_request (400)           unknown stepblend_strategy, bad stepblend_max_cost,
@@ -20,28 +34,54 @@ Refusals (`code`, and the HTTP status the gateway maps it to):
   provider_not_connected (409)    a named model none of whose providers is connected;
   no_model_under_cost_cap (400)   some row passed every check but the cost cap;
   no_eligible_model (400)         otherwise; the message says which check stopped the
-                                  rows that got furthest.
+                                  rows that got furthest (see `refusals`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
-from types import MappingProxyType
+from typing import Protocol
 
+from services.router.breaker import ALLOWED, Admission, Admit
 from services.router.budget import UNCAPPED_ESTIMATE_TOKENS, Fit, fit, worst_case_cost
 from services.router.catalog import Catalog, ModelEntry
+from services.router.decision import (
+    Candidate,
+    Decision,
+    Exclusion,
+    Reason,
+    Refusal,
+    RefusalCode,
+    RouteRequest,
+)
+from services.router.refusals import CAPABILITY_WORDS, explain_refusal
 from services.router.strategies import (
     FORCE_MODEL,
     CatalogPriors,
     Option,
+    Ranked,
     Stats,
     Strategy,
     parse_strategy,
     rank,
 )
+
+__all__ = [
+    "DEFAULT_FORCED_ORDER",
+    "MAX_COST_CAP",
+    "MIN_COST_CAP",
+    "Candidate",
+    "Circuits",
+    "Decision",
+    "Exclusion",
+    "Reason",
+    "Refusal",
+    "RefusalCode",
+    "RouteRequest",
+    "route",
+]
 
 #: A named model's providers are ordered by this unless stepblend_strategy says otherwise.
 DEFAULT_FORCED_ORDER = Strategy.LOWEST_COST
@@ -50,124 +90,47 @@ DEFAULT_FORCED_ORDER = Strategy.LOWEST_COST
 MIN_COST_CAP = Decimal("0.000000000001")
 MAX_COST_CAP = Decimal("1000000")
 
-_KEYS_PATH = "PUT /api/v1/account/keys/{provider}"
+_BUDGET_REASONS = {
+    "output_too_large": Reason.OUTPUT_TOO_LARGE,
+    "context_too_small": Reason.CONTEXT_TOO_SMALL,
+    "over_cap": Reason.OVER_CAP,
+}
 
 
-class RefusalCode(StrEnum):
-    """Stable refusal codes; the gateway maps each to an HTTP status."""
+class Circuits(Protocol):
+    """Whether a decision may use a model, given its breaker (`stats.StatsBook`)."""
 
-    INVALID_REQUEST = "invalid_request"
-    MODEL_NOT_FOUND = "model_not_found"
-    PROVIDER_NOT_CONNECTED = "provider_not_connected"
-    NO_MODEL_UNDER_COST_CAP = "no_model_under_cost_cap"
-    NO_ELIGIBLE_MODEL = "no_eligible_model"
-
-
-class Reason(StrEnum):
-    """Why a row was excluded; declared in check order (later = got further)."""
-
-    PROVIDER_NOT_CONNECTED = "provider_not_connected"
-    NO_TOOLS = "no_tools"
-    NO_VISION = "no_vision"
-    NO_JSON_SCHEMA = "no_json_schema"
-    OUTPUT_TOO_LONG = "output_too_long"
-    CONTEXT_TOO_SMALL = "context_too_small"
-    OVER_COST_CAP = "over_cost_cap"
-
-
-_STAGE: Mapping[Reason, int] = MappingProxyType({reason: i for i, reason in enumerate(Reason)})
-_CAPABILITY_REASONS = (Reason.NO_TOOLS, Reason.NO_VISION, Reason.NO_JSON_SCHEMA)
-# capability reason -> (adjective for messages, the body field that asked for it)
-_CAPABILITY_WORDS: Mapping[Reason, tuple[str, str]] = MappingProxyType(
-    {
-        Reason.NO_TOOLS: ("tool-capable", "tools"),
-        Reason.NO_VISION: ("vision-capable", "messages"),
-        Reason.NO_JSON_SCHEMA: ("JSON-schema-capable", "response_format"),
-    }
-)
+    def admission(self, entry: ModelEntry, *, take_probe: bool) -> Admission:
+        """ALLOW, PROBE, LAST or DENY for `entry` now; `take_probe` claims a free probe."""
+        ...
 
 
 @dataclass(frozen=True)
-class RouteRequest:
-    """A request's routing features (never its content), as the gateway sends them."""
-
-    #: The body's `model`: a strategy name or a model id (`gpt-4o`, `openai:gpt-4o`).
-    model: str
-    #: `stepblend_strategy`, "" when unset.
-    strategy: str = ""
-    #: Estimated prompt tokens; the gateway's estimate errs high.
-    prompt_tokens: int = 0
-    #: The client's max_tokens / max_completion_tokens; 0 when it set none.
-    max_output_tokens: int = 0
-    needs_tools: bool = False
-    needs_vision: bool = False
-    needs_json_schema: bool = False
-    #: `stepblend_max_cost` in USD as the client wrote it, "" when unset.
-    max_cost_usd: str = ""
-    #: Providers the account has a key for.
-    connected_providers: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One model on one provider, as the executor will call it."""
-
-    provider: str
-    model: str
-    upstream_model: str
-    estimated_cost_usd: Decimal
-    input_price_per_mtok: Decimal
-    output_price_per_mtok: Decimal
-    #: Sent upstream as the completion limit; 0 leaves it to the provider.
-    output_budget: int
-    param_renames: tuple[tuple[str, str], ...]
-    unsupported_params: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """A row that was considered and not eligible, and why."""
-
-    provider: str
-    model: str
-    reason: Reason
-    detail: str
-    #: For over_cost_cap: the cheapest worst case the row could offer, in USD.
-    min_cost_usd: Decimal | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Eligible candidates, best first, and what was left out."""
-
-    strategy_used: str
-    candidates: tuple[Candidate, ...]
-    catalog_version: str
-    excluded: tuple[Exclusion, ...] = ()
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """No model can serve the request; `code` is a `RefusalCode` value."""
-
-    code: RefusalCode
-    message: str
-    param: str = ""
+class _Eligible:
+    option: Option
+    fit: Fit
+    prompt_tokens: int
+    admission: Admission
 
 
 @dataclass(frozen=True)
 class _Screened:
-    options: list[Option] = field(default_factory=list)
-    fits: dict[str, Fit] = field(default_factory=dict)
+    eligible: list[_Eligible] = field(default_factory=list)
+    #: Passed every check but the breaker.
+    denied: list[_Eligible] = field(default_factory=list)
     excluded: list[Exclusion] = field(default_factory=list)
 
 
 def route(
-    catalog: Catalog, request: RouteRequest, stats: Stats | None = None
+    catalog: Catalog,
+    request: RouteRequest,
+    stats: Stats | None = None,
+    circuits: Circuits | None = None,
 ) -> Decision | Refusal:
     """Decide which models may serve `request`, best first, or refuse it.
 
-    `stats` supplies latency and reliability; the catalog's priors when None.
+    `stats` supplies latency and reliability (the catalog's priors when None);
+    `circuits` the breakers (every model allowed when None).
     """
     override = None
     if request.strategy.strip():
@@ -216,15 +179,28 @@ def route(
         order = override or DEFAULT_FORCED_ORDER
         strategy_used = FORCE_MODEL
 
-    screened = _screen(rows, request, cap)
-    if not screened.options:
-        return _refusal(model, body_strategy is None, rows, request, cap, screened.excluded)
-    ranked = rank(order, screened.options, stats if stats is not None else CatalogPriors())
+    screened = _screen(rows, request, cap, circuits)
+    eligible = screened.eligible
+    excluded = screened.excluded
+    if screened.denied:
+        if eligible:
+            excluded.extend(_circuit_exclusion(d) for d in screened.denied)
+        else:
+            eligible = screened.denied
+    if not eligible:
+        return explain_refusal(model, body_strategy is None, rows, request, cap, excluded)
+
+    ranked = rank(order, [e.option for e in eligible], stats or CatalogPriors())
+    by_key = {e.option.entry.key: e for e in eligible}
+    # Stable: a half-open row whose probe is out keeps its order among the last ones.
+    ranked.sort(key=lambda r: by_key[r.option.entry.key].admission.admit is Admit.LAST)
+    if request.explain and body_strategy is None:
+        excluded.extend(_not_requested(catalog, rows, model))
     return Decision(
         strategy_used=strategy_used,
-        candidates=tuple(_candidate(o.entry, screened.fits[o.entry.key]) for o in ranked),
+        candidates=tuple(_candidate(r, by_key[r.option.entry.key]) for r in ranked),
         catalog_version=catalog.version,
-        excluded=tuple(screened.excluded),
+        excluded=tuple(excluded),
     )
 
 
@@ -252,30 +228,36 @@ def _parse_cap(text: str) -> Decimal | Refusal | None:
     return cap
 
 
-def _screen(rows: Iterable[ModelEntry], request: RouteRequest, cap: Decimal | None) -> _Screened:
+def _screen(
+    rows: Sequence[ModelEntry],
+    request: RouteRequest,
+    cap: Decimal | None,
+    circuits: Circuits | None,
+) -> _Screened:
     out = _Screened()
+    comparable_tokens = _comparable_tokens(request)
     for entry in rows:
-        result = _examine(entry, request, cap)
-        if isinstance(result, Exclusion):
-            out.excluded.append(result)
+        gap = _capability_gap(entry, request)
+        if gap is not None:
+            out.excluded.append(gap)
             continue
-        comparable = worst_case_cost(entry, request.prompt_tokens, _comparable_tokens(request))
-        out.options.append(Option(entry, result.estimated_cost, comparable, result.estimate_tokens))
-        out.fits[entry.key] = result
+        prompt = entry.tokenizer.estimate(request.prompt_tokens, request.needs_tools)
+        result = fit(entry, prompt, request.max_output_tokens, cap)
+        if not isinstance(result, Fit):
+            reason = _BUDGET_REASONS[result.reason]
+            out.excluded.append(
+                Exclusion(entry.provider, entry.id, reason, result.detail, result.cheapest_cost)
+            )
+            continue
+        # Asked last, so that a probe is only claimed by a request the row can serve.
+        admission = (
+            circuits.admission(entry, take_probe=not request.explain) if circuits else ALLOWED
+        )
+        comparable = worst_case_cost(entry, prompt, comparable_tokens)
+        option = Option(entry, result.estimated_cost, comparable, result.estimate_tokens)
+        eligible = _Eligible(option, result, prompt, admission)
+        (out.denied if admission.admit is Admit.DENY else out.eligible).append(eligible)
     return out
-
-
-def _examine(entry: ModelEntry, request: RouteRequest, cap: Decimal | None) -> Fit | Exclusion:
-    """The row's fit for the request, or the first check it fails."""
-    reason, detail = _capability_gap(entry, request)
-    if reason is not None:
-        return Exclusion(entry.provider, entry.id, reason, detail)
-    result = fit(entry, request.prompt_tokens, request.max_output_tokens, cap)
-    if isinstance(result, Fit):
-        return result
-    return Exclusion(
-        entry.provider, entry.id, Reason(result.reason), result.detail, result.cheapest_cost
-    )
 
 
 def _comparable_tokens(request: RouteRequest) -> int:
@@ -284,118 +266,55 @@ def _comparable_tokens(request: RouteRequest) -> int:
     return request.max_output_tokens or UNCAPPED_ESTIMATE_TOKENS
 
 
-def _capability_gap(entry: ModelEntry, request: RouteRequest) -> tuple[Reason | None, str]:
+def _capability_gap(entry: ModelEntry, request: RouteRequest) -> Exclusion | None:
     if entry.provider not in request.connected_providers:
-        return Reason.PROVIDER_NOT_CONNECTED, f"no {entry.provider} key connected"
+        return Exclusion(
+            entry.provider, entry.id, Reason.NOT_CONNECTED, f"no {entry.provider} key connected"
+        )
     caps = entry.capabilities
     needs = (
-        (request.needs_tools and not caps.tools, Reason.NO_TOOLS),
-        (request.needs_vision and not caps.vision, Reason.NO_VISION),
-        (request.needs_json_schema and not caps.json_schema, Reason.NO_JSON_SCHEMA),
+        (request.needs_tools and not caps.tools, Reason.LACKS_TOOLS),
+        (request.needs_vision and not caps.vision, Reason.LACKS_VISION),
+        (request.needs_json_schema and not caps.json_schema, Reason.LACKS_JSON_SCHEMA),
     )
     for lacking, reason in needs:
         if lacking:
-            return reason, f"{entry.id} is not {_CAPABILITY_WORDS[reason][0]}"
-    return None, ""
+            detail = f"{entry.id} is not {CAPABILITY_WORDS[reason][0]}"
+            return Exclusion(entry.provider, entry.id, reason, detail)
+    refused = sorted(request.params.intersection(entry.unsupported_params))
+    if refused:
+        detail = f"{entry.id} does not take {', '.join(refused)}"
+        return Exclusion(entry.provider, entry.id, Reason.UNSUPPORTED_PARAM, detail)
+    return None
 
 
-def _candidate(entry: ModelEntry, result: Fit) -> Candidate:
+def _circuit_exclusion(denied: _Eligible) -> Exclusion:
+    entry = denied.option.entry
+    return Exclusion(entry.provider, entry.id, Reason.CIRCUIT_OPEN, denied.admission.detail)
+
+
+def _not_requested(catalog: Catalog, rows: Sequence[ModelEntry], model: str) -> list[Exclusion]:
+    named = {entry.key for entry in rows}
+    return [
+        Exclusion(e.provider, e.id, Reason.NOT_REQUESTED, f"the request named {_quote(model)}")
+        for e in catalog.models
+        if e.key not in named
+    ]
+
+
+def _candidate(ranked: Ranked, eligible: _Eligible) -> Candidate:
+    entry = ranked.option.entry
     return Candidate(
         provider=entry.provider,
         model=entry.id,
         upstream_model=entry.upstream_model,
-        estimated_cost_usd=result.estimated_cost,
+        estimated_cost_usd=eligible.fit.estimated_cost,
         input_price_per_mtok=entry.input_per_mtok,
         output_price_per_mtok=entry.output_per_mtok,
-        output_budget=result.output_budget,
+        output_budget=eligible.fit.output_budget,
         param_renames=entry.param_renames,
         unsupported_params=entry.unsupported_params,
-    )
-
-
-def _refusal(
-    model: str,
-    forced: bool,
-    rows: Sequence[ModelEntry],
-    request: RouteRequest,
-    cap: Decimal | None,
-    excluded: list[Exclusion],
-) -> Refusal:
-    """The refusal that best explains why no row was eligible: the reason that stopped
-    the rows that got furthest through the checks (a higher cap, a connected key...
-    would have helped those first)."""
-    reachable = [e for e in excluded if e.reason is not Reason.PROVIDER_NOT_CONNECTED]
-    if not reachable:
-        providers = sorted({e.provider for e in rows})
-        if forced:
-            return Refusal(
-                RefusalCode.PROVIDER_NOT_CONNECTED,
-                f"the model {model!r} is served by {' or '.join(providers)}, and no key is "
-                f"connected for {'it' if len(providers) == 1 else 'them'}; connect one with "
-                + " or ".join(f"PUT /api/v1/account/keys/{p}" for p in providers),
-                "model",
-            )
-        return Refusal(
-            RefusalCode.NO_ELIGIBLE_MODEL,
-            f"no eligible model: no connected provider; connect a key with {_KEYS_PATH} "
-            f"(providers: {', '.join(providers)})",
-            "model",
-        )
-
-    furthest = max(_STAGE[e.reason] for e in reachable)
-    stopped = [e for e in reachable if _STAGE[e.reason] == furthest]
-    stopped_rows = [
-        r for r in rows if any(e.provider == r.provider and e.model == r.id for e in stopped)
-    ]
-    reason = stopped[0].reason
-    if reason is Reason.OVER_COST_CAP:
-        priced = [e for e in stopped if e.min_cost_usd is not None]
-        best = min(priced, key=lambda e: e.min_cost_usd or 0, default=None)
-        cheapest = (
-            f": the cheapest worst case is ${best.min_cost_usd:f} ({best.model} on {best.provider})"
-            if best is not None and best.min_cost_usd is not None
-            else ""
-        )
-        return Refusal(
-            RefusalCode.NO_MODEL_UNDER_COST_CAP,
-            f"no model fits under stepblend_max_cost ${cap:f} with ~{request.prompt_tokens} "
-            f"prompt tokens{cheapest}",
-            "stepblend_max_cost",
-        )
-    if reason in _CAPABILITY_REASONS:
-        wanted = [
-            r
-            for r, needed in (
-                (Reason.NO_TOOLS, request.needs_tools),
-                (Reason.NO_VISION, request.needs_vision),
-                (Reason.NO_JSON_SCHEMA, request.needs_json_schema),
-            )
-            if needed
-        ]
-        words = " and ".join(_CAPABILITY_WORDS[r][0] for r in wanted)
-        connected = ", ".join(sorted({e.provider for e in reachable}))
-        why = (
-            f"{model} is not {words} on any connected provider"
-            if forced
-            else f"no {words} model among the connected providers ({connected})"
-        )
-        return Refusal(
-            RefusalCode.NO_ELIGIBLE_MODEL, f"no eligible model: {why}", _CAPABILITY_WORDS[reason][1]
-        )
-    if reason is Reason.OUTPUT_TOO_LONG:
-        largest = max(stopped_rows, key=lambda r: r.max_output_tokens)
-        return Refusal(
-            RefusalCode.NO_ELIGIBLE_MODEL,
-            f"no eligible model: max output too long: {request.max_output_tokens} tokens is more "
-            f"than any connected model that could serve the request allows (largest: "
-            f"{largest.max_output_tokens}, {largest.id})",
-            "max_tokens",
-        )
-    largest = max(stopped_rows, key=lambda r: r.context_window)
-    return Refusal(
-        RefusalCode.NO_ELIGIBLE_MODEL,
-        f"no eligible model: context too small: ~{request.prompt_tokens} prompt tokens plus the "
-        f"output budget do not fit the context window of any connected model that could serve "
-        f"the request (largest: {largest.context_window} tokens, {largest.id})",
-        "messages",
+        score=ranked.score,
+        cached_input_price_per_mtok=entry.cached_input_per_mtok,
+        prompt_tokens=eligible.prompt_tokens,
     )

@@ -1,4 +1,4 @@
-"""`stepblend.v1.Router` on the wire: proto in, `routing.route`, proto out. Nothing else."""
+"""`stepblend.v1.Router` on the wire: proto in, a domain call, proto out. Nothing else."""
 
 from __future__ import annotations
 
@@ -6,30 +6,43 @@ from decimal import Decimal
 
 import grpc
 
-from services.router.catalog import Catalog
-from services.router.routing import Candidate, Decision, RouteRequest, route
+from services.router.catalog import Catalog, ModelEntry
+from services.router.decision import Candidate, Decision, Exclusion, RouteRequest
+from services.router.routing import Circuits, route
 from services.router.strategies import Stats
 from stepblend.v1 import router_pb2, router_pb2_grpc
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
-    """Answers `Route` from one catalog (and, later, live statistics)."""
+    """Answers `Route` from one catalog and the live statistics, `ListModels` from the catalog."""
 
-    def __init__(self, catalog: Catalog, stats: Stats | None = None) -> None:
+    def __init__(
+        self, catalog: Catalog, stats: Stats | None = None, circuits: Circuits | None = None
+    ) -> None:
         self._catalog = catalog
         self._stats = stats
+        self._circuits = circuits
+        # The catalog never changes while the process runs: render its listing once.
+        self._models = to_models_pb(catalog)
 
     async def Route(  # noqa: N802 - the RPC's name in the proto
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.RouteResponse:
-        result = route(self._catalog, to_route_request(request), self._stats)
+        result = route(self._catalog, to_route_request(request), self._stats, self._circuits)
         if isinstance(result, Decision):
-            return router_pb2.RouteResponse(decision=to_decision_pb(result))
+            return router_pb2.RouteResponse(
+                decision=to_decision_pb(result, explain=request.explain)
+            )
         return router_pb2.RouteResponse(
             refusal=router_pb2.RouteRefusal(
                 code=result.code.value, message=result.message, param=result.param
             )
         )
+
+    async def ListModels(  # noqa: N802 - the RPC's name in the proto
+        self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.ListModelsResponse:
+        return self._models
 
 
 def to_route_request(message: router_pb2.RouteRequest) -> RouteRequest:
@@ -43,21 +56,32 @@ def to_route_request(message: router_pb2.RouteRequest) -> RouteRequest:
         needs_tools=features.needs_tools,
         needs_vision=features.needs_vision,
         needs_json_schema=features.needs_json_schema,
+        params=frozenset(features.params),
         max_cost_usd=message.max_cost_usd,
         connected_providers=frozenset(message.connected_providers),
+        explain=message.explain,
     )
 
 
-def to_decision_pb(decision: Decision) -> router_pb2.RouteDecision:
-    """The decision on the wire; `excluded` stays inside until the Routing API needs it."""
+def to_decision_pb(decision: Decision, *, explain: bool = False) -> router_pb2.RouteDecision:
+    """The decision on the wire; `excluded` only when the request asked for an explanation."""
     return router_pb2.RouteDecision(
         strategy_used=decision.strategy_used,
         candidates=[_candidate_pb(c) for c in decision.candidates],
         catalog_version=decision.catalog_version,
+        excluded=[_exclusion_pb(e) for e in decision.excluded] if explain else [],
+    )
+
+
+def to_models_pb(catalog: Catalog) -> router_pb2.ListModelsResponse:
+    """Every catalog row, in catalog order, with the catalog's version."""
+    return router_pb2.ListModelsResponse(
+        models=[_model_pb(entry) for entry in catalog.models], catalog_version=catalog.version
     )
 
 
 def _candidate_pb(candidate: Candidate) -> router_pb2.Candidate:
+    cached = candidate.cached_input_price_per_mtok
     return router_pb2.Candidate(
         provider=candidate.provider,
         model=candidate.model,
@@ -68,6 +92,34 @@ def _candidate_pb(candidate: Candidate) -> router_pb2.Candidate:
         output_budget=candidate.output_budget,
         param_renames=dict(candidate.param_renames),
         unsupported_params=list(candidate.unsupported_params),
+        score=candidate.score,
+        cached_input_price_per_mtok="" if cached is None else decimal_str(cached),
+    )
+
+
+def _exclusion_pb(exclusion: Exclusion) -> router_pb2.Exclusion:
+    return router_pb2.Exclusion(
+        provider=exclusion.provider,
+        model=exclusion.model,
+        reason=exclusion.reason.value,
+        detail=exclusion.detail,
+    )
+
+
+def _model_pb(entry: ModelEntry) -> router_pb2.ModelInfo:
+    caps = entry.capabilities
+    return router_pb2.ModelInfo(
+        id=entry.id,
+        provider=entry.provider,
+        upstream_model=entry.upstream_model,
+        input_price_per_mtok=decimal_str(entry.input_per_mtok),
+        output_price_per_mtok=decimal_str(entry.output_per_mtok),
+        context_window=entry.context_window,
+        max_output_tokens=entry.max_output_tokens,
+        tools=caps.tools,
+        vision=caps.vision,
+        json_schema=caps.json_schema,
+        aliases=list(entry.aliases),
     )
 
 

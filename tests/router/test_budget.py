@@ -63,7 +63,7 @@ def test_budget_below_minimum_is_over_cap(catalog: Catalog) -> None:
     # Prompt costs 0.0025; 15 output tokens would be 0.00015 more.
     result = fit(gpt4o, 1000, 0, Decimal("0.0025") + Decimal("0.00015"))
     assert isinstance(result, Misfit)
-    assert result.reason == "over_cost_cap"
+    assert result.reason == "over_cap"
     assert result.cheapest_cost == worst_case_cost(gpt4o, 1000, MIN_OUTPUT_BUDGET)
     ok = fit(gpt4o, 1000, 0, Decimal("0.0025") + Decimal("0.00016"))
     assert ok == Fit(MIN_OUTPUT_BUDGET, Decimal("0.00266"), MIN_OUTPUT_BUDGET)
@@ -72,12 +72,12 @@ def test_budget_below_minimum_is_over_cap(catalog: Catalog) -> None:
 def test_prompt_alone_over_cap(catalog: Catalog) -> None:
     # 500k prompt tokens at $2/M is $1 before any output.
     result = fit(one(catalog, "gpt-4.1"), 500_000, 0, Decimal("0.5"))
-    assert isinstance(result, Misfit) and result.reason == "over_cost_cap"
+    assert isinstance(result, Misfit) and result.reason == "over_cap"
 
 
 def test_requested_budget_over_model_max(catalog: Catalog) -> None:
     result = fit(one(catalog, "gpt-4o"), 10, 16385, None)
-    assert isinstance(result, Misfit) and result.reason == "output_too_long"
+    assert isinstance(result, Misfit) and result.reason == "output_too_large"
 
 
 def test_requested_budget_over_context(catalog: Catalog) -> None:
@@ -87,7 +87,7 @@ def test_requested_budget_over_context(catalog: Catalog) -> None:
 
 def test_requested_budget_over_cap(catalog: Catalog) -> None:
     result = fit(one(catalog, "gpt-4o"), 1000, 1000, Decimal("0.01"))
-    assert isinstance(result, Misfit) and result.reason == "over_cost_cap"
+    assert isinstance(result, Misfit) and result.reason == "over_cap"
     assert result.cheapest_cost == Decimal("0.0125")
 
 

@@ -20,7 +20,11 @@ from services.router.strategies import STRATEGY_NAMES
 REQUIRED_IDS = {
     "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "o4-mini",
     "llama-3.1-8b-instant", "llama-3.3-70b-versatile", "deepseek-chat", "deepseek-reasoner",
+    "claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022", "claude-sonnet-4-20250514",
+    "claude-3-7-sonnet-20250219", "mistral-large-latest", "mistral-small-latest",
+    "codestral-latest", "meta-llama/Llama-3.3-70B-Instruct-Turbo", "grok-3", "grok-3-mini",
 }  # fmt: skip
+ALL_PROVIDERS = {"openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"}
 
 
 def shipped() -> dict[str, Any]:
@@ -34,10 +38,69 @@ def with_row_change(index: int, **changes: Any) -> dict[str, Any]:
 
 
 def test_shipped_catalog_loads(catalog: Catalog) -> None:
-    assert catalog.version == "2026-11-01"
+    assert catalog.version == "2026-11-26"
     assert {m.id for m in catalog.models} >= REQUIRED_IDS
-    assert catalog.providers == {"openai", "groq", "deepseek"}
+    assert catalog.providers == ALL_PROVIDERS
     assert catalog.quality_source
+    assert len({m.id for m in catalog.models}) >= 25
+
+
+def test_every_provider_has_several_models(catalog: Catalog) -> None:
+    for provider in ALL_PROVIDERS:
+        rows = [m for m in catalog.models if m.provider == provider]
+        assert len(rows) >= 2, provider
+
+
+def test_rows_are_sane(catalog: Catalog) -> None:
+    for m in catalog.models:
+        assert m.input_per_mtok > 0 and m.output_per_mtok > 0, m.key
+        if m.cached_input_per_mtok is not None:
+            assert m.cached_input_per_mtok < m.input_per_mtok, m.key
+        assert m.capabilities.streaming, m.key
+        assert m.max_output_tokens <= m.context_window, m.key
+        # A renamed parameter is taken under its new name, never refused under it.
+        assert not set(dict(m.param_renames).values()) & set(m.unsupported_params), m.key
+
+
+def test_tokenizer_margins_err_high(catalog: Catalog) -> None:
+    for m in catalog.models:
+        if m.provider == "openai":
+            assert m.tokenizer.name == "o200k_base", m.key
+        elif m.tokenizer.name.startswith("o200k"):
+            # OpenAI's open weights on another host: the same vocabulary, plus the
+            # host-rendered chat-format preamble.
+            assert m.tokenizer.overhead_tokens > 0, m.key
+        else:
+            # The corpus bound (tests/router/test_estimate_error.py): 1.30 or more.
+            assert m.tokenizer.margin >= Decimal("1.30"), m.key
+    (claude,) = catalog.resolve("claude-sonnet-4-20250514")
+    assert claude.tokenizer.margin == Decimal("1.35")
+    assert claude.tokenizer.estimate(1000, needs_tools=False) == 1350
+    assert claude.tokenizer.estimate(1000, needs_tools=True) == 1350 + 350
+    assert claude.tokenizer.estimate(1, needs_tools=False) == 2  # rounded up, never down
+
+
+def test_anthropic_refuses_what_the_messages_api_lacks(catalog: Catalog) -> None:
+    for m in catalog.models:
+        if m.provider == "anthropic":
+            assert {"n", "logit_bias", "presence_penalty", "frequency_penalty"} <= set(
+                m.unsupported_params
+            ), m.key
+            assert m.capabilities.tools and m.capabilities.vision, m.key
+
+
+def test_open_weights_model_on_two_hosts_is_one_name(catalog: Catalog) -> None:
+    assert [e.provider for e in catalog.resolve("gpt-oss-120b")] == ["groq", "together"]
+    assert [e.provider for e in catalog.resolve("openai/gpt-oss-120b")] == ["groq", "together"]
+    assert [e.upstream_model for e in catalog.resolve("together:gpt-oss-120b")] == [
+        "openai/gpt-oss-120b"
+    ]
+
+
+def test_mistral_latest_names_pin_a_dated_upstream(catalog: Catalog) -> None:
+    (large,) = catalog.resolve("mistral-large-latest")
+    assert large.upstream_model == "mistral-large-2512"
+    assert dict(large.param_renames) == {"seed": "random_seed"}
 
 
 def test_prices_are_exact_decimals(catalog: Catalog) -> None:
@@ -79,6 +142,7 @@ def test_load_from_a_path(tmp_path: Path) -> None:
         ({"input_per_mtoken": "1"}, "unknown fields ['input_per_mtoken']"),
         ({"aliases": ["gpt-4o-mini"]}, "duplicate name 'gpt-4o-mini'"),
         ({"aliases": ["lowest-cost"]}, "reserved name 'lowest-cost'"),
+        ({"tokenizer": "sentencepiece"}, "unknown tokenizer 'sentencepiece'"),
     ],
 )
 def test_bad_row_is_rejected_with_a_clear_message(changes: dict[str, Any], message: str) -> None:
@@ -120,10 +184,32 @@ def test_same_model_under_two_providers_is_allowed() -> None:
 
 
 def test_missing_version_and_empty_models_are_rejected() -> None:
+    tokenizers = shipped()["tokenizers"]
     with pytest.raises(CatalogError, match="version"):
-        parse_catalog({"models": shipped()["models"]})
+        parse_catalog({"models": shipped()["models"], "tokenizers": tokenizers})
     with pytest.raises(CatalogError, match="at least one"):
-        parse_catalog({"version": "x", "models": []})
+        parse_catalog({"version": "x", "models": [], "tokenizers": tokenizers})
+    with pytest.raises(CatalogError, match=r"needs a \[tokenizers\] table"):
+        parse_catalog({"version": "x", "models": shipped()["models"]})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"margin": "0.9"}, "margin must be between 1 and 10"),
+        ({"margin": 1.2}, "margin must be a decimal string"),
+        ({"overhead_tokens": -1}, "overhead_tokens must be a non-negative integer"),
+        ({"basis": ""}, "basis must be a non-empty string"),
+        ({"factor": "2"}, "unknown fields ['factor']"),
+    ],
+)
+def test_bad_tokenizer_is_rejected(changes: dict[str, Any], message: str) -> None:
+    data = copy.deepcopy(shipped())
+    data["tokenizers"]["claude"].update(changes)
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(data)
+    assert "tokenizers.claude" in str(err.value)
+    assert message in str(err.value)
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:

@@ -7,9 +7,10 @@ from decimal import Decimal
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from services.router.breaker import ALLOWED, Admission, Admit
 from services.router.budget import MIN_OUTPUT_BUDGET, worst_case_cost
-from services.router.catalog import Catalog, load_catalog
-from services.router.routing import Decision, Refusal, RefusalCode, RouteRequest, route
+from services.router.catalog import Catalog, ModelEntry, load_catalog
+from services.router.routing import Decision, Reason, Refusal, RefusalCode, RouteRequest, route
 
 # Hypothesis does not mix with function-scoped fixtures; the catalog is immutable anyway.
 CATALOG: Catalog = load_catalog()
@@ -17,8 +18,10 @@ CATALOG: Catalog = load_catalog()
 MODELS = [
     *("lowest-cost", "balanced", "fastest", "max-reliability"),
     *("gpt-4o", "gpt-4.1-nano", "openai:o3-mini", "deepseek-chat", "deepseek-reasoner"),
-    "llama-3.1-8b-instant",
+    *("llama-3.1-8b-instant", "claude-3-5-haiku-20241022", "gpt-oss-120b", "grok-3-mini"),
+    *("mistral-small-latest", "together:gpt-oss-120b"),
 ]
+PROVIDERS = ["openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"]
 
 caps = st.one_of(
     st.just(""),
@@ -45,16 +48,36 @@ requests = st.builds(
     needs_json_schema=rarely,
     max_cost_usd=caps,
     connected_providers=st.one_of(
-        st.just(frozenset({"openai", "groq", "deepseek"})),
-        st.frozensets(st.sampled_from(["openai", "groq", "deepseek", "anthropic"])),
+        st.just(frozenset(PROVIDERS)), st.frozensets(st.sampled_from(PROVIDERS))
     ),
+    explain=st.booleans(),
 )
 
 
+class SomeOpen:
+    """Circuits with a fixed set of provider:model keys open and another half open."""
+
+    def __init__(self, open_keys: frozenset[str], last_keys: frozenset[str]) -> None:
+        self.open_keys = open_keys
+        self.last_keys = last_keys
+
+    def admission(self, entry: ModelEntry, *, take_probe: bool) -> Admission:
+        if entry.key in self.open_keys:
+            return Admission(Admit.DENY, "circuit open: test")
+        if entry.key in self.last_keys:
+            return Admission(Admit.LAST, "circuit half open: test")
+        return ALLOWED
+
+
+keys = st.frozensets(st.sampled_from([e.key for e in CATALOG.models]), max_size=20)
+
+
 @settings(max_examples=600, deadline=None)
-@given(requests)
-def test_no_candidate_breaks_the_cap_or_lacks_a_capability(request: RouteRequest) -> None:
-    result = route(CATALOG, request)
+@given(requests, keys, keys)
+def test_no_candidate_breaks_the_cap_or_lacks_a_capability(
+    request: RouteRequest, open_keys: frozenset[str], last_keys: frozenset[str]
+) -> None:
+    result = route(CATALOG, request, circuits=SomeOpen(open_keys, last_keys))
     event(result.code.value if isinstance(result, Refusal) else "decision")
     if isinstance(result, Refusal):
         assert result.code in set(RefusalCode)
@@ -66,6 +89,8 @@ def test_no_candidate_breaks_the_cap_or_lacks_a_capability(request: RouteRequest
     rows = {e.key: e for e in CATALOG.models}
     for candidate in result.candidates:
         entry = rows[f"{candidate.provider}:{candidate.model}"]
+        prompt = entry.tokenizer.estimate(request.prompt_tokens, request.needs_tools)
+        assert candidate.prompt_tokens == prompt >= request.prompt_tokens
         assert entry.provider in request.connected_providers
         assert not request.needs_tools or entry.capabilities.tools
         assert not request.needs_vision or entry.capabilities.vision
@@ -74,25 +99,32 @@ def test_no_candidate_breaks_the_cap_or_lacks_a_capability(request: RouteRequest
             budget = candidate.output_budget
             # StepBlend never sets a budget below the minimum; a client may.
             assert budget >= MIN_OUTPUT_BUDGET or budget == request.max_output_tokens > 0
-            assert (
-                worst_case_cost(entry, request.prompt_tokens, budget)
-                == candidate.estimated_cost_usd
-            )
+            assert worst_case_cost(entry, prompt, budget) == candidate.estimated_cost_usd
             assert candidate.estimated_cost_usd <= cap
             if not request.max_output_tokens:
                 # The largest budget that fits: one more token breaks a limit.
-                ceiling = min(entry.max_output_tokens, entry.context_window - request.prompt_tokens)
-                assert (
-                    budget == ceiling
-                    or worst_case_cost(entry, request.prompt_tokens, budget + 1) > cap
-                )
+                ceiling = min(entry.max_output_tokens, entry.context_window - prompt)
+                assert budget == ceiling or worst_case_cost(entry, prompt, budget + 1) > cap
         if candidate.output_budget:
             assert candidate.output_budget <= entry.max_output_tokens
-            assert request.prompt_tokens + candidate.output_budget <= entry.context_window
+            assert prompt + candidate.output_budget <= entry.context_window
         if request.max_output_tokens:
             assert candidate.output_budget == request.max_output_tokens
-    keys = [(c.provider, c.model) for c in result.candidates]
-    assert len(keys) == len(set(keys))
-    assert len(keys) + len(result.excluded) == len(
-        CATALOG.models if result.strategy_used != "force_model" else CATALOG.resolve(request.model)
+    chosen = [f"{c.provider}:{c.model}" for c in result.candidates]
+    assert len(chosen) == len(set(chosen))
+    considered = (
+        CATALOG.models
+        if result.strategy_used != "force_model" or request.explain
+        else CATALOG.resolve(request.model)
     )
+    assert len(chosen) + len(result.excluded) == len(considered)
+    # An open circuit is a candidate only when every other way is closed.
+    if set(chosen) & open_keys:
+        assert set(chosen) <= open_keys
+    circuit_open = {
+        f"{e.provider}:{e.model}" for e in result.excluded if e.reason is Reason.CIRCUIT_OPEN
+    }
+    assert circuit_open <= open_keys
+    # Half-open models whose probe is out come after every other candidate.
+    positions = [i for i, key in enumerate(chosen) if key in last_keys - open_keys]
+    assert positions == list(range(len(chosen) - len(positions), len(chosen)))

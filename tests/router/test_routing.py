@@ -30,7 +30,7 @@ def refuse(catalog: Catalog, model: str, **features: object) -> Refusal:
 def test_forced_model(catalog: Catalog) -> None:
     decision = decide(catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=500)
     assert decision.strategy_used == "force_model"
-    assert decision.catalog_version == "2026-11-01"
+    assert decision.catalog_version == catalog.version
     (only,) = decision.candidates
     assert (only.provider, only.model, only.upstream_model) == ("openai", "gpt-4o", "gpt-4o")
     assert only.estimated_cost_usd == Decimal("0.0075")
@@ -87,8 +87,10 @@ def test_stepblend_strategy_overrides_the_body_strategy(catalog: Catalog) -> Non
 def test_only_connected_providers(catalog: Catalog) -> None:
     decision = decide(catalog, "balanced", connected_providers=frozenset({"groq"}))
     assert {c.provider for c in decision.candidates} == {"groq"}
-    assert {e.reason for e in decision.excluded} == {Reason.PROVIDER_NOT_CONNECTED}
-    assert len(decision.excluded) == len(catalog.models) - 2
+    assert {e.reason for e in decision.excluded} == {Reason.NOT_CONNECTED}
+    groq_rows = [e for e in catalog.models if e.provider == "groq"]
+    assert len(decision.candidates) == len(groq_rows)
+    assert len(decision.excluded) == len(catalog.models) - len(groq_rows)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,7 @@ def test_capabilities_filter_strategy_candidates(
     by_key = {e.key: e for e in catalog.models}
     for c in decision.candidates:
         assert getattr(by_key[f"{c.provider}:{c.model}"].capabilities, capability)
-    assert all(e.reason.value == f"no_{capability}" for e in decision.excluded)
+    assert all(e.reason.value == f"lacks_{capability}" for e in decision.excluded)
 
 
 def test_tools_with_a_forced_model(catalog: Catalog) -> None:
@@ -113,21 +115,21 @@ def test_tools_with_a_forced_model(catalog: Catalog) -> None:
 
 def test_context_window_excludes_small_models(catalog: Catalog) -> None:
     decision = decide(catalog, "lowest-cost", prompt_tokens=150_000)
-    assert {c.model for c in decision.candidates} == {
-        "gpt-4.1",
-        "gpt-4.1-mini",
-        "gpt-4.1-nano",
-        "o3-mini",
-        "o4-mini",
-    }
+    ids = {c.model for c in decision.candidates}
+    assert {"gpt-4.1", "gpt-4.1-nano", "o3-mini", "gpt-5", "mistral-large-latest"} <= ids
+    assert not ids & {"gpt-4o", "deepseek-chat", "llama-3.3-70b-versatile"}
+    # 150K o200k tokens x 1.35 (Claude's margin) = 202,500 > Claude's 200K context.
+    assert not any(c.provider == "anthropic" for c in decision.candidates)
     assert all(e.reason is Reason.CONTEXT_TOO_SMALL for e in decision.excluded)
 
 
 def test_requested_output_over_model_max_excludes(catalog: Catalog) -> None:
     decision = decide(catalog, "lowest-cost", max_output_tokens=20_000)
     assert "gpt-4o" not in {c.model for c in decision.candidates}
-    assert {e.model for e in decision.excluded if e.reason is Reason.OUTPUT_TOO_LONG} == {
-        "gpt-4o", "gpt-4o-mini", "deepseek-chat",
+    assert {e.model for e in decision.excluded if e.reason is Reason.OUTPUT_TOO_LARGE} == {
+        "gpt-4o", "gpt-4o-mini", "deepseek-chat", "deepseek-ai/DeepSeek-V3",
+        "claude-3-5-haiku-20241022", "claude-3-5-sonnet-20241022", "kimi-k2-instruct-0905",
+        "llama-4-scout-17b-16e-instruct", "llama-4-maverick-17b-128e-instruct",
     }  # fmt: skip
 
 
@@ -136,7 +138,7 @@ def test_cap_excludes_models_whose_worst_case_exceeds_it(catalog: Catalog) -> No
         catalog, "lowest-cost", prompt_tokens=1000, max_output_tokens=1000, max_cost_usd="0.005"
     )
     assert all(c.estimated_cost_usd <= Decimal("0.005") for c in decision.candidates)
-    over = {e.model for e in decision.excluded if e.reason is Reason.OVER_COST_CAP}
+    over = {e.model for e in decision.excluded if e.reason is Reason.OVER_CAP}
     assert {"gpt-4o", "gpt-4.1", "o3-mini", "o4-mini"} <= over
     assert all(
         e.min_cost_usd is not None and e.min_cost_usd > Decimal("0.005") for e in decision.excluded
@@ -192,8 +194,9 @@ def test_no_model_under_cost_cap(catalog: Catalog) -> None:
     refusal = refuse(catalog, "lowest-cost", prompt_tokens=100_000, max_cost_usd="0.001")
     assert refusal.code is RefusalCode.NO_MODEL_UNDER_COST_CAP
     assert refusal.param == "stepblend_max_cost"
-    # The cheapest: 100k prompt tokens x $0.05/M + 16 x $0.08/M on Groq's 8B.
-    assert "$0.00500128 (llama-3.1-8b-instant on groq)" in refusal.message
+    # The cheapest: 100k prompt tokens x $0.05/M + 16 x $0.40/M on gpt-5-nano (o200k is
+    # its own tokenizer, no margin); Groq's 8B at $0.05/M pays its 1.30 margin.
+    assert "$0.0050064 (gpt-5-nano on openai)" in refusal.message
 
 
 def test_cost_cap_refusal_with_tied_cheapest(catalog: Catalog) -> None:
@@ -201,7 +204,7 @@ def test_cost_cap_refusal_with_tied_cheapest(catalog: Catalog) -> None:
     refusal = refuse(
         catalog,
         "lowest-cost",
-        prompt_tokens=100_000,
+        prompt_tokens=90_000,
         max_cost_usd="0.001",
         connected_providers=frozenset({"deepseek"}),
     )
@@ -225,7 +228,10 @@ def test_no_eligible_model_without_connected_provider(catalog: Catalog) -> None:
 
 def test_no_eligible_model_without_capability(catalog: Catalog) -> None:
     refusal = refuse(
-        catalog, "fastest", needs_vision=True, connected_providers=frozenset({"groq", "deepseek"})
+        catalog,
+        "fastest",
+        needs_vision=True,
+        connected_providers=frozenset({"together", "deepseek"}),
     )
     assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
     assert "no vision-capable model" in refusal.message
@@ -287,3 +293,30 @@ def test_bad_max_cost_is_invalid(catalog: Catalog, cap: str) -> None:
 def test_empty_model_is_invalid(catalog: Catalog) -> None:
     refusal = refuse(catalog, "  ")
     assert (refusal.code, refusal.param) == (RefusalCode.INVALID_REQUEST, "model")
+
+
+# --- parameters a model refuses ---------------------------------------------------
+
+
+def test_strategy_skips_models_that_refuse_a_set_parameter(catalog: Catalog) -> None:
+    plain = decide(catalog, "lowest-cost", prompt_tokens=50, max_output_tokens=100)
+    tempered = decide(catalog, "lowest-cost", prompt_tokens=50, max_output_tokens=100, params=frozenset({"temperature"}))
+    assert any("temperature" in c.unsupported_params for c in plain.candidates)
+    assert tempered.candidates
+    assert all("temperature" not in c.unsupported_params for c in tempered.candidates)
+    explained = route(
+        catalog,
+        RouteRequest(
+            model="lowest-cost", prompt_tokens=50, params=frozenset({"temperature"}),
+            connected_providers=ALL_PROVIDERS, explain=True,
+        ),
+    )
+    assert isinstance(explained, Decision)
+    assert any(e.reason is Reason.UNSUPPORTED_PARAM for e in explained.excluded)
+
+
+def test_forced_model_refusing_a_parameter_is_a_clear_400(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "o3-mini", prompt_tokens=50, params=frozenset({"temperature", "seed"}))
+    assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
+    assert refusal.param == "temperature"
+    assert "o3-mini does not take temperature" in refusal.message

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.config import Settings
 from services.common.grpcio import channel
 from services.router.catalog import Catalog, CatalogError
-from services.router.main import SERVICE_NAME, serve, start
+from services.router.main import SERVICE_NAME, RouterOptions, serve, start
 from stepblend.v1 import router_pb2, router_pb2_grpc
 from tests.support.procs import free_port, wait_port
 
@@ -49,7 +49,7 @@ async def test_route_over_grpc(address: str) -> None:
     assert response.WhichOneof("result") == "decision"
     decision = response.decision
     assert decision.strategy_used == "lowest_cost"
-    assert decision.catalog_version == "2026-11-01"
+    assert decision.catalog_version == "2026-11-26"
     first = decision.candidates[0]
     assert (first.provider, first.model, first.upstream_model) == (
         "groq",
@@ -63,6 +63,69 @@ async def test_route_over_grpc(address: str) -> None:
     o3 = next(c for c in decision.candidates if c.model == "o3-mini")
     assert dict(o3.param_renames) == {"max_tokens": "max_completion_tokens"}
     assert "temperature" in o3.unsupported_params
+    assert [c.score for c in decision.candidates] == sorted(
+        (c.score for c in decision.candidates), reverse=True
+    )
+    assert first.cached_input_price_per_mtok == ""  # Groq publishes none
+    gpt4o = next(c for c in decision.candidates if c.model == "gpt-4o")
+    assert gpt4o.cached_input_price_per_mtok == "1.25"
+    assert not decision.excluded  # only filled when explain is set
+
+
+async def test_route_explains_every_exclusion_over_grpc(address: str, catalog: Catalog) -> None:
+    async with channel(address, TOKEN) as ch:
+        response = await router_pb2_grpc.RouterStub(ch).Route(
+            router_pb2.RouteRequest(
+                model="fastest",
+                features=router_pb2.RequestFeatures(prompt_tokens=1000, needs_vision=True),
+                max_cost_usd="0.002",
+                connected_providers=["openai", "groq", "anthropic"],
+                explain=True,
+            ),
+            timeout=5,
+        )
+    decision = response.decision
+    listed = {(c.provider, c.model) for c in decision.candidates} | {
+        (e.provider, e.model) for e in decision.excluded
+    }
+    assert listed == {(e.provider, e.id) for e in catalog.models}
+    reasons = {e.reason for e in decision.excluded}
+    assert {"not_connected", "lacks_vision", "over_cap"} <= reasons
+    assert all(e.detail for e in decision.excluded)
+    mistral = next(e for e in decision.excluded if e.provider == "mistral")
+    assert (mistral.reason, mistral.detail) == ("not_connected", "no mistral key connected")
+
+
+async def test_forced_model_explains_the_other_models(address: str, catalog: Catalog) -> None:
+    async with channel(address, TOKEN) as ch:
+        response = await router_pb2_grpc.RouterStub(ch).Route(
+            router_pb2.RouteRequest(model="gpt-4o", connected_providers=["openai"], explain=True),
+            timeout=5,
+        )
+    decision = response.decision
+    assert [c.model for c in decision.candidates] == ["gpt-4o"]
+    assert len(decision.excluded) == len(catalog.models) - 1
+    assert {e.reason for e in decision.excluded} == {"not_requested"}
+
+
+async def test_list_models_over_grpc(address: str, catalog: Catalog) -> None:
+    async with channel(address, TOKEN) as ch:
+        response = await router_pb2_grpc.RouterStub(ch).ListModels(
+            router_pb2.ListModelsRequest(), timeout=5
+        )
+    assert response.catalog_version == catalog.version
+    assert [(m.provider, m.id) for m in response.models] == [
+        (e.provider, e.id) for e in catalog.models
+    ]
+    sonnet = next(m for m in response.models if m.id == "claude-sonnet-4-20250514")
+    assert (sonnet.provider, sonnet.input_price_per_mtok, sonnet.output_price_per_mtok) == (
+        "anthropic",
+        "3",
+        "15",
+    )
+    assert (sonnet.context_window, sonnet.max_output_tokens) == (200000, 64000)
+    assert sonnet.tools and sonnet.vision and not sonnet.json_schema
+    assert list(sonnet.aliases) == ["claude-sonnet-4-0"]
 
 
 async def test_refusal_over_grpc(address: str) -> None:
@@ -112,7 +175,41 @@ async def test_serve_runs_until_cancelled(monkeypatch: pytest.MonkeyPatch) -> No
 
 async def test_serve_refuses_a_bad_catalog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     bad = tmp_path / "catalog.toml"
-    bad.write_text('version = "x"\n[[models]]\nid = "m"\nprovider = "nope"\n')
+    bad.write_text(
+        'version = "x"\n[tokenizers.o200k_base]\nmargin = "1"\nbasis = "exact"\n'
+        '[[models]]\nid = "m"\nprovider = "nope"\n'
+    )
     monkeypatch.setenv("STEPBLEND_CATALOG_FILE", str(bad))
     with pytest.raises(CatalogError, match="missing fields"):
         await serve(settings())
+
+
+def test_router_options_from_env() -> None:
+    options = RouterOptions.from_env(
+        {
+            "STEPBLEND_ROUTER_BREAKER_FAILURES": "3",
+            "STEPBLEND_ROUTER_BREAKER_COOLDOWN_S": "12.5",
+            "STEPBLEND_ROUTER_STATS_REPLAY_S": "900",
+        }
+    )
+    assert options.breaker.consecutive_failures == 3
+    assert options.breaker.cooldown_s == 12.5
+    assert options.consumer.replay_s == 900
+    assert options.consumer.max_age_s >= 900
+    defaults = RouterOptions.from_env({})
+    assert (defaults.breaker.consecutive_failures, defaults.breaker.cooldown_s) == (5, 30.0)
+    assert defaults.consumer.replay_s == 300
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STEPBLEND_ROUTER_BREAKER_FAILURES", "many"),
+        ("STEPBLEND_ROUTER_BREAKER_FAILURES", "0"),
+        ("STEPBLEND_ROUTER_BREAKER_COOLDOWN_S", "-1"),
+        ("STEPBLEND_ROUTER_STATS_REPLAY_S", "nan"),
+    ],
+)
+def test_bad_router_options_stop_the_router(name: str, value: str) -> None:
+    with pytest.raises(ValueError):
+        RouterOptions.from_env({name: value})

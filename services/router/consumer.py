@@ -1,0 +1,224 @@
+"""Feeds the router's live statistics from the `usage.v1.*` events on JetStream.
+
+Delivery semantics (every router replica has its own consumer and sees every event):
+- one ephemeral pull consumer per replica on stream USAGE, subject `usage.v1.>`, with
+  no acks (AckPolicy NONE): statistics are best effort, a lost sample only nudges an
+  average, and a redelivery would count one twice. The server removes the consumer
+  when the replica has been gone for `inactive_threshold_s`.
+- start: the events of the last `replay_s` seconds (DeliverPolicy BY_START_TIME), so a
+  new or restarted replica's statistics and breakers reflect the last few minutes at
+  once, without replaying the stream's month of history.
+- it keeps its place: it remembers the last stream sequence it folded and, when the
+  consumer is lost (NATS restarted, the connection dropped long enough for the server
+  to expire it), recreates it from the next sequence, so an outage loses only what the
+  stream itself lost.
+- a malformed event is logged and skipped; an event that ended more than `max_age_s`
+  ago is skipped (it would weigh almost nothing, and must not open a breaker now).
+- NATS unreachable, at start or later: the router keeps serving from what it knows
+  (priors, and whatever was folded) while this retries in the background.
+
+Time: an event ended at admitted_at + latency_ms (the gateway's wall clock). That is
+mapped onto the router's monotonic clock as now - age (age clamped at 0 for clock
+skew), so a late event (an outbox flushing after an outage) counts as old, not new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
+from services.common import events
+from services.router.stats import StatsBook
+
+__all__ = ["ConsumerOptions", "StatsConsumer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """Where the consumer reads and how it paces itself; the defaults are production's."""
+
+    stream: str = events.USAGE_STREAM
+    subject: str = "usage.v1.>"
+    #: Seconds of history a fresh consumer starts with.
+    replay_s: float = 300.0
+    #: Events older than this (by their end time) are not folded.
+    max_age_s: float = 600.0
+    batch: int = 256
+    #: How long one fetch waits: also the longest a stop waits for it.
+    fetch_timeout_s: float = 1.0
+    retry_delay_s: float = 2.0
+    #: Empty fetches in a row after which the consumer's existence is checked.
+    idle_fetches_before_check: int = 10
+    inactive_threshold_s: float = 60.0
+    client_name: str = "router"
+
+
+class StatsConsumer:
+    """Folds usage events into a `StatsBook` until `stop()` or cancellation."""
+
+    def __init__(
+        self,
+        nats_url: str,
+        book: StatsBook,
+        options: ConsumerOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._url = nats_url
+        self._book = book
+        self._options = options or ConsumerOptions()
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._stopping = asyncio.Event()
+        self._last_sequence = 0
+        self._folded = 0
+        self._connected = asyncio.Event()
+
+    @property
+    def folded(self) -> int:
+        """Events folded so far (for logs and tests)."""
+        return self._folded
+
+    @property
+    def last_sequence(self) -> int:
+        """The last stream sequence seen; 0 before the first event."""
+        return self._last_sequence
+
+    async def wait_connected(self) -> None:
+        """Return once the consumer is bound to the stream (tests and start-up logs)."""
+        await self._connected.wait()
+
+    def stop(self) -> None:
+        """Ask `run()` to return after the batch in hand."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until stopped; NATS failures are waited out and retried, never raised."""
+        nc: NATS | None = None
+        failing = False
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if nc is None or nc.is_closed:
+                        nc = await events.connect(self._url, self._options.client_name)
+                    js = nc.jetstream()
+                    await events.ensure_streams(js)
+                    await self._consume(js)
+                except Exception as exc:
+                    self._connected.clear()
+                    # Once per outage at warning level: retries every few seconds
+                    # would otherwise fill the log with the same line.
+                    log.log(
+                        logging.DEBUG if failing else logging.WARNING,
+                        "usage events unavailable (%s); routing on what is known, retrying",
+                        type(exc).__name__,
+                        exc_info=not failing,
+                    )
+                    failing = True
+                    await self._pause()
+                else:
+                    failing = False
+        finally:
+            self._connected.clear()
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+
+    def fold(self, data: bytes) -> bool:
+        """Fold one message body; False when it was skipped (malformed or too old)."""
+        try:
+            event = events.UsageEvent.model_validate_json(data)
+        except ValidationError as exc:
+            log.warning(
+                "skipping a malformed usage event: %s",
+                exc.errors(include_input=False, include_url=False),
+            )
+            return False
+        ended = event.admitted_at + event.latency_ms / 1000.0
+        age = max(0.0, self._wall_clock() - ended)
+        if age > self._options.max_age_s:
+            return False
+        self._book.observe(event, at=self._clock() - age)
+        self._folded += 1
+        return True
+
+    async def _consume(self, js: JetStreamContext) -> None:
+        options = self._options
+        name = f"router-{uuid.uuid4().hex[:16]}"
+        await js.add_consumer(options.stream, self._consumer_config(name))
+        subscription = await js.pull_subscribe_bind(consumer=name, stream=options.stream)
+        self._connected.set()
+        log.info("folding usage events from %s (consumer %s)", options.stream, name)
+        try:
+            idle = 0
+            while not self._stopping.is_set():
+                try:
+                    messages = await subscription.fetch(
+                        options.batch, timeout=options.fetch_timeout_s
+                    )
+                except nats.errors.TimeoutError:
+                    idle += 1
+                    if idle >= options.idle_fetches_before_check:
+                        idle = 0
+                        # Raises NotFoundError when the server lost the consumer, which
+                        # an idle fetch alone does not always reveal.
+                        await js.consumer_info(options.stream, name)
+                    continue
+                idle = 0
+                for message in messages:
+                    self._handle(message)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+            # Best effort: the server expires it after inactive_threshold_s anyway.
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(options.stream, name)
+
+    def _consumer_config(self, name: str) -> ConsumerConfig:
+        options = self._options
+        config = ConsumerConfig(
+            name=name,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=options.subject,
+            inactive_threshold=options.inactive_threshold_s,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        if self._last_sequence:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = self._last_sequence + 1
+        else:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = datetime.datetime.fromtimestamp(
+                self._wall_clock() - options.replay_s, datetime.UTC
+            )
+        return config
+
+    def _handle(self, message: Msg) -> None:
+        with contextlib.suppress(Exception):
+            self._last_sequence = max(self._last_sequence, message.metadata.sequence.stream)
+        try:
+            self.fold(message.data)
+        except Exception:
+            # A bug in folding must not stop the consumer: the next event may be fine.
+            log.exception("folding a usage event failed; skipped")
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self._options.retry_delay_s)
