@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     key_set.add_argument("email")
     key_set.add_argument("provider")
     key_set.add_argument("api_key")
+    rotate = keys.add_parser(
+        "rotate", help="re-encrypt every stored key under a new key-encryption key", add_help=False
+    )
+    rotate.add_argument("rotate_args", nargs=argparse.REMAINDER)
+
+    migrate = commands.add_parser("migrate", help="apply a service's database migrations")
+    migrate.add_argument("service", choices=["billing"])
     return parser
 
 
@@ -66,6 +73,15 @@ def main(argv: list[str] | None = None) -> None:
 
         data_dir = Path(args.data_dir_up or _data_dir(args))
         sys.exit(up(data_dir, args.port, args.demo))
+
+    if args.command == "keys" and args.action == "rotate":
+        from services.providers.rotate import main as rotate
+
+        sys.exit(rotate(args.rotate_args))
+    if args.command == "migrate":
+        from services.billing.migrate import main as migrate
+
+        sys.exit(migrate())
 
     from .control import Control
 

@@ -1,9 +1,15 @@
-"""Accounts: creating one, and reading one back with this month's usage.
+"""Accounts: creating one, reading one back with this month's usage, changing its
+plan or status, and checking its password.
 
 Errors, all `AccountError`:
 - `InvalidAccountRequest`: a malformed email, an unknown plan, no key to look up;
 - `AccountExists`: the email already has an account;
-- `AccountNotFound`: no account has that id or email.
+- `AccountNotFound`: no account has that id or email;
+- `InvalidCredentials`: the email and password do not match an account — an
+  unknown email, an account without a password and a wrong password are this
+  same error, after the same scrypt work, so neither the answer nor its timing
+  tells whether an email has an account;
+- `AccountDisabled`: the password matched, but the account is disabled.
 The gRPC servicer maps each to one status code; nothing here knows about gRPC.
 """
 
@@ -18,26 +24,35 @@ from decimal import Decimal
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services.billing import ledger
+from services.billing import counters, ledger
 from services.billing.models import Account, utcnow
-from services.billing.passwords import hash_password
+from services.billing.months import month_key
+from services.billing.passwords import hash_password, verify_password
 from services.billing.plans import PlanBook
 
 __all__ = [
+    "AccountDisabled",
     "AccountError",
     "AccountExists",
     "AccountNotFound",
     "AccountView",
     "InvalidAccountRequest",
+    "InvalidCredentials",
+    "authenticate",
     "create_account",
     "get_account",
     "normalize_email",
+    "set_disabled",
+    "set_plan",
 ]
 
 # Deliberately loose: one @, no spaces, a dot in the domain. Whether the address
 # receives mail is not billing's question; a typo like "a@b" or "a b@c.d" is.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _MAX_EMAIL = 254  # RFC 5321's limit on a forward path
+# A hash of a password nobody has, with the same parameters as real ones: checking
+# against it when there is no real hash costs what a real check costs.
+_NO_ACCOUNT_HASH = "scrypt$16384$8$1$tzZdq5gQ2IN1Rn6NjMoa8w==$pxbeP1hTwzJSs0B4AhebMUvDr03nq56Y07xZPITr1lc="
 
 
 class AccountError(Exception):
@@ -56,6 +71,14 @@ class AccountNotFound(AccountError):
     """No account matches."""
 
 
+class InvalidCredentials(AccountError):
+    """The email and password do not match an account (which of the two is never said)."""
+
+
+class AccountDisabled(AccountError):
+    """The account exists and the password matched, but it is disabled."""
+
+
 @dataclass(frozen=True)
 class AccountView:
     """An account as callers see it: never its password hash."""
@@ -64,6 +87,8 @@ class AccountView:
     email: str
     plan: str
     disabled: bool
+    # Requests that count (SPEC.md §3) in the month; reservations in flight are not
+    # included until their usage event settles them.
     requests_this_month: int
     monthly_limit: int | None  # None: unlimited
     spend_this_month_usd: Decimal
@@ -119,7 +144,69 @@ def get_account(
     email: str = "",
     now: datetime | None = None,
 ) -> AccountView:
-    """The account with `account_id`, or else with `email`, and its usage in `now`'s month."""
+    """The account with `account_id`, or else with `email`, and its usage in `now`'s month.
+
+    `requests_this_month` is the requests that count (settled, a provider
+    answered); requests admitted and still in flight are not in it yet.
+    """
+    return _view(session, plans, _lookup(session, account_id, email), now or utcnow())
+
+
+def set_plan(
+    session: Session, plans: PlanBook, *, account_id: str = "", email: str = "", plan: str, now: datetime | None = None
+) -> AccountView:
+    """Move the account to `plan` and commit; its new limit applies to the next Admit.
+
+    This month's count carries over: a downgrade below it refuses further
+    requests this month, an upgrade admits more at once.
+    """
+    chosen = plans.get(plan)
+    if chosen is None:
+        raise InvalidAccountRequest(f"unknown plan {plan.strip()!r}; plans: {', '.join(sorted(plans.plans))}")
+    account = _lookup(session, account_id, email)
+    account.plan = chosen.name
+    session.add(account)
+    session.commit()
+    return _view(session, plans, account, now or utcnow())
+
+
+def set_disabled(
+    session: Session,
+    plans: PlanBook,
+    *,
+    account_id: str = "",
+    email: str = "",
+    disabled: bool,
+    now: datetime | None = None,
+) -> AccountView:
+    """Disable (or enable again) the account and commit; Admit refuses a disabled account."""
+    account = _lookup(session, account_id, email)
+    account.disabled = disabled
+    session.add(account)
+    session.commit()
+    return _view(session, plans, account, now or utcnow())
+
+
+def authenticate(
+    session: Session, plans: PlanBook, *, email: str, password: str, now: datetime | None = None
+) -> AccountView:
+    """The account whose email and password these are.
+
+    Raises InvalidCredentials — after one scrypt check whatever the reason, so
+    that an unknown email takes as long as a wrong password — or AccountDisabled.
+    """
+    normalized = email.strip().lower()
+    account = _find_by_email(session, normalized) if normalized and len(normalized) <= _MAX_EMAIL else None
+    stored = account.password_hash if account is not None and account.password_hash else None
+    matched = verify_password(stored or _NO_ACCOUNT_HASH, password)
+    if account is None or stored is None or not matched:
+        raise InvalidCredentials("the email or the password is wrong")
+    if account.disabled:
+        raise AccountDisabled("this account is disabled")
+    return _view(session, plans, account, now or utcnow())
+
+
+def _lookup(session: Session, account_id: str, email: str) -> Account:
     if account_id:
         account = session.get(Account, account_id)
     elif email:
@@ -128,7 +215,7 @@ def get_account(
         raise InvalidAccountRequest("an account_id or an email is required")
     if account is None:
         raise AccountNotFound(f"no account {account_id or email.strip()!r}")
-    return _view(session, plans, account, now or utcnow())
+    return account
 
 
 def _find_by_email(session: Session, normalized: str) -> Account | None:
@@ -136,13 +223,17 @@ def _find_by_email(session: Session, normalized: str) -> Account | None:
 
 
 def _view(session: Session, plans: PlanBook, account: Account, now: datetime) -> AccountView:
-    usage = ledger.month_usage(session, account.account_id, ledger.month_key(now))
+    month = month_key(now)
+    # The count is the counter admission enforces; the spend is summed from the
+    # ledger, which settlement writes in the same transaction as the counter.
+    counts = counters.read(session, account.account_id, month)
+    spend = ledger.month_usage(session, account.account_id, month).spend_usd
     return AccountView(
         account_id=account.account_id,
         email=account.email,
         plan=account.plan,
         disabled=account.disabled,
-        requests_this_month=usage.requests,
+        requests_this_month=counts.used,
         monthly_limit=plans.plan_of(account.plan).monthly_limit,
-        spend_this_month_usd=usage.spend_usd,
+        spend_this_month_usd=spend,
     )

@@ -1,4 +1,4 @@
-"""The usage consumer: settles `usage.v1.*` events from JetStream into the ledger.
+"""The usage consumer: settles `usage.v1.*` events from JetStream (settlement.py).
 
 Delivery semantics, per message:
 - recorded (or already there)    → ack, after the commit;
@@ -10,7 +10,7 @@ safe (writes are idempotent), dropping one loses a charge.
 
 The consumer is one durable pull consumer ("billing") shared by every billing
 replica, so each event is settled by one of them at a time; a lost ack means a
-redelivery, which the idempotent ledger absorbs.
+redelivery, which the idempotent settlement absorbs.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
 
 from services.billing import ledger
+from services.billing.db import retrying, write_session
+from services.billing.settlement import settle
 from services.common import events
 
 __all__ = ["ConsumerOptions", "UsageConsumer"]
@@ -142,8 +143,12 @@ class UsageConsumer:
             await self._reply(message.ack, message)
 
     def _record(self, event: events.UsageEvent) -> bool:
-        with Session(self._engine) as session:
-            return ledger.record(session, event)
+        def attempt() -> bool:
+            with write_session(self._engine) as session:
+                return settle(session, event)
+
+        # Lock timeouts are retried here, briefly; anything longer is a nak.
+        return retrying(attempt, attempts=3)
 
     async def _reply(self, action: Callable[[], Awaitable[None]], message: Msg) -> None:
         try:

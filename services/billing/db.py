@@ -1,23 +1,51 @@
-"""Billing's database connection: which URL, how SQLite is tuned, creating tables.
+"""Billing's database connection: which URL, how SQLite is driven, write sessions, retries.
 
 Under `stepblend up` billing keeps a SQLite file in the data dir; in production
-`STEPBLEND_DATABASE_URL` points at PostgreSQL. Nothing here is SQLite-only
-except the connection pragmas, which only run on SQLite.
+`STEPBLEND_DATABASE_URL` points at PostgreSQL. The schema is Alembic's
+(`migrate.py`).
+
+Transactions, per backend:
+- PostgreSQL runs at READ COMMITTED. Exactness comes from conditional UPDATEs
+  (an UPDATE re-checks its WHERE against the row's latest version once it
+  holds the row's lock) and from primary keys (a second insert of the same key
+  waits for the first and then conflicts).
+- SQLite has one writer at a time. pysqlite's own transaction handling is
+  turned off and billing emits BEGIN itself: `write_session` begins with
+  BEGIN IMMEDIATE, taking the write lock before the first read, so a
+  read-then-write transaction never fails with a stale snapshot (SQLITE_BUSY,
+  "database is locked", which the busy timeout cannot wait out); plain
+  sessions begin DEFERRED and, under WAL, read without blocking the writer.
+`retrying` re-runs a whole unit of work on the transient errors that remain
+(lock timeouts, PostgreSQL serialization failures and deadlocks).
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlmodel import SQLModel, create_engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql.dml import Insert
+from sqlmodel import Session, create_engine
 
-from services.billing.models import Account, LedgerEntry
 from services.common.config import Settings
 
-__all__ = ["database_url", "init_db", "make_engine"]
+__all__ = ["database_url", "insert_if_absent", "is_sqlite", "make_engine", "retrying", "write_session"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_BEGIN_OPTION = "stepblend_sqlite_begin"
+# PostgreSQL SQLSTATEs worth re-running a transaction for.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
 
 
 def database_url(settings: Settings) -> str:
@@ -27,12 +55,18 @@ def database_url(settings: Settings) -> str:
     return f"sqlite:///{settings.data_dir.resolve() / 'billing.db'}"
 
 
+def is_sqlite(engine: Engine) -> bool:
+    """Whether `engine` talks to SQLite (and so has one writer at a time)."""
+    return engine.dialect.name == "sqlite"
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; for a SQLite file, creates its directory and enables WAL."""
+    """An engine for `url`; for a SQLite file, creates its directory, enables WAL, takes over BEGIN."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # pool_pre_ping: a PostgreSQL restart should cost one retry, not a stuck pool.
-        return create_engine(url, pool_pre_ping=True)
+        # The pool is sized for the worker threads that run billing's queries.
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +76,11 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _tune(dbapi_connection: Any, _record: Any) -> None:
+        # Billing emits BEGIN itself (below): pysqlite's implicit BEGIN would come
+        # only before the first write, after the reads the write depends on.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # WAL: readers (GetAccount) do not block the ledger writer, nor it them.
+        # WAL: readers (GetAccount) do not block the writer, nor it them.
         cursor.execute("PRAGMA journal_mode=WAL")
         # synchronous stays FULL: an event is acked after its commit, so a commit
         # must survive a power cut, which NORMAL does not promise under WAL.
@@ -51,12 +88,62 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(connection.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
+
     return engine
 
 
-def init_db(engine: Engine) -> None:
-    """Create billing's tables that do not exist yet (Alembic will take this over)."""
-    # SQLModel.metadata is shared by every service's models imported in the process;
-    # name billing's own tables so another service's never land in this database.
-    tables = [SQLModel.metadata.tables[model.__tablename__] for model in (Account, LedgerEntry)]
-    SQLModel.metadata.create_all(engine, tables=tables)
+def write_session(engine: Engine) -> Session:
+    """A session for a unit of work that writes: on SQLite it holds the write lock from its first statement."""
+    if is_sqlite(engine):
+        return Session(engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"}))
+    return Session(engine)
+
+
+def insert_if_absent(session: Session, table: type[Any], values: dict[str, Any]) -> bool:
+    """Insert one row unless its key exists (`ON CONFLICT DO NOTHING`); whether it was inserted.
+
+    The idempotent writes' way to learn "already there" without an exception
+    ending the transaction. Told by RETURNING rather than by the rowcount,
+    which SQLAlchemy's psycopg dialect reports as -1 for this statement.
+    """
+    dialect = session.get_bind().dialect.name
+    statement: Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        raise RuntimeError(f"billing runs on SQLite or PostgreSQL, not {dialect!r}")
+    keys = list(statement.table.primary_key.columns)  # type: ignore[attr-defined]
+    inserted = session.exec(statement.values(**values).returning(*keys)).first()
+    return inserted is not None
+
+
+def retrying(work: Callable[[], T], *, attempts: int = 8, first_delay_s: float = 0.01) -> T:
+    """`work()`, re-run on transient database errors, with jittered exponential backoff.
+
+    `work` must be a whole transaction that is safe to repeat (every billing write
+    is idempotent by request id or sets a value). Other errors, and a transient
+    one on the last attempt, propagate.
+    """
+    delay = first_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except DBAPIError as exc:
+            if attempt == attempts or not _transient(exc):
+                raise
+            log.info("transient database error (attempt %d of %d); retrying: %s", attempt, attempts, exc.orig)
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _transient(exc: DBAPIError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    # SQLite reports a busy timeout as OperationalError "database is locked".
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()

@@ -1,14 +1,7 @@
-"""The usage ledger: settling usage events into rows, and reading a month back.
+"""The usage ledger: the row a usage event becomes, and a month's totals read back.
 
-`record` is idempotent by request id: the gateway publishes each request's event
-once with `Nats-Msg-Id` = request id, JetStream may still deliver it more than
-once (redelivery after a lost ack, a publisher retry outside the duplicate
-window), and every replica of billing shares one consumer. The first write wins;
-any later one changes nothing.
-
-Errors: `InvalidEvent` means the event can never be recorded (the consumer
-terminates it); a SQLAlchemy error means the database failed and the same event
-may be retried.
+Writing rows (idempotently, together with the counters) is `settlement.py`'s.
+`InvalidEvent` means an event can never become a row: the consumer terminates it.
 """
 
 from __future__ import annotations
@@ -18,14 +11,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from services.billing.models import LedgerEntry
 from services.billing.money import parse_usd, sum_usd
+from services.billing.months import month_key
 from services.common.events import UsageEvent
 
-__all__ = ["InvalidEvent", "MonthUsage", "entry_from_event", "month_key", "month_usage", "record"]
+__all__ = ["InvalidEvent", "MonthUsage", "entry_from_event", "month_usage"]
 
 
 class InvalidEvent(ValueError):
@@ -38,11 +31,6 @@ class MonthUsage:
 
     requests: int
     spend_usd: Decimal
-
-
-def month_key(moment: datetime) -> str:
-    """The "YYYY-MM" key of the UTC month `moment` falls in."""
-    return moment.astimezone(UTC).strftime("%Y-%m")
 
 
 def entry_from_event(event: UsageEvent) -> LedgerEntry:
@@ -86,32 +74,12 @@ def entry_from_event(event: UsageEvent) -> LedgerEntry:
     )
 
 
-def record(session: Session, event: UsageEvent) -> bool:
-    """Write `event` into the ledger and commit; False when its request id was already there.
-
-    Raises InvalidEvent for an event that can never be written, and lets database
-    errors through (the caller retries later).
-    """
-    entry = entry_from_event(event)
-    if session.get(LedgerEntry, entry.request_id) is not None:
-        return False
-    session.add(entry)
-    try:
-        session.commit()
-    except IntegrityError:
-        # Another replica wrote the same request between our read and our insert.
-        # Anything else that breaks integrity is a real error: re-raise it.
-        session.rollback()
-        if session.get(LedgerEntry, entry.request_id) is not None:
-            return False
-        raise
-    return True
-
-
 def month_usage(session: Session, account_id: str, month: str) -> MonthUsage:
-    """Counted requests and their spend for `account_id` in `month` ("YYYY-MM").
+    """Counted requests and their spend for `account_id` in `month` ("YYYY-MM"), from the ledger.
 
     Spend is the actual cost, or the estimate where the provider reported no usage.
+    The count equals the month counter's `used` (settlement writes both in one
+    transaction); the counter is what admission and GetAccount read.
     """
     cost = func.coalesce(col(LedgerEntry.actual_cost_usd), col(LedgerEntry.estimated_cost_usd))
     statement = select(func.count(), sum_usd(cost)).where(

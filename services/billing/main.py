@@ -1,21 +1,29 @@
-"""The billing process: database, usage consumer and gRPC server, built from Settings.
+"""The billing process: database, usage consumer, reaper and gRPC server, built from Settings.
 
-`serve` runs until cancelled, then shuts down in the order that loses nothing:
-the consumer settles the batch in hand and stops pulling, the gRPC server lets
-calls in flight finish, NATS drains, the database pool closes.
+Start-up applies the schema migrations (replicas starting together take turns,
+see migrate.py). `serve` runs until cancelled, then shuts down in the order
+that loses nothing: the consumer settles the batch in hand and stops pulling,
+the reaper stops, the gRPC server lets calls in flight finish, NATS drains, the
+database pool closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from grpc_health.v1.health import aio as health_aio
 from nats.aio.client import Client as NATS
 
 from services.billing.consumer import UsageConsumer
-from services.billing.db import database_url, init_db, make_engine
+from services.billing.db import database_url, make_engine
+from services.billing.migrate import upgrade
+from services.billing.months import Clock
+from services.billing.notify import JetStreamAccountEvents
+from services.billing.options import BillingOptions
 from services.billing.plans import load_plans
+from services.billing.reaper import Reaper
 from services.billing.servicer import SERVICE_NAME, BillingServicer
 from services.common import events
 from services.common.config import Settings
@@ -34,24 +42,30 @@ _GRPC_GRACE_S = 10.0
 _CONSUMER_STOP_S = 15.0
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, options: BillingOptions | None = None, clock: Clock = time.time) -> None:
     """Run billing until cancelled; re-raises the CancelledError after a clean shutdown.
 
+    `options` default to the environment's (options.py); `clock` is the time
+    admission and the reaper go by (tests move it across a month's end).
     Raises RuntimeError if the usage consumer ever stops by itself: a billing that
     answers calls but no longer settles usage should be restarted, not left running.
     """
     plans = load_plans(settings.plans_file)  # a bad plans file stops start-up, loudly
+    options = options or BillingOptions.from_env()
     engine = make_engine(database_url(settings))
     try:
-        await asyncio.to_thread(init_db, engine)
+        await asyncio.to_thread(upgrade, engine)
         nc = await events.connect(settings.nats_url, "billing")
         try:
             js = nc.jetstream()
             await events.ensure_streams(js)
             consumer = UsageConsumer(js, engine)
             consumer_task = asyncio.create_task(consumer.run(), name="billing-usage-consumer")
+            reaper = Reaper(engine, clock, options.reap_interval_s)
+            reaper_task = asyncio.create_task(reaper.run(), name="billing-reaper")
             server = make_server(settings.internal_token)
-            billing_pb2_grpc.add_BillingServicer_to_server(BillingServicer(engine, plans), server)
+            servicer = BillingServicer(engine, plans, JetStreamAccountEvents(js), options=options, clock=clock)
+            billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
             health: health_aio.HealthServicer | None = None
             try:
                 port, health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME])
@@ -64,6 +78,8 @@ async def serve(settings: Settings) -> None:
                 if health is not None:
                     await health.enter_graceful_shutdown()
                 await _stop_consumer(consumer, consumer_task)
+                reaper.stop()
+                await asyncio.gather(reaper_task, return_exceptions=True)
                 await server.stop(_GRPC_GRACE_S)
         finally:
             await _close_nats(nc)

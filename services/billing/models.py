@@ -1,15 +1,23 @@
-"""Billing's tables: accounts and the usage ledger.
+"""Billing's tables: accounts, monthly counters, reservations and the usage ledger.
 
 Billing owns this database; no other service reads it (ARCHITECTURE.md). The
-SQL is portable (SQLite under `stepblend up`, PostgreSQL in production).
+SQL is portable (SQLite under `stepblend up`, PostgreSQL in production), and
+the schema is created and changed only by the Alembic migrations in
+`services/billing/migrations/` — these classes must match them.
 
-The ledger has one row per request, keyed by the request id, which makes every
-write of a usage event idempotent. `month` (the UTC month the request was
-admitted in) and `counted` (a provider answered, SPEC.md §3) are stored rather
-than derived so that a month's count is one indexed query, and so that a
-per-month counter for exact admission can later be settled from the same facts.
-The ledger has no foreign key to accounts on purpose: an event is a fact that
-already happened and is recorded whatever the state of the account.
+How the tables relate (the admission state machine is described once, in
+`admission.py`):
+- `month_counters`: per account and UTC month, `used` (requests that count,
+  SPEC.md §3) and `reserved` (admitted, not yet settled). Admission is one
+  conditional UPDATE of this row, which is what makes the limit exact across
+  replicas.
+- `reservations`: one row per admitted request, keyed by request id, so that
+  admitting twice reserves once and a usage event knows which month to settle.
+- `ledger_entries`: one row per request's usage event, keyed by request id,
+  which makes settlement idempotent. `month` (the month the request counts in)
+  and `counted` (a provider answered) are stored so a month's totals are one
+  indexed query. No foreign key to accounts on purpose: an event is a fact that
+  already happened and is recorded whatever the state of the account.
 """
 
 from __future__ import annotations
@@ -17,12 +25,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import DateTime, Index
+from sqlalchemy import BigInteger, Column, DateTime, Index
 from sqlmodel import Field, SQLModel
 
 from services.billing.money import Money
 
-__all__ = ["Account", "LedgerEntry", "utcnow"]
+__all__ = ["TABLES", "Account", "LedgerEntry", "MonthCounter", "Reservation", "ReservationState", "utcnow"]
+
+# Billing's tables, the ones its migrations own.
+TABLES = ("accounts", "month_counters", "reservations", "ledger_entries")
 
 
 def utcnow() -> datetime:
@@ -45,6 +56,43 @@ class Account(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
+class MonthCounter(SQLModel, table=True):
+    """An account's requests in one UTC month: counted, and reserved in flight."""
+
+    __tablename__ = "month_counters"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    month: str = Field(primary_key=True, max_length=7)  # "YYYY-MM"
+    # BIGINT: an unlimited plan's month has no bound.
+    used: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    reserved: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class ReservationState:
+    """The states of a reservation; see `admission.py` for the transitions."""
+
+    RESERVED = "reserved"  # admitted, holds one slot of its month
+    COUNTED = "counted"  # settled: a provider answered, the request counts
+    RELEASED = "released"  # settled: no provider answered, the slot is free again
+    EXPIRED = "expired"  # no usage event came in time; the reaper freed the slot
+
+
+class Reservation(SQLModel, table=True):
+    """One admitted request: which account and month it holds a slot of, until when."""
+
+    __tablename__ = "reservations"
+    # Serves the reaper's scan for reservations past their expiry.
+    __table_args__ = (Index("ix_reservations_state_expires", "state", "expires_at"),)
+
+    request_id: str = Field(primary_key=True, max_length=128)
+    account_id: str = Field(max_length=64)
+    month: str = Field(max_length=7)
+    state: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    settled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
 class LedgerEntry(SQLModel, table=True):
     """One request's settled usage, written once from its usage event."""
 
@@ -59,7 +107,7 @@ class LedgerEntry(SQLModel, table=True):
     request_id: str = Field(primary_key=True, max_length=128)
     # Wider than billing's own UUIDs: an event must not be refused over an id's format.
     account_id: str = Field(max_length=64)
-    # "YYYY-MM", the UTC month of admitted_at: the request counts in that month.
+    # "YYYY-MM", the UTC month the request was admitted in: it counts in that month.
     month: str = Field(max_length=7)
     outcome: str = Field(max_length=16)  # "completed" | "failed"
     counted: bool

@@ -1,83 +1,199 @@
 """`stepblend.v1.Billing` over gRPC: parse the request, call one domain function, render.
 
 Status codes:
-- INVALID_ARGUMENT: malformed email, unknown plan, GetAccount without a key;
+- INVALID_ARGUMENT: malformed email, unknown plan, a call without its key, an
+  Admit without ids;
 - ALREADY_EXISTS: CreateAccount for an email that has an account;
-- NOT_FOUND: GetAccount for no account.
-Database calls are synchronous, so they run in a worker thread and the event loop
-keeps serving other calls and the usage consumer.
+- NOT_FOUND: GetAccount, SetPlan or SetDisabled for no account;
+- UNAUTHENTICATED: VerifyPassword with an email and password that do not match
+  (the same answer for an unknown email);
+- PERMISSION_DENIED: VerifyPassword for a disabled account (password right);
+- UNAVAILABLE: SetPlan or SetDisabled saved the change but could not announce
+  it to the gateways; calling again is safe and announces it.
+Admit never fails for a refusal: `allowed=false` with a reason is an answer.
+
+Database calls are synchronous, so they run in a worker thread and the event
+loop keeps serving other calls and the usage consumer. Writes run in write
+sessions and are retried on transient lock errors (`db.retrying`); each is
+safe to repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from services.billing import accounts
+from services.billing import accounts, admission
+from services.billing.db import retrying, write_session
+from services.billing.months import Clock, moment, month_start
+from services.billing.notify import AccountEvents
+from services.billing.options import BillingOptions
 from services.billing.plans import PlanBook
 from stepblend.v1 import billing_pb2, billing_pb2_grpc
 
 __all__ = ["SERVICE_NAME", "BillingServicer"]
 
+log = logging.getLogger(__name__)
+
 SERVICE_NAME = "stepblend.v1.Billing"
 
-_STATUS: dict[type[accounts.AccountError], grpc.StatusCode] = {
+T = TypeVar("T")
+
+_STATUS: dict[type[Exception], grpc.StatusCode] = {
     accounts.InvalidAccountRequest: grpc.StatusCode.INVALID_ARGUMENT,
     accounts.AccountExists: grpc.StatusCode.ALREADY_EXISTS,
     accounts.AccountNotFound: grpc.StatusCode.NOT_FOUND,
+    accounts.InvalidCredentials: grpc.StatusCode.UNAUTHENTICATED,
+    accounts.AccountDisabled: grpc.StatusCode.PERMISSION_DENIED,
+    admission.InvalidAdmission: grpc.StatusCode.INVALID_ARGUMENT,
 }
+_ERRORS = (accounts.AccountError, admission.InvalidAdmission)
 
 
 class BillingServicer(billing_pb2_grpc.BillingServicer):
-    """Accounts over gRPC, backed by billing's database and the plans in force."""
+    """Accounts and admission over gRPC, backed by billing's database and the plans in force."""
 
-    def __init__(self, engine: Engine, plans: PlanBook) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        plans: PlanBook,
+        account_events: AccountEvents,
+        *,
+        options: BillingOptions | None = None,
+        clock: Clock,
+    ) -> None:
         self._engine = engine
         self._plans = plans
+        self._events = account_events
+        self._options = options or BillingOptions()
+        self._clock = clock
 
     async def CreateAccount(
         self, request: billing_pb2.CreateAccountRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.CreateAccountResponse:
-        def create() -> accounts.AccountView:
-            with Session(self._engine) as session:
-                return accounts.create_account(
-                    session, self._plans, email=request.email, plan=request.plan, password=request.password
-                )
+        def create(session: Session) -> accounts.AccountView:
+            return accounts.create_account(
+                session, self._plans, email=request.email, plan=request.plan, password=request.password
+            )
 
-        try:
-            view = await asyncio.to_thread(create)
-        except accounts.AccountError as exc:
-            await _abort(context, exc)
+        view = await self._call(context, create, write=True)
         return billing_pb2.CreateAccountResponse(account=_render(view))
 
     async def GetAccount(
         self, request: billing_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.GetAccountResponse:
-        key = request.WhichOneof("key")
+        account_id, email = _key(request)
 
-        def get() -> accounts.AccountView:
-            with Session(self._engine) as session:
-                return accounts.get_account(
-                    session,
-                    self._plans,
-                    account_id=request.account_id if key == "account_id" else "",
-                    email=request.email if key == "email" else "",
-                )
+        def get(session: Session) -> accounts.AccountView:
+            return accounts.get_account(session, self._plans, account_id=account_id, email=email, now=self._now())
 
-        try:
-            view = await asyncio.to_thread(get)
-        except accounts.AccountError as exc:
-            await _abort(context, exc)
+        view = await self._call(context, get)
         return billing_pb2.GetAccountResponse(account=_render(view))
 
+    async def VerifyPassword(
+        self, request: billing_pb2.VerifyPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.VerifyPasswordResponse:
+        def verify(session: Session) -> accounts.AccountView:
+            return accounts.authenticate(
+                session, self._plans, email=request.email, password=request.password, now=self._now()
+            )
 
-async def _abort(context: grpc.aio.ServicerContext, exc: accounts.AccountError) -> NoReturn:
-    await context.abort(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+        view = await self._call(context, verify)
+        return billing_pb2.VerifyPasswordResponse(account=_render(view))
+
+    async def SetPlan(
+        self, request: billing_pb2.SetPlanRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.SetPlanResponse:
+        account_id, email = _key(request)
+
+        def set_plan(session: Session) -> accounts.AccountView:
+            return accounts.set_plan(
+                session, self._plans, account_id=account_id, email=email, plan=request.plan, now=self._now()
+            )
+
+        view = await self._call(context, set_plan, write=True)
+        await self._announce(context, view.account_id)
+        return billing_pb2.SetPlanResponse(account=_render(view))
+
+    async def SetDisabled(
+        self, request: billing_pb2.SetDisabledRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.SetDisabledResponse:
+        account_id, email = _key(request)
+
+        def set_disabled(session: Session) -> accounts.AccountView:
+            return accounts.set_disabled(
+                session, self._plans, account_id=account_id, email=email, disabled=request.disabled, now=self._now()
+            )
+
+        view = await self._call(context, set_disabled, write=True)
+        await self._announce(context, view.account_id)
+        return billing_pb2.SetDisabledResponse(account=_render(view))
+
+    async def Admit(
+        self, request: billing_pb2.AdmitRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.AdmitResponse:
+        def admit(session: Session) -> admission.Admission:
+            return admission.admit(
+                session,
+                self._plans,
+                account_id=request.account_id,
+                request_id=request.request_id,
+                now=self._now(),
+                ttl=self._options.reservation_ttl,
+            )
+
+        answer = await self._call(context, admit, write=True)
+        return billing_pb2.AdmitResponse(
+            allowed=answer.allowed,
+            plan=answer.plan,
+            limit=answer.limit or 0,
+            remaining=answer.remaining,
+            reason=answer.reason,
+            month_start=month_start(answer.month),
+        )
+
+    def _now(self) -> datetime:
+        return moment(self._clock())
+
+    async def _call(self, context: grpc.aio.ServicerContext, work: Callable[[Session], T], *, write: bool = False) -> T:
+        def attempt() -> T:
+            with write_session(self._engine) if write else Session(self._engine) as session:
+                return work(session)
+
+        try:
+            return await asyncio.to_thread(retrying, attempt)
+        except _ERRORS as exc:
+            await _abort(context, _STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+
+    async def _announce(self, context: grpc.aio.ServicerContext, account_id: str) -> None:
+        try:
+            await self._events.changed(account_id)
+        except Exception:
+            log.warning("announcing an account change failed", exc_info=True, extra={"account_id": account_id})
+            await _abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "the change is saved, but the gateways could not be told (NATS); call again to announce it",
+            )
+
+
+def _key(
+    request: billing_pb2.GetAccountRequest | billing_pb2.SetPlanRequest | billing_pb2.SetDisabledRequest,
+) -> tuple[str, str]:
+    key = request.WhichOneof("key")
+    return (request.account_id if key == "account_id" else "", request.email if key == "email" else "")
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
 
 

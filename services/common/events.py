@@ -40,6 +40,7 @@ class AttemptRecord(_Event):
     status: int = 0
     latency_ms: int = 0
     ttft_ms: int = 0
+    detail: str = ""
 
 
 class UsageEvent(_Event):

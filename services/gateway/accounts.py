@@ -133,6 +133,8 @@ async def login(deps: Deps, email: str, password: str) -> dict[str, Any]:
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
             raise unauthenticated("Wrong email or password.") from exc
+        if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+            raise unauthenticated("This account is disabled.") from exc
         raise rpc_error("billing", exc) from exc
     if response.account.disabled:
         raise unauthenticated("This account is disabled.")

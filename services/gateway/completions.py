@@ -75,7 +75,13 @@ class Exchange:
         }
         if len(self.attempts) > 1:
             info["attempts"] = [
-                {"provider": a.provider, "model": a.model, "outcome": a.outcome, "status": a.status or None}
+                {
+                    "provider": a.provider,
+                    "model": a.model,
+                    "outcome": a.outcome,
+                    "status": a.status or None,
+                    "detail": a.detail or None,
+                }
                 for a in self.attempts
             ]
         return info
@@ -125,6 +131,7 @@ class Exchange:
                     status=a.status,
                     latency_ms=a.latency_ms,
                     ttft_ms=a.ttft_ms,
+                    detail=a.detail,
                 )
                 for a in self.attempts
             ],

@@ -1,37 +1,32 @@
 """`Providers.Execute`: run one request on its ranked candidates with the account's keys.
 
 This module is the service's only network I/O, through one injected, pooled
-`httpx.AsyncClient`.
+`httpx.AsyncClient`. Adapters translate (pure); `outcomes` names how attempts end;
+`timeouts` says how long each wait may be.
 
 Events, in order, for one request (what the gateway must expect):
 
-    Attempt(failed)*            one per candidate that failed before serving, as it ends
+    Attempt(failed)*            one per candidate that failed before serving, as it
+                                ends, with a key-free `detail`
     then exactly one ending:
-      Attempt(ok) chunk* [Usage] [Error]   stream; the ok Attempt comes before the first
-                                           chunk; Error only if the stream broke after it
-                                           started (chunks already sent stay sent)
+      Attempt(ok) chunk+ [Usage] [Error]   stream; the ok Attempt comes right before
+                                           the first chunk; Error only if the stream
+                                           broke after it started (chunks already
+                                           sent stay sent; Usage is then whatever the
+                                           provider had reported)
       Attempt(ok) completion [Usage]       non-stream
-      Attempt(bad_request) Error(400)      the request is refused: a parameter the model
-                                           does not take, or the provider's 400/404/413/422
+      Attempt(bad_request) Error(400)      the request is refused: a parameter the
+                                           model or provider does not take, or the
+                                           provider's 400/404/413/422
       Error                                every candidate failed (or there was none)
 
-`Usage` is the provider's reported usage, when it reported one. Completion ids are
-`chatcmpl-<request_id>`; `model` is the catalog id; `created` the request's.
+`Usage` is the provider's reported usage, when it reported one; a stream asks for it
+whether or not the client did, and forwarded chunks never carry it. Completion ids
+are `chatcmpl-<request_id>`; `model` is the catalog id; `created` the request's.
 
-Walking the candidates, per candidate:
-- no key stored for its provider → `provider_not_connected`, next;
-- connect error → `connect_error`; timeout (connect, idle read, or the total deadline)
-  → `timeout`; 429 → `rate_limited`; 401/403 → `provider_key_invalid`; 5xx, other
-  statuses, a broken or unreadable answer → `provider_error`: next candidate — for a
-  stream only until its first chunk arrives, for a non-stream until the answer is whole;
-- 400/404/413/422 → `bad_request` and a 400 `invalid_request_error` with the provider's
-  message: the request itself is wrong, so no fallback.
-
-When all fail, the error follows the last candidate actually tried: 429
-`rate_limit_error` for `rate_limited`; 504 `timeout`; 502 `provider_key_invalid`;
-otherwise 502 `provider_error` (one tried) or 503 `all_providers_failed` (several);
-409 `provider_not_connected` when no candidate had a key. Messages name providers
-and outcomes only: never a key, never a provider's 401 text (it quotes the key).
+Walking the candidates: a candidate fails over to the next on any outcome but
+`bad_request` (see `outcomes`) — for a stream only until its first chunk has been
+received, for a non-stream until the answer is whole.
 
 A cancelled call (the client went away) closes the upstream response at once: the
 response is closed in `finally`, and the servicer closes this generator.
@@ -43,9 +38,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -57,46 +53,37 @@ from services.providers.adapters import (
     UpstreamStreamError,
     parse_body,
 )
-from services.providers.adapters.sse import SseDecoder, is_done
-from services.providers.vault import KeyDecryptionError, mask
+from services.providers.adapters.sse import SseDecoder
+from services.providers.outcomes import (
+    Failed,
+    attempt,
+    broken,
+    error,
+    final_error,
+    http_failure,
+    scrub,
+)
+from services.providers.timeouts import Timeouts
+from services.providers.vault import KeyDecryptionError
 from services.providers.vendors import Vendor
 from stepblend.v1 import providers_pb2, router_pb2
+
+__all__ = ["Executor", "KeySource", "Timeouts", "completion_id_for", "final_error", "make_client"]
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_BODY = 64 * 1024
-# After `[DONE]` the rest of the body (the chunked terminator) is read so the
-# connection goes back to the pool; a provider that keeps talking is cut off.
+# After the end of a stream the rest of the body (the chunked terminator) is read so
+# the connection goes back to the pool; a provider that keeps talking is cut off.
 _DRAIN_SECONDS = 0.5
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    """Upstream timeouts in seconds: `connect`; `read`, the longest silence between
-    bytes (so also the longest wait for a first token); `total`, the whole attempt."""
-
-    connect: float = 5.0
-    read: float = 60.0
-    total: float = 600.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Timeouts:
-        """From `STEPBLEND_PROVIDER_CONNECT_TIMEOUT`, `..._READ_TIMEOUT`, `..._TOTAL_TIMEOUT`."""
-
-        def seconds(name: str, default: float) -> float:
-            raw = env.get(f"STEPBLEND_PROVIDER_{name}_TIMEOUT", "").strip()
-            value = float(raw) if raw else default
-            if value <= 0:
-                raise ValueError(f"STEPBLEND_PROVIDER_{name}_TIMEOUT must be positive")
-            return value
-
-        return cls(seconds("CONNECT", cls.connect), seconds("READ", cls.read), seconds("TOTAL", cls.total))
-
-
 def make_client(timeouts: Timeouts) -> httpx.AsyncClient:
-    """The one pooled client every upstream call goes through."""
+    """The one pooled client every upstream call goes through. Its read timeout is
+    only a backstop at the total deadline: the executor times first tokens and
+    silences itself, per call."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.read, write=timeouts.read, pool=timeouts.connect),
+        timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.total, write=timeouts.read, pool=timeouts.connect),
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30),
         headers={"user-agent": "stepblend"},
         follow_redirects=False,
@@ -111,17 +98,6 @@ def completion_id_for(request_id: str) -> str:
     return request_id if request_id.startswith("chatcmpl-") else f"chatcmpl-{request_id}"
 
 
-class _Failed(Exception):
-    """An attempt failed before it served anything: the walk may go on."""
-
-    def __init__(self, outcome: str, status: int = 0, refusal: providers_pb2.Error | None = None) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
-        self.status = status
-        # Set when the provider refused the request itself: answer it, no fallback.
-        self.refusal = refusal
-
-
 @dataclass(frozen=True)
 class _Call:
     """One attempt's fixed inputs."""
@@ -132,6 +108,7 @@ class _Call:
     api_key: str
     upstream: UpstreamRequest
     completion_id: str
+    created: int
     started: float
 
     def headers(self, stream: bool) -> dict[str, str]:
@@ -141,50 +118,61 @@ class _Call:
     def ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def attempt(self, outcome: str, status: int, ttft_ms: int = 0) -> providers_pb2.ExecuteEvent:
-        return _attempt(self.candidate, outcome, status, self.ms(), ttft_ms)
+    def ok(self, status: int) -> providers_pb2.ExecuteEvent:
+        elapsed = self.ms()
+        return attempt(self.candidate, "ok", status, elapsed, elapsed)
 
 
 class Executor:
     def __init__(
-        self, client: httpx.AsyncClient, keys: KeySource, vendors: Mapping[str, Vendor], timeouts: Timeouts
+        self,
+        client: httpx.AsyncClient,
+        keys: KeySource,
+        vendors: Mapping[str, Vendor],
+        timeouts: Timeouts,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._keys = keys
         self._vendors = vendors
         self._timeouts = timeouts
+        self._clock = clock
 
     async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[providers_pb2.ExecuteEvent]:
         """The events of one request, in the order the module docstring gives."""
         try:
             body = parse_body(request.body)
         except RequestRefused as exc:
-            yield _error(400, "invalid_request_error", exc.code, exc.message, exc.param)
+            yield error(400, "invalid_request_error", exc.code, exc.message, exc.param)
             return
         completion_id = completion_id_for(request.request_id)
+        created = request.created or int(self._clock())
         failures: list[providers_pb2.Attempt] = []
         for candidate in request.candidates:
             started = time.monotonic()
             try:
-                call = await self._prepare(request, body, candidate, completion_id, started)
+                call = await self._prepare(request, body, candidate, completion_id, created, started)
                 run = self._stream(call) if request.stream else self._complete(call)
                 async with contextlib.aclosing(run) as events:
                     async for event in events:
                         yield event
                 return
             except RequestRefused as exc:
-                yield _attempt(candidate, "bad_request", 0, int((time.monotonic() - started) * 1000))
-                yield _error(400, "invalid_request_error", exc.code, exc.message, exc.param)
+                elapsed = int((time.monotonic() - started) * 1000)
+                yield attempt(candidate, "bad_request", 0, elapsed, detail=scrub(exc.message, ""))
+                yield error(400, "invalid_request_error", exc.code, exc.message, exc.param)
                 return
-            except _Failed as failure:
-                event = _attempt(candidate, failure.outcome, failure.status, int((time.monotonic() - started) * 1000))
+            except Failed as failure:
+                elapsed = int((time.monotonic() - started) * 1000)
+                event = attempt(candidate, failure.outcome, failure.status, elapsed, detail=failure.detail)
                 failures.append(event.attempt)
                 log.info(
-                    "attempt on %s/%s failed: %s (HTTP %s)",
+                    "attempt on %s/%s failed: %s (HTTP %s) %s",
                     candidate.provider,
                     candidate.model,
                     failure.outcome,
                     failure.status,
+                    failure.detail,
                     extra={"request_id": request.request_id},
                 )
                 yield event
@@ -199,12 +187,16 @@ class Executor:
         body: dict[str, Any],
         candidate: router_pb2.Candidate,
         completion_id: str,
+        created: int,
         started: float,
     ) -> _Call:
         vendor = self._vendors.get(candidate.provider)
         if vendor is None:
             log.warning("the catalog names provider %r, which vendors.toml lacks", candidate.provider)
-            raise _Failed("provider_not_connected")
+            raise Failed("provider_not_connected", detail=f"no provider {candidate.provider!r} in vendors.toml")
+        if not vendor.configured:
+            variable = f"STEPBLEND_{vendor.name.upper()}_BASE_URL"
+            raise Failed("provider_not_connected", detail=f"{variable} is not set")
         try:
             api_key = await asyncio.to_thread(self._keys.get_plaintext, request.account_id, candidate.provider)
         except KeyDecryptionError:
@@ -213,127 +205,164 @@ class Executor:
                 candidate.provider,
                 extra={"request_id": request.request_id, "account_id": request.account_id},
             )
-            raise _Failed("provider_key_invalid") from None
+            raise Failed("provider_key_invalid", detail="the stored key does not decrypt") from None
         if api_key is None:
-            raise _Failed("provider_not_connected")
+            raise Failed("provider_not_connected", detail=f"no {candidate.provider} key connected")
         upstream = vendor.adapter.build_request(body, candidate, request.stream)
-        return _Call(request, candidate, vendor, api_key, upstream, completion_id, started)
+        return _Call(request, candidate, vendor, api_key, upstream, completion_id, created, started)
+
+    async def _open(self, call: _Call, stream: bool, until: float) -> httpx.Response:
+        """Send the request and wait for the response to start, until `until` (loop time)."""
+        request = self._client.build_request(
+            "POST", call.vendor.url(call.upstream.path), content=call.upstream.content, headers=call.headers(stream)
+        )
+        try:
+            async with asyncio.timeout_at(until):
+                return await self._client.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            raise Failed("timeout", detail=f"no connection within {self._timeouts.connect:g}s") from None
+        except (httpx.TimeoutException, TimeoutError):
+            raise Failed("timeout", detail=self._waited(stream, started=False)) from None
+        except httpx.ConnectError:
+            host = urlsplit(call.vendor.base_url).netloc
+            raise Failed("connect_error", detail=f"could not connect to {host}") from None
+        except httpx.HTTPError as exc:
+            raise Failed("provider_error", detail=f"the request failed ({type(exc).__name__})") from None
+
+    async def _refusal(self, call: _Call, response: httpx.Response, deadline: float) -> Failed:
+        said = call.vendor.adapter.error_details(await _read_some(response, deadline))
+        return http_failure(response.status_code, said, call.candidate.provider, call.api_key)
 
     async def _complete(self, call: _Call) -> AsyncGenerator[providers_pb2.ExecuteEvent]:
         deadline = asyncio.get_running_loop().time() + self._timeouts.total
-        url = call.vendor.url(call.upstream.path)
+        response = await self._open(call, False, deadline)
+        status = response.status_code
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._client.post(url, content=call.upstream.content, headers=call.headers(False))
-        except (httpx.TimeoutException, TimeoutError):
-            raise _Failed("timeout") from None
-        except httpx.ConnectError:
-            raise _Failed("connect_error") from None
-        except httpx.HTTPError:
-            raise _Failed("provider_error") from None
-        if response.status_code != 200:
-            raise _http_failure(call, response.status_code, response.content[:_MAX_ERROR_BODY])
+            if status != 200:
+                raise await self._refusal(call, response, deadline)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await response.aread()
+            except (httpx.TimeoutException, TimeoutError):
+                raise Failed("timeout", status, self._waited(False, started=True)) from None
+            except httpx.HTTPError as exc:
+                raise Failed("provider_error", status, f"the answer broke off ({type(exc).__name__})") from None
+        finally:
+            await response.aclose()
         try:
             completion, usage = call.vendor.adapter.parse_completion(
-                response.content, call.completion_id, call.candidate.model, created=call.request.created
+                data, call.completion_id, call.candidate.model, created=call.created
             )
-        except UpstreamFormatError:
-            raise _Failed("provider_error", response.status_code) from None
-        latency = call.ms()
-        yield call.attempt("ok", response.status_code, latency)
+        except UpstreamFormatError as exc:
+            raise Failed("provider_error", status, f"unreadable answer: {exc}") from None
+        yield call.ok(status)
         yield providers_pb2.ExecuteEvent(completion=completion)
         if usage is not None:
             yield _usage(usage)
 
     async def _stream(self, call: _Call) -> AsyncGenerator[providers_pb2.ExecuteEvent]:
-        deadline = asyncio.get_running_loop().time() + self._timeouts.total
-        request = self._client.build_request(
-            "POST", call.vendor.url(call.upstream.path), content=call.upstream.content, headers=call.headers(True)
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeouts.total
+        first_deadline = min(deadline, loop.time() + self._timeouts.first_token)
+        response = await self._open(call, True, first_deadline)
+        status = response.status_code
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._client.send(request, stream=True)
-        except (httpx.TimeoutException, TimeoutError):
-            raise _Failed("timeout") from None
-        except httpx.ConnectError:
-            raise _Failed("connect_error") from None
-        except httpx.HTTPError:
-            raise _Failed("provider_error") from None
-        try:
-            if response.status_code != 200:
-                raise _http_failure(call, response.status_code, await _read_some(response, deadline))
-            adapter, include_usage = call.vendor.adapter, call.request.include_usage
+            if status != 200:
+                raise await self._refusal(call, response, deadline)
+            translator = call.vendor.adapter.stream_translator(
+                call.completion_id,
+                call.candidate.model,
+                created=call.created,
+                include_usage=call.request.include_usage,
+            )
             decoder = SseDecoder()
             body = response.aiter_bytes()
             served = False
-            usage: TokenUsage | None = None
-            done = False
-            while not done:
+            while not translator.ended:
+                # Before the first chunk only the first-token deadline applies (a
+                # model may think in silence); after it, the idle limit too.
+                limit = min(deadline, loop.time() + self._timeouts.read) if served else first_deadline
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout_at(limit):
                         data = await anext(body, None)
                 except (httpx.TimeoutException, TimeoutError):
+                    detail = self._waited(True, started=served, total=limit >= deadline)
                     if not served:
-                        raise _Failed("timeout", response.status_code) from None
-                    yield _broken(call, "timeout")
+                        raise Failed("timeout", status, detail) from None
+                    async for event in self._break(call, translator.usage, "timeout", detail):
+                        yield event
                     return
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:
+                    detail = f"the stream broke ({type(exc).__name__})"
                     if not served:
-                        raise _Failed("provider_error", response.status_code) from None
-                    yield _broken(call, "provider_error")
+                        raise Failed("provider_error", status, detail) from None
+                    async for event in self._break(call, translator.usage, "provider_error", detail):
+                        yield event
                     return
                 for sse in decoder.feed(data) if data is not None else decoder.finish():
-                    if is_done(sse.data):
-                        done = True
-                        break
                     try:
-                        chunk, chunk_usage = adapter.parse_chunk(
-                            sse.data,
-                            call.completion_id,
-                            call.candidate.model,
-                            created=call.request.created,
-                            include_usage=include_usage,
-                        )
-                    except (UpstreamFormatError, UpstreamStreamError):
+                        chunks = translator.feed(sse)
+                    except (UpstreamStreamError, UpstreamFormatError) as exc:
+                        outcome, detail = _stream_failure(exc, call.api_key)
                         if not served:
-                            raise _Failed("provider_error", response.status_code) from None
-                        yield _broken(call, "provider_error")
+                            raise Failed(outcome, status, detail) from None
+                        async for event in self._break(call, translator.usage, "provider_error", detail):
+                            yield event
                         return
-                    usage = chunk_usage or usage
-                    if chunk is None:
-                        continue
-                    if not served:
-                        served = True
-                        yield call.attempt("ok", response.status_code, call.ms())
-                    yield providers_pb2.ExecuteEvent(chunk=chunk)
+                    for chunk in chunks:
+                        if not served:
+                            served = True
+                            yield call.ok(status)
+                        yield providers_pb2.ExecuteEvent(chunk=chunk)
+                    if translator.ended:
+                        break
                 if data is None:
                     break
             if not served:
-                yield call.attempt("ok", response.status_code, call.ms())
-            if usage is not None:
-                yield _usage(usage)
-            if done:
+                raise Failed("provider_error", status, "the stream ended before its first chunk")
+            if not translator.complete:
+                async for event in self._break(call, translator.usage, "provider_error", "the stream ended unfinished"):
+                    yield event
+                return
+            if translator.usage is not None:
+                yield _usage(translator.usage)
+            if translator.ended:
                 await _drain(body)
         finally:
             await response.aclose()
 
-
-def _http_failure(call: _Call, status: int, body: bytes) -> _Failed:
-    if status in (401, 403):
-        return _Failed("provider_key_invalid", status)
-    if status == 429:
-        return _Failed("rate_limited", status)
-    if status in (400, 404, 413, 422):
-        said = call.vendor.adapter.error_details(body)
-        message = said.message or f"{call.candidate.provider} refused the request (HTTP {status})"
-        # A provider may quote what it was sent; the key must not travel back.
-        message = message.replace(call.api_key, mask(call.api_key))
-        code = said.code or "invalid_request"
-        refusal = providers_pb2.Error(
-            status=400, type="invalid_request_error", code=code, message=message, param=said.param
+    async def _break(
+        self, call: _Call, usage: TokenUsage | None, outcome: str, detail: str
+    ) -> AsyncIterator[providers_pb2.ExecuteEvent]:
+        """End a stream that broke after its first chunk: the usage reported so far
+        (the request was served, so it is billed), then the error."""
+        log.warning(
+            "stream from %s/%s broke after it started: %s",
+            call.candidate.provider,
+            call.candidate.model,
+            detail,
+            extra={"request_id": call.request.request_id},
         )
-        return _Failed("bad_request", status, refusal)
-    return _Failed("provider_error", status)
+        if usage is not None:
+            yield _usage(usage)
+        yield broken(call.candidate, outcome)
+
+    def _waited(self, stream: bool, *, started: bool, total: bool = False) -> str:
+        t = self._timeouts
+        if not stream or total:
+            return f"no {'whole ' if stream else ''}answer within the {t.total:g}s total timeout"
+        if started:
+            return f"silent for {t.read:g}s mid-stream"
+        return f"no first token within {t.first_token:g}s"
+
+
+def _stream_failure(exc: UpstreamStreamError | UpstreamFormatError, api_key: str) -> tuple[str, str]:
+    """The outcome and detail of a stream that reported an error or spoke nonsense."""
+    if isinstance(exc, UpstreamFormatError):
+        return "provider_error", f"unreadable stream: {exc}"
+    outcome = "rate_limited" if exc.kind == "rate_limit_error" else "provider_error"
+    said = f"{exc.kind}: {exc.message}" if exc.kind else exc.message
+    return outcome, scrub(f"error event: {said}", api_key)
 
 
 async def _read_some(response: httpx.Response, deadline: float) -> bytes:
@@ -356,21 +385,6 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
                 pass
 
 
-def _attempt(
-    candidate: router_pb2.Candidate, outcome: str, status: int, latency_ms: int, ttft_ms: int = 0
-) -> providers_pb2.ExecuteEvent:
-    return providers_pb2.ExecuteEvent(
-        attempt=providers_pb2.Attempt(
-            provider=candidate.provider,
-            model=candidate.model,
-            outcome=outcome,
-            status=status,
-            latency_ms=latency_ms,
-            ttft_ms=ttft_ms,
-        )
-    )
-
-
 def _usage(usage: TokenUsage) -> providers_pb2.ExecuteEvent:
     return providers_pb2.ExecuteEvent(
         usage=providers_pb2.Usage(
@@ -379,63 +393,4 @@ def _usage(usage: TokenUsage) -> providers_pb2.ExecuteEvent:
             total_tokens=usage.total_tokens,
             cached_prompt_tokens=usage.cached_prompt_tokens,
         )
-    )
-
-
-def _error(status: int, kind: str, code: str, message: str, param: str = "") -> providers_pb2.ExecuteEvent:
-    return providers_pb2.ExecuteEvent(
-        error=providers_pb2.Error(status=status, type=kind, code=code, message=message, param=param)
-    )
-
-
-def _broken(call: _Call, outcome: str) -> providers_pb2.ExecuteEvent:
-    where = f"{call.candidate.provider} ({call.candidate.model})"
-    if outcome == "timeout":
-        return _error(504, "api_error", "timeout", f"The provider {where} timed out in the middle of its answer.")
-    return _error(502, "api_error", "stream_interrupted", f"The stream from {where} broke in the middle of its answer.")
-
-
-def final_error(failures: list[providers_pb2.Attempt]) -> providers_pb2.Error:
-    """The error for a request whose every candidate failed (see the module docstring)."""
-    if not failures:
-        return providers_pb2.Error(
-            status=503, type="api_error", code="no_candidates", message="No candidate model to run the request on."
-        )
-    summary = "; ".join(
-        f"{a.provider} ({a.model}): {a.outcome}" + (f" (HTTP {a.status})" if a.status else "") for a in failures
-    )
-    tried = [a for a in failures if a.outcome != "provider_not_connected"]
-    if not tried:
-        providers = ", ".join(dict.fromkeys(a.provider for a in failures))
-        return providers_pb2.Error(
-            status=409,
-            type="invalid_request_error",
-            code="provider_not_connected",
-            message=f"No provider key is connected for {providers}. Connect one with PUT /api/v1/account/keys/{{provider}}.",
-        )
-    last = tried[-1].outcome
-    if last == "rate_limited":
-        return providers_pb2.Error(
-            status=429,
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            message=f"The providers are rate-limiting these requests; retry later. Tried: {summary}.",
-        )
-    if last == "timeout":
-        return providers_pb2.Error(
-            status=504, type="api_error", code="timeout", message=f"The provider timed out. Tried: {summary}."
-        )
-    if last == "provider_key_invalid":
-        return providers_pb2.Error(
-            status=502,
-            type="api_error",
-            code="provider_key_invalid",
-            message=f"The provider rejected the stored API key; connect a valid one. Tried: {summary}.",
-        )
-    if len(tried) == 1:
-        return providers_pb2.Error(
-            status=502, type="api_error", code="provider_error", message=f"The provider failed. Tried: {summary}."
-        )
-    return providers_pb2.Error(
-        status=503, type="api_error", code="all_providers_failed", message=f"Every provider failed. Tried: {summary}."
     )

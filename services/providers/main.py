@@ -1,9 +1,12 @@
 """Wiring of the providers service: everything is built here and passed down.
 
 Environment (besides `services.common.config.Settings`):
-`STEPBLEND_PROVIDER_CONNECT_TIMEOUT` (5 s), `STEPBLEND_PROVIDER_READ_TIMEOUT`
-(60 s: the longest silence upstream, so also the longest wait for a first token),
-`STEPBLEND_PROVIDER_TOTAL_TIMEOUT` (600 s: one attempt, start to end).
+- `STEPBLEND_PROVIDER_CONNECT_TIMEOUT` (5 s), `STEPBLEND_PROVIDER_TTFT_TIMEOUT`
+  (60 s: a stream's wait for its first token), `STEPBLEND_PROVIDER_READ_TIMEOUT`
+  (60 s: the longest silence mid-stream), `STEPBLEND_PROVIDER_TOTAL_TIMEOUT` (600 s:
+  one attempt, start to end) — see `timeouts`;
+- `STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS`: earlier key-encryption keys
+  (comma-separated) that still open rows not yet rotated — see `vault`, `rotate`.
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.common import events, grpcio, logs
 from services.common.config import Settings
-from services.providers.executor import Executor, Timeouts, make_client
+from services.providers.executor import Executor, make_client
 from services.providers.servicer import KeysServicer, ProvidersServicer
+from services.providers.timeouts import Timeouts
 from services.providers.vault import (
     KeyVault,
     default_database_url,
     make_engine,
     parse_kek,
+    parse_keks,
 )
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2_grpc
@@ -33,19 +38,26 @@ SERVICE_NAMES = ("stepblend.v1.Providers", "stepblend.v1.Keys")
 
 
 async def serve(
-    settings: Settings, *, timeouts: Timeouts | None = None, on_ready: Callable[[int], None] | None = None
+    settings: Settings,
+    *,
+    timeouts: Timeouts | None = None,
+    previous_keks: Sequence[bytes] | None = None,
+    on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Run the service until cancelled; `on_ready(port)` once it listens."""
+    """Run the service until cancelled; `on_ready(port)` once it listens. Timeouts
+    and previous keys default to the environment's."""
     if not settings.key_encryption_key:
         raise RuntimeError(
             "STEPBLEND_KEY_ENCRYPTION_KEY is required: 32 random bytes, URL-safe base64 "
             '(python -c "import base64,os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())")'
         )
     kek = parse_kek(settings.key_encryption_key)
+    if previous_keks is None:
+        previous_keks = parse_keks(os.environ.get("STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS", ""))
     timeouts = timeouts or Timeouts.from_env(os.environ)
     vendors = load_vendors(settings.provider_base_urls)
     engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
-    vault = KeyVault(engine, kek)
+    vault = KeyVault(engine, kek, previous=previous_keks)
     client = None
     nc = None
     server = None
@@ -59,9 +71,10 @@ async def serve(
         providers_pb2_grpc.add_ProvidersServicer_to_server(
             ProvidersServicer(Executor(client, vault, vendors, timeouts)), server
         )
-        providers_pb2_grpc.add_KeysServicer_to_server(KeysServicer(vault, frozenset(vendors), js), server)
+        usable = frozenset(name for name, vendor in vendors.items() if vendor.configured)
+        providers_pb2_grpc.add_KeysServicer_to_server(KeysServicer(vault, frozenset(vendors), js, usable), server)
         port, _ = await grpcio.start_server(server, f"{settings.host}:{settings.port}", SERVICE_NAMES)
-        log.info("providers listening on %s:%d (%s)", settings.host, port, ", ".join(vendors))
+        log.info("providers listening on %s:%d (%s)", settings.host, port, ", ".join(sorted(usable)))
         if on_ready is not None:
             on_ready(port)
         await asyncio.Event().wait()

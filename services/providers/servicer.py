@@ -50,9 +50,20 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
 
 
 class KeysServicer(providers_pb2_grpc.KeysServicer):
-    def __init__(self, vault: KeyVault, providers: Collection[str], js: JetStreamContext) -> None:
+    """`providers` are the names a key may be stored for; `usable` (default: all)
+    those with an endpoint, the only ones `Connected` reports — a key for `local`
+    can be stored before STEPBLEND_LOCAL_BASE_URL is set, but is not routed to."""
+
+    def __init__(
+        self,
+        vault: KeyVault,
+        providers: Collection[str],
+        js: JetStreamContext,
+        usable: Collection[str] | None = None,
+    ) -> None:
         self._vault = vault
         self._providers = providers
+        self._usable = providers if usable is None else usable
         self._js = js
 
     async def Put(
@@ -94,7 +105,7 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
     ) -> providers_pb2.ConnectedResponse:
         account_id = await self._account(request.account_id, context)
         providers = await asyncio.to_thread(self._vault.connected, account_id)
-        return providers_pb2.ConnectedResponse(providers=[p for p in providers if p in self._providers])
+        return providers_pb2.ConnectedResponse(providers=[p for p in providers if p in self._usable])
 
     async def _account(self, account_id: str, context: grpc.aio.ServicerContext) -> str:
         if not account_id.strip():

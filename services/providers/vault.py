@@ -7,6 +7,14 @@ associated data: a sealed key copied to another account's or provider's row fail
 to open instead of serving the wrong account. Only `get_plaintext` opens one; the
 masked form (`sk-…abcd`) is computed once, at `put`.
 
+Each row also stores the id of the key-encryption key that sealed it (`kek_id`, a
+keyed hash of it: it says nothing about the key). That lets the encryption key be
+rotated without downtime: run the service with the new key as
+`STEPBLEND_KEY_ENCRYPTION_KEY` and the old one in
+`STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS` (it reads rows sealed under either and
+writes under the new one), re-encrypt every row (`rotate`), then drop the previous
+key. Rows from before ids were stored have an empty id and are tried with each key.
+
 The calls are synchronous database work: the servicer runs them in a thread.
 Keys never appear in logs or exception messages.
 """
@@ -15,19 +23,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 _NONCE_BYTES = 12
+_KEK_ID_LABEL = b"stepblend.v1 key-encryption-key id"
 
 
 class ProviderKeyRow(SQLModel, table=True):
@@ -40,6 +51,8 @@ class ProviderKeyRow(SQLModel, table=True):
     masked: str = Field(max_length=32)
     # Unix seconds
     updated_at: int
+    # kek_id() of the key-encryption key that sealed it; "" for rows older than ids
+    kek_id: str = Field(default="", max_length=32)
 
 
 @dataclass(frozen=True)
@@ -65,9 +78,19 @@ def parse_kek(value: str) -> bytes:
     return kek
 
 
+def parse_keks(value: str) -> list[bytes]:
+    """A comma-separated list of keys (STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS)."""
+    return [parse_kek(part) for part in value.split(",") if part.strip()]
+
+
 def new_kek() -> str:
     """A fresh key-encryption key in the form `parse_kek` reads."""
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def kek_id(kek: bytes) -> str:
+    """The id stored with each row sealed under `kek`: a keyed hash, not the key."""
+    return hmac.new(kek, _KEK_ID_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
 def mask(api_key: str) -> str:
@@ -75,6 +98,16 @@ def mask(api_key: str) -> str:
     if len(api_key) < 16:
         return "****"
     return f"{api_key[:3]}…{api_key[-4:]}"
+
+
+def seal(kek: bytes, account_id: str, provider: str, api_key: str) -> bytes:
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + AESGCM(kek).encrypt(nonce, api_key.encode(), _aad(account_id, provider))
+
+
+def unseal(kek: bytes, account_id: str, provider: str, sealed: bytes) -> str:
+    """The key in clear; `InvalidTag` when `kek` did not seal it for this row."""
+    return AESGCM(kek).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _aad(account_id, provider)).decode()
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -91,25 +124,52 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def create_tables(engine: Engine) -> None:
+    """The vault's table, and the `kek_id` column on a table made before it existed."""
+    SQLModel.metadata.create_all(engine, tables=[ProviderKeyRow.__table__])  # type: ignore[attr-defined]
+    if _has_kek_id(engine):
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE provider_keys ADD COLUMN kek_id VARCHAR(32) NOT NULL DEFAULT ''"))
+    except DBAPIError:
+        # Another replica starting at the same moment may have added it first.
+        if not _has_kek_id(engine):
+            raise
+
+
+def _has_kek_id(engine: Engine) -> bool:
+    return "kek_id" in {column["name"] for column in inspect(engine).get_columns("provider_keys")}
+
+
 class KeyVault:
-    def __init__(self, engine: Engine, kek: bytes, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        kek: bytes,
+        clock: Callable[[], float] = time.time,
+        *,
+        previous: Sequence[bytes] = (),
+    ) -> None:
         self._engine = engine
-        self._aead = AESGCM(kek)
+        self._kek = kek
+        self._kek_id = kek_id(kek)
+        # Every key that may have sealed a row, by id; the current one first.
+        self._keks = {kek_id(k): k for k in (kek, *previous)}
         self._clock = clock
 
     def create_tables(self) -> None:
-        SQLModel.metadata.create_all(self._engine, tables=[ProviderKeyRow.__table__])  # type: ignore[attr-defined]
+        create_tables(self._engine)
 
     def put(self, account_id: str, provider: str, api_key: str) -> StoredKey:
-        """Store (or replace) the account's key for `provider`."""
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = nonce + self._aead.encrypt(nonce, api_key.encode(), _aad(account_id, provider))
+        """Store (or replace) the account's key for `provider`, under the current key."""
         row = ProviderKeyRow(
             account_id=account_id,
             provider=provider,
-            sealed=sealed,
+            sealed=seal(self._kek, account_id, provider, api_key),
             masked=mask(api_key),
             updated_at=int(self._clock()),
+            kek_id=self._kek_id,
         )
         for attempt in range(2):
             try:
@@ -133,6 +193,7 @@ class KeyVault:
             return True
 
     def list_keys(self, account_id: str) -> list[StoredKey]:
+        """The account's keys, masked, by provider."""
         with Session(self._engine) as session:
             rows = session.exec(
                 select(ProviderKeyRow).where(ProviderKeyRow.account_id == account_id).order_by(ProviderKeyRow.provider)
@@ -153,14 +214,22 @@ class KeyVault:
         """The key in clear, None when there is none; `KeyDecryptionError` when it does not open."""
         with Session(self._engine) as session:
             row = session.get(ProviderKeyRow, (account_id, provider))
-            sealed = None if row is None else row.sealed
-        if sealed is None:
+            found = None if row is None else (row.sealed, row.kek_id)
+        if found is None:
             return None
-        try:
-            plain = self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _aad(account_id, provider))
-        except InvalidTag:
-            raise KeyDecryptionError(f"the stored {provider} key of account {account_id} does not decrypt") from None
-        return plain.decode()
+        sealed, sealed_by = found
+        if sealed_by:
+            # Sealed under a key this vault no longer has: nothing to try.
+            candidates = [self._keks[sealed_by]] if sealed_by in self._keks else []
+        else:
+            # A row from before ids: try each key, the current one first.
+            candidates = list(self._keks.values())
+        for kek in candidates:
+            try:
+                return unseal(kek, account_id, provider, sealed)
+            except InvalidTag:
+                continue
+        raise KeyDecryptionError(f"the stored {provider} key of account {account_id} does not decrypt")
 
 
 def _aad(account_id: str, provider: str) -> bytes:

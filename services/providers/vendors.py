@@ -2,6 +2,8 @@
 
 A vendor is a name, a wire format (which adapter speaks to it), a base URL (the
 default from the table, or `STEPBLEND_<NAME>_BASE_URL`) and the adapter's quirks.
+A vendor without a base URL (`local` until STEPBLEND_LOCAL_BASE_URL is set) is
+known — its key can be stored — but not `configured`: it is never called.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class Vendor:
     wire_format: str
     base_url: str
     adapter: Adapter
+
+    @property
+    def configured(self) -> bool:
+        """Whether it has an endpoint to call."""
+        return bool(self.base_url)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -59,7 +66,7 @@ def _vendor(name: str, row: Any, override: str | None) -> Vendor:
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     base_url = (override or row.get("base_url") or "").rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
+    if base_url and not base_url.startswith(("http://", "https://")):
         raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
     quirks = row.get("quirks", {})
     if not isinstance(quirks, dict):

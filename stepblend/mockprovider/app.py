@@ -1,19 +1,26 @@
-"""The mock provider as a plain ASGI app: OpenAI's `POST {prefix}/chat/completions`
-plus a small control API for tests.
+"""The mock provider as a plain ASGI app: OpenAI's `POST {prefix}/chat/completions`,
+each OpenAI-compatible vendor's variant at `POST /<vendor>/v1/chat/completions`
+(groq, deepseek, mistral, together, xai, local — see `flavours`), Anthropic's
+`POST /v1/messages`, and a small control API for tests.
 
-Control API (not part of OpenAI's):
+Control API (not part of any provider's):
 - `POST /_mock/behaviour` `{"model": "<upstream id or *>", "status": 503, "delay_ms": 0,
-  "ttft_ms": 0, "chunk_delay_ms": 0, "break_after_chunks": null, "message": null,
-  "content": null, "times": null}` — how to answer that model (`*`: any model without
-  its own). `status` other than 200 answers that status with an OpenAI error body
-  (`message` overrides its text); `delay_ms` waits before the response starts;
-  `ttft_ms` waits before the first chunk (non-streams: before the answer);
-  `chunk_delay_ms` waits between chunks; `break_after_chunks` drops the connection
-  after that many chunks; `content` replaces the echoed text; `times` applies the
-  behaviour to that many requests only. `DELETE /_mock/behaviour` resets all.
-- `GET /_mock/requests` — every chat request received, oldest first (the last
-  10,000): `{"path", "headers", "body", "stream", "disconnected"}`; `disconnected`
-  is true when a streaming client went away before the stream ended.
+  "ttft_ms": 0, "chunk_delay_ms": 0, "break_after_chunks": null, "stream_error": null,
+  "message": null, "content": null, "tool_calls": 1, "cached_tokens": 0, "times": null}`
+  — how to answer that model (`*`: any model without its own). `status` other than
+  200 answers that status with the wire format's error body (`message` overrides its
+  text); `delay_ms` waits before the response starts; `ttft_ms` waits before the
+  first chunk (non-streams: before the answer); `chunk_delay_ms` waits between
+  chunks; `break_after_chunks` drops the connection after that many SSE events, or,
+  with `stream_error` (an error type such as `overloaded_error`), sends that error
+  as an in-stream error event there instead and ends the stream; `content` replaces
+  the echoed text; `tool_calls` is how many tool calls a tool answer makes;
+  `cached_tokens` how many prompt tokens are reported as cache reads; `times`
+  applies the behaviour to that many requests only. `DELETE /_mock/behaviour`
+  resets all.
+- `GET /_mock/requests` — every request received, oldest first (the last 10,000):
+  `{"path", "headers", "body", "stream", "disconnected"}`; `disconnected` is true
+  when a streaming client went away before the stream ended.
   `DELETE /_mock/requests` clears them.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -29,15 +37,19 @@ from typing import Any
 
 import orjson
 
-from stepblend.mockprovider import wire
+from stepblend.mockprovider import anthropic_wire, wire
+from stepblend.mockprovider.answers import answer
+from stepblend.mockprovider.flavours import FLAVOURS, Flavour
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+MESSAGES_PATH = "/v1/messages"
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+_FLAVOUR_PATH = re.compile(r"^/(?P<flavour>[a-z]+)/v1/chat/completions$")
 
 
 class BrokenStream(Exception):
@@ -52,8 +64,11 @@ class Behaviour:
     ttft_ms: int = 0
     chunk_delay_ms: int = 0
     break_after_chunks: int | None = None
+    stream_error: str | None = None
     message: str | None = None
     content: str | None = None
+    tool_calls: int = 1
+    cached_tokens: int = 0
     times: int | None = None
 
     @classmethod
@@ -65,14 +80,30 @@ class Behaviour:
         if unknown:
             raise ValueError(f"unknown behaviour fields: {sorted(unknown)}")
         behaviour = cls(**raw)
-        for name in ("status", "delay_ms", "ttft_ms", "chunk_delay_ms"):
+        for name in ("status", "delay_ms", "ttft_ms", "chunk_delay_ms", "tool_calls", "cached_tokens"):
             if not isinstance(getattr(behaviour, name), int):
                 raise TypeError(f"{name} must be an integer")
         return behaviour
 
+    @property
+    def break_at(self) -> int | None:
+        """After how many SSE events the stream breaks (a stream error alone: at once)."""
+        if self.break_after_chunks is None and self.stream_error:
+            return 0
+        return self.break_after_chunks
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A stream to send: framed events, the frame that ends it, the frame of an error."""
+
+    frames: list[bytes]
+    end: bytes
+    error: bytes
+
 
 class MockProvider:
-    """ASGI app speaking OpenAI's Chat Completions wire format, deterministically."""
+    """ASGI app speaking OpenAI's and Anthropic's wire formats, deterministically."""
 
     def __init__(self, prefix: str = "/v1", reject_keys: Iterable[str] = (), max_recorded: int = 10_000) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
@@ -87,8 +118,13 @@ class MockProvider:
             return
         path, method = scope["path"], scope["method"]
         body = await _read_body(receive)
+        flavour = _FLAVOUR_PATH.match(path)
         if path == self._chat_path and method == "POST":
-            await self._chat(scope, body, receive, send)
+            await self._chat(scope, body, receive, send, FLAVOURS["openai"])
+        elif flavour is not None and flavour["flavour"] in FLAVOURS and method == "POST":
+            await self._chat(scope, body, receive, send, FLAVOURS[flavour["flavour"]])
+        elif path == MESSAGES_PATH and method == "POST":
+            await self._messages(scope, body, receive, send)
         elif path == "/_mock/behaviour" and method in ("POST", "DELETE"):
             await self._set_behaviour(method, body, send)
         elif path == "/_mock/requests" and method in ("GET", "DELETE"):
@@ -120,7 +156,7 @@ class MockProvider:
                 del self.behaviours[key]
         return behaviour
 
-    async def _chat(self, scope: Scope, raw: bytes, receive: Receive, send: Send) -> None:
+    def _record(self, scope: Scope, raw: bytes) -> tuple[dict[str, Any], dict[str, str], Any]:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body: Any = orjson.loads(raw)
@@ -129,7 +165,10 @@ class MockProvider:
         stream = isinstance(body, dict) and body.get("stream") is True
         record = {"path": scope["path"], "headers": headers, "body": body, "stream": stream, "disconnected": False}
         self.requests.append(record)
+        return record, headers, body
 
+    async def _chat(self, scope: Scope, raw: bytes, receive: Receive, send: Send, flavour: Flavour) -> None:
+        record, headers, body = self._record(scope, raw)
         auth = headers.get("authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not key:
@@ -143,6 +182,10 @@ class MockProvider:
         if not isinstance(body, dict):
             message = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)"
             await _respond(send, 400, wire.error(400, message))
+            return
+        refusal = flavour.refusal(body)
+        if refusal is not None:
+            await _respond(send, refusal[0], orjson.dumps(refusal[1]))
             return
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -162,26 +205,76 @@ class MockProvider:
 
         n = next(self._ids)
         completion_id = f"chatcmpl-mock{n:020d}"
-        answer = wire.answer_for(body, f"call_mock{n:015d}", behaviour.content)
-        prompt, created = wire.prompt_tokens(body), int(time.time())
-        if not stream:
+        said = answer(
+            wire.ask_of(body),
+            f"call_mock{n:015d}",
+            content=behaviour.content,
+            tool_calls=behaviour.tool_calls,
+            reasoning=flavour.reasons(model),
+        )
+        prompt, created, cached = wire.prompt_tokens(body), int(time.time()), behaviour.cached_tokens
+        if not record["stream"]:
             if behaviour.ttft_ms:
                 await asyncio.sleep(behaviour.ttft_ms / 1000)
-            await _respond(send, 200, wire.completion(completion_id, created, model, answer, prompt))
+            answer_body = wire.completion(completion_id, created, model, said, prompt, cached=cached, flavour=flavour)
+            await _respond(send, 200, answer_body)
             return
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        chunks = wire.chunks(completion_id, created, model, answer, prompt, include_usage)
-        finished = await _stream(send, receive, chunks, behaviour, completion_id)
-        if not finished:
+        chunks = wire.chunks(
+            completion_id, created, model, said, prompt, include_usage, cached=cached, flavour=flavour
+        )
+        stream = _Stream(
+            [b"data: " + chunk + b"\n\n" for chunk in chunks],
+            b"data: [DONE]\n\n",
+            b"data: " + wire.stream_error(behaviour.stream_error or "server_error", behaviour.message) + b"\n\n",
+        )
+        if not await _stream(send, receive, stream, behaviour, completion_id):
+            record["disconnected"] = True
+
+    async def _messages(self, scope: Scope, raw: bytes, receive: Receive, send: Send) -> None:
+        record, headers, body = self._record(scope, raw)
+        n = next(self._ids)
+        request_id = f"req_mock{n:020d}"
+        problem = anthropic_wire.invalid(headers, body, self.reject_keys)
+        if problem is not None:
+            await _respond(send, problem[0], anthropic_wire.error(*problem, request_id), request_id)
+            return
+        model = body["model"]
+        behaviour = self._behaviour_for(model) or Behaviour()
+        if behaviour.delay_ms:
+            await asyncio.sleep(behaviour.delay_ms / 1000)
+        if behaviour.status != 200:
+            body_bytes = anthropic_wire.error(behaviour.status, behaviour.message, request_id)
+            await _respond(send, behaviour.status, body_bytes, request_id)
+            return
+        said = answer(
+            anthropic_wire.ask_of(body),
+            f"toolu_mock{n:015d}",
+            content=behaviour.content,
+            tool_calls=behaviour.tool_calls,
+            preamble=True,
+        )
+        message_id = f"msg_mock{n:020d}"
+        prompt, cached = anthropic_wire.prompt_tokens(body), behaviour.cached_tokens
+        if not record["stream"]:
+            if behaviour.ttft_ms:
+                await asyncio.sleep(behaviour.ttft_ms / 1000)
+            await _respond(send, 200, anthropic_wire.message(message_id, model, said, prompt, cached), request_id)
+            return
+        stream = _Stream(
+            anthropic_wire.events(message_id, model, said, prompt, cached),
+            b"",
+            anthropic_wire.error_frame(behaviour.stream_error or "overloaded_error", behaviour.message),
+        )
+        if not await _stream(send, receive, stream, behaviour, request_id):
             record["disconnected"] = True
 
 
-async def _stream(send: Send, receive: Receive, chunks: list[bytes], behaviour: Behaviour, request_id: str) -> bool:
+async def _stream(send: Send, receive: Receive, stream: _Stream, behaviour: Behaviour, request_id: str) -> bool:
     """Send the SSE stream; False when the client went away before its end."""
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [*_SSE, (b"x-request-id", request_id.encode())]}
-    )
+    headers = [*_SSE, (b"x-request-id", request_id.encode()), (b"request-id", request_id.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     # The body has been read, so the next receive() only returns on disconnect.
     gone = asyncio.ensure_future(receive())
     try:
@@ -193,15 +286,18 @@ async def _stream(send: Send, receive: Receive, chunks: list[bytes], behaviour: 
 
         if await wait(behaviour.ttft_ms):
             return False
-        for i, chunk in enumerate(chunks):
+        for i, frame in enumerate(stream.frames):
             if i and await wait(behaviour.chunk_delay_ms):
                 return False
-            if behaviour.break_after_chunks is not None and i >= behaviour.break_after_chunks:
+            if behaviour.break_at is not None and i >= behaviour.break_at:
+                if behaviour.stream_error:
+                    await send({"type": "http.response.body", "body": stream.error, "more_body": False})
+                    return True
                 raise BrokenStream
             if gone.done():
                 return False
-            await send({"type": "http.response.body", "body": b"data: " + chunk + b"\n\n", "more_body": True})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": stream.end, "more_body": False})
         return True
     finally:
         gone.cancel()
@@ -219,8 +315,10 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((b"request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -1,40 +1,25 @@
 """OpenAI Chat Completions objects as the real API writes them, built from a request.
 
 Pure functions: a request body in, `chat.completion` / `chat.completion.chunk` /
-error objects out. The answer is deterministic so that tests can assert on it:
-the text is "Hello! You said: <the last user text>", split into word pieces that
-each count as one completion token; with tools (and `tool_choice` not "none") the
-answer is a call to the chosen tool with `{"<first parameter>": "Paris"}`.
+error objects out, shaped by the vendor's `Flavour` (OpenAI's by default). What
+the answer says is decided in `answers`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any
 
 import orjson
 
-MAX_ECHO_CHARS = 200
+from stepblend.mockprovider.answers import Answer, Ask
+from stepblend.mockprovider.flavours import FLAVOURS, Flavour
+
 SYSTEM_FINGERPRINT = "fp_mock"
+OPENAI = FLAVOURS["openai"]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_PIECE = re.compile(r"\S+\s*")
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the mock will say: text pieces, or one tool call's argument fragments."""
-
-    pieces: tuple[str, ...]
-    finish_reason: str
-    tool_name: str | None = None
-    tool_call_id: str | None = None
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.pieces)
 
 
 def _text_of(content: Any) -> str:
@@ -47,71 +32,62 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def count_tokens(text: str) -> int:
+    """The mock's tokenizer: words and punctuation marks."""
+    return len(_TOKEN.findall(text))
+
+
 def prompt_tokens(body: dict[str, Any]) -> int:
     """Words and punctuation marks of every message, plus OpenAI's 3 per message and 3 to prime."""
     messages = body.get("messages") or []
     count = 3
     for message in messages:
         if isinstance(message, dict):
-            count += 3 + len(_TOKEN.findall(_text_of(message.get("content"))))
+            count += 3 + count_tokens(_text_of(message.get("content")))
     return count
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return _text_of(message.get("content"))
-    return ""
-
-
-def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
-    choice = body.get("tool_choice")
-    if not tools or choice == "none":
-        return None
-    if isinstance(choice, dict):
-        wanted = (choice.get("function") or {}).get("name")
-        for tool in tools:
-            if tool["function"].get("name") == wanted:
-                return tool
-    return tools[0]
-
-
-def _max_pieces(body: dict[str, Any]) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def answer_for(body: dict[str, Any], call_id: str, content: str | None = None) -> Answer:
-    """The deterministic answer to `body`, truncated to its max_tokens (finish "length")."""
-    tool = _chosen_tool(body)
-    tool_name: str | None = None
-    if tool is not None:
-        function = tool["function"]
-        tool_name = str(function.get("name", "tool"))
-        properties = (function.get("parameters") or {}).get("properties") or {}
-        param = next(iter(properties), "location")
-        pieces: tuple[str, ...] = ('{"', param, '": "', "Par", "is", '"}')
-        finish = "tool_calls"
+def ask_of(body: dict[str, Any]) -> Ask:
+    """What an OpenAI request asks for."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    tools: list[tuple[str, str]] = []
+    for tool in body.get("tools") or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict):
+            properties = (function.get("parameters") or {}).get("properties") or {}
+            tools.append((str(function.get("name", "tool")), next(iter(properties), "location")))
+    given = body.get("tool_choice")
+    chosen: str | None = None
+    if isinstance(given, dict):
+        choice, chosen = "named", (given.get("function") or {}).get("name")
     else:
-        text = content if content is not None else "Hello! You said: " + _last_user_text(body)[:MAX_ECHO_CHARS]
-        pieces = tuple(_PIECE.findall(text)) or ("",)
-        finish = "stop"
-    limit = _max_pieces(body)
-    if limit is not None and limit < len(pieces):
-        pieces, finish = pieces[:limit], "length"
-    return Answer(pieces, finish, tool_name, call_id if tool_name else None)
+        choice = given if given in ("none", "required", "auto") else "auto"
+    stop = body.get("stop")
+    limit = next(
+        (v for v in (body.get("max_completion_tokens"), body.get("max_tokens")) if isinstance(v, int) and v > 0), None
+    )
+    return Ask(
+        last_text=_text_of(last_user.get("content")),
+        tools=tuple(tools),
+        choice=choice,
+        chosen=chosen,
+        max_tokens=limit,
+        stop=(stop,) if isinstance(stop, str) else tuple(s for s in stop or () if isinstance(s, str)),
+        after_tool=bool(messages) and messages[-1].get("role") == "tool",
+    )
 
 
-def usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {
+def _finish(answer: Answer) -> str:
+    return "stop" if answer.finish == "stop_sequence" else answer.finish
+
+
+def usage(prompt: int, completion: int, cached: int = 0, flavour: Flavour = OPENAI) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -119,45 +95,73 @@ def usage(prompt: int, completion: int) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }
+    if flavour.cache_hit_fields:
+        body["prompt_cache_hit_tokens"] = cached
+        body["prompt_cache_miss_tokens"] = prompt - cached
+    return body
 
 
-def completion(completion_id: str, created: int, model: str, answer: Answer, prompt: int) -> bytes:
+def _tool_calls(answer: Answer) -> list[dict[str, Any]]:
+    return [
+        {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        for call in answer.tool_calls
+    ]
+
+
+def completion(
+    completion_id: str,
+    created: int,
+    model: str,
+    answer: Answer,
+    prompt: int,
+    *,
+    cached: int = 0,
+    flavour: Flavour = OPENAI,
+) -> bytes:
     """A whole `chat.completion` object."""
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
-    if answer.tool_name is not None:
-        message["tool_calls"] = [
-            {
-                "id": answer.tool_call_id,
-                "type": "function",
-                "function": {"name": answer.tool_name, "arguments": "".join(answer.pieces)},
-            }
-        ]
+    if answer.tool_calls:
+        message["tool_calls"] = _tool_calls(answer)
     else:
-        message["content"] = "".join(answer.pieces)
-    return orjson.dumps(
-        {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}],
-            "usage": usage(prompt, answer.completion_tokens),
-            "service_tier": "default",
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-        }
-    )
+        message["content"] = answer.text
+    if answer.reasoning:
+        message["reasoning_content"] = "".join(answer.reasoning)
+    obj: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(answer)}],
+        "usage": usage(prompt, answer.completion_tokens, cached, flavour),
+        "service_tier": "default",
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+    if flavour.x_groq:
+        obj["x_groq"] = {"id": f"req_{completion_id[-20:]}"}
+    return orjson.dumps(obj)
 
 
 def chunks(
-    completion_id: str, created: int, model: str, answer: Answer, prompt: int, include_usage: bool
+    completion_id: str,
+    created: int,
+    model: str,
+    answer: Answer,
+    prompt: int,
+    include_usage: bool,
+    *,
+    cached: int = 0,
+    flavour: Flavour = OPENAI,
 ) -> list[bytes]:
     """The `chat.completion.chunk` objects of a stream, in order, without `[DONE]`.
 
-    Role first, then one delta per piece, then the finish chunk; with `include_usage`
-    every chunk carries `"usage": null` and a last chunk with `choices: []` carries it.
+    Role first, then one delta per piece (reasoning, then text or each tool call's
+    name and argument fragments under its index), then the finish chunk; with
+    `include_usage` every chunk carries `"usage": null` and a last chunk with
+    `choices: []` carries it. Vendors differ as `flavours` says.
     """
+    the_usage = usage(prompt, answer.completion_tokens, cached, flavour)
 
-    def chunk(choices: list[dict[str, Any]], usage_value: Any = None) -> bytes:
+    def chunk(choices: list[dict[str, Any]], usage_value: Any = None, **extra: Any) -> dict[str, Any]:
         obj: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -169,30 +173,45 @@ def chunks(
         }
         if include_usage:
             obj["usage"] = usage_value
-        return orjson.dumps(obj)
+        obj.update(extra)
+        return obj
 
     def delta(value: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": value, "logprobs": None, "finish_reason": finish}]
 
-    out: list[bytes] = []
-    if answer.tool_name is not None:
-        first_call = {
-            "index": 0,
-            "id": answer.tool_call_id,
-            "type": "function",
-            "function": {"name": answer.tool_name, "arguments": ""},
-        }
-        out.append(chunk(delta({"role": "assistant", "content": None, "tool_calls": [first_call], "refusal": None})))
+    out: list[dict[str, Any]] = []
+    silent = bool(answer.reasoning or answer.tool_calls)
+    first: dict[str, Any] = {"role": "assistant", "content": None if silent else "", "refusal": None}
+    if answer.reasoning:
+        first["reasoning_content"] = ""
+    out.append(chunk(delta(first)))
+    out.extend(chunk(delta({"content": None, "reasoning_content": piece})) for piece in answer.reasoning)
+    for index, call in enumerate(answer.tool_calls):
+        header = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        out.append(chunk(delta({"tool_calls": [header]})))
         out.extend(
-            chunk(delta({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})) for piece in answer.pieces
+            chunk(delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})) for piece in call.pieces
         )
-    else:
-        out.append(chunk(delta({"role": "assistant", "content": "", "refusal": None})))
-        out.extend(chunk(delta({"content": piece})) for piece in answer.pieces)
-    out.append(chunk(delta({}, answer.finish_reason)))
-    if include_usage:
-        out.append(chunk([], usage(prompt, answer.completion_tokens)))
-    return out
+    if not answer.tool_calls:
+        # DeepSeek's content deltas say reasoning_content: null once the thinking is over.
+        after_thinking = {"reasoning_content": None} if answer.reasoning else {}
+        out.extend(chunk(delta({"content": piece, **after_thinking})) for piece in answer.pieces)
+    finish = chunk(delta({}, _finish(answer)))
+    if flavour.usage_on_finish or (flavour.usage_on_finish_when_asked and include_usage):
+        finish["usage"] = the_usage
+    out.append(finish)
+    if flavour.x_groq:
+        request_id = f"req_{completion_id[-20:]}"
+        out[0]["x_groq"] = {"id": request_id}
+        finish["x_groq"] = {"id": request_id, "usage": {**the_usage, "queue_time": 0.01, "total_time": 0.05}}
+    if include_usage and flavour.usage_on_finish_when_asked:
+        # xAI's last chunk: no choices, and no usage either (it came on the finish chunk).
+        trailing = chunk([])
+        del trailing["usage"]
+        out.append(trailing)
+    elif include_usage and not flavour.usage_on_finish:
+        out.append(chunk([], the_usage))
+    return [orjson.dumps(obj) for obj in out]
 
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -228,3 +247,8 @@ def error(
             }
         }
     )
+
+
+def stream_error(kind: str, message: str | None = None) -> bytes:
+    """The error object some OpenAI-compatible servers put in a stream that fails."""
+    return orjson.dumps({"error": {"message": message or "The server had an error.", "type": kind, "code": None}})

@@ -1,29 +1,120 @@
-"""Fixtures for billing's tests: a fresh SQLite database and usage events."""
+"""Fixtures for billing's tests: databases on SQLite and on PostgreSQL, and usage events.
+
+Every test that takes `engine` (or `session`, `backend`, `new_database`) runs
+twice: on a fresh SQLite file, and on PostgreSQL in a throwaway cluster (one
+per session). There each test gets the session's migrated database with every
+table emptied (TRUNCATE takes milliseconds; CREATE DATABASE waits on two
+checkpoints, ~250 ms), or a database of its own when it asks for one.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from nats.js import JetStreamContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from services.billing.db import init_db, make_engine
+from services.billing.db import make_engine
+from services.billing.migrate import upgrade
+from services.billing.models import TABLES
 from services.billing.plans import PlanBook, load_plans
 from services.common.events import UsageEvent
+from tests.billing.pgcluster import PostgresCluster
 from tests.support.procs import NatsServer
+
+BACKENDS = ["sqlite", "postgresql"]
+
+# Makes the URL of a new, empty billing database; `migrated=True` gives it the schema.
+NewDatabase = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session; fails (never skips) without the binaries."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_shared(pg_cluster: PostgresCluster) -> str:
+    """The URL of a database migrated once and emptied before each test that uses it."""
+    url = pg_cluster.url(pg_cluster.create_database())
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def _empty(url: str) -> str:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db' / 'billing.db'}")
-    init_db(engine)
+def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NewDatabase]:
+    """Makes fresh billing databases on this test's backend; dropped after the test."""
+    made: list[str] = []
+
+    def make(*, migrated: bool = True, own: bool = False) -> str:
+        """A migrated (or, `migrated=False`, empty) database's URL; `own`: not the shared one."""
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'db' / f'billing-{uuid.uuid4().hex[:8]}.db'}"
+            if migrated:
+                engine = make_engine(url)
+                upgrade(engine)
+                engine.dispose()
+            return url
+        if migrated and not own:
+            return _empty(request.getfixturevalue("pg_shared"))
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        name = cluster.create_database()
+        made.append(name)
+        url = cluster.url(name)
+        if migrated:
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
+        return url
+
+    yield make
+    if made:
+        cluster = request.getfixturevalue("pg_cluster")
+        for name in made:
+            cluster.drop_database(name)
+
+
+def service_database_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """For a running billing (any fixture scope): "" (its data dir's SQLite file) or a new, empty
+    PostgreSQL database, which billing's start-up migrates."""
+    if backend == "sqlite":
+        return ""
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.url(cluster.create_database())
+
+
+@pytest.fixture
+def engine(new_database: NewDatabase) -> Iterator[Engine]:
+    engine = make_engine(new_database())
     yield engine
     engine.dispose()
 

@@ -18,6 +18,8 @@ from sqlmodel import Session, col, select
 from services.billing.db import database_url, make_engine
 from services.billing.main import serve
 from services.billing.models import LedgerEntry
+from services.billing.months import Clock
+from services.billing.options import BillingOptions
 from services.common import events
 from services.common.config import Settings
 from services.common.grpcio import channel
@@ -27,13 +29,13 @@ from tests.support.procs import free_port
 TOKEN = "billing-test-token"
 
 
-def make_settings(data_dir: Path, nats_url: str) -> Settings:
+def make_settings(data_dir: Path, nats_url: str, database_url: str = "", plans_file: str = "") -> Settings:
     # from_env, then every field billing reads pinned, so the caller's environment cannot leak in.
     return dataclasses.replace(
         Settings.from_env(),
         data_dir=data_dir,
-        database_url="",
-        plans_file="",
+        database_url=database_url,
+        plans_file=plans_file,
         nats_url=nats_url,
         internal_token=TOKEN,
         host="127.0.0.1",
@@ -52,15 +54,17 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 class Billing:
     """A running `serve()` and a client of it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = time.time, options: BillingOptions | None = None) -> None:
         self.settings = settings
+        self.clock = clock
+        self.options = options or BillingOptions()
         self.address = f"{settings.host}:{settings.port}"
         self.task: asyncio.Task[None] | None = None
         self.channel = channel(self.address, TOKEN)
         self.stub = billing_pb2_grpc.BillingStub(self.channel)
 
     async def start(self) -> Billing:
-        self.task = asyncio.create_task(serve(self.settings))
+        self.task = asyncio.create_task(serve(self.settings, options=self.options, clock=self.clock))
         health = health_pb2_grpc.HealthStub(self.channel)
 
         async def serving() -> bool:
@@ -97,6 +101,16 @@ class Billing:
                 ).one()
         finally:
             engine.dispose()
+
+
+class FakeClock:
+    """A clock a test sets: `clock.now = …` moves billing's time."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def publish(js: JetStreamContext, event: events.UsageEvent, msg_id: str | None = None) -> bool:

@@ -6,10 +6,11 @@ from decimal import Decimal
 import pytest
 from sqlmodel import Session
 
-from services.billing import accounts, ledger
+from services.billing import accounts
 from services.billing.models import Account
 from services.billing.passwords import verify_password
 from services.billing.plans import PlanBook, load_plans
+from services.billing.settlement import settle
 from tests.billing.conftest import usage_event
 
 
@@ -91,7 +92,7 @@ def test_get_reports_this_months_counted_usage(session: Session, plans: PlanBook
         usage_event(view.account_id, admitted_at=february, actual_cost_usd="7"),
         usage_event("someone-else", admitted_at=march, actual_cost_usd="9"),
     ]:
-        assert ledger.record(session, event)
+        assert settle(session, event)
     now = datetime(2025, 3, 31, 12, tzinfo=UTC)
     got = accounts.get_account(session, plans, account_id=view.account_id, now=now)
     assert got.requests_this_month == 3

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import nats
 import pytest
@@ -22,9 +21,10 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from services.billing.consumer import ConsumerOptions, UsageConsumer
-from services.billing.db import init_db, make_engine
+from services.billing.db import make_engine
+from services.billing.migrate import upgrade
 from services.billing.models import LedgerEntry
-from tests.billing.conftest import usage_event
+from tests.billing.conftest import NewDatabase, usage_event
 from tests.support.procs import NatsServer
 
 
@@ -114,9 +114,9 @@ async def test_malformed_events_are_terminated_and_the_loop_goes_on(lane: Lane, 
     assert await lane.delivered() == 5 and info.num_redelivered == 0
 
 
-async def test_a_database_failure_is_retried_until_it_records(lane: Lane, tmp_path: Path) -> None:
+async def test_a_database_failure_is_retried_until_it_records(lane: Lane, new_database: NewDatabase) -> None:
     # A database without its tables fails every insert, like one that is down.
-    broken = make_engine(f"sqlite:///{tmp_path / 'later.db'}")
+    broken = make_engine(new_database(migrated=False))
     event = usage_event("acct-retry")
     await lane.publish(event.model_dump_json().encode(), msg_id=event.request_id)
     consumer = UsageConsumer(lane.js, broken, lane.options)
@@ -128,7 +128,7 @@ async def test_a_database_failure_is_retried_until_it_records(lane: Lane, tmp_pa
 
         await _eventually(redelivered)
         assert (await lane.info()).num_ack_pending == 1  # nak'd, not acked or dropped
-        init_db(broken)  # the database comes back
+        upgrade(broken)  # the database comes back
         await _eventually(lambda: _settled(lane))
     finally:
         consumer.stop()

@@ -9,7 +9,10 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from services.billing import ledger
+from services.billing.db import retrying, write_session
 from services.billing.models import LedgerEntry
+from services.billing.months import month_key
+from services.billing.settlement import settle
 from tests.billing.conftest import usage_event
 
 
@@ -19,10 +22,10 @@ def _rows(session: Session) -> int:
 
 def test_the_same_event_twice_is_one_row(session: Session) -> None:
     event = usage_event("acct")
-    assert ledger.record(session, event) is True
-    assert ledger.record(session, event) is False
+    assert settle(session, event) is True
+    assert settle(session, event) is False
     # A redelivery that differs (a publisher retry with new numbers) still changes nothing.
-    assert ledger.record(session, event.model_copy(update={"actual_cost_usd": "5"})) is False
+    assert settle(session, event.model_copy(update={"actual_cost_usd": "5"})) is False
     assert _rows(session) == 1
     row = session.get(LedgerEntry, event.request_id)
     assert row is not None and row.actual_cost_usd == Decimal("0.000039")
@@ -39,7 +42,7 @@ def test_row_mirrors_the_event(session: Session) -> None:
         actual_cost_usd=None,
         error_code="provider_timeout",
     )
-    ledger.record(session, event)
+    settle(session, event)
     row = session.get(LedgerEntry, event.request_id)
     assert row is not None
     assert row.month == "2025-02"
@@ -66,7 +69,7 @@ def test_row_mirrors_the_event(session: Session) -> None:
 )
 def test_unrecordable_events_are_invalid(session: Session, fields: dict[str, object]) -> None:
     with pytest.raises(ledger.InvalidEvent):
-        ledger.record(session, usage_event("acct", **fields))
+        settle(session, usage_event("acct", **fields))
     assert _rows(session) == 0
 
 
@@ -75,8 +78,11 @@ def test_concurrent_writers_record_once(engine: Engine) -> None:
     event = usage_event("acct")
 
     def write() -> bool:
-        with Session(engine) as session:
-            return ledger.record(session, event)
+        def attempt() -> bool:
+            with write_session(engine) as session:
+                return settle(session, event)
+
+        return retrying(attempt)
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: write(), range(8)))
@@ -93,7 +99,7 @@ def test_month_usage_counts_and_sums(session: Session) -> None:
         usage_event("acct", actual_cost_usd=None, estimated_cost_usd="0.3"),
         usage_event("acct", provider_answered=False, outcome="failed", actual_cost_usd="1"),
     ]:
-        ledger.record(session, event)
-    usage = ledger.month_usage(session, "acct", ledger.month_key(now))
+        settle(session, event)
+    usage = ledger.month_usage(session, "acct", month_key(now))
     assert usage == ledger.MonthUsage(requests=3, spend_usd=Decimal("0.6"))
     assert ledger.month_usage(session, "acct", "1999-01") == ledger.MonthUsage(0, Decimal(0))

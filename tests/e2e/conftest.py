@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.procs import free_port, wait_port
 
-PROVIDERS = ("openai", "groq", "deepseek")
+PROVIDERS = ("openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai")
 
 
 @dataclass
@@ -81,7 +81,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     env["STEPBLEND_PLANS_FILE"] = str(plans)
     env["STEPBLEND_SSE_KEEPALIVE_SECONDS"] = "1"
     for provider in PROVIDERS:
-        env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = f"{mock_url}/v1"
+        # The mock serves each vendor's flavour under its own prefix; Anthropic's
+        # base URL is the root that /v1/messages is appended to.
+        env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = mock_url if provider == "anthropic" else f"{mock_url}/{provider}/v1"
     up = subprocess.Popen(
         [sys.executable, "-m", "stepblend", "up", "--port", str(port)],
         env=env,
@@ -116,11 +118,16 @@ def make_account(system: System, plan: str = "free") -> Account:
     """A fresh account with a key stored for every mocked provider."""
     email = f"user-{uuid.uuid4().hex[:12]}@example.com"
     token = system.cli("account", "create", email, "--plan", plan)
-    keys = {}
-    for provider in PROVIDERS:
-        keys[provider] = f"sk-{provider}-{uuid.uuid4().hex}"
-        masked = system.cli("keys", "set", email, provider, keys[provider])
-        assert keys[provider] not in masked
+    keys = {provider: f"sk-{provider}-{uuid.uuid4().hex}" for provider in PROVIDERS}
+    masked = system.cli("keys", "set", email, "openai", keys["openai"])
+    assert keys["openai"] not in masked and masked.endswith(keys["openai"][-4:])
+    for provider in PROVIDERS[1:]:
+        response = httpx.put(
+            f"{system.base_url}/account/keys/{provider}",
+            headers={"authorization": f"Bearer {token}"},
+            json={"api_key": keys[provider]},
+        )
+        assert response.status_code == 200, response.text
     return Account(email=email, token=token, keys=keys)
 
 

@@ -240,3 +240,56 @@ def test_keys_are_listed_masked_and_can_be_removed(system: System, account: Acco
         client(system, account.token).chat.completions.create(
             model="deepseek-chat", messages=[{"role": "user", "content": "Hi"}]
         )
+
+
+def test_streamed_anthropic_tool_call_reassembles(system: System, account: Account) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+            },
+        }
+    ]
+    calls: dict[int, dict[str, str]] = {}
+    last = None
+    for chunk in client(system, account.token).chat.completions.create(
+        model="anthropic:claude-3-5-haiku-20241022",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"}],
+        tools=tools,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        last = chunk
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                call = calls.setdefault(delta.index, {"name": "", "arguments": ""})
+                if delta.function and delta.function.name:
+                    call["name"] = delta.function.name
+                if delta.function and delta.function.arguments:
+                    call["arguments"] += delta.function.arguments
+    assert list(calls) == [0] and calls[0]["name"] == "get_weather"
+    assert isinstance(json.loads(calls[0]["arguments"]), dict)
+    assert last is not None and last.usage is not None and last.usage.prompt_tokens > 0
+    assert last.model_extra["stepblend"]["provider"] == "anthropic"
+    seen = [r for r in system.mock_requests() if r["path"].endswith("/v1/messages")]
+    assert seen and seen[-1]["headers"]["x-api-key"] == account.keys["anthropic"]
+
+
+def test_strategy_falls_back_when_the_first_candidate_fails(system: System, account: Account) -> None:
+    sdk = client(system, account.token)
+    messages = [{"role": "user", "content": "fallback please"}]
+    first = sdk.chat.completions.create(model="lowest-cost", messages=messages, max_tokens=50)
+    failing = first.model_extra["stepblend"]["routed_model"]
+    httpx.post(f"{system.mock_url}/_mock/behaviour", json={"model": "*", "status": 503, "times": 1}).raise_for_status()
+    try:
+        answer = sdk.chat.completions.create(model="lowest-cost", messages=messages, max_tokens=50)
+    finally:
+        httpx.delete(f"{system.mock_url}/_mock/behaviour").raise_for_status()
+    info = answer.model_extra["stepblend"]
+    attempts = info["attempts"]
+    assert attempts[0]["model"] == failing and attempts[0]["status"] == 503
+    assert attempts[-1]["outcome"] == "ok"
+    assert info["routed_model"] != failing
+    assert answer.choices[0].message.content

@@ -16,8 +16,8 @@ import pytest
 
 from services.common import grpcio
 from services.common.config import Settings
-from services.providers.executor import Timeouts
 from services.providers.main import serve
+from services.providers.timeouts import Timeouts
 from services.providers.vault import new_kek
 from stepblend.mockprovider import RunningMockProvider, start_in_thread
 from stepblend.v1 import providers_pb2, providers_pb2_grpc, router_pb2
@@ -26,7 +26,7 @@ from tests.support.procs import NatsServer
 INTERNAL_TOKEN = "test-internal-token"
 REJECTED_KEY = "sk-rejected-0000000000000000"
 # Short, so that timeout tests take about a second.
-TIMEOUTS = Timeouts(connect=2.0, read=1.0, total=20.0)
+TIMEOUTS = Timeouts(connect=2.0, read=1.0, total=20.0, first_token=1.0)
 
 
 class Mock:
@@ -59,13 +59,18 @@ def mock_provider() -> Iterator[RunningMockProvider]:
     running.stop()
 
 
-@pytest.fixture
-async def mock(mock_provider: RunningMockProvider) -> AsyncIterator[Mock]:
+@pytest.fixture(scope="session")
+async def mock_control(mock_provider: RunningMockProvider) -> AsyncIterator[Mock]:
+    # One client for the session: building one loads the CA bundle (~0.1 s).
     async with httpx.AsyncClient(base_url=mock_provider.url) as http:
-        control = Mock(mock_provider, http)
-        await control.reset()
-        yield control
-        await control.reset()
+        yield Mock(mock_provider, http)
+
+
+@pytest.fixture
+async def mock(mock_control: Mock) -> AsyncIterator[Mock]:
+    await mock_control.reset()
+    yield mock_control
+    await mock_control.reset()
 
 
 @dataclasses.dataclass
@@ -99,7 +104,11 @@ async def service(
         key_encryption_key=new_kek(),
         host="127.0.0.1",
         port=0,
-        provider_base_urls={name: mock_provider.base_url for name in ("openai", "groq", "deepseek")},
+        provider_base_urls={
+            **{name: mock_provider.base_url for name in ("openai", "groq", "deepseek")},
+            **{name: f"{mock_provider.url}/{name}/v1" for name in ("mistral", "together", "xai")},
+            "anthropic": mock_provider.url,
+        },
     )
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(settings, timeouts=TIMEOUTS, on_ready=ready.set_result))
@@ -122,6 +131,16 @@ def account() -> str:
 
 def candidate(provider: str, model: str, upstream: str | None = None, **fields: Any) -> router_pb2.Candidate:
     return router_pb2.Candidate(provider=provider, model=model, upstream_model=upstream or model, **fields)
+
+
+class MemoryKeys:
+    """A key source holding keys in memory (the vault's interface), by provider."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+
+    def get_plaintext(self, account_id: str, provider: str) -> str | None:
+        return self.keys.get(provider)
 
 
 def key_for(provider: str, account: str) -> str:

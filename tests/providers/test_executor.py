@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.providers.executor import Executor, make_client
+from services.providers.timeouts import Timeouts
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
 from tests.providers.conftest import (
@@ -192,7 +193,7 @@ async def test_no_key_anywhere_is_provider_not_connected(service: Service, mock:
     assert await mock.requests() == []
 
 
-async def test_timeout_falls_back_then_is_a_504(service: Service, mock: Mock, account: str) -> None:
+async def test_no_first_token_in_time_falls_back_then_is_a_504(service: Service, mock: Mock, account: str) -> None:
     await connect(service, account, "openai", "groq")
     await mock.behave(model="gpt-4o-mini-2024-07-18", ttft_ms=3000)
     started = time.monotonic()
@@ -200,11 +201,42 @@ async def test_timeout_falls_back_then_is_a_504(service: Service, mock: Mock, ac
         request_id="r", account_id=account, candidates=[OPENAI, GROQ], body=body(stream=True), stream=True
     )
     assert attempts(events) == [("openai", "timeout", 200), ("groq", "ok", 200)]
+    assert events[0].attempt.detail == "no first token within 1s"
     assert time.monotonic() - started < 2.5
 
-    events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI], body=body())
-    assert attempts(events) == [("openai", "timeout", 0)]
+    events = await service.execute(
+        request_id="r", account_id=account, candidates=[OPENAI], body=body(stream=True), stream=True
+    )
+    assert attempts(events) == [("openai", "timeout", 200)]
     assert (events[-1].error.status, events[-1].error.code) == (504, "timeout")
+
+
+async def test_silence_mid_stream_ends_it_with_a_timeout_error(service: Service, mock: Mock, account: str) -> None:
+    await connect(service, account, "openai", "groq")
+    await mock.behave(model="gpt-4o-mini-2024-07-18", chunk_delay_ms=1500)
+    events = await service.execute(
+        request_id="r", account_id=account, candidates=[OPENAI, GROQ], body=body(stream=True), stream=True
+    )
+    assert kinds(events) == ["attempt", "chunk", "error"]
+    assert attempts(events) == [("openai", "ok", 200)]
+    assert (events[-1].error.status, events[-1].error.code) == (504, "timeout")
+
+
+async def test_non_stream_is_bounded_by_the_total_timeout_and_falls_back(mock: Mock) -> None:
+    # A non-streamed answer arrives whole, so only the total deadline bounds it.
+    timeouts = Timeouts(connect=2.0, read=0.2, total=1.0, first_token=0.2)
+    vendors = load_vendors({"openai": mock.base_url, "groq": mock.base_url})
+    client = make_client(timeouts)
+    executor = Executor(client, Keys({"openai": "sk-a", "groq": "sk-b"}), vendors, timeouts)
+    await mock.behave(model="gpt-4o-mini-2024-07-18", ttft_ms=1500)
+    await mock.behave(model="llama-3.1-8b-instant", ttft_ms=500)
+    request = providers_pb2.ExecuteRequest(request_id="r", account_id="a", candidates=[OPENAI, GROQ], body=body())
+    try:
+        events = [event async for event in executor.execute(request)]
+    finally:
+        await client.aclose()
+    assert attempts(events) == [("openai", "timeout", 0), ("groq", "ok", 200)]
+    assert events[0].attempt.detail == "no answer within the 1s total timeout"
 
 
 async def test_provider_refusing_the_request_is_a_400_without_fallback(
@@ -274,6 +306,22 @@ async def test_cancelled_call_closes_the_upstream_stream(service: Service, mock:
             break
         await asyncio.sleep(0.02)
     assert seen[0]["disconnected"] is True
+
+
+async def test_cancelled_call_closes_an_anthropic_stream_too(service: Service, mock: Mock, account: str) -> None:
+    await connect(service, account, "anthropic")
+    await mock.behave(model="*", chunk_delay_ms=200)
+    claude = candidate("anthropic", "claude-3-5-haiku", "claude-3-5-haiku-20241022")
+    call = service.call(request_id="r", account_id=account, candidates=[claude], body=body(stream=True), stream=True)
+    assert (await call.read()).WhichOneof("event") == "attempt"
+    assert (await call.read()).WhichOneof("event") == "chunk"
+    call.cancel()
+    for _ in range(100):
+        seen = await mock.requests()
+        if seen and seen[0]["disconnected"]:
+            break
+        await asyncio.sleep(0.02)
+    assert seen[0]["path"] == "/v1/messages" and seen[0]["disconnected"] is True
 
 
 async def test_invalid_body_is_a_400(service: Service, account: str) -> None:

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from services.common.config import Settings
-from services.providers.executor import Timeouts
 from services.providers.main import serve
+from services.providers.timeouts import Timeouts
 
 
 async def test_serve_requires_the_key_encryption_key() -> None:
@@ -22,8 +22,14 @@ async def test_serve_refuses_a_malformed_key_encryption_key() -> None:
 
 
 def test_timeouts_from_environment() -> None:
-    assert Timeouts.from_env({}) == Timeouts(5.0, 60.0, 600.0)
-    env = {"STEPBLEND_PROVIDER_CONNECT_TIMEOUT": "2", "STEPBLEND_PROVIDER_READ_TIMEOUT": "30.5"}
-    assert Timeouts.from_env(env) == Timeouts(2.0, 30.5, 600.0)
+    assert Timeouts.from_env({}) == Timeouts(connect=5.0, read=60.0, total=600.0, first_token=60.0)
+    env = {
+        "STEPBLEND_PROVIDER_CONNECT_TIMEOUT": "2",
+        "STEPBLEND_PROVIDER_READ_TIMEOUT": "30.5",
+        "STEPBLEND_PROVIDER_TTFT_TIMEOUT": "15",
+    }
+    assert Timeouts.from_env(env) == Timeouts(connect=2.0, read=30.5, total=600.0, first_token=15.0)
     with pytest.raises(ValueError):
         Timeouts.from_env({"STEPBLEND_PROVIDER_TOTAL_TIMEOUT": "0"})
+    with pytest.raises(ValueError, match="STEPBLEND_PROVIDER_TTFT_TIMEOUT"):
+        Timeouts.from_env({"STEPBLEND_PROVIDER_TTFT_TIMEOUT": "soon"})

@@ -196,3 +196,78 @@ def test_adapter_class_delegates_with_its_quirks() -> None:
     request = adapter.build_request(BODY, candidate("mistral", "mistral-small"), True)
     assert "stream_options" not in orjson.loads(request.content)
     assert adapter.auth_headers("k") == {"authorization": "Bearer k"}
+
+
+# A Groq stream as Groq sent it before it took stream_options: usage only in
+# `x_groq.usage` of the finish chunk (recorded in the Vercel AI SDK's Groq tests).
+GROQ_STREAM = (
+    b'data: {"id":"chatcmpl-e7f8","object":"chat.completion.chunk","created":1729171479,"model":"gemma2-9b-it",'
+    b'"system_fingerprint":"fp_10c08bf97d","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+    b'"logprobs":null,"finish_reason":null}],"x_groq":{"id":"req_01jadadp0femyae9kav1gpkhe8"}}\n\n'
+    b'data: {"id":"chatcmpl-e7f8","object":"chat.completion.chunk","created":1729171479,"model":"gemma2-9b-it",'
+    b'"system_fingerprint":"fp_10c08bf97d","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,'
+    b'"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-e7f8","object":"chat.completion.chunk","created":1729171479,"model":"gemma2-9b-it",'
+    b'"system_fingerprint":"fp_10c08bf97d","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],'
+    b'"x_groq":{"id":"req_01jadadp0femyae9kav1gpkhe8","usage":{"queue_time":0.061348671,"prompt_tokens":18,'
+    b'"prompt_time":0.000211569,"completion_tokens":439,"completion_time":0.798181818,"total_tokens":457,'
+    b'"total_time":0.798393387}}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def test_groq_usage_envelope_is_read_and_stripped() -> None:
+    from services.providers.adapters.sse import SseDecoder
+
+    adapter = OpenAICompatible(Quirks(usage_envelope="x_groq"))
+    translator = adapter.stream_translator("chatcmpl-r", "llama", created=5)
+    decoder = SseDecoder()
+    out = [orjson.loads(c) for event in decoder.feed(GROQ_STREAM) for c in translator.feed(event)]
+    assert len(out) == 3
+    assert not any("x_groq" in c for c in out)
+    assert translator.usage == TokenUsage(18, 439, 457, 0)
+    assert translator.complete and translator.ended
+
+
+def test_translator_knows_a_cut_stream_from_a_whole_one() -> None:
+    from services.providers.adapters.sse import SseEvent
+
+    translator = OpenAICompatible().stream_translator("c", "m")
+    translator.feed(SseEvent(chunk()))
+    assert not translator.complete and not translator.ended
+    translator.feed(SseEvent(chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])))
+    assert translator.complete and not translator.ended
+    assert translator.feed(SseEvent(b"[DONE]")) == []
+    assert translator.ended
+
+
+def test_vendor_quirks_shape_the_body() -> None:
+    mistral = Quirks(
+        supports_stream_options=False,
+        param_renames={"seed": "random_seed", "max_completion_tokens": "max_tokens"},
+        accepted_params=frozenset({"model", "messages", "max_tokens", "random_seed", "temperature", "n"}),
+        dropped_params=frozenset({"user"}),
+    )
+    out = sent({**BODY, "seed": 3, "user": "u", "n": 1, "top_logprobs": 0}, stream=True, quirks=mistral, output_budget=64)
+    assert out == {
+        "model": "o3-mini-2025-01-31",
+        "messages": BODY["messages"],
+        "random_seed": 3,
+        "n": 1,
+        "max_tokens": 64,
+        "stream": True,
+    }
+    with pytest.raises(RequestRefused) as refused:
+        sent({**BODY, "logit_bias": {"1": 2}}, quirks=mistral)
+    assert refused.value.param == "logit_bias" and "'openai'" in refused.value.message
+    deepseek = Quirks(dropped_message_fields=frozenset({"reasoning_content"}))
+    history = [{"role": "assistant", "content": "x", "reasoning_content": "y"}]
+    assert sent({**BODY, "messages": history}, quirks=deepseek)["messages"] == [{"role": "assistant", "content": "x"}]
+
+
+def test_quirks_are_validated_by_type() -> None:
+    assert Quirks.parse({"refused_params": ["n"]}).refused_params == frozenset({"n"})
+    assert Quirks.parse({"param_renames": {"seed": "random_seed"}}).param_renames == {"seed": "random_seed"}
+    for bad in ({"refused_params": "n"}, {"supports_stream_options": "no"}, {"param_renames": {"a": 1}}):
+        with pytest.raises(TypeError):
+            Quirks.parse(bad)

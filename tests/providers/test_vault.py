@@ -9,10 +9,12 @@ from sqlalchemy import Engine, text
 from services.providers.vault import (
     KeyDecryptionError,
     KeyVault,
+    kek_id,
     make_engine,
     mask,
     new_kek,
     parse_kek,
+    seal,
 )
 
 KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
@@ -105,3 +107,48 @@ def test_parse_kek() -> None:
         parse_kek("c2hvcnQ=")
     with pytest.raises(ValueError):
         parse_kek("!!!not base64!!!")
+
+
+def test_each_row_names_the_key_that_sealed_it(vault: KeyVault, engine: Engine) -> None:
+    vault.put("a1", "openai", KEY)
+    with engine.connect() as conn:
+        [stored_id] = conn.execute(text("SELECT kek_id FROM provider_keys")).scalars()
+    assert len(stored_id) == 16 and stored_id == kek_id(vault._kek)
+    assert stored_id not in new_kek()
+
+
+def test_previous_keys_keep_opening_rows_not_yet_rotated(engine: Engine) -> None:
+    old, new = parse_kek(new_kek()), parse_kek(new_kek())
+    before = KeyVault(engine, old)
+    before.create_tables()
+    before.put("a1", "openai", KEY)
+    during = KeyVault(engine, new, previous=[old])
+    assert during.get_plaintext("a1", "openai") == KEY
+    during.put("a2", "openai", KEY + "2")
+    # Without the previous key the old row no longer opens; the new one does.
+    after = KeyVault(engine, new)
+    with pytest.raises(KeyDecryptionError):
+        after.get_plaintext("a1", "openai")
+    assert after.get_plaintext("a2", "openai") == KEY + "2"
+
+
+def test_a_table_from_before_key_ids_is_migrated_and_its_rows_open(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    kek = parse_kek(new_kek())
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE provider_keys (account_id VARCHAR(128) NOT NULL, provider VARCHAR(64) NOT NULL,"
+                " sealed BLOB NOT NULL, masked VARCHAR(32) NOT NULL, updated_at INTEGER NOT NULL,"
+                " PRIMARY KEY (account_id, provider))"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO provider_keys VALUES ('a1', 'openai', :sealed, 'sk-…0123', 1)"),
+            {"sealed": seal(kek, "a1", "openai", KEY)},
+        )
+    vault = KeyVault(engine, parse_kek(new_kek()), previous=[kek])
+    vault.create_tables()
+    vault.create_tables()  # idempotent
+    assert vault.get_plaintext("a1", "openai") == KEY
+    engine.dispose()

@@ -12,13 +12,23 @@ def test_shipped_table_loads_with_the_real_endpoints() -> None:
     assert vendors["openai"].base_url == "https://api.openai.com/v1"
     assert vendors["groq"].base_url == "https://api.groq.com/openai/v1"
     assert vendors["deepseek"].base_url == "https://api.deepseek.com/v1"
-    assert {v.wire_format for v in vendors.values()} == {"openai_compatible"}
+    assert vendors["anthropic"].url("/v1/messages") == "https://api.anthropic.com/v1/messages"
     assert vendors["openai"].url("/chat/completions") == "https://api.openai.com/v1/chat/completions"
+    assert {name for name, v in vendors.items() if v.wire_format == "openai_compatible"} == {
+        "openai", "groq", "deepseek", "mistral", "together", "xai", "local"
+    }
+    assert vendors["anthropic"].wire_format == "anthropic"
+    # The local endpoint has no default: only STEPBLEND_LOCAL_BASE_URL gives it one.
+    assert not vendors["local"].configured
+    assert all(v.configured for name, v in vendors.items() if name != "local")
 
 
 def test_environment_overrides_the_base_url() -> None:
-    vendors = load_vendors({"openai": "http://127.0.0.1:9001/v1"})
+    vendors = load_vendors({"openai": "http://127.0.0.1:9001/v1", "anthropic": "http://127.0.0.1:9002/"})
     assert vendors["openai"].url("/chat/completions") == "http://127.0.0.1:9001/v1/chat/completions"
+    assert vendors["anthropic"].url("/v1/messages") == "http://127.0.0.1:9002/v1/messages"
+    local = load_vendors({"local": "http://127.0.0.1:11434/v1"})["local"]
+    assert local.configured and local.url("/chat/completions") == "http://127.0.0.1:11434/v1/chat/completions"
 
 
 @pytest.mark.parametrize(
@@ -28,6 +38,8 @@ def test_environment_overrides_the_base_url() -> None:
         ('wire_format = "openai_compatible"\nbase_url = "ftp://x"', "base_url"),
         ('wire_format = "openai_compatible"\nbase_url = "https://x"\nquirks = { teleports = true }', "unknown quirks"),
         ('wire_format = "openai_compatible"\nbase_url = "https://x"\nprice = 3', "unknown keys"),
+        ('wire_format = "openai_compatible"\nquirks = { refused_params = "n" }', "list of strings"),
+        ('wire_format = "anthropic"\nquirks = { default_max_tokens = 0 }', "positive integer"),
     ],
 )
 def test_bad_rows_are_refused_naming_the_provider(tmp_path: Path, row: str, error: str) -> None:

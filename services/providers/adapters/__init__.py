@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.providers.adapters import openai_compatible
+from services.providers.adapters import anthropic, openai_compatible
 from services.providers.adapters.base import (
     Adapter,
     ProviderError,
     RequestRefused,
+    StreamTranslator,
     TokenUsage,
     UpstreamFormatError,
     UpstreamRequest,
@@ -18,13 +19,15 @@ from services.providers.adapters.base import (
     parse_body,
 )
 
-WIRE_FORMATS = ("openai_compatible",)
+WIRE_FORMATS = ("openai_compatible", "anthropic")
 
 
 def make_adapter(wire_format: str, quirks: Mapping[str, Any]) -> Adapter:
     """The adapter for `wire_format` with a vendor's quirks; ValueError when unknown."""
     if wire_format == "openai_compatible":
         return openai_compatible.OpenAICompatible(openai_compatible.Quirks.parse(quirks))
+    if wire_format == "anthropic":
+        return anthropic.Anthropic(anthropic.Quirks.parse(quirks))
     raise ValueError(f"unknown wire format {wire_format!r} (known: {', '.join(WIRE_FORMATS)})")
 
 
@@ -33,6 +36,7 @@ __all__ = [
     "Adapter",
     "ProviderError",
     "RequestRefused",
+    "StreamTranslator",
     "TokenUsage",
     "UpstreamFormatError",
     "UpstreamRequest",

@@ -2,7 +2,10 @@
 
 An adapter translates between OpenAI's Chat Completions (what StepBlend speaks to
 its clients) and one provider wire format. It is pure: bytes and dicts in, bytes
-and token usage out, no network, no clock, no keys kept.
+and token usage out, no network, no clock, no keys kept. A stream is translated by
+a `StreamTranslator`, the one stateful piece: some wire formats (Anthropic's) spread
+what OpenAI says in one chunk over several events, so the translation of an event
+depends on the events before it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from typing import Any, Protocol
 
 import orjson
 
+from services.providers.adapters.sse import SseEvent
 from stepblend.v1 import router_pb2
 
 
 @dataclass(frozen=True)
 class TokenUsage:
+    """Tokens as OpenAI counts them: `prompt_tokens` includes cached ones."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -33,11 +39,13 @@ class UpstreamRequest:
 
 @dataclass(frozen=True)
 class ProviderError:
-    """What a provider's error body said ("" for what it did not say)."""
+    """What a provider's error body said ("" for what it did not say). `kind` is the
+    provider's own error type (`overloaded_error`, `server_error`…)."""
 
     message: str = ""
     param: str = ""
     code: str = ""
+    kind: str = ""
 
 
 class RequestRefused(Exception):
@@ -56,7 +64,39 @@ class UpstreamFormatError(Exception):
 
 
 class UpstreamStreamError(Exception):
-    """The provider reported an error inside a stream that had started."""
+    """The provider reported an error inside a stream; `kind` is its error type."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+
+
+class StreamTranslator(Protocol):
+    """Translates one upstream stream, event by event, into OpenAI chunks."""
+
+    def feed(self, event: SseEvent) -> list[bytes]:
+        """The `chat.completion.chunk` objects to forward for one upstream event
+        (often none). Raises `UpstreamStreamError` for an error the provider put in
+        the stream, `UpstreamFormatError` for what is not its wire format."""
+        ...
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        """The usage reported so far (the provider's last word wins)."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """Whether the answer is whole (a finish reason was given): a stream that
+        ends before that was cut off."""
+        ...
+
+    @property
+    def ended(self) -> bool:
+        """Whether the provider said its stream is over (`[DONE]`, `message_stop`):
+        nothing after it is read."""
+        ...
 
 
 class Adapter(Protocol):
@@ -67,7 +107,7 @@ class Adapter(Protocol):
         ...
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
-        """The headers that carry the provider key."""
+        """The headers that carry the provider key (and any the format requires)."""
         ...
 
     def parse_completion(
@@ -76,11 +116,12 @@ class Adapter(Protocol):
         """A whole upstream answer as an OpenAI `chat.completion` with our id and model."""
         ...
 
-    def parse_chunk(
-        self, data: bytes, completion_id: str, model: str, *, created: int = 0, include_usage: bool = False
-    ) -> tuple[bytes | None, TokenUsage | None]:
-        """One upstream SSE data payload as a `chat.completion.chunk` to forward (or
-        None) and the usage it reported (or None)."""
+    def stream_translator(
+        self, completion_id: str, model: str, *, created: int = 0, include_usage: bool = False
+    ) -> StreamTranslator:
+        """A translator for one upstream stream. Forwarded chunks carry `"usage":
+        null` when the client asked for usage (as OpenAI's do) and no `usage` key
+        otherwise: usage reaches the client only in the gateway's last chunk."""
         ...
 
     def error_details(self, data: bytes) -> ProviderError:
@@ -97,3 +138,19 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestRefused("the request body must be a JSON object")
     return body
+
+
+def load_object(data: bytes) -> dict[str, Any]:
+    """A provider's JSON object; `UpstreamFormatError` for anything else."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFormatError("the provider sent invalid JSON") from exc
+    if not isinstance(obj, dict):
+        raise UpstreamFormatError("the provider sent JSON that is not an object")
+    return obj
+
+
+def count(value: Any) -> int:
+    """A token count from provider JSON: non-negative ints only, anything else is 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -2,32 +2,46 @@
 Mistral, Together, xAI, vLLM, Ollama…).
 
 The body passes through as the client wrote it, except what differs per candidate:
-`model` becomes the provider's id, the catalog's parameter renames are applied,
-parameters the model refuses are refused here (never sent to fail upstream), the
-output budget fills in a missing `max_tokens`, and a stream always asks for usage
-(`stream_options.include_usage`), which StepBlend needs for billing.
+`model` becomes the provider's id, the catalog's and the vendor's parameter renames
+are applied, parameters the model or vendor refuses are refused here (never sent to
+fail upstream), the output budget fills in a missing `max_tokens`, and a stream asks
+for usage (`stream_options.include_usage`) where the vendor takes that option —
+StepBlend needs usage for billing whether or not the client asked.
 
-Answers come back with StepBlend's completion id and the catalog model id. In a
-stream, the provider's usage-only chunk (`choices: []`) is never forwarded — the
-gateway sends its own last chunk — and its usage is returned instead.
+Answers come back with StepBlend's completion id and the catalog model id. Usage is
+read wherever the vendor puts it in a stream — a usage-only chunk (`choices: []`),
+the finish chunk (Mistral, Together, xAI), or an envelope such as Groq's
+`x_groq.usage` — and is never forwarded: the gateway's last chunk carries it, and
+only when the client asked. Fields a vendor adds to a delta (DeepSeek's
+`reasoning_content`) pass through untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
 
 from services.providers.adapters.base import (
     ProviderError,
-    RequestRefused,
     TokenUsage,
     UpstreamFormatError,
     UpstreamRequest,
     UpstreamStreamError,
+    count,
+    load_object,
 )
+from services.providers.adapters.params import (
+    apply_catalog,
+    apply_renames,
+    is_inert,
+    refuse_or_drop,
+    unsupported,
+    without_own_fields,
+)
+from services.providers.adapters.sse import SseEvent, is_done
 from stepblend.v1 import router_pb2
 
 CHAT_PATH = "/chat/completions"
@@ -36,46 +50,69 @@ _MAX_ERROR_CHARS = 500
 
 @dataclass(frozen=True)
 class Quirks:
-    """How a vendor departs from OpenAI."""
+    """How a vendor departs from OpenAI (a row's `quirks` table in vendors.toml)."""
 
-    # Whether it accepts `stream_options`; without it the usage arrives however the
-    # vendor sends it (parse_chunk reads usage from any chunk).
+    # Whether it accepts `stream_options`. Without it the usage arrives however the
+    # vendor sends it unasked (the translator reads usage from any chunk).
     supports_stream_options: bool = True
+    # A chunk key whose object carries `usage` (Groq: `x_groq`); stripped before
+    # forwarding, since its usage is not the client's to see unasked.
+    usage_envelope: str = ""
+    # Vendor-wide renames, after the catalog's (Mistral: seed -> random_seed).
+    param_renames: Mapping[str, str] = field(default_factory=dict)
+    # When set, the only top-level parameters the vendor takes (Mistral answers any
+    # other with a 422); the rest are refused, or dropped when inert.
+    accepted_params: frozenset[str] = frozenset()
+    # Parameters the vendor refuses (Groq: logprobs, logit_bias, n > 1): refused,
+    # or dropped when inert.
+    refused_params: frozenset[str] = frozenset()
+    # Parameters that only label the request for the provider's own records (user,
+    # store, metadata) and that a strict vendor rejects: dropped, since they cannot
+    # change the answer.
+    dropped_params: frozenset[str] = frozenset()
+    # Message fields the vendor rejects when sent back (DeepSeek: reasoning_content).
+    dropped_message_fields: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Quirks:
+        """From a vendors.toml table; ValueError/TypeError naming what is wrong."""
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown quirks {sorted(unknown)} (known: {sorted(known)})")
+        values: dict[str, Any] = {}
         for name, value in raw.items():
-            if not isinstance(value, bool):
-                raise TypeError(f"quirk {name} must be true or false")
-        return cls(**raw)
+            default = getattr(cls(), name)
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise TypeError(f"quirk {name} must be true or false")
+            elif isinstance(default, str):
+                if not isinstance(value, str):
+                    raise TypeError(f"quirk {name} must be a string")
+            elif isinstance(default, frozenset):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise TypeError(f"quirk {name} must be a list of strings")
+                value = frozenset(value)
+            elif not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise TypeError(f"quirk {name} must be a table of strings")
+            values[name] = value
+        return cls(**values)
 
 
 def build_request(
     body: Mapping[str, Any], candidate: router_pb2.Candidate, stream: bool, quirks: Quirks = Quirks()
 ) -> UpstreamRequest:
     """The upstream request for `candidate`; raises `RequestRefused` for a parameter
-    the model does not take."""
-    out = {key: value for key, value in body.items() if not key.startswith("stepblend_")}
-    for old, new in candidate.param_renames.items():
-        if old in out:
-            value = out.pop(old)
-            if out.get(new) is None:
-                out[new] = value
-    for param in candidate.unsupported_params:
-        if out.get(param) is not None:
-            message = f"Unsupported parameter: '{param}' is not supported with the model '{candidate.model}'."
-            raise RequestRefused(message, param, "unsupported_parameter")
-        out.pop(param, None)
+    the model or vendor does not take."""
+    out = without_own_fields(body)
+    apply_catalog(out, candidate)
+    apply_renames(out, quirks.param_renames)
+    _vendor_params(out, candidate.provider, quirks)
+    if quirks.dropped_message_fields and isinstance(out.get("messages"), list):
+        out["messages"] = [_without(m, quirks.dropped_message_fields) for m in out["messages"]]
     out["model"] = candidate.upstream_model
     if candidate.output_budget > 0 and out.get("max_tokens") is None and out.get("max_completion_tokens") is None:
-        budget_param = candidate.param_renames.get("max_tokens", "max_tokens")
-        if budget_param in candidate.unsupported_params:
-            budget_param = "max_completion_tokens"
-        out[budget_param] = candidate.output_budget
+        out[_budget_param(candidate, quirks)] = candidate.output_budget
     if stream:
         out["stream"] = True
         if quirks.supports_stream_options:
@@ -90,31 +127,76 @@ def build_request(
     return UpstreamRequest(CHAT_PATH, orjson.dumps(out))
 
 
+def _vendor_params(out: dict[str, Any], provider: str, quirks: Quirks) -> None:
+    where = f"the provider '{provider}'"
+    for param in quirks.dropped_params:
+        out.pop(param, None)
+    refuse_or_drop(out, quirks.refused_params, where)
+    if quirks.accepted_params:
+        # stream/stream_options are StepBlend's to set below, not the client's.
+        own = {"model", "messages", "stream", "stream_options"}
+        for param in [p for p in out if p not in quirks.accepted_params and p not in own]:
+            if not is_inert(param, out[param]):
+                raise unsupported(param, where)
+            del out[param]
+
+
+def _budget_param(candidate: router_pb2.Candidate, quirks: Quirks) -> str:
+    name = candidate.param_renames.get("max_tokens", "max_tokens")
+    if name in candidate.unsupported_params:
+        name = "max_completion_tokens"
+    return quirks.param_renames.get(name, name)
+
+
+def _without(message: Any, names: frozenset[str]) -> Any:
+    if not isinstance(message, dict):
+        return message
+    return {key: value for key, value in message.items() if key not in names}
+
+
 def auth_headers(api_key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {api_key}"}
 
 
 def parse_completion(
-    data: bytes, completion_id: str, model: str, *, created: int = 0
+    data: bytes, completion_id: str, model: str, *, created: int = 0, quirks: Quirks = Quirks()
 ) -> tuple[bytes, TokenUsage | None]:
     """A `chat.completion` with StepBlend's id and model, and its usage."""
-    obj = _load_object(data)
+    obj = load_object(data)
     if not isinstance(obj.get("choices"), list):
         raise UpstreamFormatError("the provider's answer has no choices")
     _rewrite(obj, completion_id, model, created)
-    return orjson.dumps(obj), usage_of(obj.get("usage"))
+    usage = usage_of(obj.get("usage")) or _enveloped_usage(obj, quirks)
+    if quirks.usage_envelope:
+        obj.pop(quirks.usage_envelope, None)
+    return orjson.dumps(obj), usage
 
 
 def parse_chunk(
-    data: bytes, completion_id: str, model: str, *, created: int = 0, include_usage: bool = False
+    data: bytes,
+    completion_id: str,
+    model: str,
+    *,
+    created: int = 0,
+    include_usage: bool = False,
+    quirks: Quirks = Quirks(),
 ) -> tuple[bytes | None, TokenUsage | None]:
     """One stream payload: the chunk to forward (None for a usage-only or empty
     chunk) and the usage it carried. Forwarded chunks carry `"usage": null` when the
     client asked for usage (as OpenAI's do) and no `usage` key otherwise."""
-    obj = _load_object(data)
+    obj, usage = _chunk(load_object(data), completion_id, model, created, include_usage, quirks)
+    return (None if obj is None else orjson.dumps(obj)), usage
+
+
+def _chunk(
+    obj: dict[str, Any], completion_id: str, model: str, created: int, include_usage: bool, quirks: Quirks
+) -> tuple[dict[str, Any] | None, TokenUsage | None]:
     if "error" in obj and "choices" not in obj:
-        raise UpstreamStreamError(_error_fields(obj).message or "the provider reported an error mid-stream")
-    usage = usage_of(obj.get("usage"))
+        said = _error_fields(obj)
+        raise UpstreamStreamError(said.message or "the provider reported an error mid-stream", said.kind)
+    usage = usage_of(obj.get("usage")) or _enveloped_usage(obj, quirks)
+    if quirks.usage_envelope:
+        obj.pop(quirks.usage_envelope, None)
     if not obj.get("choices"):
         return None, usage
     _rewrite(obj, completion_id, model, created)
@@ -122,7 +204,46 @@ def parse_chunk(
         obj["usage"] = None
     else:
         obj.pop("usage", None)
-    return orjson.dumps(obj), usage
+    return obj, usage
+
+
+class ChunkTranslator:
+    """The `StreamTranslator` of this wire format: chunks map one to one."""
+
+    def __init__(
+        self, completion_id: str, model: str, *, created: int, include_usage: bool, quirks: Quirks
+    ) -> None:
+        self._args = (completion_id, model)
+        self._created = created
+        self._include_usage = include_usage
+        self._quirks = quirks
+        self._usage: TokenUsage | None = None
+        self._complete = False
+        self._ended = False
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        return self._usage
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def feed(self, event: SseEvent) -> list[bytes]:
+        if is_done(event.data):
+            self._ended = self._complete = True
+            return []
+        obj, usage = _chunk(load_object(event.data), *self._args, self._created, self._include_usage, self._quirks)
+        self._usage = usage or self._usage
+        if obj is None:
+            return []
+        choices = obj["choices"] if isinstance(obj["choices"], list) else []
+        self._complete = self._complete or any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+        return [orjson.dumps(obj)]
 
 
 def error_details(data: bytes) -> ProviderError:
@@ -139,27 +260,18 @@ def usage_of(raw: Any) -> TokenUsage | None:
     `prompt_tokens_details.cached_tokens` or DeepSeek's `prompt_cache_hit_tokens`."""
     if not isinstance(raw, dict):
         return None
-    prompt = _int(raw.get("prompt_tokens"))
-    completion = _int(raw.get("completion_tokens"))
-    total = _int(raw.get("total_tokens")) or prompt + completion
+    prompt = count(raw.get("prompt_tokens"))
+    completion = count(raw.get("completion_tokens"))
+    total = count(raw.get("total_tokens")) or prompt + completion
     details = raw.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    cached = cached or _int(raw.get("prompt_cache_hit_tokens"))
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = cached or count(raw.get("prompt_cache_hit_tokens"))
     return TokenUsage(prompt, completion, total, cached)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _load_object(data: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamFormatError("the provider sent invalid JSON") from exc
-    if not isinstance(obj, dict):
-        raise UpstreamFormatError("the provider sent JSON that is not an object")
-    return obj
+def _enveloped_usage(obj: dict[str, Any], quirks: Quirks) -> TokenUsage | None:
+    envelope = obj.get(quirks.usage_envelope) if quirks.usage_envelope else None
+    return usage_of(envelope.get("usage")) if isinstance(envelope, dict) else None
 
 
 def _rewrite(obj: dict[str, Any], completion_id: str, model: str, created: int) -> None:
@@ -170,23 +282,45 @@ def _rewrite(obj: dict[str, Any], completion_id: str, model: str, created: int) 
 
 
 def _error_fields(obj: dict[str, Any]) -> ProviderError:
+    """OpenAI's `{"error": {...}}`, a bare `{"error": "..."}`, Mistral's
+    `{"object": "error", "message": ..., "type": ...}` (its message may be a
+    validation report) and FastAPI's `{"detail": ...}` (vLLM)."""
     error = obj.get("error")
     message: Any = ""
     param: Any = ""
     code: Any = ""
+    kind: Any = ""
     if isinstance(error, dict):
-        message, param, code = error.get("message") or "", error.get("param"), error.get("code")
+        message, param, code, kind = error.get("message") or "", error.get("param"), error.get("code"), error.get("type")
     elif isinstance(error, str):
         message = error
-    elif isinstance(obj.get("message"), str):
-        message = obj["message"]
+    elif obj.get("message"):
+        message, param, code, kind = obj["message"], obj.get("param"), obj.get("code"), obj.get("type")
     elif obj.get("detail"):
         message = obj["detail"]
+    if isinstance(message, dict) and "detail" in message:
+        message = message["detail"]
+    if isinstance(message, list):
+        message, param = _validation_report(message, param)
     return ProviderError(
         str(message)[:_MAX_ERROR_CHARS],
         param if isinstance(param, str) else "",
         code if isinstance(code, str) else "",
+        kind if isinstance(kind, str) else "",
     )
+
+
+def _validation_report(items: list[Any], param: Any) -> tuple[str, Any]:
+    """A pydantic validation list as one line: `stream_options: Extra inputs are not permitted`."""
+    parts: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        where = [str(p) for p in item.get("loc") or [] if p != "body"]
+        parts.append(f"{'.'.join(where)}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
+        if not param and where:
+            param = where[0]
+    return "; ".join(parts) or "invalid request", param
 
 
 @dataclass(frozen=True)
@@ -204,12 +338,14 @@ class OpenAICompatible:
     def parse_completion(
         self, data: bytes, completion_id: str, model: str, *, created: int = 0
     ) -> tuple[bytes, TokenUsage | None]:
-        return parse_completion(data, completion_id, model, created=created)
+        return parse_completion(data, completion_id, model, created=created, quirks=self.quirks)
 
-    def parse_chunk(
-        self, data: bytes, completion_id: str, model: str, *, created: int = 0, include_usage: bool = False
-    ) -> tuple[bytes | None, TokenUsage | None]:
-        return parse_chunk(data, completion_id, model, created=created, include_usage=include_usage)
+    def stream_translator(
+        self, completion_id: str, model: str, *, created: int = 0, include_usage: bool = False
+    ) -> ChunkTranslator:
+        return ChunkTranslator(
+            completion_id, model, created=created, include_usage=include_usage, quirks=self.quirks
+        )
 
     def error_details(self, data: bytes) -> ProviderError:
         return error_details(data)

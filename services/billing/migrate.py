@@ -1,0 +1,96 @@
+"""Billing's schema migrations: applied at start-up, and by `stepblend migrate billing`.
+
+The Alembic config is built here in code (no alembic.ini is read at run time).
+Replicas starting together must not race to create the same tables, so the
+upgrade runs inside one transaction that first takes a lock: a PostgreSQL
+advisory lock, or SQLite's write lock (BEGIN IMMEDIATE). The second replica
+waits, then finds the schema at head and does nothing. Both databases have
+transactional DDL, so a failed migration leaves the schema as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.engine import Connection
+
+from services.billing.db import database_url, make_engine, write_session
+from services.common.config import Settings
+
+__all__ = ["MigrationError", "current_revision", "downgrade", "main", "upgrade"]
+
+log = logging.getLogger(__name__)
+
+_SCRIPTS = Path(__file__).parent / "migrations"
+# Any fixed number: "billing's migrations" among the database's advisory locks.
+_PG_LOCK_KEY = 0x5B11_1A6
+
+
+class MigrationError(RuntimeError):
+    """The database cannot be brought to billing's schema."""
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring billing's schema in `engine`'s database up to `revision` (default: the newest)."""
+    _locked(engine, lambda config: command.upgrade(config, revision))
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take billing's schema back to `revision` ("base": no tables). Loses the data of what it drops."""
+    _locked(engine, lambda config: command.downgrade(config, revision))
+
+
+def _locked(engine: Engine, action: Callable[[Config], None]) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    with write_session(engine) as session:
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        _refuse_unversioned(connection)
+        config.attributes["connection"] = connection
+        action(config)
+        session.commit()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision billing's schema is at, or None for a database never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Apply billing's migrations to the database its settings name; for the CLI.
+
+    Prints the revision the schema is at afterwards. Returns the exit code.
+    """
+    del argv  # no options yet; the database comes from the environment as for `serve`
+    engine = make_engine(database_url(Settings.from_env()))
+    try:
+        upgrade(engine)
+        print(f"billing schema at revision {current_revision(engine)}")
+    except MigrationError as exc:
+        print(f"stepblend: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _refuse_unversioned(connection: Connection) -> None:
+    # A billing database made before migrations existed (by create_all) has the
+    # tables but no alembic_version: upgrading would fail on "table exists" deep
+    # inside Alembic. Say what is wrong instead.
+    names = set(inspect(connection).get_table_names())
+    if "alembic_version" not in names and names & {"accounts", "ledger_entries"}:
+        raise MigrationError(
+            "billing's database has tables but no migration history (it predates migrations): "
+            "start from an empty database"
+        )

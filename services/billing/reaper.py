@@ -1,0 +1,100 @@
+"""The reaper: frees the slots of reservations whose usage event never came.
+
+A gateway that crashes between Admit and publishing its usage event leaves a
+reservation behind. Once its `expires_at` has passed (the TTL is longer than the
+longest request may run) the reaper moves it to `expired` and gives its slot
+back (reserved −1). Every replica runs one; the conditional UPDATE on the
+reservation's state lets exactly one of them — or the late event's settlement —
+free each slot. One transaction per reservation keeps locks short and ordered:
+expiries are rare, a crashed gateway's handful at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
+
+from services.billing import counters
+from services.billing.db import retrying, write_session
+from services.billing.models import Reservation, ReservationState, utcnow
+from services.billing.months import Clock, moment
+
+__all__ = ["Reaper", "expire_due"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500
+
+
+def expire_due(engine: Engine, now_s: float) -> int:
+    """Expire every reservation past its `expires_at` at `now_s`; how many this call freed."""
+    now = moment(now_s)
+    freed = 0
+    while True:
+        with Session(engine) as session:
+            due = session.exec(
+                select(Reservation.request_id)
+                .where(col(Reservation.state) == ReservationState.RESERVED, col(Reservation.expires_at) < now)
+                .limit(_BATCH)
+            ).all()
+        for request_id in due:
+            freed += retrying(partial(_expire, engine, request_id, now))
+        if len(due) < _BATCH:
+            return freed
+
+
+def _expire(engine: Engine, request_id: str, now: datetime) -> int:
+    with write_session(engine) as session:
+        row = session.exec(
+            update(Reservation)
+            .where(
+                col(Reservation.request_id) == request_id,
+                col(Reservation.state) == ReservationState.RESERVED,
+                col(Reservation.expires_at) < now,
+            )
+            .values(state=ReservationState.EXPIRED, settled_at=utcnow())
+            .returning(col(Reservation.account_id), col(Reservation.month))
+        ).first()
+        if row is None:  # settled or expired meanwhile by someone else
+            session.rollback()
+            return 0
+        counters.adjust(session, row[0], row[1], reserved=-1)
+        session.commit()
+        log.warning(
+            "reservation expired without a usage event; its slot is free again",
+            extra={"request_id": request_id, "account_id": row[0]},
+        )
+        return 1
+
+
+@dataclass
+class Reaper:
+    """Runs `expire_due` every `interval_s` until `stop()` or cancellation."""
+
+    engine: Engine
+    clock: Clock
+    interval_s: float
+
+    def __post_init__(self) -> None:
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask `run()` to return after the pass in hand."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Reap until stopped; a failed pass is logged and tried again next interval."""
+        while not self._stopping.is_set():
+            try:
+                await asyncio.to_thread(expire_due, self.engine, self.clock())
+            except Exception:
+                log.warning("expiring reservations failed; trying again later", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)

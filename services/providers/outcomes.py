@@ -1,0 +1,154 @@
+"""How attempts end, as events: the outcome vocabulary of `Attempt`, the key-free
+`detail` each carries, and the error a request gets when every candidate failed.
+
+Outcomes (the `Attempt.outcome` strings), and whether the walk goes on:
+
+    ok                      served
+    provider_not_connected  no key stored, or the vendor has no endpoint    next
+    provider_key_invalid    401/403 from the provider, or the stored key
+                            does not decrypt                                next
+    connect_error           the connection could not be opened              next
+    timeout                 connect, first token, or total deadline         next
+    rate_limited            429                                             next
+    provider_error          5xx (Anthropic's 529 too), another status, an
+                            unreadable answer, an error event before the
+                            first chunk, a stream that ended before it      next
+    bad_request             400/404/413/422: the request itself is wrong    stop, 400
+
+When all fail, the error follows the last candidate actually tried: 429
+`rate_limit_error` for `rate_limited`; 504 `timeout`; 502 `provider_key_invalid`;
+otherwise 502 `provider_error` (one tried) or 503 `all_providers_failed`
+(several); 409 `provider_not_connected` when no candidate was tried.
+
+Messages and details name providers, outcomes, statuses and the provider's own
+error type and message — never a key: a provider's 401/403 text is never used
+(it quotes the key), and any other text has the key scrubbed out.
+"""
+
+from __future__ import annotations
+
+from services.providers.adapters import ProviderError
+from stepblend.v1 import providers_pb2, router_pb2
+
+_MAX_DETAIL = 200
+
+
+class Failed(Exception):
+    """An attempt failed before it served anything: the walk may go on, unless
+    `refusal` is set (the provider refused the request itself: answer it)."""
+
+    def __init__(
+        self, outcome: str, status: int = 0, detail: str = "", refusal: providers_pb2.Error | None = None
+    ) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+        self.status = status
+        self.detail = detail
+        self.refusal = refusal
+
+
+def scrub(text: str, api_key: str) -> str:
+    """`text` without the key, one line, at most 200 characters."""
+    if api_key:
+        text = text.replace(api_key, "[key]")
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def attempt(
+    candidate: router_pb2.Candidate, outcome: str, status: int, latency_ms: int, ttft_ms: int = 0, detail: str = ""
+) -> providers_pb2.ExecuteEvent:
+    return providers_pb2.ExecuteEvent(
+        attempt=providers_pb2.Attempt(
+            provider=candidate.provider,
+            model=candidate.model,
+            outcome=outcome,
+            status=status,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            detail=detail,
+        )
+    )
+
+
+def error(status: int, kind: str, code: str, message: str, param: str = "") -> providers_pb2.ExecuteEvent:
+    return providers_pb2.ExecuteEvent(
+        error=providers_pb2.Error(status=status, type=kind, code=code, message=message, param=param)
+    )
+
+
+def broken(candidate: router_pb2.Candidate, outcome: str) -> providers_pb2.ExecuteEvent:
+    """The error that ends a stream that broke after its first chunk."""
+    where = f"{candidate.provider} ({candidate.model})"
+    if outcome == "timeout":
+        return error(504, "api_error", "timeout", f"The provider {where} timed out in the middle of its answer.")
+    return error(502, "api_error", "stream_interrupted", f"The stream from {where} broke in the middle of its answer.")
+
+
+def final_error(failures: list[providers_pb2.Attempt]) -> providers_pb2.Error:
+    """The error for a request whose every candidate failed (see the module docstring)."""
+    if not failures:
+        return providers_pb2.Error(
+            status=503, type="api_error", code="no_candidates", message="No candidate model to run the request on."
+        )
+    summary = "; ".join(
+        f"{a.provider} ({a.model}): {a.outcome}" + (f" (HTTP {a.status})" if a.status else "") for a in failures
+    )
+    tried = [a for a in failures if a.outcome != "provider_not_connected"]
+    if not tried:
+        providers = ", ".join(dict.fromkeys(a.provider for a in failures))
+        return providers_pb2.Error(
+            status=409,
+            type="invalid_request_error",
+            code="provider_not_connected",
+            message=f"No provider key is connected for {providers}. Connect one with PUT /api/v1/account/keys/{{provider}}.",
+        )
+    last = tried[-1].outcome
+    if last == "rate_limited":
+        return providers_pb2.Error(
+            status=429,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            message=f"The providers are rate-limiting these requests; retry later. Tried: {summary}.",
+        )
+    if last == "timeout":
+        return providers_pb2.Error(
+            status=504, type="api_error", code="timeout", message=f"The provider timed out. Tried: {summary}."
+        )
+    if last == "provider_key_invalid":
+        return providers_pb2.Error(
+            status=502,
+            type="api_error",
+            code="provider_key_invalid",
+            message=f"The provider rejected the stored API key; connect a valid one. Tried: {summary}.",
+        )
+    if len(tried) == 1:
+        return providers_pb2.Error(
+            status=502, type="api_error", code="provider_error", message=f"The provider failed. Tried: {summary}."
+        )
+    return providers_pb2.Error(
+        status=503, type="api_error", code="all_providers_failed", message=f"Every provider failed. Tried: {summary}."
+    )
+
+
+def http_failure(status: int, said: ProviderError, provider: str, api_key: str) -> Failed:
+    """The failure for a provider's non-200 answer, from its status and error body."""
+    if status in (401, 403):
+        # Never the provider's text: a 401 quotes (part of) the key it was sent.
+        return Failed("provider_key_invalid", status, f"{provider} rejected the stored key (HTTP {status})")
+    said_kind = f" {said.kind}" if said.kind else ""
+    said_message = f": {said.message}" if said.message else ""
+    detail = scrub(f"HTTP {status}{said_kind}{said_message}", api_key)
+    if status == 429:
+        return Failed("rate_limited", status, detail)
+    if status in (400, 404, 413, 422):
+        message = said.message.replace(api_key, "[key]") if said.message and api_key else said.message
+        refusal = providers_pb2.Error(
+            status=400,
+            type="invalid_request_error",
+            code=said.code or "invalid_request",
+            message=message or f"{provider} refused the request (HTTP {status})",
+            param=said.param,
+        )
+        return Failed("bad_request", status, detail, refusal)
+    return Failed("provider_error", status, detail)

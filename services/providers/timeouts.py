@@ -1,0 +1,52 @@
+"""Upstream timeouts, from the environment.
+
+- `connect` (STEPBLEND_PROVIDER_CONNECT_TIMEOUT, 5 s): opening the connection.
+- `first_token` (STEPBLEND_PROVIDER_TTFT_TIMEOUT, 60 s): a stream's wait for its
+  first chunk to forward, from the moment the request is sent; a provider that
+  answers 200 and then says nothing (or only pings) is given up on, and the
+  next candidate tried.
+- `read` (STEPBLEND_PROVIDER_READ_TIMEOUT, 60 s): the longest silence between chunks
+  once a stream has started; it then ends with an error event (no fallback: the
+  client already has tokens).
+- `total` (STEPBLEND_PROVIDER_TOTAL_TIMEOUT, 600 s): one attempt, start to end. It
+  is also the whole bound of a non-streaming call: a provider answers those only
+  when the whole answer is written, which for a long or reasoning answer takes
+  minutes, so there is no first token to time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upstream timeouts in seconds (see the module docstring)."""
+
+    connect: float = 5.0
+    read: float = 60.0
+    total: float = 600.0
+    first_token: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Timeouts:
+        """From `STEPBLEND_PROVIDER_{CONNECT,TTFT,READ,TOTAL}_TIMEOUT` (seconds)."""
+
+        def seconds(name: str, default: float) -> float:
+            variable = f"STEPBLEND_PROVIDER_{name}_TIMEOUT"
+            raw = env.get(variable, "").strip()
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                raise ValueError(f"{variable} must be a number of seconds, not {raw!r}") from None
+            if value <= 0:
+                raise ValueError(f"{variable} must be positive")
+            return value
+
+        return cls(
+            connect=seconds("CONNECT", cls.connect),
+            read=seconds("READ", cls.read),
+            total=seconds("TOTAL", cls.total),
+            first_token=seconds("TTFT", cls.first_token),
+        )

@@ -1,0 +1,358 @@
+"""Plan limits and the ledger through the real system, replicated: two gateways,
+two billings sharing one database, a router, providers, nats-server and the
+mock provider, each its own process (`python -m stepblend serve NAME`).
+
+(a) A plan of 50 requests a month; 200 concurrent requests split across the two
+    gateways: exactly 50 served, 150 refused with 429 `plan_limit_exceeded`, and
+    the provider called exactly 50 times.
+(b) 500 requests while one billing is killed with SIGKILL and started again: once
+    the events have settled, billing's ledger holds exactly one counted row per
+    served request, and the month's counter agrees.
+
+Both run with billing on SQLite and on PostgreSQL. This module starts its own
+processes rather than using the shared `system` fixture: it kills some of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from services.billing.db import make_engine
+from services.billing.models import LedgerEntry
+from services.common.grpcio import TOKEN_HEADER
+from stepblend.v1 import billing_pb2, billing_pb2_grpc
+from tests.billing.pgcluster import PostgresCluster
+from tests.support.procs import NatsServer, free_port, wait_port
+
+START_TIMEOUT_S = 60.0
+PLANS = 'default_plan = "trial"\n[plans]\ntrial = 50\nbig = 100000\n'
+MODEL = "openai:gpt-4o-mini"
+
+
+@dataclass
+class Stack:
+    """The running processes, and how to reach and restart them."""
+
+    root: Path
+    env: dict[str, str]
+    billing_url: str
+    mock_url: str
+    billing_addrs: list[str]
+    gateway_urls: list[str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[name] = proc
+        self.envs[name] = env
+        return proc
+
+    def serve(self, name: str, service: str, address: str, **extra: str) -> subprocess.Popen[bytes]:
+        host, _, port = address.rpartition(":")
+        env = dict(self.env, STEPBLEND_HOST=host, STEPBLEND_PORT=port, **extra)
+        return self.spawn(name, [sys.executable, "-m", "stepblend", "serve", service], env)
+
+    def kill9(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait(10)
+
+    def restart(self, name: str) -> None:
+        args = [sys.executable, "-m", "stepblend", "serve", "billing"]
+        self.spawn(name, args, self.envs[name])
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "stepblend", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"stepblend {' '.join(args)} failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((self.root / "logs").glob("*.log")))
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_grpc(address: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"{what} exited with {proc.returncode} while starting"
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.05)
+    raise TimeoutError(f"{what} not healthy at {address}")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited with {proc.returncode} while starting"
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready at {url}")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = Path(tmp_path_factory.mktemp("plan-limits"))
+    (root / "logs").mkdir()
+    (root / "plans.toml").write_text(PLANS)
+    cluster: PostgresCluster | None = None
+    if request.param == "postgresql":
+        cluster = PostgresCluster().start()
+        billing_url = cluster.url(cluster.create_database())
+    else:
+        billing_url = f"sqlite:///{root / 'billing.db'}"
+    nats = NatsServer(root / "nats").start()
+    mock_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
+    env.update(
+        STEPBLEND_DATA_DIR=str(root),
+        STEPBLEND_NATS_URL=nats.url,
+        STEPBLEND_JWT_SECRET=secrets.token_urlsafe(48),
+        STEPBLEND_INTERNAL_TOKEN=secrets.token_urlsafe(32),
+        STEPBLEND_KEY_ENCRYPTION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        STEPBLEND_PLANS_FILE=str(root / "plans.toml"),
+        STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1",
+        STEPBLEND_ROUTER_ADDR=f"127.0.0.1:{free_port()}",
+        STEPBLEND_PROVIDERS_ADDR=f"127.0.0.1:{free_port()}",
+    )
+    billing_addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    gateway_ports = [free_port() for _ in range(2)]
+    env["STEPBLEND_BILLING_ADDR"] = billing_addrs[0]  # for the CLI
+    running = Stack(
+        root=root,
+        env=env,
+        billing_url=billing_url,
+        mock_url=f"http://127.0.0.1:{mock_port}",
+        billing_addrs=billing_addrs,
+        gateway_urls=[f"http://127.0.0.1:{port}" for port in gateway_ports],
+    )
+    try:
+        mock = running.spawn(
+            "mock", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], running.env
+        )
+        wait_port(mock_port)
+        assert mock.poll() is None
+        running.serve("router", "router", env["STEPBLEND_ROUTER_ADDR"])
+        running.serve(
+            "providers",
+            "providers",
+            env["STEPBLEND_PROVIDERS_ADDR"],
+            STEPBLEND_DATABASE_URL=f"sqlite:///{root / 'providers.db'}",
+        )
+        # Both billings start together on one empty database: they take turns migrating it.
+        for i, address in enumerate(billing_addrs):
+            running.serve(f"billing-{i}", "billing", address, STEPBLEND_DATABASE_URL=billing_url)
+        for name, address in [
+            ("router", env["STEPBLEND_ROUTER_ADDR"]),
+            ("providers", env["STEPBLEND_PROVIDERS_ADDR"]),
+            ("billing-0", billing_addrs[0]),
+            ("billing-1", billing_addrs[1]),
+        ]:
+            _wait_grpc(address, running.procs[name], name)
+        # Each gateway has its own billing, so killing one billing takes out one path.
+        for i, port in enumerate(gateway_ports):
+            running.serve(f"gateway-{i}", "gateway", f"127.0.0.1:{port}", STEPBLEND_BILLING_ADDR=billing_addrs[i])
+        for i, url in enumerate(running.gateway_urls):
+            _wait_http(f"{url}/readyz", running.procs[f"gateway-{i}"], f"gateway-{i}")
+        yield running
+    except BaseException:
+        print(running.logs())
+        raise
+    finally:
+        running.stop()
+        nats.stop()
+        if cluster is not None:
+            cluster.stop()
+
+
+def _account(stack: Stack, plan: str) -> tuple[str, str, str]:
+    """A new account on `plan` with an OpenAI key: (email, token, account id)."""
+    email = f"limits-{uuid.uuid4().hex[:10]}@example.com"
+    token = stack.cli("account", "create", email, "--plan", plan)
+    stack.cli("keys", "set", email, "openai", f"sk-{uuid.uuid4().hex}")
+    with grpc.insecure_channel(stack.billing_addrs[0]) as channel:
+        reply = billing_pb2_grpc.BillingStub(channel).GetAccount(
+            billing_pb2.GetAccountRequest(email=email), metadata=_metadata(stack), timeout=10
+        )
+    return email, token, str(reply.account.account_id)
+
+
+def _metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
+    return ((TOKEN_HEADER, stack.env["STEPBLEND_INTERNAL_TOKEN"]),)
+
+
+def _requests_this_month(stack: Stack, account_id: str, billing: int = 0) -> int:
+    with grpc.insecure_channel(stack.billing_addrs[billing]) as channel:
+        reply = billing_pb2_grpc.BillingStub(channel).GetAccount(
+            billing_pb2.GetAccountRequest(account_id=account_id), metadata=_metadata(stack), timeout=10
+        )
+    return int(reply.account.requests_this_month)
+
+
+def _mock_calls(stack: Stack, marker: str) -> int:
+    seen = httpx.get(f"{stack.mock_url}/_mock/requests", timeout=10).json()
+    return sum(1 for r in seen if marker in str(r.get("body")))
+
+
+async def _complete(client: httpx.AsyncClient, url: str, token: str, content: str) -> httpx.Response:
+    return await client.post(
+        f"{url}/api/v1/chat/completions",
+        headers={"authorization": f"Bearer {token}"},
+        json={"model": MODEL, "messages": [{"role": "user", "content": content}]},
+    )
+
+
+def _wait(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def test_a_plan_of_50_serves_exactly_50_of_200_across_two_gateways(stack: Stack) -> None:
+    _email, token, account_id = _account(stack, "trial")
+    marker = f"limit-a-{uuid.uuid4().hex}"
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            return await asyncio.gather(
+                *(_complete(client, stack.gateway_urls[i % 2], token, f"{marker} {i}") for i in range(200))
+            )
+
+    responses = asyncio.run(run())
+    statuses = Counter(r.status_code for r in responses)
+    calls = _mock_calls(stack, marker)
+    print(f"\n(a) [{stack.billing_url.split(':')[0]}] statuses {dict(statuses)}, provider calls {calls}")
+    assert statuses == {200: 50, 429: 150}, statuses
+    for response in (r for r in responses if r.status_code == 429):
+        error = response.json()["error"]
+        assert error["type"] == "rate_limit_error" and error["code"] == "plan_limit_exceeded"
+        assert response.headers["x-should-retry"] == "false"
+    served_per_gateway = Counter(i % 2 for i, r in enumerate(responses) if r.status_code == 200)
+    print(f"(a) served per gateway {dict(served_per_gateway)}")
+    assert calls == 50
+    _wait(lambda: _requests_this_month(stack, account_id) == 50, 60, "50 requests counted")
+
+
+def test_a_billing_killed_mid_run_loses_and_doubles_nothing(stack: Stack) -> None:
+    _email, token, account_id = _account(stack, "big")
+    marker = f"limit-b-{uuid.uuid4().hex}"
+    # Slow the provider a little so the kill lands while requests are in flight.
+    httpx.post(f"{stack.mock_url}/_mock/behaviour", json={"model": "*", "delay_ms": 20}, timeout=10)
+    done = 0
+
+    async def one(client: httpx.AsyncClient, gate: asyncio.Semaphore, i: int) -> httpx.Response:
+        nonlocal done
+        async with gate:
+            try:
+                return await _complete(client, stack.gateway_urls[i % 2], token, f"{marker} {i}")
+            finally:
+                done += 1
+
+    async def chaos() -> None:
+        while done < 150:
+            await asyncio.sleep(0.01)
+        stack.kill9("billing-1")
+        while done < 300:
+            await asyncio.sleep(0.01)
+        stack.restart("billing-1")
+
+    async def run() -> list[httpx.Response]:
+        gate = asyncio.Semaphore(40)
+        async with httpx.AsyncClient(timeout=120) as client:
+            killer = asyncio.create_task(chaos())
+            responses = await asyncio.gather(*(one(client, gate, i) for i in range(500)))
+            await killer
+            return list(responses)
+
+    try:
+        responses = asyncio.run(run())
+    finally:
+        httpx.delete(f"{stack.mock_url}/_mock/behaviour", timeout=10)
+    _wait_grpc(stack.billing_addrs[1], stack.procs["billing-1"], "billing-1 after its restart")
+    statuses = Counter(r.status_code for r in responses)
+    served = {r.headers["x-request-id"] for r in responses if r.status_code == 200}
+    assert set(statuses) <= {200, 503}, statuses  # 503: its billing was down, fail-closed
+
+    engine = make_engine(stack.billing_url)
+
+    def counted_rows() -> list[str]:
+        with Session(engine) as session:
+            return list(
+                session.exec(
+                    select(col(LedgerEntry.request_id)).where(
+                        col(LedgerEntry.account_id) == account_id, col(LedgerEntry.counted).is_(True)
+                    )
+                ).all()
+            )
+
+    try:
+        # Events billing-1 held unacked when it died come back after the consumer's ack wait (30 s).
+        _wait(lambda: len(counted_rows()) >= len(served), 120, "every served request in the ledger")
+        time.sleep(1)  # anything more would be a double count; give it the chance to show
+        rows = counted_rows()
+        with Session(engine) as session:
+            all_rows = session.exec(
+                select(func.count()).select_from(LedgerEntry).where(col(LedgerEntry.account_id) == account_id)
+            ).one()
+    finally:
+        engine.dispose()
+    calls = _mock_calls(stack, marker)
+    counter = _requests_this_month(stack, account_id)
+    print(
+        f"\n(b) [{stack.billing_url.split(':')[0]}] statuses {dict(statuses)}, served {len(served)}, "
+        f"counted ledger rows {len(rows)} (all rows {all_rows}), provider calls {calls}, counter {counter}"
+    )
+    assert len(rows) == len(set(rows)) == len(served)
+    assert set(rows) == served
+    assert calls == len(served)
+    assert counter == len(served)
