@@ -68,6 +68,12 @@ def test_a_request_no_provider_answered_does_not_count(system: System) -> None:
         assert caught.value.status_code in (502, 503)
     finally:
         httpx.delete(f"{system.mock_url}/_mock/behaviour").raise_for_status()
+    # The reservation is released when billing settles the failure event.
+    failed_id = caught.value.response.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while not system.ledger_rows([failed_id]):
+        assert time.monotonic() < deadline, "the failed request was never settled"
+        time.sleep(0.05)
     raw = sdk(system, account.token).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
     assert raw.headers["x-ratelimit-remaining-requests"] == "2"
 
