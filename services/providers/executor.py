@@ -91,7 +91,7 @@ def make_client(timeouts: Timeouts) -> httpx.AsyncClient:
 
 
 class KeySource(Protocol):
-    def get_plaintext(self, account_id: str, provider: str) -> str | None: ...
+    async def plaintext(self, account_id: str, provider: str) -> str | None: ...
 
 
 def completion_id_for(request_id: str) -> str:
@@ -198,7 +198,7 @@ class Executor:
             variable = f"STEPBLEND_{vendor.name.upper()}_BASE_URL"
             raise Failed("provider_not_connected", detail=f"{variable} is not set")
         try:
-            api_key = await asyncio.to_thread(self._keys.get_plaintext, request.account_id, candidate.provider)
+            api_key = await self._keys.plaintext(request.account_id, candidate.provider)
         except KeyDecryptionError:
             log.error(
                 "a stored %s key does not decrypt: was STEPBLEND_KEY_ENCRYPTION_KEY changed?",

@@ -17,12 +17,15 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
+from nats.aio.msg import Msg
+
 from services.common import events, grpcio, logs
 from services.common.config import Settings
 from services.providers.executor import Executor, make_client
 from services.providers.servicer import KeysServicer, ProvidersServicer
 from services.providers.timeouts import Timeouts
 from services.providers.vault import (
+    KeyCache,
     KeyVault,
     default_database_url,
     make_engine,
@@ -68,11 +71,25 @@ async def serve(
         await events.ensure_streams(js)
         client = make_client(timeouts)
         server = grpcio.make_server(settings.internal_token)
+        keys = KeyCache(vault)
+
+        async def on_keys_changed(msg: Msg) -> None:
+            # Another replica (or this one) changed a key: its cached ciphertext is stale.
+            try:
+                changed = events.KeysChanged.model_validate_json(msg.data)
+            except ValueError:
+                log.warning("ignored a malformed keys.v1.changed event")
+                return
+            keys.drop(changed.account_id, changed.provider)
+
+        await nc.subscribe(events.KEYS_CHANGED, cb=on_keys_changed)
         providers_pb2_grpc.add_ProvidersServicer_to_server(
-            ProvidersServicer(Executor(client, vault, vendors, timeouts)), server
+            ProvidersServicer(Executor(client, keys, vendors, timeouts)), server
         )
         usable = frozenset(name for name, vendor in vendors.items() if vendor.configured)
-        providers_pb2_grpc.add_KeysServicer_to_server(KeysServicer(vault, frozenset(vendors), js, usable), server)
+        providers_pb2_grpc.add_KeysServicer_to_server(
+            KeysServicer(vault, frozenset(vendors), js, usable, on_change=keys.drop), server
+        )
         port, _ = await grpcio.start_server(server, f"{settings.host}:{settings.port}", SERVICE_NAMES)
         log.info("providers listening on %s:%d (%s)", settings.host, port, ", ".join(sorted(usable)))
         if on_ready is not None:
@@ -80,7 +97,8 @@ async def serve(
         await asyncio.Event().wait()
     finally:
         if server is not None:
-            await server.stop(grace=5)
+            # As long as the gateway's own grace: in-flight streams finish.
+            await server.stop(grace=30)
         if client is not None:
             await client.aclose()
         if nc is not None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import grpc
 from nats.js import JetStreamContext
@@ -60,8 +60,10 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         providers: Collection[str],
         js: JetStreamContext,
         usable: Collection[str] | None = None,
+        on_change: Callable[[str, str], None] | None = None,
     ) -> None:
         self._vault = vault
+        self._on_change = on_change
         self._providers = providers
         self._usable = providers if usable is None else usable
         self._js = js
@@ -76,6 +78,7 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         if len(api_key) > _MAX_KEY_CHARS or any(c.isspace() for c in api_key):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_key is not a valid API key")
         stored = await asyncio.to_thread(self._vault.put, account_id, provider, api_key)
+        self._changed(account_id, provider)
         await self._publish(account_id, provider)
         return providers_pb2.PutKeyResponse(masked_key=stored.masked)
 
@@ -85,6 +88,7 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         account_id, provider = await self._check(request.account_id, request.provider, context)
         deleted = await asyncio.to_thread(self._vault.delete, account_id, provider)
         if deleted:
+            self._changed(account_id, provider)
             await self._publish(account_id, provider)
         return providers_pb2.DeleteKeyResponse(deleted=deleted)
 
@@ -106,6 +110,10 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         account_id = await self._account(request.account_id, context)
         providers = await asyncio.to_thread(self._vault.connected, account_id)
         return providers_pb2.ConnectedResponse(providers=[p for p in providers if p in self._usable])
+
+    def _changed(self, account_id: str, provider: str) -> None:
+        if self._on_change is not None:
+            self._on_change(account_id, provider)
 
     async def _account(self, account_id: str, context: grpc.aio.ServicerContext) -> str:
         if not account_id.strip():

@@ -21,6 +21,7 @@ Keys never appear in logs or exception messages.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -210,26 +211,72 @@ class KeyVault:
                 ).all()
             )
 
-    def get_plaintext(self, account_id: str, provider: str) -> str | None:
-        """The key in clear, None when there is none; `KeyDecryptionError` when it does not open."""
+    def sealed(self, account_id: str, provider: str) -> Sealed | None:
+        """The stored row's ciphertext and the id of the key that sealed it (a database read)."""
         with Session(self._engine) as session:
             row = session.get(ProviderKeyRow, (account_id, provider))
-            found = None if row is None else (row.sealed, row.kek_id)
-        if found is None:
-            return None
-        sealed, sealed_by = found
-        if sealed_by:
+            return None if row is None else Sealed(row.sealed, row.kek_id)
+
+    def open(self, account_id: str, provider: str, found: Sealed) -> str:
+        """Decrypt a sealed key; `KeyDecryptionError` when no key this vault has opens it."""
+        if found.kek_id:
             # Sealed under a key this vault no longer has: nothing to try.
-            candidates = [self._keks[sealed_by]] if sealed_by in self._keks else []
+            candidates = [self._keks[found.kek_id]] if found.kek_id in self._keks else []
         else:
             # A row from before ids: try each key, the current one first.
             candidates = list(self._keks.values())
         for kek in candidates:
             try:
-                return unseal(kek, account_id, provider, sealed)
+                return unseal(kek, account_id, provider, found.ciphertext)
             except InvalidTag:
                 continue
         raise KeyDecryptionError(f"the stored {provider} key of account {account_id} does not decrypt")
+
+    def get_plaintext(self, account_id: str, provider: str) -> str | None:
+        """The key in clear, None when there is none; `KeyDecryptionError` when it does not open."""
+        found = self.sealed(account_id, provider)
+        return None if found is None else self.open(account_id, provider, found)
+
+    async def plaintext(self, account_id: str, provider: str) -> str | None:
+        return await asyncio.to_thread(self.get_plaintext, account_id, provider)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    ciphertext: bytes
+    kek_id: str | None
+
+
+class KeyCache:
+    """Sealed keys kept in memory for the request path, so that a request costs no
+    database read and no thread hop: only an AES-GCM open (microseconds).
+
+    Ciphertext is cached, never plaintext. Entries (absent keys too) live for a
+    short TTL and are dropped at once by a Put or Delete here and by the
+    `keys.v1.changed` event every replica receives.
+    """
+
+    def __init__(self, vault: KeyVault, ttl_s: float = 30.0, max_entries: int = 100_000) -> None:
+        self._vault = vault
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._entries: dict[tuple[str, str], tuple[float, Sealed | None]] = {}
+
+    async def plaintext(self, account_id: str, provider: str) -> str | None:
+        key = (account_id, provider)
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < now:
+            found = await asyncio.to_thread(self._vault.sealed, account_id, provider)
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            hit = (now + self._ttl, found)
+            self._entries[key] = hit
+        found = hit[1]
+        return None if found is None else self._vault.open(account_id, provider, found)
+
+    def drop(self, account_id: str, provider: str) -> None:
+        self._entries.pop((account_id, provider), None)
 
 
 def _aad(account_id: str, provider: str) -> bytes:

@@ -139,7 +139,7 @@ class MemoryKeys:
     def __init__(self, keys: dict[str, str]) -> None:
         self.keys = keys
 
-    def get_plaintext(self, account_id: str, provider: str) -> str | None:
+    async def plaintext(self, account_id: str, provider: str) -> str | None:
         return self.keys.get(provider)
 
 

@@ -344,7 +344,7 @@ class Keys:
     def __init__(self, keys: dict[str, str]) -> None:
         self._keys = keys
 
-    def get_plaintext(self, account_id: str, provider: str) -> str | None:
+    async def plaintext(self, account_id: str, provider: str) -> str | None:
         return self._keys.get(provider)
 
 

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from services.providers.vault import (
+    KeyCache,
     KeyDecryptionError,
     KeyVault,
     kek_id,
@@ -152,3 +153,15 @@ def test_a_table_from_before_key_ids_is_migrated_and_its_rows_open(tmp_path: Pat
     vault.create_tables()  # idempotent
     assert vault.get_plaintext("a1", "openai") == KEY
     engine.dispose()
+
+
+async def test_key_cache_serves_from_memory_until_a_change_drops_it(vault: KeyVault) -> None:
+    cache = KeyCache(vault)
+    assert await cache.plaintext("a1", "openai") is None
+    vault.put("a1", "openai", KEY)
+    assert await cache.plaintext("a1", "openai") is None  # the absence was cached
+    cache.drop("a1", "openai")
+    assert await cache.plaintext("a1", "openai") == KEY
+    vault.put("a1", "openai", KEY + "2")
+    cache.drop("a1", "openai")
+    assert await cache.plaintext("a1", "openai") == KEY + "2"
