@@ -12,7 +12,7 @@ import importlib
 import signal
 from collections.abc import Awaitable, Callable
 
-from services.common import logs
+from services.common import logs, telemetry
 from services.common.config import Settings
 
 SERVICES = ("gateway", "router", "providers", "billing")
@@ -39,7 +39,12 @@ def run(name: str) -> None:
     if name not in SERVICES:
         raise SystemExit(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
     logs.setup(name)
+    # Before the service builds its servers and channels, which it instruments.
+    tracing = telemetry.setup(name)
     settings = Settings.from_env()
     serve = importlib.import_module(f"services.{name}.main").serve
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_until_signal(serve, settings))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_until_signal(serve, settings))
+    finally:
+        tracing.shutdown()

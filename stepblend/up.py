@@ -158,9 +158,11 @@ class Supervisor:
             proc = next(p for n, p in self.procs if n == name)
             wait_grpc_health(addresses[name], proc, name)
 
-        gateway_env = dict(env, STEPBLEND_HOST=self.host, STEPBLEND_PORT=str(self.port))
+        chat_port = free_port()
+        gateway_env = dict(env, STEPBLEND_HOST=self.host, STEPBLEND_PORT=str(self.port), STEPBLEND_CHAT_PORT=str(chat_port))
         proc = self.spawn("gateway", [sys.executable, "-m", "stepblend", "serve", "gateway"], gateway_env)
         addresses["gateway"] = f"http://{self.host}:{self.port}"
+        addresses["chat"] = f"{self.host}:{chat_port}"
         wait_http_ready(addresses["gateway"] + "/readyz", proc)
 
         addresses["pid"] = str(os.getpid())

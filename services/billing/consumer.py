@@ -25,6 +25,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.billing import ledger
 from services.billing.db import retrying, write_session
 from services.billing.settlement import settle
-from services.common import events
+from services.common import events, telemetry
 
 __all__ = ["ConsumerOptions", "UsageConsumer"]
 
@@ -63,6 +64,7 @@ class UsageConsumer:
         self._engine = engine
         self._options = options or ConsumerOptions()
         self._stopping = asyncio.Event()
+        self._tracer = trace.get_tracer(__name__) if telemetry.tracing_enabled() else None
 
     def stop(self) -> None:
         """Ask `run()` to return once the batch in hand is settled."""
@@ -85,7 +87,8 @@ class UsageConsumer:
                     await self._pause()
                     continue
                 for message in messages:
-                    await self._settle(message)
+                    with self._span(message):
+                        await self._settle(message)
         finally:
             try:
                 await subscription.unsubscribe()
@@ -141,6 +144,13 @@ class UsageConsumer:
             if not written:
                 log.info("usage event already recorded", extra=extra)
             await self._reply(message.ack, message)
+
+    def _span(self, message: Msg) -> contextlib.AbstractContextManager[object]:
+        """Settling one event is a CONSUMER span in its request's trace (from its
+        traceparent header), when tracing is on."""
+        if self._tracer is None:
+            return contextlib.nullcontext()
+        return telemetry.consuming(self._tracer, message.subject, message.headers, self._options.durable)
 
     def _record(self, event: events.UsageEvent) -> bool:
         def attempt() -> bool:

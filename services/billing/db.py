@@ -84,6 +84,9 @@ def make_engine(url: str) -> Engine:
         # only before the first write, after the reads the write depends on.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # First, so that the journal-mode switch below waits for another
+        # connection's lock instead of failing (replicas starting together).
+        cursor.execute("PRAGMA busy_timeout=30000")
         # WAL: readers (GetAccount) do not block the writer, nor it them.
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL under WAL: a commit survives a crash of the process (kill -9),
@@ -93,7 +96,6 @@ def make_engine(url: str) -> Engine:
         # costing an fsync per admission and per settled event. Production runs on
         # PostgreSQL; STEPBLEND_SQLITE_SYNCHRONOUS=FULL restores the fsyncs.
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")

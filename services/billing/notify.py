@@ -13,7 +13,7 @@ from typing import Protocol
 
 from nats.js import JetStreamContext
 
-from services.common import events
+from services.common import events, telemetry
 
 __all__ = ["AccountEvents", "JetStreamAccountEvents"]
 
@@ -34,6 +34,6 @@ class JetStreamAccountEvents:
 
     async def changed(self, account_id: str) -> None:
         payload = events.AccountsChanged(account_id=account_id).model_dump_json().encode()
-        await self._js.publish(
-            events.ACCOUNTS_CHANGED, payload, headers={events.MSG_ID: uuid.uuid4().hex}, timeout=self._timeout_s
-        )
+        # traceparent too: the gateways' cache drops are part of the change's trace.
+        headers = telemetry.message_headers(uuid.uuid4().hex, events.ACCOUNTS_CHANGED)
+        await self._js.publish(events.ACCOUNTS_CHANGED, payload, headers=headers, timeout=self._timeout_s)

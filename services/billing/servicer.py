@@ -4,7 +4,7 @@ Status codes:
 - INVALID_ARGUMENT: malformed email, unknown plan, a call without its key, an
   Admit without ids;
 - ALREADY_EXISTS: CreateAccount for an email that has an account;
-- NOT_FOUND: GetAccount, SetPlan or SetDisabled for no account;
+- NOT_FOUND: GetAccount, SetPlan, SetDisabled or ListUsage for no account;
 - UNAUTHENTICATED: VerifyPassword with an email and password that do not match
   (the same answer for an unknown email);
 - PERMISSION_DENIED: VerifyPassword for a disabled account (password right);
@@ -31,9 +31,9 @@ import grpc
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from services.billing import accounts, admission
+from services.billing import accounts, admission, usage
 from services.billing.db import retrying, write_session
-from services.billing.months import Clock, moment, month_start
+from services.billing.months import Clock, moment, month_key, month_start
 from services.billing.notify import AccountEvents
 from services.billing.options import BillingOptions
 from services.billing.plans import PlanBook
@@ -160,6 +160,29 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             month_start=month_start(answer.month),
         )
 
+    async def ListUsage(
+        self, request: billing_pb2.ListUsageRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ListUsageResponse:
+        now = self._now()
+        month = month_key(now)
+        limit = request.limit or usage.DEFAULT_LIMIT
+
+        def read(session: Session) -> tuple[accounts.AccountView, list[usage.UsageRow], list[usage.DayCount]]:
+            view = accounts.get_account(session, self._plans, account_id=request.account_id, now=now)
+            return (
+                view,
+                usage.recent_requests(session, view.account_id, month, limit),
+                usage.daily_counts(session, view.account_id, now),
+            )
+
+        view, rows, days = await self._call(context, read)
+        return billing_pb2.ListUsageResponse(
+            account=_render(view),
+            requests=[_render_usage(row) for row in rows],
+            daily=[billing_pb2.DailyUsage(date=d.day.isoformat(), requests=d.requests) for d in days],
+            month=month,
+        )
+
     def _now(self) -> datetime:
         return moment(self._clock())
 
@@ -206,6 +229,22 @@ def _render(view: accounts.AccountView) -> billing_pb2.Account:
         requests_this_month=view.requests_this_month,
         monthly_limit=view.monthly_limit or 0,
         spend_this_month_usd=_usd(view.spend_this_month_usd),
+    )
+
+
+def _render_usage(row: usage.UsageRow) -> billing_pb2.UsageRecord:
+    return billing_pb2.UsageRecord(
+        request_id=row.request_id,
+        created=int(row.admitted_at.timestamp()),
+        model=row.model,
+        provider=row.provider,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost_usd=_usd(row.cost_usd),
+        latency_ms=row.latency_ms,
+        outcome=row.outcome,
+        counted=row.counted,
+        error_code=row.error_code,
     )
 
 

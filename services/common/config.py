@@ -31,6 +31,7 @@ class Settings:
     signup_enabled: bool
     billing_fail_open: bool
     sse_keepalive_s: float
+    chat_port: int | None
     router_addr: str
     providers_addr: str
     billing_addr: str
@@ -62,6 +63,7 @@ class Settings:
             jwt_previous_secret=_env("STEPBLEND_JWT_PREVIOUS_SECRET"),
             jwt_previous_public_key_file=_env("STEPBLEND_JWT_PREVIOUS_PUBLIC_KEY"),
             signup_enabled=_env("STEPBLEND_SIGNUP_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
+            chat_port=int(_env("STEPBLEND_CHAT_PORT")) if _env("STEPBLEND_CHAT_PORT") else None,
             sse_keepalive_s=float(_env("STEPBLEND_SSE_KEEPALIVE_SECONDS", "10") or 10),
             billing_fail_open=_env("STEPBLEND_BILLING_FAIL_OPEN", "false").lower() in ("1", "true", "yes", "on"),
             router_addr=_env("STEPBLEND_ROUTER_ADDR", "127.0.0.1:50051"),

@@ -16,6 +16,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import telemetry
+
 TOKEN_HEADER = "x-stepblend-internal-token"
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -57,7 +59,10 @@ class _TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def make_server(internal_token: str) -> grpc.aio.Server:
-    interceptors = [_TokenCheck(internal_token)] if internal_token else []
+    # Tracing first (when on), so that a refused call is traced too.
+    interceptors: list[grpc.aio.ServerInterceptor] = telemetry.server_interceptors()
+    if internal_token:
+        interceptors.append(_TokenCheck(internal_token))
     return grpc.aio.server(interceptors=interceptors, options=_CHANNEL_OPTIONS)
 
 

@@ -71,6 +71,46 @@ async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
     }
 
 
+async def usage(deps: Deps, account_id: str, limit: int) -> dict[str, Any]:
+    """This month's usage from billing's ledger: the newest `limit` requests, requests per day,
+    and the month's count, limit and spend (as `GET /account` gives them)."""
+    try:
+        response = await deps.billing.ListUsage(
+            billing_pb2.ListUsageRequest(account_id=account_id, limit=limit), timeout=_TIMEOUT_S, metadata=deps.metadata
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise unauthenticated("The account of this token does not exist.") from exc
+        raise rpc_error("billing", exc) from exc
+    account = response.account
+    return {
+        "object": "list",
+        "data": [
+            {
+                "request_id": r.request_id,
+                "created": r.created,
+                "model": r.model,
+                "provider": r.provider,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "cost_usd": float(r.cost_usd or 0),
+                "latency_ms": r.latency_ms,
+                "status": r.outcome,
+                "error_code": r.error_code or None,
+                # The ledger does not record whether a request streamed (yet): unknown.
+                "stream": None,
+            }
+            for r in response.requests
+        ],
+        "daily": [{"date": d.date, "requests": d.requests} for d in response.daily],
+        "month": response.month,
+        "plan": account.plan,
+        "requests_this_month": account.requests_this_month,
+        "monthly_limit": account.monthly_limit or None,
+        "spend_this_month_usd": float(account.spend_this_month_usd or 0),
+    }
+
+
 async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
     try:
         response = await deps.keys.List(providers_pb2.ListKeysRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata)
@@ -101,6 +141,8 @@ async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, An
             providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider), timeout=_TIMEOUT_S, metadata=deps.metadata
         )
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise invalid(exc.details() or "Unknown provider.", param="provider") from exc
         raise rpc_error("providers", exc) from exc
     deps.connected.drop(account_id)
     if not response.deleted:

@@ -41,13 +41,16 @@ async def admit(deps: Deps, account_id: str, request_id: str) -> dict[str, str]:
         )
     except grpc.aio.AioRpcError as exc:
         if deps.settings.billing_fail_open:
+            deps.telemetry.admission("fail_open")
             log.warning("billing unreachable, admitting unreserved (fail-open)", extra={"request_id": request_id})
             return {}
+        deps.telemetry.admission("billing_unavailable")
         raise unavailable(
             "StepBlend cannot check your plan's limit right now (its billing service is unreachable); "
             "try again shortly.",
             "billing_unavailable",
         ) from exc
+    deps.telemetry.admission("admitted" if response.allowed else response.reason or "refused", response.plan)
     if response.allowed:
         return rate_headers(response)
     if response.reason == "plan_limit_exceeded":

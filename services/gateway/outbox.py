@@ -6,7 +6,8 @@ in order, waiting for the stream's ack, and keeps an event until it is acked. A
 NATS outage just grows the queue; when it is full the gateway refuses new
 requests (`is_full`) rather than lose a charge. On shutdown `drain` publishes what
 is left before the process exits. Retries are safe: `Nats-Msg-Id` is the request
-id, so the stream drops a duplicate within its window.
+id, so the stream drops a duplicate within its window. `traceparent` goes beside
+it, so billing's and the router's handling of the event join the request's trace.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections import deque
 
 from nats.js import JetStreamContext
 
-from services.common.events import MSG_ID, USAGE_COMPLETED, USAGE_FAILED, UsageEvent
+from services.common import telemetry
+from services.common.events import USAGE_COMPLETED, USAGE_FAILED, UsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,9 @@ class Outbox:
 
     def put(self, event: UsageEvent) -> None:
         subject = USAGE_COMPLETED if event.outcome == "completed" else USAGE_FAILED
-        self._queue.append((subject, event.model_dump_json().encode(), {MSG_ID: event.request_id}))
+        # Made here, in the request's context: the event carries the request's trace.
+        headers = telemetry.message_headers(event.request_id, subject)
+        self._queue.append((subject, event.model_dump_json().encode(), headers))
         self._wake.set()
 
     def start(self) -> None:

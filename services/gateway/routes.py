@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import BaseModel
 from starlette.responses import Response
 
-from . import accounts, routing_api
+from . import accounts, console, routing_api
 from .completions import Exchange, complete
 from .deps import Deps
 from .errors import ApiError
 from .render import JsonResponse
-from .schemas import Credentials, PutKeyBody
+from .schemas import ChatRequest, Credentials, PutKeyBody
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -31,13 +32,39 @@ async def _body(request: Request) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise ApiError(413, f"Request body over the {MAX_BODY_BYTES} byte limit.", code="request_too_large")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, f"Request body over the {MAX_BODY_BYTES} byte limit.", code="request_too_large")
-    return raw
+    # Read piece by piece: a chunked body (no content-length) is refused as soon as
+    # it passes the limit, instead of being buffered whole first.
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, f"Request body over the {MAX_BODY_BYTES} byte limit.", code="request_too_large")
+        parts.append(part)
+    return b"".join(parts)
 
 
-@router.post("/chat/completions")
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting a body that the route reads itself (to bound its
+    size and parse it once): for the schema only; validation stays in the route."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return inline({**defs[ref.removeprefix("#/$defs/")], **rest})
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
+@router.post("/chat/completions", openapi_extra=_json_body(ChatRequest))
 async def chat_completions(request: Request) -> Response:
     deps = _deps(request)
     account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
@@ -49,7 +76,7 @@ async def chat_completions(request: Request) -> Response:
     return await complete(deps, exchange, await _body(request))
 
 
-@router.post("/route")
+@router.post("/route", openapi_extra=_json_body(ChatRequest))
 async def route_explain(request: Request) -> dict[str, Any]:
     deps = _deps(request)
     account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
@@ -80,6 +107,13 @@ async def get_account(request: Request) -> dict[str, Any]:
     return await accounts.account_summary(deps, account_id)
 
 
+@router.get("/account/usage")
+async def get_usage(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 50) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    return await accounts.usage(deps, account_id, limit)
+
+
 @router.get("/account/keys")
 async def list_keys(request: Request) -> dict[str, Any]:
     deps = _deps(request)
@@ -99,6 +133,18 @@ async def delete_key(provider: str, request: Request) -> dict[str, Any]:
     deps = _deps(request)
     account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
     return await accounts.delete_key(deps, account_id, provider)
+
+
+# The console page and its files. Served at the root, through `health`: the
+# router that app.py includes without a prefix.
+@health.get("/", include_in_schema=False)
+async def console_page() -> Response:
+    return console.response(console.INDEX)
+
+
+@health.get("/console/{name}", include_in_schema=False)
+async def console_file(name: str) -> Response:
+    return console.response(name)
 
 
 @health.get("/healthz")

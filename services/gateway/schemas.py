@@ -15,6 +15,24 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 MAX_MESSAGES = 2048
+# Levels of JSON nesting a chat body may have (the body object is level 1). The
+# body is written again for the provider, and orjson writes at most 254 levels; no
+# real chat body needs more than a few dozen.
+MAX_DEPTH = 64
+
+
+def nested_deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` (parsed JSON) has more than `limit` levels of objects and arrays."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(limit):
+        below: list[Any] = []
+        for node in level:
+            children = node.values() if isinstance(node, dict) else node
+            below.extend(child for child in children if isinstance(child, (dict, list)))
+        if not below:
+            return False
+        level = below
+    return True
 
 
 class TextPart(BaseModel):

@@ -54,6 +54,7 @@ from services.providers.adapters import (
     parse_body,
 )
 from services.providers.adapters.sse import SseDecoder
+from services.providers.genai import AttemptTelemetry, GenAiTelemetry
 from services.providers.outcomes import (
     Failed,
     attempt,
@@ -110,6 +111,7 @@ class _Call:
     completion_id: str
     created: int
     started: float
+    telemetry: AttemptTelemetry
 
     def headers(self, stream: bool) -> dict[str, str]:
         accept = "text/event-stream" if stream else "application/json"
@@ -131,12 +133,14 @@ class Executor:
         vendors: Mapping[str, Vendor],
         timeouts: Timeouts,
         clock: Callable[[], float] = time.time,
+        genai: GenAiTelemetry | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
         self._vendors = vendors
         self._timeouts = timeouts
         self._clock = clock
+        self._genai = genai or GenAiTelemetry.off()
 
     async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[providers_pb2.ExecuteEvent]:
         """The events of one request, in the order the module docstring gives."""
@@ -150,19 +154,24 @@ class Executor:
         failures: list[providers_pb2.Attempt] = []
         for candidate in request.candidates:
             started = time.monotonic()
+            observed = self._genai.attempt(candidate, request.stream, body)
             try:
-                call = await self._prepare(request, body, candidate, completion_id, created, started)
+                call = await self._prepare(request, body, candidate, completion_id, created, started, observed)
                 run = self._stream(call) if request.stream else self._complete(call)
                 async with contextlib.aclosing(run) as events:
                     async for event in events:
+                        observed.saw(event)
                         yield event
+                observed.end()
                 return
             except RequestRefused as exc:
+                observed.end("bad_request")
                 elapsed = int((time.monotonic() - started) * 1000)
                 yield attempt(candidate, "bad_request", 0, elapsed, detail=scrub(exc.message, ""))
                 yield error(400, "invalid_request_error", exc.code, exc.message, exc.param)
                 return
             except Failed as failure:
+                observed.end(failure.outcome)
                 elapsed = int((time.monotonic() - started) * 1000)
                 event = attempt(candidate, failure.outcome, failure.status, elapsed, detail=failure.detail)
                 failures.append(event.attempt)
@@ -179,6 +188,9 @@ class Executor:
                 if failure.refusal is not None:
                     yield providers_pb2.ExecuteEvent(error=failure.refusal)
                     return
+            finally:
+                # Closed mid-attempt (the client went away): its span still ends.
+                observed.end("cancelled")
         yield providers_pb2.ExecuteEvent(error=final_error(failures))
 
     async def _prepare(
@@ -189,6 +201,7 @@ class Executor:
         completion_id: str,
         created: int,
         started: float,
+        observed: AttemptTelemetry,
     ) -> _Call:
         vendor = self._vendors.get(candidate.provider)
         if vendor is None:
@@ -209,7 +222,8 @@ class Executor:
         if api_key is None:
             raise Failed("provider_not_connected", detail=f"no {candidate.provider} key connected")
         upstream = vendor.adapter.build_request(body, candidate, request.stream)
-        return _Call(request, candidate, vendor, api_key, upstream, completion_id, created, started)
+        observed.prepared(vendor.base_url)
+        return _Call(request, candidate, vendor, api_key, upstream, completion_id, created, started, observed)
 
     async def _open(self, call: _Call, stream: bool, until: float) -> httpx.Response:
         """Send the request and wait for the response to start, until `until` (loop time)."""
@@ -218,7 +232,8 @@ class Executor:
         )
         try:
             async with asyncio.timeout_at(until):
-                return await self._client.send(request, stream=True)
+                with call.telemetry.sending():
+                    return await self._client.send(request, stream=True)
         except httpx.ConnectTimeout:
             raise Failed("timeout", detail=f"no connection within {self._timeouts.connect:g}s") from None
         except (httpx.TimeoutException, TimeoutError):

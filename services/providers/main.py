@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 
 from nats.aio.msg import Msg
 
-from services.common import events, grpcio, logs
+from services.common import events, grpcio, logs, telemetry
 from services.common.config import Settings
 from services.providers.executor import Executor, make_client
+from services.providers.genai import GenAiTelemetry
 from services.providers.servicer import KeysServicer, ProvidersServicer
 from services.providers.timeouts import Timeouts
 from services.providers.vault import (
@@ -70,6 +71,7 @@ async def serve(
         js = nc.jetstream()
         await events.ensure_streams(js)
         client = make_client(timeouts)
+        telemetry.instrument_httpx(client)
         server = grpcio.make_server(settings.internal_token)
         keys = KeyCache(vault)
 
@@ -84,7 +86,7 @@ async def serve(
 
         await nc.subscribe(events.KEYS_CHANGED, cb=on_keys_changed)
         providers_pb2_grpc.add_ProvidersServicer_to_server(
-            ProvidersServicer(Executor(client, keys, vendors, timeouts)), server
+            ProvidersServicer(Executor(client, keys, vendors, timeouts, genai=GenAiTelemetry.create())), server
         )
         usable = frozenset(name for name, vendor in vendors.items() if vendor.configured)
         providers_pb2_grpc.add_KeysServicer_to_server(
@@ -110,8 +112,12 @@ async def serve(
 def main() -> None:
     """`stepblend serve providers` without the CLI: settings from the environment."""
     logs.setup("providers", os.environ.get("STEPBLEND_LOG_LEVEL", "INFO"))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(Settings.from_env()))
+    tracing = telemetry.setup("providers")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(Settings.from_env()))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 import grpc
 from nats.js import JetStreamContext
 
-from services.common import events
+from services.common import events, telemetry
 from services.providers.executor import Executor
 from services.providers.vault import KeyVault
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
@@ -131,8 +131,7 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
     async def _publish(self, account_id: str, provider: str) -> None:
         payload = events.KeysChanged(account_id=account_id, provider=provider).model_dump_json().encode()
         try:
-            await self._js.publish(
-                events.KEYS_CHANGED, payload, timeout=_PUBLISH_TIMEOUT, headers={events.MSG_ID: uuid.uuid4().hex}
-            )
+            headers = telemetry.message_headers(uuid.uuid4().hex, events.KEYS_CHANGED)
+            await self._js.publish(events.KEYS_CHANGED, payload, timeout=_PUBLISH_TIMEOUT, headers=headers)
         except Exception:  # any bus failure is logged, never the caller's
             log.warning("could not publish %s", events.KEYS_CHANGED, exc_info=True, extra={"account_id": account_id})

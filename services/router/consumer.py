@@ -16,6 +16,8 @@ Delivery semantics (every router replica has its own consumer and sees every eve
   ago is skipped (it would weigh almost nothing, and must not open a breaker now).
 - NATS unreachable, at start or later: the router keeps serving from what it knows
   (priors, and whatever was folded) while this retries in the background.
+- tracing: folding an event is a CONSUMER span `process usage.v1.*`, a child of the
+  request whose `traceparent` the event carries.
 
 Time: an event ended at admitted_at + latency_ms (the gateway's wall clock). That is
 mapped onto the router's monotonic clock as now - age (age clamped at 0 for clock
@@ -38,9 +40,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
 from pydantic import ValidationError
 
-from services.common import events
+from services.common import events, telemetry
 from services.router.stats import StatsBook
 
 __all__ = ["ConsumerOptions", "StatsConsumer"]
@@ -89,6 +92,8 @@ class StatsConsumer:
         self._last_sequence = 0
         self._folded = 0
         self._connected = asyncio.Event()
+        # Each fold is a span in the request's trace (its traceparent header), when tracing is on.
+        self._tracer = trace.get_tracer(__name__) if telemetry.tracing_enabled() else None
 
     @property
     def folded(self) -> int:
@@ -214,7 +219,11 @@ class StatsConsumer:
         with contextlib.suppress(Exception):
             self._last_sequence = max(self._last_sequence, message.metadata.sequence.stream)
         try:
-            self.fold(message.data)
+            if self._tracer is None:
+                self.fold(message.data)
+            else:
+                with telemetry.consuming(self._tracer, message.subject, message.headers):
+                    self.fold(message.data)
         except Exception:
             # A bug in folding must not stop the consumer: the next event may be fine.
             log.exception("folding a usage event failed; skipped")

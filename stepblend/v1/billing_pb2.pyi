@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -122,3 +123,57 @@ class Account(_message.Message):
     monthly_limit: int
     spend_this_month_usd: str
     def __init__(self, account_id: _Optional[str] = ..., email: _Optional[str] = ..., plan: _Optional[str] = ..., disabled: _Optional[bool] = ..., requests_this_month: _Optional[int] = ..., monthly_limit: _Optional[int] = ..., spend_this_month_usd: _Optional[str] = ...) -> None: ...
+
+class ListUsageRequest(_message.Message):
+    __slots__ = ("account_id", "limit")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    limit: int
+    def __init__(self, account_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListUsageResponse(_message.Message):
+    __slots__ = ("account", "requests", "daily", "month")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    requests: _containers.RepeatedCompositeFieldContainer[UsageRecord]
+    daily: _containers.RepeatedCompositeFieldContainer[DailyUsage]
+    month: str
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., requests: _Optional[_Iterable[_Union[UsageRecord, _Mapping]]] = ..., daily: _Optional[_Iterable[_Union[DailyUsage, _Mapping]]] = ..., month: _Optional[str] = ...) -> None: ...
+
+class UsageRecord(_message.Message):
+    __slots__ = ("request_id", "created", "model", "provider", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "outcome", "counted", "error_code")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    created: int
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: str
+    latency_ms: int
+    outcome: str
+    counted: bool
+    error_code: str
+    def __init__(self, request_id: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., counted: _Optional[bool] = ..., error_code: _Optional[str] = ...) -> None: ...
+
+class DailyUsage(_message.Message):
+    __slots__ = ("date", "requests")
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    date: str
+    requests: int
+    def __init__(self, date: _Optional[str] = ..., requests: _Optional[int] = ...) -> None: ...

@@ -65,6 +65,11 @@ class BillingStub:
                 request_serializer=stepblend_dot_v1_dot_billing__pb2.AdmitRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_billing__pb2.AdmitResponse.FromString,
                 _registered_method=True)
+        self.ListUsage = channel.unary_unary(
+                '/stepblend.v1.Billing/ListUsage',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.ListUsageRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.ListUsageResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServicer:
@@ -112,6 +117,14 @@ class BillingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUsage(self, request, context):
+        """This month's usage of an account, from the ledger: its newest requests and
+        its counted requests per day. NOT_FOUND for no account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +157,11 @@ def add_BillingServicer_to_server(servicer, server):
                     servicer.Admit,
                     request_deserializer=stepblend_dot_v1_dot_billing__pb2.AdmitRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_billing__pb2.AdmitResponse.SerializeToString,
+            ),
+            'ListUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsage,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.ListUsageRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.ListUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +327,33 @@ class Billing:
             '/stepblend.v1.Billing/Admit',
             stepblend_dot_v1_dot_billing__pb2.AdmitRequest.SerializeToString,
             stepblend_dot_v1_dot_billing__pb2.AdmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Billing/ListUsage',
+            stepblend_dot_v1_dot_billing__pb2.ListUsageRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.ListUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -245,7 +245,7 @@ def test_services_probe_grpc_health_and_http_health(overlay: str, rendered: dict
     _, gateway = stepblend_container(docs, "gateway")
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert {p["containerPort"] for p in gateway["ports"]} == {8080}
+    assert {p["containerPort"] for p in gateway["ports"]} == {8080, 50060}  # HTTP and the gRPC chat API
     for service, port in GRPC_PORTS.items():
         _, c = stepblend_container(docs, service)
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):

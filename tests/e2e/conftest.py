@@ -1,136 +1,30 @@
-"""The real system, started once per session with `stepblend up`: embedded
-nats-server, router, providers, billing and gateway as processes, and one mock
-provider server speaking OpenAI's wire format for OpenAI, Groq and DeepSeek.
-Tests that don't disturb it share it, each with an account of its own."""
+"""The real system, started once per session with `stepblend up` (see
+tests/support/system.py). Tests that don't disturb it share it, each with an
+account of its own."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.support.procs import free_port, wait_port
+from tests.support.system import PROVIDERS, Account, System, make_account, running_system
 
-PROVIDERS = ("openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai")
-
-
-@dataclass
-class System:
-    data_dir: Path
-    base_url: str
-    mock_url: str
-    env: dict[str, str]
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "stepblend", *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"stepblend {' '.join(args)} failed: {result.stderr}")
-        return result.stdout.strip()
-
-    def mock_requests(self) -> list[dict[str, Any]]:
-        requests: list[dict[str, Any]] = httpx.get(f"{self.mock_url}/_mock/requests").json()
-        return requests
-
-    def ledger_rows(self, request_ids: list[str]) -> list[tuple[str, ...]]:
-        with sqlite3.connect(self.data_dir / "billing.db") as db:
-            marks = ",".join("?" * len(request_ids))
-            return db.execute(
-                f"SELECT request_id FROM ledger_entries WHERE request_id IN ({marks})", request_ids
-            ).fetchall()
-
-
-@dataclass
-class Account:
-    email: str
-    token: str
-    keys: dict[str, str]
+__all__ = ["PROVIDERS", "Account", "System", "make_account"]
 
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    data_dir = Path(tmp_path_factory.mktemp("stepblend"))
-    mock_port = free_port()
-    mock = subprocess.Popen(
-        [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(mock_port)
-    mock_url = f"http://127.0.0.1:{mock_port}"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
-    env["STEPBLEND_DATA_DIR"] = str(data_dir)
-    plans = data_dir / "plans.toml"
-    plans.write_text(
-        'default_plan = "free"\n[plans]\nfree = 1000\nstarter = 50000\npro = 1000000\nenterprise = 0\ntiny = 3\n'
-    )
-    env["STEPBLEND_PLANS_FILE"] = str(plans)
-    env["STEPBLEND_SSE_KEEPALIVE_SECONDS"] = "1"
-    for provider in PROVIDERS:
-        # The mock serves each vendor's flavour under its own prefix; Anthropic's
-        # base URL is the root that /v1/messages is appended to.
-        env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = mock_url if provider == "anthropic" else f"{mock_url}/{provider}/v1"
-    up = subprocess.Popen(
-        [sys.executable, "-m", "stepblend", "up", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while not (data_dir / "services.json").exists():
-        if up.poll() is not None or time.monotonic() > deadline:
-            output = up.stdout.read().decode() if up.stdout else ""
-            mock.kill()
-            raise RuntimeError(f"stepblend up failed:\n{output}\n{_logs(data_dir)}")
-        time.sleep(0.1)
-    services = json.loads((data_dir / "services.json").read_text())
-    try:
-        yield System(data_dir=data_dir, base_url=services["gateway"] + "/api/v1", mock_url=mock_url, env=env)
-    finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(40)
-        except subprocess.TimeoutExpired:
-            up.kill()
-        mock.kill()
-        mock.wait()
-
-
-def _logs(data_dir: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((data_dir / "logs").glob("*.log")))
-
-
-def make_account(system: System, plan: str = "free") -> Account:
-    """A fresh account with a key stored for every mocked provider."""
-    email = f"user-{uuid.uuid4().hex[:12]}@example.com"
-    token = system.cli("account", "create", email, "--plan", plan)
-    keys = {provider: f"sk-{provider}-{uuid.uuid4().hex}" for provider in PROVIDERS}
-    masked = system.cli("keys", "set", email, "openai", keys["openai"])
-    assert keys["openai"] not in masked and masked.endswith(keys["openai"][-4:])
-    for provider in PROVIDERS[1:]:
-        response = httpx.put(
-            f"{system.base_url}/account/keys/{provider}",
-            headers={"authorization": f"Bearer {token}"},
-            json={"api_key": keys[provider]},
-        )
-        assert response.status_code == 200, response.text
-    return Account(email=email, token=token, keys=keys)
+    with running_system(Path(tmp_path_factory.mktemp("stepblend")), STEPBLEND_SSE_KEEPALIVE_SECONDS="1") as system:
+        yield system
 
 
 @pytest.fixture
 def account(system: System) -> Account:
     return make_account(system)
+
+
+def _logs(data_dir: Path) -> str:
+    """The tail of every service's log (for failure messages)."""
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((data_dir / "logs").glob("*.log")))

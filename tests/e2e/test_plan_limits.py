@@ -161,6 +161,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1",
         STEPBLEND_ROUTER_ADDR=f"127.0.0.1:{free_port()}",
         STEPBLEND_PROVIDERS_ADDR=f"127.0.0.1:{free_port()}",
+        # The test's one account sends all 200 requests at once: the plan limit,
+        # not the per-account concurrency limit, is what it measures.
+        STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT="0",
     )
     billing_addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     gateway_ports = [free_port() for _ in range(2)]

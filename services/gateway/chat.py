@@ -1,0 +1,107 @@
+"""The gRPC Chat API (chat.proto): the request path of completions.py behind
+typed messages, with the JWT in `authorization` metadata.
+
+Each call gets StepBlend's request id, sent back as `x-request-id` initial
+metadata. An ApiError becomes the status code in the table of chat.proto with a
+google.rpc.ErrorInfo detail (reason = StepBlend's code, metadata = type, param).
+A client that cancels a stream cancels the upstream provider call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import orjson
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from stepblend.v1 import chat_pb2, chat_pb2_grpc
+
+from . import accounts, chat_wire
+from .completions import Exchange, abandon, finish_completion, relay, start, validate
+from .deps import Deps
+from .errors import ApiError
+
+_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_of(error: ApiError) -> grpc.Status:
+    """An ApiError as a rich gRPC status."""
+    code = _STATUS.get(error.status, grpc.StatusCode.UNKNOWN)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.code or error.type,
+        domain="stepblend",
+        metadata={"type": error.type, "param": error.param or "", "http_status": str(error.status)},
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=error.message, details=[detail]))
+
+
+class ChatServicer(chat_pb2_grpc.ChatServicer):
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def _exchange(self, context: grpc.aio.ServicerContext) -> Exchange:
+        request_id = uuid.uuid4().hex
+        await context.send_initial_metadata((("x-request-id", request_id),))
+        metadata = dict(context.invocation_metadata() or ())
+        account_id = await accounts.authenticate(self._deps, metadata.get("authorization"))
+        return Exchange(request_id=request_id, account_id=account_id, client_request_id=str(metadata.get("x-request-id", ""))[:128])
+
+    async def Complete(
+        self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatCompletion:
+        deps = self._deps
+        try:
+            exchange = await self._exchange(context)
+            parsed, upstream = validate(chat_wire.to_openai(request, stream=False))
+            running = await start(deps, exchange, parsed, upstream)
+            try:
+                first = await running.first_answer(exchange)
+            except BaseException:
+                abandon(deps, exchange, running)
+                raise
+            await finish_completion(deps, exchange, running)
+            return chat_wire.completion(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
+        except ApiError as exc:
+            await context.abort_with_status(status_of(exc))
+            raise  # abort_with_status raises; this line is never reached
+
+    async def CompleteStream(
+        self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        deps = self._deps
+        try:
+            exchange = await self._exchange(context)
+            parsed, upstream = validate(chat_wire.to_openai(request, stream=True))
+            running = await start(deps, exchange, parsed, upstream)
+            try:
+                first = await running.first_answer(exchange)
+            except BaseException:
+                abandon(deps, exchange, running)
+                raise
+        except ApiError as exc:
+            await context.abort_with_status(status_of(exc))
+            return
+        assert first.WhichOneof("event") == "chunk"
+        async for piece in relay(deps, exchange, first.chunk, running):
+            if isinstance(piece, ApiError):
+                await context.abort_with_status(status_of(piece))
+                return
+            yield chat_wire.chunk(orjson.loads(piece), exchange.request_id)

@@ -1,0 +1,541 @@
+// StepBlend console: sign up or in, copy the token, connect provider keys, see this month's usage.
+// Plain JavaScript against the gateway's own HTTP API; nothing is loaded from elsewhere.
+// Text from the API is only ever set with textContent, never parsed as HTML.
+(() => {
+  "use strict";
+
+  const API = "/api/v1";
+  const TOKEN_KEY = "stepblend.token";
+  const SVG = "http://www.w3.org/2000/svg";
+  const PROVIDERS = [
+    ["openai", "OpenAI"],
+    ["anthropic", "Anthropic"],
+    ["groq", "Groq"],
+    ["deepseek", "DeepSeek"],
+    ["mistral", "Mistral"],
+    ["together", "Together AI"],
+    ["xai", "xAI"],
+  ];
+  const PROVIDER_NAMES = new Map(PROVIDERS);
+
+  const $ = (id) => document.getElementById(id);
+  const integer = new Intl.NumberFormat("en-US");
+  const usd = new Intl.NumberFormat("en-US", {
+    style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 6,
+  });
+  const clock = new Intl.DateTimeFormat(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+  const dayName = new Intl.DateTimeFormat("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
+  const monthName = new Intl.DateTimeFormat("en-US", { month: "long", year: "numeric", timeZone: "UTC" });
+
+  // ---- talking to the API -------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, error) {
+      super(error.message || `HTTP ${status}`);
+      this.status = status;
+      this.code = error.code || "";
+      this.param = error.param || "";
+      this.apiMessage = error.message || "";
+    }
+  }
+
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  async function api(method, path, body) {
+    const headers = { accept: "application/json" };
+    const current = token();
+    if (current) headers.authorization = `Bearer ${current}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(API + path, {
+        method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      throw new ApiError(0, {});
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, (data && data.error) || {});
+    return data;
+  }
+
+  // An API error in words a person understands. `during` says what was being done.
+  function explain(err, during) {
+    if (!(err instanceof ApiError)) return "Something went wrong in this page. Reload it and try again.";
+    const said = err.apiMessage;
+    switch (err.status) {
+      case 0:
+        return "StepBlend could not be reached. Check that it is running and that you are online, then try again.";
+      case 400:
+        if (err.param === "password") return "The password must be at least 8 characters long.";
+        if (err.param === "email") return "Enter a valid email address, like you@example.com.";
+        if (err.param === "api_key") return "Paste the provider's API key into the field first.";
+        if (err.param === "provider") return "StepBlend does not know that provider.";
+        return said ? `StepBlend could not accept that: ${said}` : "StepBlend could not accept that request.";
+      case 401:
+        if (during === "login") {
+          return said === "This account is disabled."
+            ? "This account is disabled. Ask the StepBlend operator to enable it again."
+            : "Wrong email or password.";
+        }
+        return "Your session has ended (the token expired or is no longer valid). Please sign in again.";
+      case 403:
+        if (err.code === "signup_disabled") return "Creating accounts is turned off here. Ask the StepBlend operator for an account.";
+        return said || "You are not allowed to do that.";
+      case 404:
+        if (err.code === "key_not_found") return "That provider has no key connected.";
+        return said || "StepBlend does not know that.";
+      case 409:
+        if (err.code === "account_exists") return "An account with this email already exists. Sign in instead.";
+        return said || "That conflicts with the current state; reload and try again.";
+      case 413:
+        return "That is too large to send.";
+      case 429:
+        if (err.code === "plan_limit_exceeded") return "This account has used every request its plan allows this month.";
+        return "Too many requests at once. Wait a moment and try again.";
+      case 503:
+        return "StepBlend is temporarily unavailable: one of its services is not answering. Try again in a minute.";
+      case 504:
+        return "StepBlend took too long to answer. Try again.";
+      default:
+        return said
+          ? `Something went wrong on StepBlend's side: ${said}`
+          : `Something went wrong on StepBlend's side (HTTP ${err.status}). Try again.`;
+    }
+  }
+
+  // ---- messages -----------------------------------------------------------------------
+
+  function showError(text) {
+    $("notice").textContent = "";
+    $("error").textContent = text;
+  }
+
+  function showNotice(text) {
+    $("error").textContent = "";
+    $("notice").textContent = text;
+  }
+
+  function clearMessages() {
+    $("error").textContent = "";
+    $("notice").textContent = "";
+  }
+
+  // Runs `work` with `button` disabled; an error is shown in words, or handed to `onError`.
+  async function busy(button, work, during) {
+    button.disabled = true;
+    try {
+      await work();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401 && during !== "login") {
+        signOut(explain(err, during));
+      } else {
+        showError(explain(err, during));
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---- signing in and out -------------------------------------------------------------
+
+  function setInvalid(input, invalid) {
+    if (invalid) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+
+  async function onAuth(event) {
+    event.preventDefault();
+    const button = event.submitter && event.submitter.dataset.action ? event.submitter : $("auth-form").querySelector("[data-action=login]");
+    const action = button.dataset.action;
+    const email = $("email");
+    const password = $("password");
+    const badEmail = !/^[^@\s]+@[^@\s]+\.[^@\s.]+$/.test(email.value.trim());
+    const badPassword = password.value.length < 8;
+    setInvalid(email, badEmail);
+    setInvalid(password, badPassword);
+    if (badEmail || badPassword) {
+      showError(badEmail ? "Enter a valid email address, like you@example.com." : "The password must be at least 8 characters long.");
+      (badEmail ? email : password).focus();
+      return;
+    }
+    await busy(button, async () => {
+      const body = { email: email.value.trim(), password: password.value };
+      const answer = await api("POST", action === "signup" ? "/auth/signup" : "/auth/login", body);
+      sessionStorage.setItem(TOKEN_KEY, answer.token);
+      password.value = "";
+      await enterDashboard(action === "signup" ? "Your account is ready. Copy your token below." : "Signed in.");
+    }, "login");
+  }
+
+  function signOut(reason) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("dashboard").hidden = true;
+    $("whoami").hidden = true;
+    $("sign-in").hidden = false;
+    $("token").value = "";
+    $("keys").replaceChildren();
+    $("recent-rows").replaceChildren();
+    $("chart").replaceChildren();
+    if (reason) showError(reason);
+    else showNotice("Signed out.");
+    $("email").focus();
+  }
+
+  async function enterDashboard(greeting) {
+    $("sign-in").hidden = true;
+    $("dashboard").hidden = false;
+    $("whoami").hidden = false;
+    $("token").value = token();
+    renderExample();
+    renderKeys([]);
+    if (greeting) showNotice(greeting);
+    $("dashboard-title").focus();
+    await refresh();
+  }
+
+  // ---- the token ----------------------------------------------------------------------
+
+  function baseUrl() {
+    return `${window.location.origin}${API}`;
+  }
+
+  function renderExample() {
+    $("example").textContent = [
+      "from openai import OpenAI",
+      "",
+      `client = OpenAI(api_key="YOUR_STEPBLEND_TOKEN", base_url="${baseUrl()}")`,
+      "response = client.chat.completions.create(",
+      '    model="lowest-cost", messages=[{"role": "user", "content": "Hello!"}])',
+      "print(response.choices[0].message.content)",
+    ].join("\n");
+  }
+
+  async function copyToken() {
+    const value = $("token").value;
+    if (!value) return;
+    try {
+      // The asynchronous clipboard exists only in secure contexts (https, localhost).
+      if (!navigator.clipboard || !window.isSecureContext) throw new Error("no clipboard API");
+      await navigator.clipboard.writeText(value);
+      showNotice("Token copied to the clipboard.");
+      return;
+    } catch {
+      // fall through to the selection-based copy
+    }
+    const field = $("token");
+    field.focus();
+    field.select();
+    let copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch {
+      copied = false;
+    }
+    if (copied) showNotice("Token copied to the clipboard.");
+    else showError("This browser would not copy automatically. The token is selected: press Ctrl+C (⌘+C on a Mac) to copy it.");
+  }
+
+  // ---- provider keys ------------------------------------------------------------------
+
+  function renderKeys(connected) {
+    const masked = new Map(connected.map((k) => [k.provider, k.masked_key]));
+    const items = PROVIDERS.map(([provider, name]) => {
+      const key = masked.get(provider);
+      const li = document.createElement("li");
+      li.className = "key-row";
+      const form = document.createElement("form");
+      form.className = "key-form";
+      form.noValidate = true;
+      form.dataset.provider = provider;
+      form.setAttribute("aria-label", `${name} key`);
+
+      const title = document.createElement("div");
+      title.className = "key-name";
+      title.textContent = name;
+
+      const state = document.createElement("div");
+      state.id = `key-state-${provider}`;
+      state.className = key ? "key-state connected" : "key-state";
+      if (key) {
+        state.append("Connected ");
+        const code = document.createElement("span");
+        code.className = "masked";
+        code.textContent = key;
+        state.append(code);
+      } else {
+        state.textContent = "Not connected";
+      }
+
+      const field = document.createElement("div");
+      field.className = "key-field";
+      const label = document.createElement("label");
+      label.htmlFor = `key-${provider}`;
+      label.textContent = key ? `New ${name} API key` : `${name} API key`;
+      const input = document.createElement("input");
+      input.id = `key-${provider}`;
+      input.type = "password";
+      input.autocomplete = "off";
+      input.spellcheck = false;
+      input.setAttribute("aria-describedby", state.id);
+      field.append(label, input);
+
+      const actions = document.createElement("div");
+      actions.className = "key-actions";
+      const save = document.createElement("button");
+      save.type = "submit";
+      save.className = "button";
+      save.textContent = key ? "Replace" : "Connect";
+      save.setAttribute("aria-label", `${save.textContent} ${name} key`);
+      actions.append(save);
+      if (key) {
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.className = "button danger";
+        remove.textContent = "Remove";
+        remove.setAttribute("aria-label", `Remove ${name} key`);
+        remove.addEventListener("click", () => removeKey(provider, name, remove));
+        actions.append(remove);
+      }
+
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        saveKey(provider, name, input, save);
+      });
+      form.append(title, state, field, actions);
+      li.append(form);
+      return li;
+    });
+    $("keys").replaceChildren(...items);
+  }
+
+  async function loadKeys() {
+    const answer = await api("GET", "/account/keys");
+    renderKeys(answer.data || []);
+  }
+
+  async function saveKey(provider, name, input, button) {
+    const value = input.value.trim();
+    if (!value) {
+      setInvalid(input, true);
+      showError(`Paste your ${name} API key into the field first.`);
+      input.focus();
+      return;
+    }
+    setInvalid(input, false);
+    await busy(button, async () => {
+      const answer = await api("PUT", `/account/keys/${encodeURIComponent(provider)}`, { api_key: value });
+      input.value = "";
+      await loadKeys();
+      showNotice(`${name} key saved (${answer.masked_key}).`);
+      const next = $(`key-${provider}`);
+      if (next) next.focus();
+    }, "keys");
+  }
+
+  async function removeKey(provider, name, button) {
+    await busy(button, async () => {
+      await api("DELETE", `/account/keys/${encodeURIComponent(provider)}`);
+      await loadKeys();
+      showNotice(`${name} key removed.`);
+      const next = $(`key-${provider}`);
+      if (next) next.focus();
+    }, "keys");
+  }
+
+  // ---- usage --------------------------------------------------------------------------
+
+  async function loadUsage() {
+    const [account, usage] = await Promise.all([api("GET", "/account"), api("GET", "/account/usage?limit=50")]);
+    $("who-email").textContent = account.email;
+    $("who-plan").textContent = `${account.plan} plan`;
+    renderUsage(usage);
+  }
+
+  function renderUsage(usage) {
+    const used = usage.requests_this_month;
+    const limit = usage.monthly_limit;
+    $("stat-requests").textContent = integer.format(used);
+    $("stat-limit").textContent = limit ? integer.format(limit) : "Unlimited";
+    $("stat-spend").textContent = usd.format(usage.spend_this_month_usd);
+    const quota = $("quota");
+    if (limit) {
+      quota.hidden = false;
+      quota.max = limit;
+      quota.value = Math.min(used, limit);
+      const percent = (100 * used) / limit;
+      const shown = percent > 0 && percent < 1 ? "under 1" : integer.format(Math.round(percent));
+      $("quota-text").textContent =
+        `${integer.format(used)} of ${integer.format(limit)} requests used this month (${shown}%), ` +
+        `${integer.format(Math.max(limit - used, 0))} left on the ${usage.plan} plan.`;
+    } else {
+      quota.hidden = true;
+      $("quota-text").textContent = `${integer.format(used)} requests this month; the ${usage.plan} plan has no limit.`;
+    }
+    drawChart(usage.month, usage.daily || []);
+    renderRecent(usage.data || []);
+  }
+
+  function renderRecent(rows) {
+    $("recent-empty").hidden = rows.length > 0;
+    $("recent").hidden = rows.length === 0;
+    $("recent-rows").replaceChildren(...rows.map((r) => {
+      const tr = document.createElement("tr");
+      tr.dataset.requestId = r.request_id;
+      const when = new Date(r.created * 1000);
+      const time = document.createElement("time");
+      time.dateTime = when.toISOString();
+      time.textContent = clock.format(when);
+      const status = document.createElement("span");
+      status.className = `status ${r.status === "completed" ? "completed" : "failed"}`;
+      status.textContent = r.status === "completed" ? "Completed" : `Failed${r.error_code ? ` (${r.error_code})` : ""}`;
+      tr.append(
+        cell(time),
+        cell(r.model || "–"),
+        cell(PROVIDER_NAMES.get(r.provider) || r.provider || "–"),
+        cell(`${integer.format(r.prompt_tokens)} / ${integer.format(r.completion_tokens)}`, "num"),
+        cell(usd.format(r.cost_usd), "num"),
+        cell(latency(r.latency_ms), "num"),
+        cell(status),
+      );
+      return tr;
+    }));
+  }
+
+  function cell(content, className) {
+    const td = document.createElement("td");
+    if (className) td.className = className;
+    td.append(content);
+    return td;
+  }
+
+  function latency(ms) {
+    return ms < 1000 ? `${integer.format(ms)} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  }
+
+  // A bar per day of the month, drawn as inline SVG; days still to come are empty slots.
+  function drawChart(month, daily) {
+    const [year, mon] = (month || "").split("-").map(Number);
+    if (!year || !mon) {
+      $("chart").replaceChildren();
+      return;
+    }
+    const days = new Date(Date.UTC(year, mon, 0)).getUTCDate();
+    const counts = new Array(days).fill(0);
+    for (const d of daily) {
+      const day = Number(d.date.slice(8, 10));
+      if (day >= 1 && day <= days) counts[day - 1] = d.requests;
+    }
+    const today = daily.length ? Number(daily[daily.length - 1].date.slice(8, 10)) : 0;
+    const top = niceCeiling(Math.max(1, ...counts));
+    const width = 720, height = 200, left = 44, right = 8, topPad = 12, bottom = 26;
+    const plotW = width - left - right, plotH = height - topPad - bottom;
+    const slot = plotW / days, barW = Math.max(2, slot * 0.7);
+
+    const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "chart-title chart-desc" });
+    const total = counts.reduce((a, b) => a + b, 0);
+    const busiest = counts.indexOf(Math.max(...counts));
+    const title = el("title", { id: "chart-title" });
+    title.textContent = `Requests per day, ${monthName.format(new Date(Date.UTC(year, mon - 1, 1)))}`;
+    const desc = el("desc", { id: "chart-desc" });
+    desc.textContent = total
+      ? `${integer.format(total)} requests so far this month; the busiest day was ${dayLabel(year, mon, busiest + 1)} with ${integer.format(counts[busiest])}.`
+      : "No requests counted yet this month.";
+    svg.append(title, desc);
+
+    for (const value of [0, top / 2, top]) {
+      const y = topPad + plotH - (value / top) * plotH;
+      svg.append(el("line", { class: "grid", x1: left, x2: width - right, y1: y, y2: y }));
+      const label = el("text", { class: "axis-label", x: left - 6, y: y + 4, "text-anchor": "end" });
+      label.textContent = integer.format(value);
+      svg.append(label);
+    }
+    counts.forEach((value, index) => {
+      const day = index + 1;
+      const x = left + index * slot + (slot - barW) / 2;
+      if (value > 0) {
+        const h = Math.max(1, (value / top) * plotH);
+        const bar = el("rect", {
+          class: day === today ? "bar today" : "bar", x, y: topPad + plotH - h, width: barW, height: h, rx: 1.5,
+        });
+        const tip = el("title", {});
+        tip.textContent = `${dayLabel(year, mon, day)}: ${integer.format(value)} request${value === 1 ? "" : "s"}`;
+        bar.append(tip);
+        svg.append(bar);
+      }
+      if (day === 1 || day % 5 === 0 || day === days) {
+        const label = el("text", { class: "axis-label", x: left + index * slot + slot / 2, y: height - 8, "text-anchor": "middle" });
+        label.textContent = String(day);
+        svg.append(label);
+      }
+    });
+    if (!total) {
+      const empty = el("text", { class: "empty-label", x: left + plotW / 2, y: topPad + plotH / 2, "text-anchor": "middle" });
+      empty.textContent = "No requests yet this month";
+      svg.append(empty);
+    }
+    $("chart").replaceChildren(svg);
+  }
+
+  function el(name, attributes) {
+    const node = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+    return node;
+  }
+
+  function niceCeiling(value) {
+    const power = 10 ** Math.floor(Math.log10(value));
+    for (const step of [1, 2, 5, 10]) if (value <= step * power) return Math.max(step * power, 2);
+    return 10 * power;
+  }
+
+  function dayLabel(year, mon, day) {
+    return dayName.format(new Date(Date.UTC(year, mon - 1, day)));
+  }
+
+  // ---- refreshing ---------------------------------------------------------------------
+
+  async function refresh() {
+    await Promise.all([loadKeys(), loadUsage()]);
+  }
+
+  async function onRefresh() {
+    await busy($("refresh"), async () => {
+      await refresh();
+      showNotice("Usage updated.");
+    }, "refresh");
+  }
+
+  // ---- start --------------------------------------------------------------------------
+
+  function start() {
+    for (const node of document.querySelectorAll(".api-base, #base-url")) node.textContent = baseUrl();
+    $("auth-form").addEventListener("submit", onAuth);
+    $("sign-out").addEventListener("click", () => signOut());
+    $("copy-token").addEventListener("click", copyToken);
+    $("refresh").addEventListener("click", onRefresh);
+    // Coming back to the tab (say, after running a script) shows fresh numbers.
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && token() && !$("dashboard").hidden) {
+        refresh().catch(() => {});
+      }
+    });
+    if (token()) {
+      enterDashboard().catch((err) => {
+        if (err instanceof ApiError && err.status === 401) signOut(explain(err, "refresh"));
+        else showError(explain(err, "refresh"));
+      });
+    } else {
+      $("email").focus();
+    }
+  }
+
+  start();
+})();

@@ -1,0 +1,122 @@
+"""Fairness: a per-account limit on chat completions in flight at one gateway.
+
+One account's burst, or its slow readers holding streams open, must not take every
+upstream connection and every task of the gateway from the other accounts. A chat
+completion holds one of its account's slots from the moment its token is verified
+until its response has been sent in full (a stream: its last byte, or the client
+going away). Over `STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT` (default 64; 0 turns the
+limit off) a request is refused at once with 429 `rate_limit_error`, code
+`concurrency_limit_exceeded`. Unlike a plan limit that refusal is worth retrying, so
+it carries `retry-after` and no `x-should-retry: false`; it uses none of the plan's
+quota and publishes no usage event, since the request never reached the router.
+
+The limit is per gateway process: N replicas let an account have N × the limit in
+flight. Requests without a valid token pass through untouched; the route answers
+them 401.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import ApiError
+
+ENV_NAME = "STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT"
+DEFAULT_LIMIT = 64
+LIMITED_PATHS = frozenset({"/api/v1/chat/completions", "/v1/chat/completions"})
+RETRY_AFTER_S = 1
+
+
+def limit_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """The configured limit; ValueError (start-up fails) when it is not a count."""
+    raw = environ.get(ENV_NAME, "").strip()
+    if not raw:
+        return DEFAULT_LIMIT
+    limit = int(raw)
+    if limit < 0:
+        raise ValueError(f"{ENV_NAME} must be 0 (no limit) or more, got {raw!r}")
+    return limit
+
+
+class InFlight:
+    """Requests in flight per account, at most `limit` each (0: unlimited)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, account_id: str) -> bool:
+        count = self._counts.get(account_id, 0)
+        if self.limit and count >= self.limit:
+            return False
+        self._counts[account_id] = count + 1
+        return True
+
+    def release(self, account_id: str) -> None:
+        count = self._counts.get(account_id, 0) - 1
+        if count > 0:
+            self._counts[account_id] = count
+        else:
+            self._counts.pop(account_id, None)
+
+    def count(self, account_id: str) -> int:
+        return self._counts.get(account_id, 0)
+
+
+def refusal(limit: int) -> ApiError:
+    return ApiError(
+        429,
+        f"Too many requests in flight for this account (at most {limit} at once); "
+        "retry when one of them has finished.",
+        "rate_limit_error",
+        "concurrency_limit_exceeded",
+        headers={"retry-after": str(RETRY_AFTER_S)},
+    )
+
+
+class AccountConcurrencyLimit:
+    """ASGI middleware holding an account slot for each chat completion in flight.
+
+    It sits inside the request-id middleware (so its 429 has an `x-request-id`) and
+    finds the account with the app's token verifier, whose cache makes that a
+    dictionary lookup for a token already seen.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = DEFAULT_LIMIT) -> None:
+        self.app = app
+        self.in_flight = InFlight(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (
+            self.in_flight.limit
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in LIMITED_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        account_id = _account_id(scope)
+        if account_id is None:
+            await self.app(scope, receive, send)
+            return
+        if not self.in_flight.acquire(account_id):
+            await refusal(self.in_flight.limit).response()(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.release(account_id)
+
+
+def _account_id(scope: Scope) -> str | None:
+    authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    if authorization is None:
+        return None
+    try:
+        account_id: str = scope["app"].state.deps.verifier.account_id(authorization.decode("latin-1"))
+    except ApiError:
+        return None
+    return account_id

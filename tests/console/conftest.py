@@ -1,0 +1,100 @@
+"""The console in a real browser: Playwright driving Debian's Chromium against the real
+system, started once for the module with `stepblend up` and a mock provider, as
+tests/e2e does. Each step's screenshot lands in tests/console/artifacts/."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+
+from tests.support.system import System, running_system
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium, never a browser Playwright would download; no network of its own.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+_API_STATUS_LOG = "Failed to load resource: the server responded with a status of"
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """`stepblend up` with every provider pointed at one mock provider server."""
+    with running_system(Path(tmp_path_factory.mktemp("console"))) as system:
+        yield system
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser, system: System) -> Iterator[BrowserContext]:
+    origin = system.base_url.removesuffix("/api/v1")
+    context = browser.new_context(
+        base_url=origin,
+        viewport={"width": 1200, "height": 900},
+        locale="en-US",
+        timezone_id="UTC",
+        color_scheme="light",
+    )
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=origin)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """The errors the page logged; a test that caused one on purpose clears it."""
+    return []
+
+
+@pytest.fixture
+def page(context: BrowserContext, console_errors: list[str]) -> Iterator[Page]:
+    """A tab on the console; the test fails if the page logged an error: a CSP violation,
+    a script error. (An API answering 4xx/5xx is logged by Chromium too; the page
+    handles those, and the tests check how.)"""
+    page = context.new_page()
+    problems = console_errors
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.text.startswith(_API_STATUS_LOG):
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+    yield page
+    page.close()
+    assert not problems, problems
+
+
+def shot(page: Page, name: str, *, full_page: bool = True) -> Path:
+    """Keep a screenshot of this step as a test artifact."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
