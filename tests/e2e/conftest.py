@@ -23,8 +23,3 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 @pytest.fixture
 def account(system: System) -> Account:
     return make_account(system)
-
-
-def _logs(data_dir: Path) -> str:
-    """The tail of every service's log (for failure messages)."""
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((data_dir / "logs").glob("*.log")))
