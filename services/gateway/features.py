@@ -34,7 +34,8 @@ _ALWAYS_TAKEN = frozenset({"model", "messages", "stream", "stream_options", "max
 MAX_RUN = 64
 # Runs of one kind of character (word, punctuation and symbols, whitespace), which
 # is where BPE's pre-tokens can grow long.
-_LONG_RUN = re.compile(r"\w{%d,}|[^\w\s]{%d,}|\s{%d,}" % (MAX_RUN, MAX_RUN, MAX_RUN))
+_AT_LEAST = "{" + str(MAX_RUN) + ",}"
+_LONG_RUN = re.compile(rf"\w{_AT_LEAST}|[^\w\s]{_AT_LEAST}|\s{_AT_LEAST}")
 
 
 class Encoding(Protocol):
