@@ -18,10 +18,10 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from stepblend.v1 import chat_pb2, chat_pb2_grpc
+from stepblend.v1 import chat_pb2, chat_pb2_grpc, providers_pb2
 
 from . import accounts, chat_wire
-from .completions import Exchange, abandon, finish_completion, relay, start, validate
+from .completions import Exchange, Running, abandon, finish_completion, relay, start, validate
 from .deps import Deps
 from .errors import ApiError
 
@@ -57,50 +57,46 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    async def _exchange(self, context: grpc.aio.ServicerContext) -> Exchange:
+    async def _begin(
+        self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext, stream: bool
+    ) -> tuple[Exchange, Running, providers_pb2.ExecuteEvent]:
+        """Authenticate, validate, route, admit, execute up to the first answer."""
         request_id = uuid.uuid4().hex
         await context.send_initial_metadata((("x-request-id", request_id),))
         metadata = dict(context.invocation_metadata() or ())
-        account_id = await accounts.authenticate(self._deps, metadata.get("authorization"))
-        return Exchange(request_id=request_id, account_id=account_id, client_request_id=str(metadata.get("x-request-id", ""))[:128])
+        exchange = Exchange(
+            request_id=request_id,
+            account_id=await accounts.authenticate(self._deps, metadata.get("authorization")),
+            client_request_id=str(metadata.get("x-request-id", ""))[:128],
+        )
+        parsed, upstream = validate(chat_wire.to_openai(request, stream=stream))
+        running = await start(self._deps, exchange, parsed, upstream)
+        try:
+            return exchange, running, await running.first_answer(exchange)
+        except BaseException:
+            abandon(self._deps, exchange, running)
+            raise
 
     async def Complete(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
-        deps = self._deps
         try:
-            exchange = await self._exchange(context)
-            parsed, upstream = validate(chat_wire.to_openai(request, stream=False))
-            running = await start(deps, exchange, parsed, upstream)
-            try:
-                first = await running.first_answer(exchange)
-            except BaseException:
-                abandon(deps, exchange, running)
-                raise
-            await finish_completion(deps, exchange, running)
-            return chat_wire.completion(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
+            exchange, running, first = await self._begin(request, context, stream=False)
+            await finish_completion(self._deps, exchange, running)
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             raise  # abort_with_status raises; this line is never reached
+        return chat_wire.completion(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
 
     async def CompleteStream(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        deps = self._deps
         try:
-            exchange = await self._exchange(context)
-            parsed, upstream = validate(chat_wire.to_openai(request, stream=True))
-            running = await start(deps, exchange, parsed, upstream)
-            try:
-                first = await running.first_answer(exchange)
-            except BaseException:
-                abandon(deps, exchange, running)
-                raise
+            exchange, running, first = await self._begin(request, context, stream=True)
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             return
-        assert first.WhichOneof("event") == "chunk"
-        async for piece in relay(deps, exchange, first.chunk, running):
+        async for piece in relay(self._deps, exchange, first.chunk, running):
             if isinstance(piece, ApiError):
                 await context.abort_with_status(status_of(piece))
                 return
