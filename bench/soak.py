@@ -121,19 +121,48 @@ def sequential_round(client: Client, n: int, unexpected: Counter[str]) -> int:
     return n
 
 
+# bench/post.lua plus a tally of the statuses other than 200, and the first such body.
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {}; first_body = nil end
+function response(status, headers, body)
+  if status ~= 200 then
+    statuses[status] = (statuses[status] or 0) + 1
+    if first_body == nil then first_body = body end
+  end
+end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do io.write(string.format("status %d %d\\n", status, count)) end
+    local body = thread:get("first_body")
+    if body then io.write("body " .. string.sub(body, 1, 200) .. "\\n") end
+  end
+end
+"""
+
+
 def wrk_round(port: int, token: str, connections: int, seconds: int, stream: bool) -> tuple[int, dict[str, int]]:
-    """Requests wrk sent, and what went wrong: non-2xx answers, socket errors by kind."""
+    """Requests wrk sent, and what went wrong: answers other than 200 by status (with
+    the first such body), socket errors by kind."""
     env = dict(os.environ, BENCH_BODY=body(stream, 20).decode(), BENCH_TOKEN=token)
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-         "-s", str(Path(__file__).resolve().parent / "post.lua"), f"http://127.0.0.1:{port}/api/v1/chat/completions"],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_WRK_SCRIPT)
+        script.flush()
+        out = subprocess.run(
+            ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+             "-s", script.name, f"http://127.0.0.1:{port}/api/v1/chat/completions"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout
     sent = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     problems: dict[str, int] = {}
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        problems["non-2xx"] = int(non2xx.group(1))
+    first = re.search(r"^body (.*)$", out, re.MULTILINE)
+    for status, count in re.findall(r"^status (\d+) (\d+)$", out, re.MULTILINE):
+        problems[f"status {status}" + (f" {first.group(1)!r}" if first and status != "429" else "")] = int(count)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sockets:
         for kind, count in zip(("connect", "read", "write", "timeout"), map(int, sockets.groups())):
@@ -174,7 +203,7 @@ def main() -> None:
                 # Over the per-account limit (64): 429s are the point here.
                 n, problems = wrk_round(port, token, 96, 1, stream=False)
                 sent += n
-                refused_burst += problems.pop("non-2xx", 0)
+                refused_burst += problems.pop("status 429", 0)
                 unexpected.update({f"wrk at 96 connections: {k}": v for k, v in problems.items()})
                 # Requests wrk left behind when it hung up hold their slots until they end.
                 time.sleep(1)
