@@ -39,9 +39,13 @@ def run(name: str) -> None:
     if name not in SERVICES:
         raise SystemExit(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
     logs.setup(name)
+    settings = Settings.from_env()
+    if name != "gateway" and not settings.internal_token:
+        # The internal services trust any caller holding this token; without one
+        # their gRPC would be open to anyone who can reach the port.
+        raise SystemExit(f"stepblend serve {name}: STEPBLEND_INTERNAL_TOKEN is not set")
     # Before the service builds its servers and channels, which it instruments.
     tracing = telemetry.setup(name)
-    settings = Settings.from_env()
     serve = importlib.import_module(f"services.{name}.main").serve
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -123,3 +123,17 @@ def test_forged_calls_changed_nothing_and_the_token_opens_the_door(stack: Stack,
         with grpc.insecure_channel(stack.addresses[address]) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_an_internal_service_will_not_start_without_the_token() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
+    for name in ("router", "providers", "billing"):
+        result = subprocess.run(
+            [sys.executable, "-m", "stepblend", "serve", name], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode != 0
+        assert "STEPBLEND_INTERNAL_TOKEN is not set" in result.stderr
