@@ -2,7 +2,8 @@
 """Set up and run StepBlend from a fresh clone, needing only Python 3.11+.
 
     python3 dev.py up [--demo] [--port 8080]   # the whole system on this machine
-    python3 dev.py test [pytest args]          # the test suite
+    python3 dev.py test [pytest args]          # the test suite (installs Debian's
+                                               # chromium for the console tests if missing)
 
 Creates .venv beside this file and installs the project into it (again only
 when pyproject.toml changed), then runs `stepblend up` or pytest inside it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -37,6 +39,16 @@ def ensure_venv(extras: str) -> None:
     stamp.write_text(want)
 
 
+def ensure_chromium() -> None:
+    """tests/console drives Debian's Chromium through Playwright (never a downloaded
+    browser): install it where it is missing and this user may."""
+    if Path("/usr/bin/chromium").exists() or not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("up", "test"):
         raise SystemExit(__doc__)
@@ -46,6 +58,7 @@ def main() -> None:
         ensure_venv("")
         os.execv(BIN / "stepblend", [str(BIN / "stepblend"), "up", *args])
     ensure_venv("test")
+    ensure_chromium()
     os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
 
 
