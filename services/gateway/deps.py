@@ -12,6 +12,7 @@ from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from .auth import Keyring, Verifier
 from .caches import AccountStatus, ModelList, TtlCache
+from .fairness import InFlight
 from .features import Encoding
 from .observe import RequestTelemetry
 from .outbox import Outbox
@@ -35,4 +36,5 @@ class Deps:
     channels: dict[str, grpc.aio.Channel]
     models: ModelList
     metadata: Metadata
+    in_flight: InFlight
     telemetry: RequestTelemetry = field(default_factory=lambda: RequestTelemetry(None))

@@ -10,7 +10,7 @@ limit off) a request is refused at once with 429 `rate_limit_error`, code
 it carries `retry-after` and no `x-should-retry: false`; it uses none of the plan's
 quota and publishes no usage event, since the request never reached the router.
 
-The limit is per gateway process: N replicas let an account have N × the limit in
+The gRPC chat API takes its slots from the same `InFlight`. The limit is per gateway process: N replicas let an account have N × the limit in
 flight. Requests without a valid token pass through untouched; the route answers
 them 401.
 """
@@ -85,9 +85,10 @@ class AccountConcurrencyLimit:
     dictionary lookup for a token already seen.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, app: ASGIApp, in_flight: InFlight) -> None:
         self.app = app
-        self.in_flight = InFlight(limit)
+        # Shared with the gRPC chat API (Deps.in_flight): one budget per account.
+        self.in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (

@@ -219,3 +219,34 @@ def test_slow_sse_readers_do_not_slow_another_account(stack: Stack) -> None:
         sock.close()
         assert rest.count(b'"content":"' + word.encode() + b'"') == pieces
         assert b"data: [DONE]" in rest
+
+
+def test_the_grpc_chat_api_shares_the_accounts_slots(stack: Stack) -> None:
+    """HTTP streams holding every slot leave the gRPC API none for that account."""
+    import grpc
+
+    from stepblend.v1 import chat_pb2, chat_pb2_grpc
+
+    busy = stack.account()
+    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": 1500})
+
+    async def run() -> grpc.StatusCode:
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+            held = [
+                asyncio.create_task(client.post("/chat/completions", headers=busy.headers, json=body("gpt-4o")))
+                for _ in range(LIMIT)
+            ]
+            await asyncio.sleep(0.7)
+            async with grpc.aio.insecure_channel(stack.addresses["chat"]) as channel:
+                request = chat_pb2.ChatRequest(model="gpt-4o", messages=[chat_pb2.ChatMessage(role="user", content="hi")])
+                try:
+                    await chat_pb2_grpc.ChatStub(channel).Complete(
+                        request, metadata=(("authorization", f"Bearer {busy.token}"),)
+                    )
+                    code = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code()
+            await asyncio.gather(*held)
+            return code
+
+    assert asyncio.run(run()) == grpc.StatusCode.RESOURCE_EXHAUSTED
