@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from services.billing.db import database_url, make_engine, write_session
+from services.billing.db import database_url, make_engine, retrying, write_session
 from services.common.config import Settings
 
 __all__ = ["MigrationError", "current_revision", "downgrade", "main", "upgrade"]
@@ -48,6 +48,13 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 
 def _locked(engine: Engine, action: Callable[[Config], None]) -> None:
+    # Replicas starting together on one SQLite file can see "database is locked"
+    # while another one switches the file to WAL or holds the write lock; the
+    # migration is one transaction, so it is simply tried again.
+    retrying(lambda: _locked_once(engine, action))
+
+
+def _locked_once(engine: Engine, action: Callable[[Config], None]) -> None:
     config = Config()
     config.set_main_option("script_location", str(_SCRIPTS))
     with write_session(engine) as session:
