@@ -218,6 +218,17 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[byt
     return up, mock, port, mock_port, token
 
 
+def stop(up: subprocess.Popen[bytes], mock: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """Stop `stepblend up` (gracefully, then hard) and the mock; remove the data dir."""
+    up.send_signal(signal.SIGINT)
+    try:
+        up.wait(40)
+    except subprocess.TimeoutExpired:
+        up.kill()
+    mock.kill()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run")
@@ -276,13 +287,7 @@ def main() -> None:
         results["rss_mb_total"] = rss_mb(pids, "VmHWM")
         results["rss_mb_now"] = rss_mb(pids, "VmRSS")
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(40)
-        except subprocess.TimeoutExpired:
-            up.kill()
-        mock.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        stop(up, mock, data_dir)
 
     print(f"{'figure':<24}{'StepBlend':>12}{'target':>10}  met")
     for name, value in results.items():

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import LOAD_CORE, body, start, tree  # bench/run.py, beside this file
+from run import LOAD_CORE, body, start, stop, tree  # bench/run.py, beside this file
 
 TOLERANCE = 0.10
 
@@ -217,13 +216,7 @@ def main() -> None:
         time.sleep(2)  # let the last usage events settle
         end = rss_by_process(pids)
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(40)
-        except subprocess.TimeoutExpired:
-            up.kill()
-        mock.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        stop(up, mock, data_dir)
 
     elapsed = time.monotonic() - started
     bounded = sent < args.requests
