@@ -226,7 +226,7 @@ def _view(session: Session, plans: PlanBook, account: Account, now: datetime) ->
     month = month_key(now)
     # The count is the counter admission enforces; the spend is summed from the
     # ledger, which settlement writes in the same transaction as the counter.
-    counts = counters.read(session, account.account_id, month)
+    counts = counters.read(session.connection(), account.account_id, month)
     spend = ledger.month_usage(session, account.account_id, month).spend_usd
     return AccountView(
         account_id=account.account_id,

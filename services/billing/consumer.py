@@ -1,10 +1,11 @@
 """The usage consumer: settles `usage.v1.*` events from JetStream (settlement.py).
 
-Delivery semantics, per message:
-- recorded (or already there)    → ack, after the commit;
+Each fetched batch is settled in one transaction. Delivery semantics, per message:
+- recorded (or already there)    → ack, after the batch's commit;
 - not a UsageEvent, or an event
   that can never be recorded     → term: redelivering it cannot help; logged;
-- the database failed            → nak with a delay: the event comes back later.
+- the database failed            → nak with a delay, for the whole batch: the
+                                   events come back later.
 Anything unexpected is treated like a database failure: retrying an event is
 safe (writes are idempotent), dropping one loses a charge.
 
@@ -20,6 +21,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -27,12 +30,12 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 from pydantic import ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.billing import ledger
-from services.billing.db import retrying, write_session
 from services.billing.settlement import settle
+from services.billing.writer import Writer
 from services.common import events, telemetry
 
 __all__ = ["ConsumerOptions", "UsageConsumer"]
@@ -59,9 +62,9 @@ class ConsumerOptions:
 class UsageConsumer:
     """Pulls usage events and records them until `stop()` or cancellation."""
 
-    def __init__(self, js: JetStreamContext, engine: Engine, options: ConsumerOptions | None = None) -> None:
+    def __init__(self, js: JetStreamContext, writer: Writer, options: ConsumerOptions | None = None) -> None:
         self._js = js
-        self._engine = engine
+        self._writer = writer
         self._options = options or ConsumerOptions()
         self._stopping = asyncio.Event()
         self._tracer = trace.get_tracer(__name__) if telemetry.tracing_enabled() else None
@@ -86,9 +89,7 @@ class UsageConsumer:
                     log.warning("fetching usage events failed; retrying", exc_info=True)
                     await self._pause()
                     continue
-                for message in messages:
-                    with self._span(message):
-                        await self._settle(message)
+                await self._settle(messages)
         finally:
             try:
                 await subscription.unsubscribe()
@@ -117,7 +118,47 @@ class UsageConsumer:
                 await self._pause()
         return None
 
-    async def _settle(self, message: Msg) -> None:
+    async def _settle(self, messages: list[Msg]) -> None:
+        """Settle a fetched batch in one transaction, then answer each message."""
+        batch: list[tuple[Msg, dict[str, Any]]] = []
+        for message in messages:
+            entry = self._entry(message)
+            if entry is None:
+                await self._reply(message.term, message)
+            else:
+                batch.append((message, entry))
+        if not batch:
+            return
+        # In account order, so that two replicas' batches lock counters in the same order.
+        batch.sort(key=lambda item: item[1]["account_id"])
+        with contextlib.ExitStack() as spans:
+            for message, _ in batch:
+                spans.enter_context(self._span(message))
+            try:
+                written = await self._writer.run(partial(_settle_all, [entry for _, entry in batch]), attempts=3)
+            except Exception as exc:
+                # Lock timeouts were retried briefly; anything longer is a nak. Every
+                # event of the batch comes back later (settling again is harmless).
+                expected = isinstance(exc, SQLAlchemyError)
+                log.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "recording %d usage events failed; they will be redelivered",
+                    len(batch),
+                    exc_info=True,
+                )
+                for message, _ in batch:
+                    await self._reply(lambda m=message: m.nak(delay=self._options.retry_delay_s), message)
+                return
+        for (message, entry), new in zip(batch, written, strict=True):
+            if not new:
+                log.info(
+                    "usage event already recorded",
+                    extra={"request_id": entry["request_id"], "account_id": entry["account_id"]},
+                )
+            await self._reply(message.ack, message)
+
+    def _entry(self, message: Msg) -> dict[str, Any] | None:
+        """The ledger row of `message`, or None (logged) for one that can never be recorded."""
         try:
             event = events.UsageEvent.model_validate_json(message.data)
         except ValidationError as exc:
@@ -126,24 +167,16 @@ class UsageConsumer:
                 message.subject,
                 exc.errors(include_input=False, include_url=False),
             )
-            await self._reply(message.term, message)
-            return
-        extra = {"request_id": event.request_id, "account_id": event.account_id}
+            return None
         try:
-            written = await asyncio.to_thread(self._record, event)
+            return ledger.entry_from_event(event)
         except ledger.InvalidEvent as exc:
-            log.error("terminating a usage event that cannot be recorded: %s", exc, extra=extra)
-            await self._reply(message.term, message)
-        except SQLAlchemyError:
-            log.warning("recording a usage event failed; it will be redelivered", exc_info=True, extra=extra)
-            await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
-        except Exception:
-            log.exception("unexpected error recording a usage event; it will be redelivered", extra=extra)
-            await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
-        else:
-            if not written:
-                log.info("usage event already recorded", extra=extra)
-            await self._reply(message.ack, message)
+            log.error(
+                "terminating a usage event that cannot be recorded: %s",
+                exc,
+                extra={"request_id": event.request_id, "account_id": event.account_id},
+            )
+            return None
 
     def _span(self, message: Msg) -> contextlib.AbstractContextManager[object]:
         """Settling one event is a CONSUMER span in its request's trace (from its
@@ -151,14 +184,6 @@ class UsageConsumer:
         if self._tracer is None:
             return contextlib.nullcontext()
         return telemetry.consuming(self._tracer, message.subject, message.headers, self._options.durable)
-
-    def _record(self, event: events.UsageEvent) -> bool:
-        def attempt() -> bool:
-            with write_session(self._engine) as session:
-                return settle(session, event)
-
-        # Lock timeouts are retried here, briefly; anything longer is a nak.
-        return retrying(attempt, attempts=3)
 
     async def _reply(self, action: Callable[[], Awaitable[None]], message: Msg) -> None:
         try:
@@ -170,3 +195,7 @@ class UsageConsumer:
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self._options.retry_delay_s)
+
+
+def _settle_all(entries: list[dict[str, Any]], connection: Connection) -> list[bool]:
+    return [settle(connection, entry) for entry in entries]

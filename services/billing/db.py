@@ -21,24 +21,37 @@ Transactions, per backend:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, create_engine
 
 from services.common.config import Settings
 
-__all__ = ["database_url", "insert_if_absent", "is_sqlite", "make_engine", "retrying", "write_session"]
+__all__ = [
+    "database_url",
+    "execute",
+    "insert_if_absent",
+    "is_locked",
+    "is_sqlite",
+    "make_engine",
+    "retrying",
+    "write_options",
+    "write_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,31 +118,96 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def write_session(engine: Engine) -> Session:
-    """A session for a unit of work that writes: on SQLite it holds the write lock from its first statement."""
+def write_options(engine: Engine) -> Engine:
+    """`engine` for units of work that write: on SQLite their transactions hold
+    the write lock from their first statement."""
     if is_sqlite(engine):
-        return Session(engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"}))
-    return Session(engine)
+        return engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+    return engine
 
 
-def insert_if_absent(session: Session, table: type[Any], values: dict[str, Any]) -> bool:
+def write_session(engine: Engine) -> Session:
+    """A session for a unit of work that writes (see `write_options`)."""
+    return Session(write_options(engine))
+
+
+def insert_if_absent(connection: Connection, table: type[Any], values: dict[str, Any]) -> bool:
     """Insert one row unless its key exists (`ON CONFLICT DO NOTHING`); whether it was inserted.
 
     The idempotent writes' way to learn "already there" without an exception
-    ending the transaction. Told by RETURNING rather than by the rowcount,
-    which SQLAlchemy's psycopg dialect reports as -1 for this statement.
+    ending the transaction: RETURNING gives the key back only for a new row.
     """
-    dialect = session.get_bind().dialect.name
-    statement: Insert
+    statement = _insert_statement(connection.dialect.name, table)
+    return execute(connection, statement, values).fetchone() is not None
+
+
+def execute(connection: Connection, statement: Executable, params: dict[str, Any]) -> Any:
+    """Run a Core `statement` on `connection`'s DBAPI cursor (in its transaction);
+    the cursor, for `fetchone()` and `rowcount`.
+
+    For the statements of every request (admission, settlement): SQLAlchemy
+    compiles each once per dialect and set of parameters, with the same type
+    conversions it applies itself (timestamps and money on SQLite), and each run
+    skips its per-execution machinery, which cost several times the database's
+    own work. Rows come back as plain tuples.
+    """
+    prepared = _prepared(statement, connection.dialect, tuple(params))
+    values = {**prepared.defaults, **params}
+    for name, process in prepared.processors:
+        values[name] = process(values[name])
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(prepared.sql, values if prepared.order is None else tuple(values[n] for n in prepared.order))
+    return cursor
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sql: str
+    order: tuple[str, ...] | None  # positional paramstyles (SQLite): the parameters' order
+    defaults: dict[str, Any]  # values the statement carries itself (literals)
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+
+_PREPARED: dict[tuple[int, str, tuple[str, ...]], _Prepared] = {}
+
+
+def _prepared(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Prepared:
+    cache_key = (id(statement), dialect.name, keys)
+    prepared = _PREPARED.get(cache_key)
+    if prepared is None:
+        # The statements are module constants, so id() is stable and the cache small.
+        column_keys = list(keys) if isinstance(statement, Insert) else None
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)  # type: ignore[attr-defined]
+        order = compiled.positiontup
+        names = order if order is not None else [name for name in compiled.binds if name.isidentifier()]
+        binds = {name: compiled.binds[name] for name in names}
+        processors = []
+        for name, bind in binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((name, process))
+        prepared = _Prepared(
+            sql=compiled.string,
+            order=None if order is None else tuple(order),
+            defaults={name: bind.value for name, bind in binds.items() if name not in keys},
+            processors=tuple(processors),
+        )
+        _PREPARED[cache_key] = prepared
+    return prepared
+
+
+@functools.cache
+def _insert_statement(dialect: str, table: type[Any]) -> Insert:
+    # Built once per table: admission and settlement run this per request.
+    insert: Any
     if dialect == "postgresql":
-        statement = postgresql.insert(table).on_conflict_do_nothing()
+        insert = postgresql.insert
     elif dialect == "sqlite":
-        statement = sqlite.insert(table).on_conflict_do_nothing()
+        insert = sqlite.insert
     else:
         raise RuntimeError(f"billing runs on SQLite or PostgreSQL, not {dialect!r}")
-    keys = list(statement.table.primary_key.columns)  # type: ignore[attr-defined]
-    inserted = session.exec(statement.values(**values).returning(*keys)).first()
-    return inserted is not None
+    core = table.__table__
+    return insert(core).on_conflict_do_nothing().returning(*core.primary_key.columns)
 
 
 def retrying(work: Callable[[], T], *, attempts: int = 8, first_delay_s: float = 0.01) -> T:
@@ -152,8 +230,10 @@ def retrying(work: Callable[[], T], *, attempts: int = 8, first_delay_s: float =
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _transient(exc: DBAPIError) -> bool:
-    if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-        return True
-    # SQLite reports a busy timeout as OperationalError "database is locked".
+def is_locked(exc: DBAPIError) -> bool:
+    """Whether `exc` is SQLite's "database is locked": its busy timeout ran out."""
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
+
+
+def _transient(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES or is_locked(exc)

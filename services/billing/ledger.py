@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from services.billing.models import LedgerEntry
+from services.billing.models import LedgerEntry, utcnow
 from services.billing.money import parse_usd, sum_usd
 from services.billing.months import month_key
 from services.common.events import UsageEvent
@@ -33,8 +34,9 @@ class MonthUsage:
     spend_usd: Decimal
 
 
-def entry_from_event(event: UsageEvent) -> LedgerEntry:
-    """The ledger row for `event`; raises InvalidEvent when one cannot be made."""
+def entry_from_event(event: UsageEvent) -> dict[str, Any]:
+    """The ledger row for `event`, as the columns of a `LedgerEntry`; raises
+    InvalidEvent when one cannot be made."""
     if not event.request_id or not event.account_id:
         raise InvalidEvent("request_id and account_id are required")
     if len(event.request_id) > 128 or len(event.account_id) > 64:
@@ -53,25 +55,26 @@ def entry_from_event(event: UsageEvent) -> LedgerEntry:
     # the insert on every redelivery, so it is refused here, once.
     if not all(0 <= count < 2**31 for count in counts):
         raise InvalidEvent(f"token counts and latency out of range: {counts}")
-    return LedgerEntry(
-        request_id=event.request_id,
-        account_id=event.account_id,
-        month=month_key(admitted_at),
-        outcome=event.outcome,
+    return {
+        "request_id": event.request_id,
+        "account_id": event.account_id,
+        "month": month_key(admitted_at),
+        "outcome": event.outcome,
         # SPEC.md §3: a request counts once a provider answered, even if it failed later.
-        counted=event.provider_answered,
-        routed_model=event.routed_model,
-        provider=event.provider,
-        strategy=event.strategy_used,
-        prompt_tokens=event.prompt_tokens,
-        completion_tokens=event.completion_tokens,
-        estimated_cost_usd=estimated,
-        actual_cost_usd=actual,
-        catalog_version=event.catalog_version,
-        latency_ms=event.latency_ms,
-        error_code=event.error_code,
-        admitted_at=admitted_at,
-    )
+        "counted": event.provider_answered,
+        "routed_model": event.routed_model,
+        "provider": event.provider,
+        "strategy": event.strategy_used,
+        "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "estimated_cost_usd": estimated,
+        "actual_cost_usd": actual,
+        "catalog_version": event.catalog_version,
+        "latency_ms": event.latency_ms,
+        "error_code": event.error_code,
+        "admitted_at": admitted_at,
+        "created_at": utcnow(),
+    }
 
 
 def month_usage(session: Session, account_id: str, month: str) -> MonthUsage:

@@ -25,6 +25,7 @@ from services.billing.options import BillingOptions
 from services.billing.plans import load_plans
 from services.billing.reaper import Reaper
 from services.billing.servicer import SERVICE_NAME, BillingServicer
+from services.billing.writer import Writer
 from services.common import events
 from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
@@ -53,18 +54,19 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
     plans = load_plans(settings.plans_file)  # a bad plans file stops start-up, loudly
     options = options or BillingOptions.from_env()
     engine = make_engine(database_url(settings))
+    writer = Writer(engine)
     try:
         await asyncio.to_thread(upgrade, engine)
         nc = await events.connect(settings.nats_url, "billing")
         try:
             js = nc.jetstream()
             await events.ensure_streams(js)
-            consumer = UsageConsumer(js, engine)
+            consumer = UsageConsumer(js, writer)
             consumer_task = asyncio.create_task(consumer.run(), name="billing-usage-consumer")
             reaper = Reaper(engine, clock, options.reap_interval_s)
             reaper_task = asyncio.create_task(reaper.run(), name="billing-reaper")
             server = make_server(settings.internal_token)
-            servicer = BillingServicer(engine, plans, JetStreamAccountEvents(js), options=options, clock=clock)
+            servicer = BillingServicer(engine, writer, plans, JetStreamAccountEvents(js), options=options, clock=clock)
             billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
             health: health_aio.HealthServicer | None = None
             try:
@@ -84,6 +86,7 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
         finally:
             await _close_nats(nc)
     finally:
+        await asyncio.to_thread(writer.close)
         engine.dispose()
 
 

@@ -65,7 +65,7 @@ def _expire(engine: Engine, request_id: str, now: datetime) -> int:
         if row is None:  # settled or expired meanwhile by someone else
             session.rollback()
             return 0
-        counters.adjust(session, row[0], row[1], reserved=-1)
+        counters.adjust(session.connection(), row[0], row[1], reserved=-1)
         session.commit()
         log.warning(
             "reservation expired without a usage event; its slot is free again",

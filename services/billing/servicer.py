@@ -12,10 +12,11 @@ Status codes:
   it to the gateways; calling again is safe and announces it.
 Admit never fails for a refusal: `allowed=false` with a reason is an answer.
 
-Database calls are synchronous, so they run in a worker thread and the event
-loop keeps serving other calls and the usage consumer. Writes run in write
-sessions and are retried on transient lock errors (`db.retrying`); each is
-safe to repeat.
+Database calls are synchronous, so they run in worker threads and the event
+loop keeps serving other calls and the usage consumer. Admit runs on the
+writer's threads and held connections (writer.py), the rest in ORM sessions;
+writes are retried on transient lock errors (`db.retrying`); each is safe to
+repeat.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from decimal import Decimal
 from typing import NoReturn, TypeVar
 
 import grpc
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
 from services.billing import accounts, admission, usage
@@ -37,6 +38,7 @@ from services.billing.months import Clock, moment, month_key, month_start
 from services.billing.notify import AccountEvents
 from services.billing.options import BillingOptions
 from services.billing.plans import PlanBook
+from services.billing.writer import Writer
 from stepblend.v1 import billing_pb2, billing_pb2_grpc
 
 __all__ = ["SERVICE_NAME", "BillingServicer"]
@@ -64,6 +66,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     def __init__(
         self,
         engine: Engine,
+        writer: Writer,
         plans: PlanBook,
         account_events: AccountEvents,
         *,
@@ -71,6 +74,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         clock: Clock,
     ) -> None:
         self._engine = engine
+        self._writer = writer
         self._plans = plans
         self._events = account_events
         self._options = options or BillingOptions()
@@ -140,17 +144,19 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     async def Admit(
         self, request: billing_pb2.AdmitRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.AdmitResponse:
-        def admit(session: Session) -> admission.Admission:
+        account_id, request_id = request.account_id, request.request_id
+        try:
+            admission.check(account_id, request_id)
+        except admission.InvalidAdmission as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        now, ttl = self._now(), self._options.reservation_ttl
+
+        def admit(connection: Connection) -> admission.Admission:
             return admission.admit(
-                session,
-                self._plans,
-                account_id=request.account_id,
-                request_id=request.request_id,
-                now=self._now(),
-                ttl=self._options.reservation_ttl,
+                connection, self._plans, account_id=account_id, request_id=request_id, now=now, ttl=ttl
             )
 
-        answer = await self._call(context, admit, write=True)
+        answer = await self._writer.run(admit)
         return billing_pb2.AdmitResponse(
             allowed=answer.allowed,
             plan=answer.plan,

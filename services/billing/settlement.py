@@ -1,7 +1,8 @@
 """Settlement: a usage event becomes its ledger row and moves the month's counters.
 
 What counts is SPEC.md §3's rule: a request counts once a provider answered
-(`provider_answered`), in the month it was admitted. One transaction per event:
+(`provider_answered`), in the month it was admitted. Per event, inside the
+caller's transaction (the consumer settles a fetched batch in one):
 
 1. The month: the reservation's, when the request was admitted; else (billing
    was fail-open, or the gateway never asked) the UTC month of `admitted_at`.
@@ -25,61 +26,64 @@ What counts is SPEC.md §3's rule: a request counts once a provider answered
 
 from __future__ import annotations
 
-from sqlalchemy import update
-from sqlmodel import Session, col
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
 
 from services.billing import counters
-from services.billing.db import insert_if_absent
-from services.billing.ledger import entry_from_event
+from services.billing.db import execute, insert_if_absent
 from services.billing.models import LedgerEntry, Reservation, ReservationState, utcnow
-from services.common.events import UsageEvent
 
 __all__ = ["settle"]
 
+_reservations = Reservation.__table__  # type: ignore[attr-defined]
+_r = _reservations.c
+_this_request = _r.request_id == bindparam("b_request_id")
+_RESERVATION = select(_r.account_id, _r.month).where(_this_request)
+_LEAVE_RESERVED = (
+    update(_reservations)
+    .where(_this_request, _r.state == ReservationState.RESERVED)
+    .values(state=bindparam("b_state"), settled_at=bindparam("b_settled_at"))
+    .returning(_r.request_id)
+)
+_SET_STATE = (
+    update(_reservations).where(_this_request).values(state=bindparam("b_state"), settled_at=bindparam("b_settled_at"))
+)
 
-def settle(session: Session, event: UsageEvent) -> bool:
-    """Settle `event` and commit; False (and no change) when it was settled before.
 
-    Raises `ledger.InvalidEvent` for an event that can never be written, and lets
-    database errors through: the whole transaction is safe to repeat.
-    `session` should be a `db.write_session`.
+def settle(connection: Connection, entry: dict[str, Any]) -> bool:
+    """Settle the ledger row `entry` (`ledger.entry_from_event`); False, and no
+    change, when its request was settled before.
+
+    Runs in the caller's transaction and lets database errors through: the whole
+    transaction is safe to repeat.
     """
-    entry = entry_from_event(event)
-    reservation = session.get(Reservation, entry.request_id)
+    request_id = entry["request_id"]
+    reservation = execute(connection, _RESERVATION, {"b_request_id": request_id}).fetchone()
     if reservation is not None:
         # The month and account the request was admitted under are the ones it
         # counts in, whatever the gateway's clock said in admitted_at.
-        entry.month = reservation.month
-    if not insert_if_absent(session, LedgerEntry, entry.model_dump()):
-        session.rollback()
+        entry = {**entry, "month": reservation[1]}
+    if not insert_if_absent(connection, LedgerEntry, entry):
         return False
 
-    counted = event.provider_answered
+    counted = bool(entry["counted"])
     if reservation is None:
         if counted:
-            counters.adjust(session, entry.account_id, entry.month, used=1)
-    elif _leave_reserved(session, entry.request_id, counted):
-        counters.adjust(session, reservation.account_id, reservation.month, used=int(counted), reserved=-1)
+            counters.adjust(connection, entry["account_id"], entry["month"], used=1)
+        return True
+    account_id, month = reservation
+    if _leave_reserved(connection, request_id, counted):
+        counters.adjust(connection, account_id, month, used=int(counted), reserved=-1)
     elif counted:
         # Expired before its event came: the slot was freed, the request still counts.
-        _set_state(session, entry.request_id, ReservationState.COUNTED)
-        counters.adjust(session, reservation.account_id, reservation.month, used=1)
-    session.commit()
+        values = {"b_request_id": request_id, "b_state": ReservationState.COUNTED, "b_settled_at": utcnow()}
+        execute(connection, _SET_STATE, values)
+        counters.adjust(connection, account_id, month, used=1)
     return True
 
 
-def _leave_reserved(session: Session, request_id: str, counted: bool) -> bool:
+def _leave_reserved(connection: Connection, request_id: str, counted: bool) -> bool:
     state = ReservationState.COUNTED if counted else ReservationState.RELEASED
-    left = session.exec(
-        update(Reservation)
-        .where(col(Reservation.request_id) == request_id, col(Reservation.state) == ReservationState.RESERVED)
-        .values(state=state, settled_at=utcnow())
-        .returning(col(Reservation.request_id))
-    ).first()
-    return left is not None
-
-
-def _set_state(session: Session, request_id: str, state: str) -> None:
-    session.exec(
-        update(Reservation).where(col(Reservation.request_id) == request_id).values(state=state, settled_at=utcnow())
-    )
+    values = {"b_request_id": request_id, "b_state": state, "b_settled_at": utcnow()}
+    return execute(connection, _LEAVE_RESERVED, values).fetchone() is not None

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from stepblend.v1 import chat_pb2, chat_pb2_grpc, providers_pb2
 
 from . import accounts, chat_wire
-from .completions import Exchange, Running, abandon, finish_completion, relay, start, validate
+from .completions import Exchange, Running, abandon, final_chunk, finish_completion, relay, start, validate
 from .deps import Deps
 from .errors import ApiError
 from .fairness import refusal
@@ -108,15 +108,22 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         try:
-            exchange, running, first = await self._begin(request, context, stream=True)
+            exchange, running, _ = await self._begin(request, context, stream=True)
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             return
         try:
-            async for piece in relay(self._deps, exchange, first.chunk, running):
+            # The wire has a message per chunk: relay's batches are taken apart here.
+            broke: ApiError | None = None
+            async for piece in relay(self._deps, exchange, running):
                 if isinstance(piece, ApiError):
-                    await context.abort_with_status(status_of(piece))
-                    return
-                yield chat_wire.chunk(orjson.loads(piece), exchange.request_id)
+                    broke = piece  # relay's last piece
+                else:
+                    for chunk in piece:
+                        yield chat_wire.chunk(orjson.loads(chunk), exchange.request_id)
+            if broke is not None:
+                await context.abort_with_status(status_of(broke))
+                return
+            yield chat_wire.chunk(final_chunk(exchange), exchange.request_id)
         finally:
             self._deps.in_flight.release(exchange.account_id)

@@ -6,6 +6,9 @@ fallbacks); answer with the HTTP status only once the first chunk (or the whole
 completion) of a successful attempt has arrived, so a request whose every
 candidate failed gets a real error status. The usage event is queued in the
 outbox when the request ends, whatever way it ends.
+
+Providers sends the events that are ready together in one message; a streamed
+answer keeps them together: the chunks of one message are one write to the client.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -214,11 +217,19 @@ class Running:
     """An admitted request whose Execute call is under way."""
 
     call: Any
-    events: AsyncIterator[providers_pb2.ExecuteEvent]
+    messages: AsyncIterator[providers_pb2.ExecuteEvents]
     candidates: dict[tuple[str, str], router_pb2.Candidate]
+    # What `first_answer` left of the message the answer came in: the answer on.
+    unread: Sequence[providers_pb2.ExecuteEvent] = ()
 
     def first_answer(self, exchange: Exchange) -> Awaitable[providers_pb2.ExecuteEvent]:
-        return _first_answer(self.events, exchange, self.candidates)
+        return _first_answer(self, exchange)
+
+    async def batches(self) -> AsyncIterator[Sequence[providers_pb2.ExecuteEvent]]:
+        """The events from the first answer on, a message's worth at a time."""
+        yield self.unread
+        async for message in self.messages:
+            yield message.events
 
 
 async def start(deps: Deps, exchange: Exchange, request: ChatRequest, upstream: dict[str, Any]) -> Running:
@@ -288,32 +299,31 @@ async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
         body = body[:-1] + b',"stepblend":' + orjson.dumps(exchange.stepblend()) + b"}"
         return Response(body, 200, exchange.headers(), media_type="application/json")
     return StreamingResponse(
-        _stream(relay(deps, exchange, first.chunk, running)),
+        _stream(exchange, relay(deps, exchange, running)),
         media_type="text/event-stream",
         headers={**exchange.headers(), **_SSE_HEADERS},
     )
 
 
-async def _first_answer(
-    events: AsyncIterator[providers_pb2.ExecuteEvent],
-    exchange: Exchange,
-    candidates: dict[tuple[str, str], router_pb2.Candidate],
-) -> providers_pb2.ExecuteEvent:
-    """Consume attempts until a chunk or completion arrives; raise the error if none does."""
+async def _first_answer(running: Running, exchange: Exchange) -> providers_pb2.ExecuteEvent:
+    """Consume attempts until a chunk or completion arrives; raise the error if none
+    does. The answer and the events that came with it stay unread (`Running.batches`)."""
     try:
-        async for event in events:
-            kind = event.WhichOneof("event")
-            if kind == "attempt":
-                _record_attempt(exchange, event.attempt, candidates)
-            elif kind in ("chunk", "completion"):
-                exchange.answered = True
-                exchange.answered_at = time.monotonic()
-                return event
-            elif kind == "error":
-                exchange.error_code = event.error.code or event.error.type
-                raise _error_from(event.error, exchange.rate_headers)
-            elif kind == "usage":
-                exchange.usage = event.usage
+        async for message in running.messages:
+            for i, event in enumerate(message.events):
+                kind = event.WhichOneof("event")
+                if kind == "attempt":
+                    _record_attempt(exchange, event.attempt, running.candidates)
+                elif kind in ("chunk", "completion"):
+                    exchange.answered = True
+                    exchange.answered_at = time.monotonic()
+                    running.unread = message.events[i:]
+                    return event
+                elif kind == "error":
+                    exchange.error_code = event.error.code or event.error.type
+                    raise _error_from(event.error, exchange.rate_headers)
+                elif kind == "usage":
+                    exchange.usage = event.usage
     except grpc.aio.AioRpcError as exc:
         exchange.error_code = "providers_unreachable"
         raise rpc_error("providers", exc) from exc
@@ -333,12 +343,13 @@ def _record_attempt(
 async def finish_completion(deps: Deps, exchange: Exchange, running: Running) -> None:
     """After a whole completion: read the usage and any late attempt, then settle."""
     try:
-        async for event in running.events:
-            kind = event.WhichOneof("event")
-            if kind == "usage":
-                exchange.usage = event.usage
-            elif kind == "attempt":
-                exchange.attempts.append(event.attempt)
+        async for events in running.batches():
+            for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "usage":
+                    exchange.usage = event.usage
+                elif kind == "attempt":
+                    exchange.attempts.append(event.attempt)
     except grpc.aio.AioRpcError:
         # The answer is complete; a lost trailer costs only the usage figures.
         log.warning("usage of a completed request was lost", extra={"request_id": exchange.request_id})
@@ -348,33 +359,41 @@ async def finish_completion(deps: Deps, exchange: Exchange, running: Running) ->
 
 
 _KEEPALIVE = b": keep-alive\n\n"
+_DONE = b"data: [DONE]\n\n"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def _sse(data: bytes) -> bytes:
-    return b"data: " + data + b"\n\n"
+def _sse(*data: bytes) -> bytes:
+    """One SSE event per piece of data, as one write."""
+    return b"data: " + b"\n\ndata: ".join(data) + b"\n\n"
 
 
-async def relay(
-    deps: Deps, exchange: Exchange, first_chunk: bytes, running: Running
-) -> AsyncIterator[bytes | ApiError]:
-    """A streamed answer: each chunk as JSON bytes, then StepBlend's final chunk —
-    or an ApiError where the stream broke after it started. Settles when done."""
+async def relay(deps: Deps, exchange: Exchange, running: Running) -> AsyncIterator[list[bytes] | ApiError]:
+    """A streamed answer from its first chunk: the chunks (JSON bytes) of each message
+    from providers together, and an ApiError last where the stream broke after it
+    started; when it ends without one, StepBlend's `final_chunk` is the caller's to
+    send. Settles when done."""
     try:
-        yield first_chunk
-        async for event in running.events:
-            kind = event.WhichOneof("event")
-            if kind == "chunk":
-                yield event.chunk
-            elif kind == "usage":
-                exchange.usage = event.usage
-            elif kind == "attempt":
-                exchange.attempts.append(event.attempt)
-            elif kind == "error":
-                exchange.error_code = event.error.code or event.error.type or "stream_error"
-                yield _error_from(event.error)
+        async for events in running.batches():
+            chunks: list[bytes] = []
+            broke: ApiError | None = None
+            for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "chunk":
+                    chunks.append(event.chunk)
+                elif kind == "usage":
+                    exchange.usage = event.usage
+                elif kind == "attempt":
+                    exchange.attempts.append(event.attempt)
+                elif kind == "error":
+                    exchange.error_code = event.error.code or event.error.type or "stream_error"
+                    broke = _error_from(event.error)
+                    break
+            if chunks:
+                yield chunks
+            if broke is not None:
+                yield broke
                 return
-        yield orjson.dumps(_final_chunk(exchange))
     except grpc.aio.AioRpcError as exc:
         exchange.error_code = "providers_unreachable"
         yield rpc_error("providers", exc)
@@ -382,11 +401,18 @@ async def relay(
         abandon(deps, exchange, running)
 
 
-async def _stream(pieces: AsyncIterator[bytes | ApiError]) -> AsyncIterator[bytes]:
-    """SSE framing of `relay`: an error is an event too, as in OpenAI's streams."""
+async def _stream(exchange: Exchange, pieces: AsyncIterator[list[bytes] | ApiError]) -> AsyncIterator[bytes]:
+    """SSE framing of `relay`, a write per batch, then one for the end: the error
+    where the stream broke (an event too, as in OpenAI's streams), else StepBlend's
+    final chunk."""
+    broke: ApiError | None = None
     async for piece in pieces:
-        yield _sse(orjson.dumps(piece.body()) if isinstance(piece, ApiError) else piece)
-    yield b"data: [DONE]\n\n"
+        if isinstance(piece, ApiError):
+            broke = piece  # relay's last piece
+        else:
+            yield _sse(*piece)
+    last = final_chunk(exchange) if broke is None else broke.body()
+    yield _sse(orjson.dumps(last)) + _DONE
 
 
 async def _stream_after_keepalive(
@@ -400,20 +426,21 @@ async def _stream_after_keepalive(
                 break
             yield _KEEPALIVE
         try:
-            first = first_task.result()
+            first_task.result()
         except ApiError as exc:
             # Too late for a status code: the error goes in the stream, as OpenAI's does.
-            yield _sse(orjson.dumps(exc.body()))
-            yield b"data: [DONE]\n\n"
+            yield _sse(orjson.dumps(exc.body())) + _DONE
             return
-        async for piece in _stream(relay(deps, exchange, first.chunk, running)):
+        async for piece in _stream(exchange, relay(deps, exchange, running)):
             yield piece
     finally:
         first_task.cancel()
         abandon(deps, exchange, running)
 
 
-def _final_chunk(exchange: Exchange) -> dict[str, Any]:
+def final_chunk(exchange: Exchange) -> dict[str, Any]:
+    """StepBlend's last chunk of a stream: no choices, the usage when the client asked
+    for it, and the `stepblend` routing report."""
     assert exchange.serving is not None
     chunk: dict[str, Any] = {
         "id": exchange.completion_id,

@@ -24,6 +24,13 @@ Events, in order, for one request (what the gateway must expect):
 whether or not the client did, and forwarded chunks never carry it. Completion ids
 are `chatcmpl-<request_id>`; `model` is the catalog id; `created` the request's.
 
+The events come in batches, one gRPC message each, because a message costs far more
+than the events in it: what is ready at once goes together. A non-stream's ending is
+one batch; a stream sends one batch per read of the upstream body (every chunk that
+read produced, the first batch starting with the ok Attempt, the last one ending with
+the Usage or the Error); a failed Attempt goes alone, unless an Error follows it at
+once (a refusal, or the last candidate failing). A batch is never empty.
+
 Walking the candidates: a candidate fails over to the next on any outcome but
 `bad_request` (see `outcomes`) — for a stream only until its first chunk has been
 received, for a non-stream until the answer is whole.
@@ -142,33 +149,42 @@ class Executor:
         self._clock = clock
         self._genai = genai or GenAiTelemetry.off()
 
-    async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[providers_pb2.ExecuteEvent]:
-        """The events of one request, in the order the module docstring gives."""
+    async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
+        """The events of one request, in the order and the batches the module
+        docstring gives."""
         try:
             body = parse_body(request.body)
         except RequestRefused as exc:
-            yield error(400, "invalid_request_error", exc.code, exc.message, exc.param)
+            yield [error(400, "invalid_request_error", exc.code, exc.message, exc.param)]
             return
         completion_id = completion_id_for(request.request_id)
         created = request.created or int(self._clock())
         failures: list[providers_pb2.Attempt] = []
+        # The last failed attempt: sent when another candidate follows, else with the error.
+        failed: list[providers_pb2.ExecuteEvent] = []
         for candidate in request.candidates:
+            if failed:
+                yield failed
+                failed = []
             started = time.monotonic()
             observed = self._genai.attempt(candidate, request.stream, body)
             try:
                 call = await self._prepare(request, body, candidate, completion_id, created, started, observed)
                 run = self._stream(call) if request.stream else self._complete(call)
-                async with contextlib.aclosing(run) as events:
-                    async for event in events:
-                        observed.saw(event)
-                        yield event
+                async with contextlib.aclosing(run) as batches:
+                    async for batch in batches:
+                        for event in batch:
+                            observed.saw(event)
+                        yield batch
                 observed.end()
                 return
             except RequestRefused as exc:
                 observed.end("bad_request")
                 elapsed = int((time.monotonic() - started) * 1000)
-                yield attempt(candidate, "bad_request", 0, elapsed, detail=scrub(exc.message, ""))
-                yield error(400, "invalid_request_error", exc.code, exc.message, exc.param)
+                yield [
+                    attempt(candidate, "bad_request", 0, elapsed, detail=scrub(exc.message, "")),
+                    error(400, "invalid_request_error", exc.code, exc.message, exc.param),
+                ]
                 return
             except Failed as failure:
                 observed.end(failure.outcome)
@@ -184,14 +200,14 @@ class Executor:
                     failure.detail,
                     extra={"request_id": request.request_id},
                 )
-                yield event
                 if failure.refusal is not None:
-                    yield providers_pb2.ExecuteEvent(error=failure.refusal)
+                    yield [event, providers_pb2.ExecuteEvent(error=failure.refusal)]
                     return
+                failed = [event]
             finally:
                 # Closed mid-attempt (the client went away): its span still ends.
                 observed.end("cancelled")
-        yield providers_pb2.ExecuteEvent(error=final_error(failures))
+        yield [*failed, providers_pb2.ExecuteEvent(error=final_error(failures))]
 
     async def _prepare(
         self,
@@ -248,7 +264,7 @@ class Executor:
         said = call.vendor.adapter.error_details(await _read_some(response, deadline))
         return http_failure(response.status_code, said, call.candidate.provider, call.api_key)
 
-    async def _complete(self, call: _Call) -> AsyncGenerator[providers_pb2.ExecuteEvent]:
+    async def _complete(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         deadline = asyncio.get_running_loop().time() + self._timeouts.total
         response = await self._open(call, False, deadline)
         status = response.status_code
@@ -270,12 +286,10 @@ class Executor:
             )
         except UpstreamFormatError as exc:
             raise Failed("provider_error", status, f"unreadable answer: {exc}") from None
-        yield call.ok(status)
-        yield providers_pb2.ExecuteEvent(completion=completion)
-        if usage is not None:
-            yield _usage(usage)
+        answer = [call.ok(status), providers_pb2.ExecuteEvent(completion=completion)]
+        yield answer if usage is None else [*answer, _usage(usage)]
 
-    async def _stream(self, call: _Call) -> AsyncGenerator[providers_pb2.ExecuteEvent]:
+    async def _stream(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total
         first_deadline = min(deadline, loop.time() + self._timeouts.first_token)
@@ -293,7 +307,7 @@ class Executor:
             decoder = SseDecoder()
             body = response.aiter_bytes()
             served = False
-            while not translator.ended:
+            while True:
                 # Before the first chunk only the first-token deadline applies (a
                 # model may think in silence); after it, the idle limit too.
                 limit = min(deadline, loop.time() + self._timeouts.read) if served else first_deadline
@@ -304,16 +318,16 @@ class Executor:
                     detail = self._waited(True, started=served, total=limit >= deadline)
                     if not served:
                         raise Failed("timeout", status, detail) from None
-                    async for event in self._break(call, translator.usage, "timeout", detail):
-                        yield event
+                    yield self._break(call, translator.usage, "timeout", detail)
                     return
                 except httpx.HTTPError as exc:
                     detail = f"the stream broke ({type(exc).__name__})"
                     if not served:
                         raise Failed("provider_error", status, detail) from None
-                    async for event in self._break(call, translator.usage, "provider_error", detail):
-                        yield event
+                    yield self._break(call, translator.usage, "provider_error", detail)
                     return
+                # The events of this read, sent together.
+                batch: list[providers_pb2.ExecuteEvent] = []
                 for sse in decoder.feed(data) if data is not None else decoder.finish():
                     try:
                         chunks = translator.feed(sse)
@@ -321,36 +335,38 @@ class Executor:
                         outcome, detail = _stream_failure(exc, call.api_key)
                         if not served:
                             raise Failed(outcome, status, detail) from None
-                        async for event in self._break(call, translator.usage, "provider_error", detail):
-                            yield event
+                        yield [*batch, *self._break(call, translator.usage, "provider_error", detail)]
                         return
-                    for chunk in chunks:
-                        if not served:
-                            served = True
-                            yield call.ok(status)
-                        yield providers_pb2.ExecuteEvent(chunk=chunk)
+                    if chunks and not served:
+                        served = True
+                        batch.append(call.ok(status))
+                    batch.extend(providers_pb2.ExecuteEvent(chunk=chunk) for chunk in chunks)
                     if translator.ended:
                         break
-                if data is None:
+                if translator.ended or data is None:
                     break
+                if batch:
+                    yield batch
+            # The end of the stream travels with the last read's chunks.
             if not served:
                 raise Failed("provider_error", status, "the stream ended before its first chunk")
             if not translator.complete:
-                async for event in self._break(call, translator.usage, "provider_error", "the stream ended unfinished"):
-                    yield event
+                yield [*batch, *self._break(call, translator.usage, "provider_error", "the stream ended unfinished")]
                 return
             if translator.usage is not None:
-                yield _usage(translator.usage)
+                batch.append(_usage(translator.usage))
+            if batch:
+                yield batch
             if translator.ended:
                 await _drain(body)
         finally:
             await response.aclose()
 
-    async def _break(
+    def _break(
         self, call: _Call, usage: TokenUsage | None, outcome: str, detail: str
-    ) -> AsyncIterator[providers_pb2.ExecuteEvent]:
-        """End a stream that broke after its first chunk: the usage reported so far
-        (the request was served, so it is billed), then the error."""
+    ) -> list[providers_pb2.ExecuteEvent]:
+        """The end of a stream that broke after its first chunk: the usage reported
+        so far (the request was served, so it is billed), then the error."""
         log.warning(
             "stream from %s/%s broke after it started: %s",
             call.candidate.provider,
@@ -358,9 +374,8 @@ class Executor:
             detail,
             extra={"request_id": call.request.request_id},
         )
-        if usage is not None:
-            yield _usage(usage)
-        yield broken(call.candidate, outcome)
+        ending = [broken(call.candidate, outcome)]
+        return ending if usage is None else [_usage(usage), *ending]
 
     def _waited(self, stream: bool, *, started: bool, total: bool = False) -> str:
         t = self._timeouts

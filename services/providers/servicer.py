@@ -35,10 +35,11 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
     async def Execute(self, request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext) -> None:
         # Writing from here (rather than yielding) means a cancelled call raises
         # inside this coroutine, and `aclosing` closes the upstream response at once.
+        # One message per batch: a write costs far more than the events in it.
         try:
-            async with contextlib.aclosing(self._executor.execute(request)) as stream:
-                async for event in stream:
-                    await context.write(event)
+            async with contextlib.aclosing(self._executor.execute(request)) as batches:
+                async for batch in batches:
+                    await context.write(providers_pb2.ExecuteEvents(events=batch))
         except Exception:
             # A bug of ours still ends the request the way the gateway expects.
             log.exception("Execute failed", extra={"request_id": request.request_id})
@@ -46,7 +47,7 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
                 status=500, type="api_error", code="internal_error", message="The providers service failed."
             )
             with contextlib.suppress(Exception):
-                await context.write(providers_pb2.ExecuteEvent(error=error))
+                await context.write(providers_pb2.ExecuteEvents(events=[providers_pb2.ExecuteEvent(error=error)]))
 
 
 class KeysServicer(providers_pb2_grpc.KeysServicer):

@@ -69,6 +69,12 @@ class Error(_message.Message):
     param: str
     def __init__(self, status: _Optional[int] = ..., type: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
 
+class ExecuteEvents(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[ExecuteEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[ExecuteEvent, _Mapping]]] = ...) -> None: ...
+
 class ExecuteEvent(_message.Message):
     __slots__ = ("attempt", "chunk", "completion", "usage", "error")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]

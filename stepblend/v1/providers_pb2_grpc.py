@@ -39,7 +39,7 @@ class ProvidersStub:
         self.Execute = channel.unary_stream(
                 '/stepblend.v1.Providers/Execute',
                 request_serializer=stepblend_dot_v1_dot_providers__pb2.ExecuteRequest.SerializeToString,
-                response_deserializer=stepblend_dot_v1_dot_providers__pb2.ExecuteEvent.FromString,
+                response_deserializer=stepblend_dot_v1_dot_providers__pb2.ExecuteEvents.FromString,
                 _registered_method=True)
 
 
@@ -49,7 +49,9 @@ class ProvidersServicer:
     """
 
     def Execute(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The request's events, in order; each message carries every event that is
+        ready at once (see ExecuteEvents).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -60,7 +62,7 @@ def add_ProvidersServicer_to_server(servicer, server):
             'Execute': grpc.unary_stream_rpc_method_handler(
                     servicer.Execute,
                     request_deserializer=stepblend_dot_v1_dot_providers__pb2.ExecuteRequest.FromString,
-                    response_serializer=stepblend_dot_v1_dot_providers__pb2.ExecuteEvent.SerializeToString,
+                    response_serializer=stepblend_dot_v1_dot_providers__pb2.ExecuteEvents.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,7 +93,7 @@ class Providers:
             target,
             '/stepblend.v1.Providers/Execute',
             stepblend_dot_v1_dot_providers__pb2.ExecuteRequest.SerializeToString,
-            stepblend_dot_v1_dot_providers__pb2.ExecuteEvent.FromString,
+            stepblend_dot_v1_dot_providers__pb2.ExecuteEvents.FromString,
             options,
             channel_credentials,
             insecure,

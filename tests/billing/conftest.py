@@ -21,10 +21,13 @@ from nats.js import JetStreamContext
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
+from services.billing import admission
 from services.billing.db import make_engine
+from services.billing.ledger import entry_from_event
 from services.billing.migrate import upgrade
 from services.billing.models import TABLES
 from services.billing.plans import PlanBook, load_plans
+from services.billing.settlement import settle
 from services.common.events import UsageEvent
 from tests.billing.pgcluster import PostgresCluster
 from tests.support.procs import NatsServer
@@ -157,3 +160,17 @@ def usage_event(account_id: str, **fields: Any) -> UsageEvent:
     }
     values.update(fields)
     return UsageEvent(**values)
+
+
+def settle_event(session: Session, event: UsageEvent) -> bool:
+    """Settle `event` in `session`'s transaction and commit, as the usage consumer does."""
+    written = settle(session.connection(), entry_from_event(event))
+    session.commit()
+    return written
+
+
+def admit_in(session: Session, plans: PlanBook, **request: Any) -> admission.Admission:
+    """`admission.admit` in `session`'s transaction, committed, as billing's writer does."""
+    answer = admission.admit(session.connection(), plans, **request)
+    session.commit()
+    return answer

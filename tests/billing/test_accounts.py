@@ -10,8 +10,7 @@ from services.billing import accounts
 from services.billing.models import Account
 from services.billing.passwords import verify_password
 from services.billing.plans import PlanBook, load_plans
-from services.billing.settlement import settle
-from tests.billing.conftest import usage_event
+from tests.billing.conftest import settle_event, usage_event
 
 
 def test_create_on_the_default_plan(session: Session, plans: PlanBook) -> None:
@@ -92,7 +91,7 @@ def test_get_reports_this_months_counted_usage(session: Session, plans: PlanBook
         usage_event(view.account_id, admitted_at=february, actual_cost_usd="7"),
         usage_event("someone-else", admitted_at=march, actual_cost_usd="9"),
     ]:
-        assert settle(session, event)
+        assert settle_event(session, event)
     now = datetime(2025, 3, 31, 12, tzinfo=UTC)
     got = accounts.get_account(session, plans, account_id=view.account_id, now=now)
     assert got.requests_this_month == 3

@@ -13,6 +13,7 @@ from services.billing import accounts, admission, counters
 from services.billing.db import make_engine, retrying, write_session
 from services.billing.models import Reservation
 from services.billing.plans import PlanBook
+from tests.billing.conftest import admit_in
 
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
 TTL = timedelta(minutes=15)
@@ -27,14 +28,14 @@ def _account(engine: Engine, plan: str = "trial", email: str = "ann@example.com"
 def _admit(engine: Engine, account_id: str, request_id: str, now: datetime = NOW) -> admission.Admission:
     def attempt() -> admission.Admission:
         with write_session(engine) as session:
-            return admission.admit(session, PLANS, account_id=account_id, request_id=request_id, now=now, ttl=TTL)
+            return admit_in(session, PLANS, account_id=account_id, request_id=request_id, now=now, ttl=TTL)
 
     return retrying(attempt)
 
 
 def _counts(engine: Engine, account_id: str, month: str = "2025-03") -> counters.Counts:
     with Session(engine) as session:
-        return counters.read(session, account_id, month)
+        return counters.read(session.connection(), account_id, month)
 
 
 def _reservations(engine: Engine) -> int:
@@ -95,7 +96,7 @@ def test_disabled_and_unknown_accounts_are_refused(engine: Engine) -> None:
 @pytest.mark.parametrize(("account_id", "request_id"), [("", "r"), ("a", ""), ("a", "r" * 129), ("a" * 65, "r")])
 def test_malformed_admits_are_invalid(engine: Engine, account_id: str, request_id: str) -> None:
     with pytest.raises(admission.InvalidAdmission), write_session(engine) as session:
-        admission.admit(session, PLANS, account_id=account_id, request_id=request_id, now=NOW, ttl=TTL)
+        admit_in(session, PLANS, account_id=account_id, request_id=request_id, now=NOW, ttl=TTL)
 
 
 def test_a_new_plan_applies_to_the_next_admit(engine: Engine) -> None:
@@ -124,7 +125,7 @@ def test_concurrent_admits_from_two_replicas_are_exact(engine: Engine) -> None:
 
         def attempt() -> bool:
             with write_session(replicas[i % 2]) as session:
-                answer = admission.admit(session, plans, account_id=account_id, request_id=request_id, now=NOW, ttl=TTL)
+                answer = admit_in(session, plans, account_id=account_id, request_id=request_id, now=NOW, ttl=TTL)
                 return answer.allowed
 
         return request_id, retrying(attempt)
@@ -158,9 +159,7 @@ def test_the_first_requests_of_a_month_racing_are_all_admitted(engine: Engine) -
 
         def attempt() -> bool:
             with write_session(replicas[i % 2]) as session:
-                return admission.admit(
-                    session, plans, account_id=account_id, request_id=f"r{i}", now=month, ttl=TTL
-                ).allowed
+                return admit_in(session, plans, account_id=account_id, request_id=f"r{i}", now=month, ttl=TTL).allowed
 
         return retrying(attempt)
 

@@ -24,6 +24,7 @@ from services.billing.consumer import ConsumerOptions, UsageConsumer
 from services.billing.db import make_engine
 from services.billing.migrate import upgrade
 from services.billing.models import LedgerEntry
+from services.billing.writer import Writer
 from tests.billing.conftest import NewDatabase, usage_event
 from tests.support.procs import NatsServer
 
@@ -101,13 +102,15 @@ async def test_malformed_events_are_terminated_and_the_loop_goes_on(lane: Lane, 
     good = usage_event(account)
     await lane.publish(good.model_dump_json().encode(), msg_id=good.request_id)
 
-    consumer = UsageConsumer(lane.js, engine, lane.options)
+    writer = Writer(engine)
+    consumer = UsageConsumer(lane.js, writer, lane.options)
     task = asyncio.create_task(consumer.run())
     try:
         await _eventually(lambda: _settled(lane))
     finally:
         consumer.stop()
         await asyncio.wait_for(task, 5)
+        writer.close()
     assert _rows(engine, account) == 1
     info = await lane.info()
     # Terminated, not redelivered: each of the five was delivered exactly once.
@@ -119,7 +122,8 @@ async def test_a_database_failure_is_retried_until_it_records(lane: Lane, new_da
     broken = make_engine(new_database(migrated=False))
     event = usage_event("acct-retry")
     await lane.publish(event.model_dump_json().encode(), msg_id=event.request_id)
-    consumer = UsageConsumer(lane.js, broken, lane.options)
+    writer = Writer(broken)
+    consumer = UsageConsumer(lane.js, writer, lane.options)
     task = asyncio.create_task(consumer.run())
     try:
 
@@ -133,16 +137,19 @@ async def test_a_database_failure_is_retried_until_it_records(lane: Lane, new_da
     finally:
         consumer.stop()
         await asyncio.wait_for(task, 5)
+        writer.close()
     assert _rows(broken, "acct-retry") == 1
     broken.dispose()
 
 
 async def test_stop_returns_promptly_when_idle(lane: Lane, engine: Engine) -> None:
-    consumer = UsageConsumer(lane.js, engine, lane.options)
+    writer = Writer(engine)
+    consumer = UsageConsumer(lane.js, writer, lane.options)
     task = asyncio.create_task(consumer.run())
     await _eventually(lambda: _consumer_exists(lane))
     consumer.stop()
     await asyncio.wait_for(task, 2)
+    writer.close()
 
 
 async def _consumer_exists(lane: Lane) -> bool:

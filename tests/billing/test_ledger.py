@@ -12,8 +12,7 @@ from services.billing import ledger
 from services.billing.db import retrying, write_session
 from services.billing.models import LedgerEntry
 from services.billing.months import month_key
-from services.billing.settlement import settle
-from tests.billing.conftest import usage_event
+from tests.billing.conftest import settle_event, usage_event
 
 
 def _rows(session: Session) -> int:
@@ -22,10 +21,10 @@ def _rows(session: Session) -> int:
 
 def test_the_same_event_twice_is_one_row(session: Session) -> None:
     event = usage_event("acct")
-    assert settle(session, event) is True
-    assert settle(session, event) is False
+    assert settle_event(session, event) is True
+    assert settle_event(session, event) is False
     # A redelivery that differs (a publisher retry with new numbers) still changes nothing.
-    assert settle(session, event.model_copy(update={"actual_cost_usd": "5"})) is False
+    assert settle_event(session, event.model_copy(update={"actual_cost_usd": "5"})) is False
     assert _rows(session) == 1
     row = session.get(LedgerEntry, event.request_id)
     assert row is not None and row.actual_cost_usd == Decimal("0.000039")
@@ -42,7 +41,7 @@ def test_row_mirrors_the_event(session: Session) -> None:
         actual_cost_usd=None,
         error_code="provider_timeout",
     )
-    settle(session, event)
+    settle_event(session, event)
     row = session.get(LedgerEntry, event.request_id)
     assert row is not None
     assert row.month == "2025-02"
@@ -69,7 +68,7 @@ def test_row_mirrors_the_event(session: Session) -> None:
 )
 def test_unrecordable_events_are_invalid(session: Session, fields: dict[str, object]) -> None:
     with pytest.raises(ledger.InvalidEvent):
-        settle(session, usage_event("acct", **fields))
+        settle_event(session, usage_event("acct", **fields))
     assert _rows(session) == 0
 
 
@@ -80,7 +79,7 @@ def test_concurrent_writers_record_once(engine: Engine) -> None:
     def write() -> bool:
         def attempt() -> bool:
             with write_session(engine) as session:
-                return settle(session, event)
+                return settle_event(session, event)
 
         return retrying(attempt)
 
@@ -99,7 +98,7 @@ def test_month_usage_counts_and_sums(session: Session) -> None:
         usage_event("acct", actual_cost_usd=None, estimated_cost_usd="0.3"),
         usage_event("acct", provider_answered=False, outcome="failed", actual_cost_usd="1"),
     ]:
-        settle(session, event)
+        settle_event(session, event)
     usage = ledger.month_usage(session, "acct", month_key(now))
     assert usage == ledger.MonthUsage(requests=3, spend_usd=Decimal("0.6"))
     assert ledger.month_usage(session, "acct", "1999-01") == ledger.MonthUsage(0, Decimal(0))

@@ -53,7 +53,7 @@ def _counts(billing: Billing, account_id: str, month: str) -> counters.Counts:
     engine = make_engine(database_url(billing.settings))
     try:
         with Session(engine) as session:
-            return counters.read(session, account_id, month)
+            return counters.read(session.connection(), account_id, month)
     finally:
         engine.dispose()
 

@@ -21,9 +21,8 @@ from services.billing.db import retrying, write_session
 from services.billing.models import LedgerEntry, Reservation, ReservationState
 from services.billing.plans import PlanBook
 from services.billing.reaper import expire_due
-from services.billing.settlement import settle
 from services.common.events import UsageEvent
-from tests.billing.conftest import usage_event
+from tests.billing.conftest import admit_in, settle_event, usage_event
 
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
 TTL = timedelta(minutes=15)
@@ -37,20 +36,20 @@ def _account(engine: Engine) -> str:
 
 def _admit(engine: Engine, account_id: str, request_id: str, now: datetime = NOW) -> admission.Admission:
     with write_session(engine) as session:
-        return admission.admit(session, PLANS, account_id=account_id, request_id=request_id, now=now, ttl=TTL)
+        return admit_in(session, PLANS, account_id=account_id, request_id=request_id, now=now, ttl=TTL)
 
 
 def _settle(engine: Engine, event: UsageEvent) -> bool:
     def attempt() -> bool:
         with write_session(engine) as session:
-            return settle(session, event)
+            return settle_event(session, event)
 
     return retrying(attempt)
 
 
 def _counts(engine: Engine, account_id: str, month: str = "2025-03") -> counters.Counts:
     with Session(engine) as session:
-        return counters.read(session, account_id, month)
+        return counters.read(session.connection(), account_id, month)
 
 
 def _state(engine: Engine, request_id: str) -> str:
@@ -187,9 +186,7 @@ def test_the_reaper_and_settlement_racing_free_each_slot_once(engine: Engine) ->
     request_ids = [f"r{i}" for i in range(60)]
     for request_id in request_ids:
         with write_session(engine) as session:
-            assert admission.admit(
-                session, plans, account_id=account_id, request_id=request_id, now=NOW, ttl=TTL
-            ).allowed
+            assert admit_in(session, plans, account_id=account_id, request_id=request_id, now=NOW, ttl=TTL).allowed
     after_expiry = (NOW + 2 * TTL).timestamp()
     jobs: list[Callable[[], object]] = [partial(_settle, engine, _event(account_id, rid)) for rid in request_ids[::2]]
     jobs += [partial(_settle, engine, _event(account_id, rid, provider_answered=False)) for rid in request_ids[1::2]]

@@ -14,9 +14,8 @@ from sqlmodel import Session
 
 from services.billing import usage
 from services.billing.months import month_key
-from services.billing.settlement import settle
 from stepblend.v1 import billing_pb2
-from tests.billing.conftest import BACKENDS, service_database_url, usage_event
+from tests.billing.conftest import BACKENDS, service_database_url, settle_event, usage_event
 from tests.billing.harness import Billing, FakeClock, eventually, make_settings, publish
 from tests.support.procs import NatsServer
 
@@ -31,9 +30,9 @@ def _at(day: int, hour: int = 12) -> float:
 
 def test_recent_requests_are_this_months_newest_first(session: Session) -> None:
     for day in (2, 5, 9):
-        settle(session, usage_event("acct", request_id=f"req-{day}", admitted_at=_at(day)))
-    settle(session, usage_event("acct", request_id="req-feb", admitted_at=_at(1) - 86400))  # February
-    settle(session, usage_event("other", request_id="req-other", admitted_at=_at(9, 13)))
+        settle_event(session, usage_event("acct", request_id=f"req-{day}", admitted_at=_at(day)))
+    settle_event(session, usage_event("acct", request_id="req-feb", admitted_at=_at(1) - 86400))  # February
+    settle_event(session, usage_event("other", request_id="req-other", admitted_at=_at(9, 13)))
 
     rows = usage.recent_requests(session, "acct", MONTH)
     assert [r.request_id for r in rows] == ["req-9", "req-5", "req-2"]
@@ -47,15 +46,15 @@ def test_recent_requests_are_this_months_newest_first(session: Session) -> None:
 
 def test_limit_is_bounded(session: Session) -> None:
     for n in range(usage.MAX_LIMIT + 5):
-        settle(session, usage_event("acct", request_id=f"req-{n:04d}", admitted_at=_at(3) + n))
+        settle_event(session, usage_event("acct", request_id=f"req-{n:04d}", admitted_at=_at(3) + n))
     assert len(usage.recent_requests(session, "acct", MONTH, limit=10_000)) == usage.MAX_LIMIT
     assert len(usage.recent_requests(session, "acct", MONTH, limit=0)) == 1
 
 
 def test_cost_is_actual_else_estimate_and_zero_when_not_counted(session: Session) -> None:
-    settle(session, usage_event("acct", request_id="a-actual", admitted_at=_at(4, 1)))
-    settle(session, usage_event("acct", request_id="b-estimate", admitted_at=_at(4, 2), actual_cost_usd=None))
-    settle(
+    settle_event(session, usage_event("acct", request_id="a-actual", admitted_at=_at(4, 1)))
+    settle_event(session, usage_event("acct", request_id="b-estimate", admitted_at=_at(4, 2), actual_cost_usd=None))
+    settle_event(
         session,
         usage_event(
             "acct",
@@ -77,10 +76,10 @@ def test_cost_is_actual_else_estimate_and_zero_when_not_counted(session: Session
 
 def test_daily_counts_cover_every_day_so_far_and_only_counted_requests(session: Session) -> None:
     for day, hour in ((1, 0), (1, 23), (4, 9), (10, 11)):
-        settle(session, usage_event("acct", admitted_at=_at(day, hour)))
-    settle(session, usage_event("acct", admitted_at=_at(4), outcome="failed", provider_answered=False))
-    settle(session, usage_event("other", admitted_at=_at(4)))
-    settle(session, usage_event("acct", admitted_at=_at(1, 0) - 3600))  # 23:00 on Feb 28: another month
+        settle_event(session, usage_event("acct", admitted_at=_at(day, hour)))
+    settle_event(session, usage_event("acct", admitted_at=_at(4), outcome="failed", provider_answered=False))
+    settle_event(session, usage_event("other", admitted_at=_at(4)))
+    settle_event(session, usage_event("acct", admitted_at=_at(1, 0) - 3600))  # 23:00 on Feb 28: another month
 
     days = usage.daily_counts(session, "acct", NOW)
     assert [d.day for d in days] == [date(2025, 3, n) for n in range(1, 11)]

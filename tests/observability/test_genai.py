@@ -59,6 +59,8 @@ class Recorded:
 async def run(
     upstream: RunningMockProvider, recorded: Recorded, stream: bool, *candidates: Any, take: int | None = None
 ) -> list[providers_pb2.ExecuteEvent]:
+    """The events of one execution; with `take`, of that many batches, then the
+    generator is closed as a cancelled call closes it."""
     vendors = load_vendors({"openai": upstream.base_url, "groq": upstream.base_url})
     client = make_client(TIMEOUTS)
     executor = Executor(client, MemoryKeys(KEYS), vendors, TIMEOUTS, genai=recorded.genai)
@@ -66,12 +68,14 @@ async def run(
     request = providers_pb2.ExecuteRequest(
         request_id="r", account_id="a", candidates=list(candidates), body=orjson.dumps(body), stream=stream
     )
-    events = []
+    events: list[providers_pb2.ExecuteEvent] = []
+    taken = 0
     try:
         generator = executor.execute(request)
-        async for event in generator:
-            events.append(event)
-            if take is not None and len(events) >= take:
+        async for batch in generator:
+            events.extend(batch)
+            taken += 1
+            if taken == take:
                 break
         await generator.aclose()
     finally:
@@ -126,7 +130,7 @@ async def test_a_failed_attempt_then_a_fallback(upstream: RunningMockProvider) -
 
 async def test_a_stream_closed_mid_way_still_ends_its_span(upstream: RunningMockProvider) -> None:
     recorded = Recorded()
-    await run(upstream, recorded, True, OPENAI, take=2)
+    await run(upstream, recorded, True, OPENAI, take=1)
     (span,) = recorded.spans.get_finished_spans()
     assert span.attributes["error.type"] == "cancelled"
 

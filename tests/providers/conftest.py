@@ -86,8 +86,13 @@ class Service:
         metadata = ((grpcio.TOKEN_HEADER, INTERNAL_TOKEN),)
         return self.providers.Execute(providers_pb2.ExecuteRequest(**request), metadata=metadata)
 
+    async def messages(self, **request: Any) -> list[providers_pb2.ExecuteEvents]:
+        """Execute's gRPC messages, each a batch of events."""
+        return [message async for message in self.call(**request)]
+
     async def execute(self, **request: Any) -> list[providers_pb2.ExecuteEvent]:
-        return [event async for event in self.call(**request)]
+        """Execute's events, whatever messages carried them."""
+        return [event for message in await self.messages(**request) for event in message.events]
 
 
 @pytest.fixture(scope="session")

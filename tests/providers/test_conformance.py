@@ -99,7 +99,7 @@ async def run(
         include_usage=include_usage,
         created=1_700_000_000,
     )
-    return [event async for event in executor.execute(request)]
+    return [event async for batch in executor.execute(request) for event in batch]
 
 
 def kinds(events: list[providers_pb2.ExecuteEvent]) -> list[str]:

@@ -51,7 +51,7 @@ async def run(
         body=orjson.dumps({"model": "m", "messages": HELLO, **body}),
         stream=stream,
     )
-    return [event async for event in executor.execute(request)]
+    return [event async for batch in executor.execute(request) for event in batch]
 
 
 def chunks(events: list[providers_pb2.ExecuteEvent]) -> list[dict[str, Any]]:

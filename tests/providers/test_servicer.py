@@ -1,0 +1,113 @@
+"""Providers.Execute's messages: the events that are ready together travel together,
+because a gRPC message costs far more than the events in it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import httpx
+import orjson
+import pytest
+
+from services.providers.executor import Executor
+from services.providers.servicer import ProvidersServicer
+from services.providers.vendors import load_vendors
+from stepblend.v1 import providers_pb2, providers_pb2_grpc
+from tests.providers.conftest import TIMEOUTS, MemoryKeys, Mock, Service, candidate, key_for
+
+OPENAI = candidate("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+GROQ = candidate("groq", "llama-3.1-8b-instant")
+
+
+def execute(account: str, *candidates: Any, stream: bool = False) -> dict[str, Any]:
+    """The fields of an ExecuteRequest."""
+    body = {"model": "lowest-cost", "messages": [{"role": "user", "content": "Hello there, how are you?"}]}
+    return {
+        "request_id": "batches",
+        "account_id": account,
+        "candidates": list(candidates) or [OPENAI],
+        "body": orjson.dumps({**body, "stream": True} if stream else body),
+        "stream": stream,
+        "created": 1_700_000_000,
+    }
+
+
+def events(messages: Sequence[providers_pb2.ExecuteEvents]) -> list[providers_pb2.ExecuteEvent]:
+    return [event for message in messages for event in message.events]
+
+
+def kinds(events: Sequence[providers_pb2.ExecuteEvent]) -> list[str]:
+    return [str(event.WhichOneof("event")) for event in events]
+
+
+def buffering(upstream: httpx.AsyncClient) -> httpx.MockTransport:
+    """Passes each request on to the mock provider and hands its answer back whole,
+    in one read, as a provider that buffers its stream (or a proxy before it) does."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        answer = await upstream.send(request)
+        return httpx.Response(
+            answer.status_code, headers={"content-type": answer.headers["content-type"]}, content=answer.content
+        )
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.fixture
+async def buffered(mock: Mock, account: str) -> AsyncIterator[providers_pb2_grpc.ProvidersStub]:
+    """The Providers service over real gRPC, whose upstream answers arrive whole."""
+    keys = MemoryKeys({"openai": key_for("openai", account)})
+    async with httpx.AsyncClient() as upstream, httpx.AsyncClient(transport=buffering(upstream)) as client:
+        executor = Executor(client, keys, load_vendors({"openai": mock.base_url}), TIMEOUTS)
+        server = grpc.aio.server()
+        providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersServicer(executor), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield providers_pb2_grpc.ProvidersStub(channel)
+        finally:
+            await server.stop(None)
+
+
+async def connect(service: Service, account: str) -> None:
+    key = key_for("openai", account)
+    await service.keys.Put(providers_pb2.PutKeyRequest(account_id=account, provider="openai", api_key=key))
+
+
+async def test_a_non_stream_answers_in_one_message(service: Service, mock: Mock, account: str) -> None:
+    await connect(service, account)
+    [message] = await service.messages(**execute(account))
+    assert kinds(message.events) == ["attempt", "completion", "usage"]
+
+
+async def test_a_failed_attempt_travels_with_the_error_that_follows_it(
+    service: Service, mock: Mock, account: str
+) -> None:
+    [message] = await service.messages(**execute(account))
+    assert kinds(message.events) == ["attempt", "error"]
+
+    # An attempt followed by another candidate goes out as it ends, before the next one's.
+    messages = await service.messages(**execute(account, OPENAI, GROQ))
+    assert [kinds(m.events) for m in messages] == [["attempt"], ["attempt", "error"]]
+
+
+async def test_chunks_read_together_travel_together(
+    service: Service, buffered: providers_pb2_grpc.ProvidersStub, mock: Mock, account: str
+) -> None:
+    read_whole = [m async for m in buffered.Execute(providers_pb2.ExecuteRequest(**execute(account, stream=True)))]
+    chunks = [e.chunk for e in events(read_whole) if e.HasField("chunk")]
+    assert len(chunks) > 1
+    assert len(read_whole) < len(chunks)
+    assert kinds(read_whole[0].events)[:2] == ["attempt", "chunk"]
+
+    # Read piece by piece, the same stream brings the same events.
+    await connect(service, account)
+    read_in_pieces = events(await service.messages(**execute(account, stream=True)))
+    assert kinds(read_in_pieces) == kinds(events(read_whole))
+    assert [e.chunk for e in read_in_pieces if e.HasField("chunk")] == chunks
+    assert [e.usage for e in read_in_pieces if e.HasField("usage")] == [
+        e.usage for e in events(read_whole) if e.HasField("usage")
+    ]
