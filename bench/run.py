@@ -167,6 +167,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(cpu_by_process(pids).values())
 
 
+def quiesce(pids: list[int], timeout: float = 15.0) -> None:
+    """Wait until the tree is idle: the usage events of the last run settled and
+    folded (billing and the router work through them after the responses), so that
+    CPU measured across a run includes the work each request leaves behind."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pids)
+        time.sleep(0.5)
+        if cpu_seconds(pids) - before < 0.02:  # under 4% of a core: heartbeats only
+            return
+
+
 def rss_mb(pids: list[int], field: str) -> float:
     total = 0
     for pid in pids:
@@ -257,12 +269,14 @@ def main() -> None:
 
         pids = tree(up.pid)
         for connections in (16, 64):
+            quiesce(pids)
             before_each = cpu_by_process(pids)
             before = sum(before_each.values())
             spies = profile(pids, args.profile, args.seconds) if args.profile and connections == 16 else []
             run = gateway.wrk(plain, connections, args.seconds)
             for spy in spies:
                 spy.wait()
+            quiesce(pids)
             spent = cpu_seconds(pids) - before
             if connections == 16:
                 served = max(1, run["requests"] - run["errors"])
@@ -279,8 +293,10 @@ def main() -> None:
 
         per_stream = {}
         for name, payload in (("20", streamed), ("1", streamed_one)):
+            quiesce(pids)
             before = cpu_seconds(pids)
             run = gateway.wrk(payload, 16, args.seconds)
+            quiesce(pids)
             per_stream[name] = (cpu_seconds(pids) - before) / max(1, run["requests"] - run["errors"])
             results[f"errors_stream_{name}"] = run["errors"]
         results["cpu_us_per_chunk"] = (per_stream["20"] - per_stream["1"]) / 19 * 1e6

@@ -9,8 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-import grpc
-
 
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("STEPBLEND_DATA_DIR") or ".stepblend")
@@ -82,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         from services.billing.migrate import main as migrate
 
         sys.exit(migrate())
+
+    import grpc
 
     from .control import Control
 

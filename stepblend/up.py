@@ -17,12 +17,10 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .datadir import GENERATORS, read_or_create
 
@@ -58,6 +56,9 @@ def wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 def wait_grpc_health(address: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     deadline = time.monotonic() + START_TIMEOUT_S
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -78,9 +79,10 @@ def wait_http_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
             raise SystemExit(f"gateway exited with code {proc.returncode} while starting")
         try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with urllib.request.urlopen(url, timeout=0.5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
     raise SystemExit(f"gateway not ready at {url}")
@@ -154,9 +156,12 @@ class Supervisor:
         for name, child_env in children.items():
             child_env["STEPBLEND_HOST"], _, child_env["STEPBLEND_PORT"] = addresses[name].partition(":")
             proc = self.spawn(name, [sys.executable, "-m", "stepblend", "serve", name], child_env)
+        # A service binds its port once its database and NATS are ready, and reports
+        # SERVING in the same breath; the gateway's /readyz checks them properly below.
+        # (No gRPC health check from here: importing grpc would triple this process.)
         for name in children:
             proc = next(p for n, p in self.procs if n == name)
-            wait_grpc_health(addresses[name], proc, name)
+            wait_tcp(int(addresses[name].rpartition(":")[2]), proc, name)
 
         chat_port = free_port()
         gateway_env = dict(env, STEPBLEND_HOST=self.host, STEPBLEND_PORT=str(self.port), STEPBLEND_CHAT_PORT=str(chat_port))
@@ -189,6 +194,8 @@ class Supervisor:
 
 def demo_account(data_dir: Path) -> str:
     """Create (or find) the demo account, connect the demo provider, return a token."""
+    import grpc
+
     from .control import Control
 
     control = Control.find(data_dir)
@@ -202,6 +209,15 @@ def demo_account(data_dir: Path) -> str:
     return control.token(account_id)
 
 
+def _demo_token(data_dir: Path) -> str:
+    # In a child process: the supervisor stays small, without gRPC loaded for good.
+    script = "import sys, pathlib; from stepblend.up import demo_account; print(demo_account(pathlib.Path(sys.argv[1])))"
+    done = subprocess.run([sys.executable, "-c", script, str(data_dir)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"creating the demo account failed:\n{done.stderr.strip()}")
+    return done.stdout.strip()
+
+
 def up(data_dir: Path, port: int, demo: bool) -> int:
     supervisor = Supervisor(data_dir=data_dir.resolve(), port=port)
     try:
@@ -211,7 +227,7 @@ def up(data_dir: Path, port: int, demo: bool) -> int:
         print(f"Data dir: {supervisor.data_dir} (logs in logs/)", flush=True)
         if demo:
             print("Demo account token (use it as the OpenAI api_key):", flush=True)
-            print(demo_account(supervisor.data_dir), flush=True)
+            print(_demo_token(supervisor.data_dir), flush=True)
         print("Ctrl-C stops everything.", flush=True)
         return supervisor.watch()
     finally:

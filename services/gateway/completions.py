@@ -214,7 +214,7 @@ def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = Non
 
 @dataclass
 class Running:
-    """An admitted request whose Execute call is under way."""
+    """An admitted request whose Execute (streamed) or Complete call is under way."""
 
     call: Any
     messages: AsyncIterator[providers_pb2.ExecuteEvents]
@@ -246,19 +246,26 @@ async def start(deps: Deps, exchange: Exchange, request: ChatRequest, upstream: 
         raise errors.unavailable("StepBlend cannot record usage right now (event bus unreachable); try again shortly.")
     exchange.rate_headers = await admit(deps, exchange.account_id, exchange.request_id)
     # From here the request holds a reservation: every way out settles it (Exchange.finish).
-    call = deps.providers.Execute(
-        providers_pb2.ExecuteRequest(
-            request_id=exchange.request_id,
-            account_id=exchange.account_id,
-            candidates=decision.candidates,
-            body=orjson.dumps(upstream),
-            stream=request.stream,
-            include_usage=exchange.include_usage,
-            created=int(exchange.admitted_at),
-        ),
-        metadata=deps.metadata,
+    execute = providers_pb2.ExecuteRequest(
+        request_id=exchange.request_id,
+        account_id=exchange.account_id,
+        candidates=decision.candidates,
+        body=orjson.dumps(upstream),
+        stream=request.stream,
+        include_usage=exchange.include_usage,
+        created=int(exchange.admitted_at),
     )
-    return Running(call, call.__aiter__(), {(c.provider, c.model): c for c in decision.candidates})
+    candidates = {(c.provider, c.model): c for c in decision.candidates}
+    if request.stream:
+        stream = deps.providers.Execute(execute, metadata=deps.metadata)
+        return Running(stream, stream.__aiter__(), candidates)
+    # A whole answer is one message: a unary call, which costs half a stream's.
+    unary = deps.providers.Complete(execute, metadata=deps.metadata)
+    return Running(unary, _one(unary), candidates)
+
+
+async def _one(call: Awaitable[providers_pb2.ExecuteEvents]) -> AsyncIterator[providers_pb2.ExecuteEvents]:
+    yield await call
 
 
 def abandon(deps: Deps, exchange: Exchange, running: Running) -> None:

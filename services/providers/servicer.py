@@ -41,13 +41,35 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
                 async for batch in batches:
                     await context.write(providers_pb2.ExecuteEvents(events=batch))
         except Exception:
-            # A bug of ours still ends the request the way the gateway expects.
             log.exception("Execute failed", extra={"request_id": request.request_id})
-            error = providers_pb2.Error(
+            with contextlib.suppress(Exception):
+                await context.write(_INTERNAL_ERROR)
+
+    async def Complete(
+        self, request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> providers_pb2.ExecuteEvents:
+        # A cancelled call cancels this coroutine, and `aclosing` closes the upstream too.
+        answer = providers_pb2.ExecuteEvents()
+        try:
+            async with contextlib.aclosing(self._executor.execute(request)) as batches:
+                async for batch in batches:
+                    answer.events.extend(batch)
+        except Exception:
+            log.exception("Complete failed", extra={"request_id": request.request_id})
+            return _INTERNAL_ERROR
+        return answer
+
+
+# A bug of ours still ends the request the way the gateway expects.
+_INTERNAL_ERROR = providers_pb2.ExecuteEvents(
+    events=[
+        providers_pb2.ExecuteEvent(
+            error=providers_pb2.Error(
                 status=500, type="api_error", code="internal_error", message="The providers service failed."
             )
-            with contextlib.suppress(Exception):
-                await context.write(providers_pb2.ExecuteEvents(events=[providers_pb2.ExecuteEvent(error=error)]))
+        )
+    ]
+)
 
 
 class KeysServicer(providers_pb2_grpc.KeysServicer):

@@ -20,7 +20,8 @@ Control API (not part of any provider's):
   resets all.
 - `GET /_mock/requests` — every request received, oldest first (the last 10,000):
   `{"path", "headers", "body", "stream", "disconnected"}`; `disconnected` is true
-  when a streaming client went away before the stream ended.
+  when the client went away before the stream ended (or, not streaming, during
+  `ttft_ms`).
   `DELETE /_mock/requests` clears them.
 """
 
@@ -214,8 +215,9 @@ class MockProvider:
         )
         prompt, created, cached = wire.prompt_tokens(body), int(time.time()), behaviour.cached_tokens
         if not record["stream"]:
-            if behaviour.ttft_ms:
-                await asyncio.sleep(behaviour.ttft_ms / 1000)
+            if behaviour.ttft_ms and await _left_while_waiting(receive, behaviour.ttft_ms):
+                record["disconnected"] = True
+                return
             answer_body = wire.completion(completion_id, created, model, said, prompt, cached=cached, flavour=flavour)
             await _respond(send, 200, answer_body)
             return
@@ -299,6 +301,17 @@ async def _stream(send: Send, receive: Receive, stream: _Stream, behaviour: Beha
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": stream.end, "more_body": False})
         return True
+    finally:
+        gone.cancel()
+
+
+async def _left_while_waiting(receive: Receive, ms: int) -> bool:
+    """Wait `ms`; whether the client disconnected meanwhile (the body has been
+    read, so the next receive() only returns on disconnect)."""
+    gone = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((gone,), timeout=ms / 1000)
+        return gone.done()
     finally:
         gone.cancel()
 

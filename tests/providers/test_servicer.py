@@ -1,8 +1,10 @@
 """Providers.Execute's messages: the events that are ready together travel together,
-because a gRPC message costs far more than the events in it."""
+because a gRPC message costs far more than the events in it; and Providers.Complete,
+a non-streaming request's events as one unary answer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -15,7 +17,8 @@ from services.providers.executor import Executor
 from services.providers.servicer import ProvidersServicer
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
-from tests.providers.conftest import TIMEOUTS, MemoryKeys, Mock, Service, candidate, key_for
+from services.common import grpcio
+from tests.providers.conftest import INTERNAL_TOKEN, TIMEOUTS, MemoryKeys, Mock, Service, candidate, key_for
 
 OPENAI = candidate("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
 GROQ = candidate("groq", "llama-3.1-8b-instant")
@@ -111,3 +114,39 @@ async def test_chunks_read_together_travel_together(
     assert [e.usage for e in read_in_pieces if e.HasField("usage")] == [
         e.usage for e in events(read_whole) if e.HasField("usage")
     ]
+
+
+async def test_complete_answers_with_executes_events_in_one_reply(service: Service, mock: Mock, account: str) -> None:
+    await connect(service, account)
+    request = providers_pb2.ExecuteRequest(**execute(account))
+    metadata = ((grpcio.TOKEN_HEADER, INTERNAL_TOKEN),)
+    answer = await service.providers.Complete(request, metadata=metadata)
+    assert kinds(answer.events) == ["attempt", "completion", "usage"]
+    streamed = await service.execute(**execute(account))
+    completions = [orjson.loads(e.completion) for e in (answer.events[1], streamed[1])]
+    assert completions[0]["choices"] == completions[1]["choices"]
+    assert answer.events[2].usage == streamed[2].usage
+
+    # A failure is an answer too, with its attempts: not a gRPC error.
+    failed = await service.providers.Complete(
+        providers_pb2.ExecuteRequest(**execute("not-connected-" + account, OPENAI, GROQ)), metadata=metadata
+    )
+    assert kinds(failed.events) == ["attempt", "attempt", "error"]
+
+
+async def test_a_cancelled_complete_closes_the_upstream_request(service: Service, mock: Mock, account: str) -> None:
+    await connect(service, account)
+    await mock.behave(model="*", ttft_ms=5_000)
+    request = providers_pb2.ExecuteRequest(**execute(account))
+    call = service.providers.Complete(request, metadata=((grpcio.TOKEN_HEADER, INTERNAL_TOKEN),))
+    for _ in range(100):
+        if await mock.requests():
+            break
+        await asyncio.sleep(0.02)
+    call.cancel()
+    for _ in range(100):
+        seen = await mock.requests()
+        if seen[0]["disconnected"]:
+            break
+        await asyncio.sleep(0.02)
+    assert seen[0]["disconnected"] is True
