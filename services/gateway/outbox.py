@@ -2,7 +2,8 @@
 never dropped while the gateway lives.
 
 `put` only appends to a bounded in-memory queue; one task publishes to JetStream
-in order, waiting for the stream's ack, and keeps an event until it is acked. A
+in order, in batches (a first event waits `LINGER_S` for company), waiting for
+the stream's acks, and keeps an event until it is acked. A
 NATS outage just grows the queue; when it is full the gateway refuses new
 requests (`is_full`) rather than lose a charge. On shutdown `drain` publishes what
 is left before the process exits. Retries are safe: `Nats-Msg-Id` is the request
@@ -25,6 +26,11 @@ from services.common.events import USAGE_COMPLETED, USAGE_FAILED, UsageEvent
 log = logging.getLogger(__name__)
 
 BATCH = 64
+# How long a first event waits for others before they are published together:
+# one flush and one round of acks for the lot instead of one per event. Billing
+# and the router fetch in batches after a pause of their own, so the events reach
+# them no later for it.
+LINGER_S = 0.02
 
 
 class Outbox:
@@ -59,6 +65,8 @@ class Outbox:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if len(self._queue) < BATCH:
+                await asyncio.sleep(LINGER_S)
             batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
             results = await asyncio.gather(
                 *(self._js.publish(subject, payload, timeout=2, headers=headers) for subject, payload, headers in batch),

@@ -1,8 +1,8 @@
 """`Providers.Execute`: run one request on its ranked candidates with the account's keys.
 
 This module is the service's only network I/O, through one injected, pooled
-`httpx.AsyncClient`. Adapters translate (pure); `outcomes` names how attempts end;
-`timeouts` says how long each wait may be.
+`aiohttp.ClientSession` (`make_client`). Adapters translate (pure); `outcomes` names
+how attempts end; `timeouts` says how long each wait may be.
 
 Events, in order, for one request (what the gateway must expect):
 
@@ -36,7 +36,8 @@ Walking the candidates: a candidate fails over to the next on any outcome but
 received, for a non-stream until the answer is whole.
 
 A cancelled call (the client went away) closes the upstream response at once: the
-response is closed in `finally`, and the servicer closes this generator.
+response is released in `finally` (which closes its connection unless the body was
+read to its end), and the servicer closes this generator.
 """
 
 from __future__ import annotations
@@ -44,13 +45,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+import urllib.request
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import certifi
 
 from services.providers.adapters import (
     RequestRefused,
@@ -76,7 +81,7 @@ from services.providers.vault import KeyDecryptionError
 from services.providers.vendors import Vendor
 from stepblend.v1 import providers_pb2, router_pb2
 
-__all__ = ["Executor", "KeySource", "Timeouts", "completion_id_for", "final_error", "make_client"]
+__all__ = ["Executor", "KeySource", "Timeouts", "completion_id_for", "environment_proxy", "final_error", "make_client"]
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +91,41 @@ _MAX_ERROR_BODY = 64 * 1024
 _DRAIN_SECONDS = 0.5
 
 
-def make_client(timeouts: Timeouts) -> httpx.AsyncClient:
-    """The one pooled client every upstream call goes through. Its read timeout is
-    only a backstop at the total deadline: the executor times first tokens and
-    silences itself, per call."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.total, write=timeouts.read, pool=timeouts.connect),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30),
+def make_client(timeouts: Timeouts, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> aiohttp.ClientSession:
+    """The one pooled session every upstream call goes through (call it in the
+    event loop). Only the connection (pool wait included) is timed here: the
+    executor bounds every other wait itself, per call, with the first-token, idle
+    and total deadlines. No cookies are kept; environment proxies are the
+    executor's (`environment_proxy`), read once rather than per request."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30, ssl=_tls_context()),
+        timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect),
         headers={"user-agent": "stepblend"},
-        follow_redirects=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trace_configs=list(trace_configs) or None,
+        trust_env=False,
+        auto_decompress=True,
     )
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The CAs trusted, as the HTTP client before this one chose them: the bundle
+    `SSL_CERT_FILE` or the directory `SSL_CERT_DIR` names, else certifi's."""
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` name for `url` (none when
+    `NO_PROXY` covers its host), as the HTTP client before this one honoured them."""
+    parts = urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 class KeySource(Protocol):
@@ -135,7 +165,7 @@ class _Call:
 class Executor:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         keys: KeySource,
         vendors: Mapping[str, Vendor],
         timeouts: Timeouts,
@@ -148,6 +178,7 @@ class Executor:
         self._timeouts = timeouts
         self._clock = clock
         self._genai = genai or GenAiTelemetry.off()
+        self._proxies = {name: environment_proxy(v.base_url) for name, v in vendors.items() if v.configured}
 
     async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         """The events of one request, in the order and the batches the module
@@ -241,45 +272,49 @@ class Executor:
         observed.prepared(vendor.base_url)
         return _Call(request, candidate, vendor, api_key, upstream, completion_id, created, started, observed)
 
-    async def _open(self, call: _Call, stream: bool, until: float) -> httpx.Response:
+    async def _open(self, call: _Call, stream: bool, until: float) -> aiohttp.ClientResponse:
         """Send the request and wait for the response to start, until `until` (loop time)."""
-        request = self._client.build_request(
-            "POST", call.vendor.url(call.upstream.path), content=call.upstream.content, headers=call.headers(stream)
-        )
         try:
             async with asyncio.timeout_at(until):
                 with call.telemetry.sending():
-                    return await self._client.send(request, stream=True)
-        except httpx.ConnectTimeout:
+                    return await self._client.request(
+                        "POST",
+                        call.vendor.url(call.upstream.path),
+                        data=call.upstream.content,
+                        headers=call.headers(stream),
+                        proxy=self._proxies.get(call.vendor.name),
+                        allow_redirects=False,
+                    )
+        except aiohttp.ConnectionTimeoutError:
             raise Failed("timeout", detail=f"no connection within {self._timeouts.connect:g}s") from None
-        except (httpx.TimeoutException, TimeoutError):
+        except TimeoutError:
             raise Failed("timeout", detail=self._waited(stream, started=False)) from None
-        except httpx.ConnectError:
+        except aiohttp.ClientConnectorError:
             host = urlsplit(call.vendor.base_url).netloc
             raise Failed("connect_error", detail=f"could not connect to {host}") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise Failed("provider_error", detail=f"the request failed ({type(exc).__name__})") from None
 
-    async def _refusal(self, call: _Call, response: httpx.Response, deadline: float) -> Failed:
+    async def _refusal(self, call: _Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
         said = call.vendor.adapter.error_details(await _read_some(response, deadline))
-        return http_failure(response.status_code, said, call.candidate.provider, call.api_key)
+        return http_failure(response.status, said, call.candidate.provider, call.api_key)
 
     async def _complete(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         deadline = asyncio.get_running_loop().time() + self._timeouts.total
         response = await self._open(call, False, deadline)
-        status = response.status_code
+        status = response.status
         try:
             if status != 200:
                 raise await self._refusal(call, response, deadline)
             try:
                 async with asyncio.timeout_at(deadline):
-                    data = await response.aread()
-            except (httpx.TimeoutException, TimeoutError):
+                    data = await response.read()
+            except TimeoutError:
                 raise Failed("timeout", status, self._waited(False, started=True)) from None
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise Failed("provider_error", status, f"the answer broke off ({type(exc).__name__})") from None
         finally:
-            await response.aclose()
+            response.release()
         try:
             completion, usage = call.vendor.adapter.parse_completion(
                 data, call.completion_id, call.candidate.model, created=call.created
@@ -294,7 +329,7 @@ class Executor:
         deadline = loop.time() + self._timeouts.total
         first_deadline = min(deadline, loop.time() + self._timeouts.first_token)
         response = await self._open(call, True, first_deadline)
-        status = response.status_code
+        status = response.status
         try:
             if status != 200:
                 raise await self._refusal(call, response, deadline)
@@ -305,7 +340,8 @@ class Executor:
                 include_usage=call.request.include_usage,
             )
             decoder = SseDecoder()
-            body = response.aiter_bytes()
+            # Whatever has arrived, per read: one batch of events each.
+            body = response.content.iter_any()
             served = False
             while True:
                 # Before the first chunk only the first-token deadline applies (a
@@ -314,13 +350,13 @@ class Executor:
                 try:
                     async with asyncio.timeout_at(limit):
                         data = await anext(body, None)
-                except (httpx.TimeoutException, TimeoutError):
+                except TimeoutError:
                     detail = self._waited(True, started=served, total=limit >= deadline)
                     if not served:
                         raise Failed("timeout", status, detail) from None
                     yield self._break(call, translator.usage, "timeout", detail)
                     return
-                except httpx.HTTPError as exc:
+                except aiohttp.ClientError as exc:
                     detail = f"the stream broke ({type(exc).__name__})"
                     if not served:
                         raise Failed("provider_error", status, detail) from None
@@ -360,7 +396,8 @@ class Executor:
             if translator.ended:
                 await _drain(body)
         finally:
-            await response.aclose()
+            # Back to the pool when the body was read to its end, else closed at once.
+            response.release()
 
     def _break(
         self, call: _Call, usage: TokenUsage | None, outcome: str, detail: str
@@ -395,12 +432,12 @@ def _stream_failure(exc: UpstreamStreamError | UpstreamFormatError, api_key: str
     return outcome, scrub(f"error event: {said}", api_key)
 
 
-async def _read_some(response: httpx.Response, deadline: float) -> bytes:
+async def _read_some(response: aiohttp.ClientResponse, deadline: float) -> bytes:
     parts: list[bytes] = []
     size = 0
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         async with asyncio.timeout_at(deadline):
-            async for part in response.aiter_bytes():
+            async for part in response.content.iter_any():
                 parts.append(part)
                 size += len(part)
                 if size >= _MAX_ERROR_BODY:
@@ -409,7 +446,7 @@ async def _read_some(response: httpx.Response, deadline: float) -> bytes:
 
 
 async def _drain(body: AsyncIterator[bytes]) -> None:
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         async with asyncio.timeout(_DRAIN_SECONDS):
             async for _ in body:
                 pass

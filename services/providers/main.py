@@ -70,8 +70,7 @@ async def serve(
         nc = await events.connect(settings.nats_url, "providers")
         js = nc.jetstream()
         await events.ensure_streams(js)
-        client = make_client(timeouts)
-        telemetry.instrument_httpx(client)
+        client = make_client(timeouts, telemetry.http_client_trace_configs())
         server = grpcio.make_server(settings.internal_token)
         keys = KeyCache(vault)
 
@@ -102,7 +101,7 @@ async def serve(
             # As long as the gateway's own grace: in-flight streams finish.
             await server.stop(grace=30)
         if client is not None:
-            await client.aclose()
+            await client.close()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.drain()

@@ -11,7 +11,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -148,3 +153,33 @@ def test_constraints_pin_every_dependency_within_pyproject() -> None:
         "deploy/docker/constraints.txt is stale (" + "; ".join(stale) + "): "
         "run `.venv/bin/python deploy/docker/lock.py`"
     )
+
+
+def test_the_wheel_carries_the_files_the_services_read(tmp_path: Path) -> None:
+    """The image installs the project's wheel: a data file left out of it (the token
+    rank file, the catalog, the console) would start in a checkout and fail in a pod."""
+    # From a copy of what the Dockerfile copies: setuptools would reuse a checkout's build/.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in ("services", "stepblend"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        check=True,
+        capture_output=True,
+        cwd=source,
+    )
+    [wheel] = tmp_path.glob("stepblend-*.whl")
+    packed = set(zipfile.ZipFile(wheel).namelist())
+    authoring_only = {"alembic.ini", "script.py.mako"}  # billing builds its Alembic config in code
+    data = [
+        path.relative_to(ROOT).as_posix()
+        for folder in ("services", "stepblend")
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+        and path.name not in authoring_only
+    ]
+    assert "services/gateway/encodings/fb374d419588a4632f3f557e76b4b70aebbca790" in data
+    assert [name for name in data if name not in packed] == []

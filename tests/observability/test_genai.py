@@ -79,7 +79,7 @@ async def run(
                 break
         await generator.aclose()
     finally:
-        await client.aclose()
+        await client.close()
     return events
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 import pytest
@@ -75,14 +76,14 @@ def keys() -> MemoryKeys:
 
 
 @pytest.fixture(scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    # One pooled client, as in the service (building one loads the CA bundle).
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    # One pooled session, as in the service.
     async with make_client(TIMEOUTS) as shared:
         yield shared
 
 
 @pytest.fixture
-def executor(mock: Mock, keys: MemoryKeys, client: httpx.AsyncClient) -> Executor:
+def executor(mock: Mock, keys: MemoryKeys, client: aiohttp.ClientSession) -> Executor:
     vendors = load_vendors({row.provider: mock.running.url + row.path for row in ROWS})
     return Executor(client, keys, vendors, TIMEOUTS)
 

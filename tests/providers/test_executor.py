@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -12,7 +14,7 @@ import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.providers.executor import Executor, make_client
+from services.providers.executor import Executor, environment_proxy, make_client
 from services.providers.timeouts import Timeouts
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
@@ -235,7 +237,7 @@ async def test_non_stream_is_bounded_by_the_total_timeout_and_falls_back(mock: M
     try:
         events = [event async for batch in executor.execute(request) for event in batch]
     finally:
-        await client.aclose()
+        await client.close()
     assert attempts(events) == [("openai", "timeout", 0), ("groq", "ok", 200)]
     assert events[0].attempt.detail == "no answer within the 1s total timeout"
 
@@ -359,7 +361,53 @@ async def test_unreachable_provider_is_a_connect_error_and_falls_back(mock: Mock
         events = [event async for batch in executor.execute(request) for event in batch]
         assert (events[-1].error.status, events[-1].error.code) == (502, "provider_error")
     finally:
-        await client.aclose()
+        await client.close()
+
+
+@contextlib.contextmanager
+def never_accepting() -> Iterator[int]:
+    """A port whose listener never accepts and whose queue is full, so that a
+    connection to it is never made (a provider's host that drops the SYN)."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield port
+
+
+async def test_no_connection_in_time_is_a_timeout_and_falls_back(mock: Mock) -> None:
+    timeouts = Timeouts(connect=0.3, read=1.0, total=20.0, first_token=1.0)
+    with never_accepting() as port:
+        vendors = load_vendors({"openai": f"http://127.0.0.1:{port}/v1", "groq": mock.base_url})
+        client = make_client(timeouts)
+        executor = Executor(client, Keys({"openai": "sk-a", "groq": "sk-b"}), vendors, timeouts)
+        request = providers_pb2.ExecuteRequest(request_id="r", account_id="a", candidates=[OPENAI, GROQ], body=body())
+        try:
+            events = [event async for batch in executor.execute(request) for event in batch]
+        finally:
+            await client.close()
+    assert attempts(events) == [("openai", "timeout", 0), ("groq", "ok", 200)]
+    assert events[0].attempt.detail == "no connection within 0.3s"
+
+
+def test_environment_proxies_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert environment_proxy("https://api.openai.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("ALL_PROXY", "http://all.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.corp.example")
+    assert environment_proxy("https://api.openai.com/v1") == "http://proxy.internal:3128"
+    assert environment_proxy("http://llm.example/v1") == "http://all.internal:3128"
+    assert environment_proxy("https://llm.corp.example/v1") is None
+    assert environment_proxy("http://localhost:8000/v1") is None
 
 
 async def test_health_is_served_for_both_services(service: Service) -> None:

@@ -5,15 +5,18 @@ a non-streaming request's events as one unary answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from services.providers.executor import Executor
+from services.providers.executor import Executor, make_client
 from services.providers.servicer import ProvidersServicer
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
@@ -45,25 +48,37 @@ def kinds(events: Sequence[providers_pb2.ExecuteEvent]) -> list[str]:
     return [str(event.WhichOneof("event")) for event in events]
 
 
-def buffering(upstream: httpx.AsyncClient) -> httpx.MockTransport:
-    """Passes each request on to the mock provider and hands its answer back whole,
-    in one read, as a provider that buffers its stream (or a proxy before it) does."""
+# Hop-by-hop or recomputed: the proxy's own client sets them.
+_NOT_FORWARDED = {"host", "content-length", "accept-encoding", "transfer-encoding", "connection"}
 
-    async def handle(request: httpx.Request) -> httpx.Response:
-        answer = await upstream.send(request)
-        return httpx.Response(
-            answer.status_code, headers={"content-type": answer.headers["content-type"]}, content=answer.content
-        )
 
-    return httpx.MockTransport(handle)
+@contextlib.asynccontextmanager
+async def buffering(upstream_url: str) -> AsyncIterator[str]:
+    """A proxy before the mock provider that hands each answer back whole, in one
+    write, as a provider that buffers its stream (or a proxy before it) does; yields
+    its URL."""
+    async with aiohttp.ClientSession() as upstream:
+
+        async def handle(request: web.Request) -> web.Response:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+            url = upstream_url + request.path_qs
+            async with upstream.post(url, data=await request.read(), headers=headers) as answer:
+                whole = await answer.read()
+                content_type = answer.headers["content-type"]
+            return web.Response(status=answer.status, headers={"content-type": content_type}, body=whole)
+
+        app = web.Application()
+        app.router.add_post("/{path:.*}", handle)
+        async with TestServer(app, host="127.0.0.1") as server:
+            yield str(server.make_url(""))
 
 
 @pytest.fixture
 async def buffered(mock: Mock, account: str) -> AsyncIterator[providers_pb2_grpc.ProvidersStub]:
     """The Providers service over real gRPC, whose upstream answers arrive whole."""
     keys = MemoryKeys({"openai": key_for("openai", account)})
-    async with httpx.AsyncClient() as upstream, httpx.AsyncClient(transport=buffering(upstream)) as client:
-        executor = Executor(client, keys, load_vendors({"openai": mock.base_url}), TIMEOUTS)
+    async with buffering(mock.running.url) as proxy, make_client(TIMEOUTS) as client:
+        executor = Executor(client, keys, load_vendors({"openai": f"{proxy}/v1"}), TIMEOUTS)
         server = grpc.aio.server()
         providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersServicer(executor), server)
         port = server.add_insecure_port("127.0.0.1:0")

