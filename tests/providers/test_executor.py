@@ -225,19 +225,24 @@ async def test_silence_mid_stream_ends_it_with_a_timeout_error(service: Service,
     assert (events[-1].error.status, events[-1].error.code) == (504, "timeout")
 
 
+async def openai_then_groq(timeouts: Timeouts, openai_url: str, groq_url: str) -> list[providers_pb2.ExecuteEvent]:
+    """The events of a non-streamed request to OpenAI then Groq, on an executor of its own."""
+    vendors = load_vendors({"openai": openai_url, "groq": groq_url})
+    client = make_client(timeouts)
+    executor = Executor(client, Keys({"openai": "sk-a", "groq": "sk-b"}), vendors, timeouts)
+    request = providers_pb2.ExecuteRequest(request_id="r", account_id="a", candidates=[OPENAI, GROQ], body=body())
+    try:
+        return [event async for batch in executor.execute(request) for event in batch]
+    finally:
+        await client.close()
+
+
 async def test_non_stream_is_bounded_by_the_total_timeout_and_falls_back(mock: Mock) -> None:
     # A non-streamed answer arrives whole, so only the total deadline bounds it.
     timeouts = Timeouts(connect=2.0, read=0.2, total=1.0, first_token=0.2)
-    vendors = load_vendors({"openai": mock.base_url, "groq": mock.base_url})
-    client = make_client(timeouts)
-    executor = Executor(client, Keys({"openai": "sk-a", "groq": "sk-b"}), vendors, timeouts)
     await mock.behave(model="gpt-4o-mini-2024-07-18", ttft_ms=1500)
     await mock.behave(model="llama-3.1-8b-instant", ttft_ms=500)
-    request = providers_pb2.ExecuteRequest(request_id="r", account_id="a", candidates=[OPENAI, GROQ], body=body())
-    try:
-        events = [event async for batch in executor.execute(request) for event in batch]
-    finally:
-        await client.close()
+    events = await openai_then_groq(timeouts, mock.base_url, mock.base_url)
     assert attempts(events) == [("openai", "timeout", 0), ("groq", "ok", 200)]
     assert events[0].attempt.detail == "no answer within the 1s total timeout"
 
@@ -384,14 +389,7 @@ def never_accepting() -> Iterator[int]:
 async def test_no_connection_in_time_is_a_timeout_and_falls_back(mock: Mock) -> None:
     timeouts = Timeouts(connect=0.3, read=1.0, total=20.0, first_token=1.0)
     with never_accepting() as port:
-        vendors = load_vendors({"openai": f"http://127.0.0.1:{port}/v1", "groq": mock.base_url})
-        client = make_client(timeouts)
-        executor = Executor(client, Keys({"openai": "sk-a", "groq": "sk-b"}), vendors, timeouts)
-        request = providers_pb2.ExecuteRequest(request_id="r", account_id="a", candidates=[OPENAI, GROQ], body=body())
-        try:
-            events = [event async for batch in executor.execute(request) for event in batch]
-        finally:
-            await client.close()
+        events = await openai_then_groq(timeouts, f"http://127.0.0.1:{port}/v1", mock.base_url)
     assert attempts(events) == [("openai", "timeout", 0), ("groq", "ok", 200)]
     assert events[0].attempt.detail == "no connection within 0.3s"
 

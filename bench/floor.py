@@ -1,0 +1,138 @@
+"""What the parts of a request cost on their own: the floor under `bench/run.py`.
+
+    python bench/floor.py
+
+Each figure is CPU time per call, measured with nothing of StepBlend around it:
+- a grpc.aio unary call and a one-message server stream, client and server both
+  pinned to core 0 as in `bench/run.py` (the server's CPU read from /proc);
+- one aiohttp POST to the microsecond mock (`bench/fastmock.py`, on core 1), the way
+  providers calls a provider.
+A StepBlend request makes three unary calls (Route, Admit, Complete) and one
+provider call, so these set how low its CPU per request can go in this design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import CLK_TCK, free_port, wait_port  # noqa: E402
+from stepblend.v1 import providers_pb2  # noqa: E402
+
+CALLS = 3000
+WARM_UP = 300
+_ANSWER = providers_pb2.ExecuteEvents(events=[providers_pb2.ExecuteEvent(completion=b"x" * 400)])
+# The channel method making each kind of call.
+_KINDS = {"unary": "unary_unary", "stream": "unary_stream"}
+
+
+async def _serve(port: int) -> None:
+    async def unary(request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext) -> object:
+        return _ANSWER
+
+    async def stream(request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext) -> None:
+        await context.write(_ANSWER)
+
+    handlers = {
+        "unary": grpc.unary_unary_rpc_method_handler(
+            unary, providers_pb2.ExecuteRequest.FromString, providers_pb2.ExecuteEvents.SerializeToString
+        ),
+        "stream": grpc.unary_stream_rpc_method_handler(
+            stream, providers_pb2.ExecuteRequest.FromString, providers_pb2.ExecuteEvents.SerializeToString
+        ),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", handlers),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+async def _grpc(port: int, server_pid: int) -> dict[str, tuple[float, float]]:
+    request = providers_pb2.ExecuteRequest(request_id="r", body=b"{}")
+    found = {}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for kind, factory in _KINDS.items():
+            method = getattr(channel, factory)(
+                f"/floor.Floor/{kind}",
+                request_serializer=providers_pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=providers_pb2.ExecuteEvents.FromString,
+            )
+
+            async def call() -> None:
+                if kind == "unary":
+                    await method(request)
+                else:
+                    async for _ in method(request):
+                        pass
+
+            for _ in range(WARM_UP):
+                await call()
+            server_before, client_before = _cpu_seconds(server_pid), time.process_time()
+            for _ in range(CALLS):
+                await call()
+            found[kind] = (
+                (time.process_time() - client_before) / CALLS * 1e6,
+                (_cpu_seconds(server_pid) - server_before) / CALLS * 1e6,
+            )
+    return found
+
+
+async def _http(port: int) -> float:
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
+    headers = {"authorization": "Bearer sk-floor", "content-type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+
+        async def call() -> None:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+
+        for _ in range(WARM_UP):
+            await call()
+        before = time.process_time()
+        for _ in range(CALLS):
+            await call()
+        return (time.process_time() - before) / CALLS * 1e6
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        asyncio.run(_serve(int(sys.argv[2])))
+        return
+    os.sched_setaffinity(0, {0})
+    grpc_port, mock_port = free_port(), free_port()
+    server = subprocess.Popen(["taskset", "-c", "0", sys.executable, __file__, "--serve", str(grpc_port)])
+    mock = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "fastmock.py"),
+                             "--port", str(mock_port)])
+    try:
+        wait_port(grpc_port)
+        wait_port(mock_port)
+        calls = asyncio.run(_grpc(grpc_port, server.pid))
+        http = asyncio.run(_http(mock_port))
+    finally:
+        server.kill()
+        mock.kill()
+    print(f"{'CPU per call (µs)':<36}{'client':>8}{'server':>8}")
+    print(f"{'grpc.aio unary call':<36}{calls['unary'][0]:>8.0f}{calls['unary'][1]:>8.0f}")
+    print(f"{'grpc.aio server stream, one message':<36}{calls['stream'][0]:>8.0f}{calls['stream'][1]:>8.0f}")
+    print(f"{'aiohttp POST to the mock provider':<36}{http:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()

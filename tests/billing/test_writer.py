@@ -1,0 +1,72 @@
+"""The writer: billing's per-request transactions, on held connections (writer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+
+from services.billing import accounts, admission, counters
+from services.billing.db import write_session
+from services.billing.plans import PlanBook
+from services.billing.writer import Writer
+
+PLANS = PlanBook.from_limits({"trial": 3})
+NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
+
+
+def _account(engine: Engine) -> str:
+    with write_session(engine) as session:
+        return accounts.create_account(session, PLANS, email="w@example.com", plan="trial").account_id
+
+
+async def _admit(writer: Writer, account_id: str, request_id: str) -> admission.Admission:
+    return await writer.run(
+        lambda connection: admission.admit(
+            connection, PLANS, account_id=account_id, request_id=request_id, now=NOW, ttl=timedelta(minutes=5)
+        )
+    )
+
+
+async def test_admits_exactly_and_a_failed_unit_leaves_nothing(engine: Engine) -> None:
+    account_id = _account(engine)
+    writer = Writer(engine)
+    try:
+        answers = [await _admit(writer, account_id, f"r{i}") for i in range(4)]
+        assert [a.allowed for a in answers] == [True, True, True, False]
+
+        def half_done(connection: object) -> None:
+            counters.adjust(connection, account_id, "2025-03", used=5)  # type: ignore[arg-type]
+            raise RuntimeError("a bug halfway through")
+
+        try:
+            await writer.run(half_done)
+        except RuntimeError:
+            pass
+        assert (await writer.run(lambda c: counters.read(c, account_id, "2025-03"))) == counters.Counts(0, 3)
+    finally:
+        writer.close()
+
+
+async def test_a_held_write_lock_is_waited_for_and_the_writer_carries_on(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        return  # PostgreSQL locks rows, not the file: nothing to wait out here
+    account_id = _account(engine)
+    writer = Writer(engine)
+    other = sqlite3.connect(engine.url.database, isolation_level=None)
+    try:
+        # Another process (a second replica, a migration) holds SQLite's write lock.
+        other.execute("BEGIN IMMEDIATE")
+        admitting = asyncio.ensure_future(_admit(writer, account_id, "waits"))
+        await asyncio.sleep(0.3)
+        assert not admitting.done()  # waiting its turn, not failed
+        other.execute("COMMIT")
+        assert (await asyncio.wait_for(admitting, 10)).allowed
+        # The next unit runs as usual (on the event loop again).
+        assert (await _admit(writer, account_id, "after")).allowed
+        assert (await writer.run(lambda c: counters.read(c, account_id, "2025-03"))) == counters.Counts(0, 2)
+    finally:
+        other.close()
+        writer.close()
