@@ -4,7 +4,8 @@ measure StepBlend, not the mock.
 
 Non-streaming requests get one chat.completion; streaming ones get N content
 chunks (N = the request's max_tokens, default 20), a finish chunk, the usage
-chunk and [DONE], in one write.
+chunk and [DONE], in one write — or, when the body says "user": "paced", one
+event per write, PACE_S apart, as a provider streams while it generates.
 
     python bench/fastmock.py --port 9100
 """
@@ -17,6 +18,8 @@ import re
 from typing import Any
 
 import orjson
+
+PACE_S = 0.001
 
 _CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 _MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens":(\d+)')
@@ -47,6 +50,10 @@ def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
 
 
 def _stream(chunks: int) -> bytes:
+    return b"".join(_stream_events(chunks))
+
+
+def _stream_events(chunks: int) -> list[bytes]:
     parts = [_chunk({"role": "assistant", "content": ""})]
     parts += [_chunk({"content": f"tok{i} "}) for i in range(chunks)]
     parts.append(_chunk({}, "stop"))
@@ -59,7 +66,7 @@ def _stream(chunks: int) -> bytes:
         "usage": {"prompt_tokens": 9, "completion_tokens": chunks, "total_tokens": 9 + chunks},
     }
     parts.append(b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n")
-    return b"".join(parts)
+    return parts
 
 
 _JSON_RESPONSE = (
@@ -106,9 +113,25 @@ class _Protocol(asyncio.Protocol):
             self._buffer = self._buffer[end + 4 + length :]
             if b'"stream":true' in body:
                 tokens = _MAX_TOKENS.search(body)
-                self._transport.write(_sse_response(int(tokens.group(1)) if tokens else 20, self._cache))
+                chunks = int(tokens.group(1)) if tokens else 20
+                if b'"user":"paced"' in body:
+                    asyncio.get_running_loop().create_task(self._paced(chunks))
+                else:
+                    self._transport.write(_sse_response(chunks, self._cache))
             else:
                 self._transport.write(_JSON_RESPONSE)
+
+
+    async def _paced(self, chunks: int) -> None:
+        events = _stream_events(chunks)
+        length = sum(map(len, events))
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % length
+        self._transport.write(head)
+        for event in events:
+            if self._transport.is_closing():
+                return
+            self._transport.write(event)
+            await asyncio.sleep(PACE_S)
 
 
 async def serve(port: int) -> None:

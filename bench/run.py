@@ -61,10 +61,13 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(port)
 
 
-def body(stream: bool, chunks: int = 20) -> bytes:
+def body(stream: bool, chunks: int = 20, paced: bool = False) -> bytes:
+    """A request; `paced`: the mock sends a stream's events one write at a time (fastmock.py)."""
     request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
     if stream:
         request.update(stream=True, max_tokens=chunks)
+    if paced:
+        request["user"] = "paced"
     return json.dumps(request, separators=(",", ":")).encode()
 
 
@@ -291,15 +294,24 @@ def main() -> None:
             direct_run = direct.wrk(plain, connections, max(3, args.seconds // 3))
             results[f"direct_rps_at_{connections}"] = direct_run["rps"]
 
+        # CPU per chunk: a 50-chunk stream against a 1-chunk one, per extra chunk. Paced,
+        # each chunk reaches providers in a read of its own, as from a real provider;
+        # batched, all arrive in one read (the best case: one gRPC message, one SSE write).
         per_stream = {}
-        for name, payload in (("20", streamed), ("1", streamed_one)):
+        for name, payload in (
+            ("paced_50", body(True, 50, paced=True)),
+            ("paced_1", body(True, 1, paced=True)),
+            ("batched_50", body(True, 50)),
+            ("batched_1", streamed_one),
+        ):
             quiesce(pids)
             before = cpu_seconds(pids)
             run = gateway.wrk(payload, 16, args.seconds)
             quiesce(pids)
             per_stream[name] = (cpu_seconds(pids) - before) / max(1, run["requests"] - run["errors"])
             results[f"errors_stream_{name}"] = run["errors"]
-        results["cpu_us_per_chunk"] = (per_stream["20"] - per_stream["1"]) / 19 * 1e6
+        results["cpu_us_per_chunk"] = (per_stream["paced_50"] - per_stream["paced_1"]) / 49 * 1e6
+        results["cpu_us_per_chunk_batched"] = (per_stream["batched_50"] - per_stream["batched_1"]) / 49 * 1e6
         results["rss_mb_total"] = rss_mb(pids, "VmHWM")
         results["rss_mb_now"] = rss_mb(pids, "VmRSS")
     finally:
