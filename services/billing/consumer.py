@@ -4,8 +4,9 @@ Each fetched batch is settled in one transaction. Delivery semantics, per messag
 - recorded (or already there)    → ack, after the batch's commit;
 - not a UsageEvent, or an event
   that can never be recorded     → term: redelivering it cannot help; logged;
-- the database failed            → nak with a delay, for the whole batch: the
-                                   events come back later.
+- the database failed            → the batch's events are tried one by one, and
+                                   each that fails again is nak'd with a delay: it
+                                   comes back later, and the others are not held.
 Anything unexpected is treated like a database failure: retrying an event is
 safe (writes are idempotent), dropping one loses a charge.
 
@@ -138,24 +139,32 @@ class UsageConsumer:
             return
         # In account order, so that two replicas' batches lock counters in the same order.
         batch.sort(key=lambda item: item[1]["account_id"])
+        if not await self._record(batch) and len(batch) > 1:
+            # One event the database refuses must not hold back the others: each on its own.
+            for one in batch:
+                await self._record([one])
+
+    async def _record(self, batch: list[tuple[Msg, dict[str, Any]]]) -> bool:
+        """Settle `batch` in one transaction and ack it; nak it (False) if that failed."""
         with contextlib.ExitStack() as spans:
             for message, _ in batch:
                 spans.enter_context(self._span(message))
             try:
                 written = await self._writer.run(partial(_settle_all, [entry for _, entry in batch]), attempts=3)
             except Exception as exc:
-                # Lock timeouts were retried briefly; anything longer is a nak. Every
-                # event of the batch comes back later (settling again is harmless).
+                # Lock timeouts were retried briefly; anything longer is a nak. The
+                # events come back later (settling again is harmless).
                 expected = isinstance(exc, SQLAlchemyError)
                 log.log(
                     logging.WARNING if expected else logging.ERROR,
-                    "recording %d usage events failed; they will be redelivered",
+                    "recording %d usage event(s) failed; they will be redelivered",
                     len(batch),
                     exc_info=True,
                 )
-                for message, _ in batch:
-                    await self._reply(lambda m=message: m.nak(delay=self._options.retry_delay_s), message)
-                return
+                if len(batch) == 1:
+                    message = batch[0][0]
+                    await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
+                return False
         for (message, entry), new in zip(batch, written, strict=True):
             if not new:
                 log.info(
@@ -163,6 +172,7 @@ class UsageConsumer:
                     extra={"request_id": entry["request_id"], "account_id": entry["account_id"]},
                 )
             await self._reply(message.ack, message)
+        return True
 
     def _entry(self, message: Msg) -> dict[str, Any] | None:
         """The ledger row of `message`, or None (logged) for one that can never be recorded."""

@@ -11,19 +11,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, StreamConfig
-from sqlalchemy import Engine, func
+from sqlalchemy import Connection, Engine, func
+from sqlalchemy.exc import DataError
 from sqlmodel import Session, col, select
 
+from services.billing import consumer as consumer_module
 from services.billing.consumer import ConsumerOptions, UsageConsumer
 from services.billing.db import make_engine
 from services.billing.migrate import upgrade
 from services.billing.models import LedgerEntry
+from services.billing.settlement import settle
 from services.billing.writer import Writer
 from tests.billing.conftest import NewDatabase, usage_event
 from tests.support.procs import NatsServer
@@ -158,3 +162,36 @@ async def _consumer_exists(lane: Lane) -> bool:
     except nats.js.errors.NotFoundError:
         return False
     return True
+
+
+async def test_an_event_the_database_refuses_does_not_hold_back_its_batch(
+    lane: Lane, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    good = [usage_event(account) for _ in range(3)]
+    refused = usage_event(account)
+    for event in [good[0], refused, *good[1:]]:
+        await lane.publish(event.model_dump_json().encode(), msg_id=event.request_id)
+
+    def settle_or_refuse(connection: Connection, entry: dict[str, Any]) -> bool:
+        if entry["request_id"] == refused.request_id:
+            raise DataError("INSERT INTO ledger_entries ...", {}, ValueError("a value the database refuses"))
+        return settle(connection, entry)
+
+    monkeypatch.setattr(consumer_module, "settle", settle_or_refuse)
+    writer = Writer(engine)
+    consumer = UsageConsumer(lane.js, writer, lane.options)
+    task = asyncio.create_task(consumer.run())
+    try:
+
+        async def only_the_refused_one_is_left() -> bool:
+            if not await _consumer_exists(lane):
+                return False
+            info = await lane.info()
+            return _rows(engine, account) == 3 and info.num_ack_pending == 1 and await lane.delivered() >= 5
+
+        await _eventually(only_the_refused_one_is_left)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+        writer.close()
