@@ -18,7 +18,9 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -26,8 +28,8 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import CLK_TCK, free_port, wait_port  # noqa: E402
-from stepblend.v1 import providers_pb2  # noqa: E402
+from bench.run import CLK_TCK, free_port, wait_port
+from stepblend.v1 import providers_pb2
 
 CALLS = 3000
 WARM_UP = 300
@@ -63,6 +65,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+async def _unary(method: Any, request: providers_pb2.ExecuteRequest) -> None:
+    await method(request)
+
+
+async def _streamed(method: Any, request: providers_pb2.ExecuteRequest) -> None:
+    async for _ in method(request):
+        pass
+
+
 async def _grpc(port: int, server_pid: int) -> dict[str, tuple[float, float]]:
     request = providers_pb2.ExecuteRequest(request_id="r", body=b"{}")
     found = {}
@@ -73,14 +84,7 @@ async def _grpc(port: int, server_pid: int) -> dict[str, tuple[float, float]]:
                 request_serializer=providers_pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=providers_pb2.ExecuteEvents.FromString,
             )
-
-            async def call() -> None:
-                if kind == "unary":
-                    await method(request)
-                else:
-                    async for _ in method(request):
-                        pass
-
+            call = partial(_unary if kind == "unary" else _streamed, method, request)
             for _ in range(WARM_UP):
                 await call()
             server_before, client_before = _cpu_seconds(server_pid), time.process_time()

@@ -233,6 +233,15 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[byt
     return up, mock, port, mock_port, token
 
 
+def launch(prefix: str) -> tuple[Path, tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]]:
+    """This process onto the load core, then `start` in a new data dir; wrk must be there."""
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    return data_dir, start(data_dir)
+
+
 def stop(up: subprocess.Popen[bytes], mock: subprocess.Popen[bytes], data_dir: Path) -> None:
     """Stop `stepblend up` (gracefully, then hard) and the mock; remove the data dir."""
     up.send_signal(signal.SIGINT)
@@ -251,11 +260,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--profile", help="record py-spy profiles of every service during the 16-connection run into DIR")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
-    os.sched_setaffinity(0, {int(LOAD_CORE)})
-    data_dir = Path(tempfile.mkdtemp(prefix="stepblend-bench-"))
-    up, mock, port, mock_port, token = start(data_dir)
+    data_dir, (up, mock, port, mock_port, token) = launch("stepblend-bench-")
     results: dict[str, float] = {}
     try:
         gateway = Target(port, "/api/v1/chat/completions", token)

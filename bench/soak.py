@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import LOAD_CORE, body, start, stop, tree  # bench/run.py, beside this file
+from run import LOAD_CORE, body, launch, stop, tree  # bench/run.py, beside this file
 
 TOLERANCE = 0.10
 
@@ -177,11 +176,7 @@ def main() -> None:
     parser.add_argument("--warmup-seconds", type=int, default=150)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
-    os.sched_setaffinity(0, {int(LOAD_CORE)})
-    data_dir = Path(tempfile.mkdtemp(prefix="stepblend-soak-"))
-    up, mock, port, _mock_port, token = start(data_dir)
+    data_dir, (up, mock, port, _mock_port, token) = launch("stepblend-soak-")
     started = time.monotonic()
     sent = refused_burst = 0
     unexpected: Counter[str] = Counter()
