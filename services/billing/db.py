@@ -17,20 +17,30 @@ Transactions, per backend:
   sessions begin DEFERRED and, under WAL, read without blocking the writer.
 `retrying` re-runs a whole unit of work on the transient errors that remain
 (lock timeouts, PostgreSQL serialization failures and deadlocks).
+
+Replicas starting together on one SQLite file take turns through a lock file
+beside it (`startup_lock`): switching a file to WAL needs an exclusive lock
+that SQLite may refuse at once, without waiting out its busy timeout, while
+another connection is opening or migrating the same file. The switch is made
+once, under that lock, before any pooled connection exists; WAL is a property
+of the file, so the connections opened afterwards need not ask for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import random
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from filelock import FileLock
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
@@ -49,6 +59,7 @@ __all__ = [
     "is_sqlite",
     "make_engine",
     "retrying",
+    "startup_lock",
     "write_options",
     "write_session",
 ]
@@ -60,6 +71,8 @@ T = TypeVar("T")
 _BEGIN_OPTION = "stepblend_sqlite_begin"
 # PostgreSQL SQLSTATEs worth re-running a transaction for.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+# How long a starting replica waits for the others to finish switching and migrating the file.
+_STARTUP_LOCK_TIMEOUT_S = 120.0
 
 
 def database_url(settings: Settings) -> str:
@@ -82,14 +95,17 @@ def make_engine(url: str) -> Engine:
         # The pool is sized for the worker threads that run billing's queries.
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    # DB calls run in worker threads (asyncio.to_thread), so a connection may be used
-    # by a thread other than the one that opened it; the pool never shares one at once.
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     synchronous = os.environ.get("STEPBLEND_SQLITE_SYNCHRONOUS", "NORMAL").upper()
     if synchronous not in ("NORMAL", "FULL", "EXTRA"):
         raise ValueError("STEPBLEND_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA")
+    if parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(path):
+            _switch_to_wal(path)
+    # DB calls run in worker threads (asyncio.to_thread), so a connection may be used
+    # by a thread other than the one that opened it; the pool never shares one at once.
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _tune(dbapi_connection: Any, _record: Any) -> None:
@@ -97,11 +113,7 @@ def make_engine(url: str) -> Engine:
         # only before the first write, after the reads the write depends on.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # First, so that the journal-mode switch below waits for another
-        # connection's lock instead of failing (replicas starting together).
         cursor.execute("PRAGMA busy_timeout=30000")
-        # WAL: readers (GetAccount) do not block the writer, nor it them.
-        cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL under WAL: a commit survives a crash of the process (kill -9),
         # not a power cut, which would roll back the last commits. That is the
         # same promise as the events' own store (JetStream syncs to disk every
@@ -116,6 +128,36 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql(connection.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
 
     return engine
+
+
+@contextlib.contextmanager
+def startup_lock(engine: Engine) -> Iterator[None]:
+    """Held while a replica sets up a SQLite file (WAL, migrations), so replicas
+    starting together take turns; nothing for other databases, which have their own."""
+    database = engine.url.database
+    if not is_sqlite(engine) or not database or database == ":memory:":
+        yield
+        return
+    with _file_lock(Path(database)):
+        yield
+
+
+def _file_lock(path: Path) -> FileLock:
+    # The lock file sits beside the database and, like it, is readable by its owner only.
+    return FileLock(f"{path}.lock", timeout=_STARTUP_LOCK_TIMEOUT_S, mode=0o600)
+
+
+def _switch_to_wal(path: Path) -> None:
+    """Put the SQLite file at `path` in WAL mode (readers, such as GetAccount, do not
+    block the writer, nor it them); a no-op for a file already in it."""
+    # Created owner-only; SQLite gives its -wal and -shm files the same mode.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
 
 
 def write_options(engine: Engine) -> Engine:

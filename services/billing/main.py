@@ -15,6 +15,7 @@ import time
 
 from grpc_health.v1.health import aio as health_aio
 from nats.aio.client import Client as NATS
+from sqlalchemy import Engine
 
 from services.billing.consumer import UsageConsumer
 from services.billing.db import database_url, make_engine
@@ -31,7 +32,7 @@ from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
 from stepblend.v1 import billing_pb2_grpc
 
-__all__ = ["serve"]
+__all__ = ["open_database", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,8 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
     """
     plans = load_plans(settings.plans_file)  # a bad plans file stops start-up, loudly
     options = options or BillingOptions.from_env()
-    engine = make_engine(database_url(settings))
-    writer = Writer(engine)
+    engine, writer = await asyncio.to_thread(open_database, database_url(settings))
     try:
-        await asyncio.to_thread(upgrade, engine)
         nc = await events.connect(settings.nats_url, "billing")
         try:
             js = nc.jetstream()
@@ -88,6 +87,27 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
     finally:
         await asyncio.to_thread(writer.close)
         engine.dispose()
+
+
+def open_database(url: str) -> tuple[Engine, Writer]:
+    """Billing's database at `url`, migrated to the newest schema, and its writer.
+
+    Replicas starting together on one database take turns (db.startup_lock,
+    migrate.upgrade); none of them fails for another's lock.
+    """
+    engine = make_engine(url)
+    try:
+        writer = Writer(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    try:
+        upgrade(engine)
+    except BaseException:
+        writer.close()
+        engine.dispose()
+        raise
+    return engine, writer
 
 
 async def _stop_consumer(consumer: UsageConsumer, task: asyncio.Task[None]) -> None:

@@ -4,7 +4,8 @@ The Alembic config is built here in code (no alembic.ini is read at run time).
 Replicas starting together must not race to create the same tables, so the
 upgrade runs inside one transaction that first takes a lock: a PostgreSQL
 advisory lock, or SQLite's write lock (BEGIN IMMEDIATE). The second replica
-waits, then finds the schema at head and does nothing. Both databases have
+waits, then finds the schema at head and does nothing. On SQLite the replicas
+also take turns through the lock file beside the database (`db.startup_lock`). Both databases have
 transactional DDL, so a failed migration leaves the schema as it was.
 """
 
@@ -21,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from services.billing.db import database_url, make_engine, retrying, write_session
+from services.billing.db import database_url, make_engine, retrying, startup_lock, write_session
 from services.common.config import Settings
 
 __all__ = ["MigrationError", "current_revision", "downgrade", "main", "upgrade"]
@@ -57,7 +58,7 @@ def _locked(engine: Engine, action: Callable[[Config], None]) -> None:
 def _locked_once(engine: Engine, action: Callable[[Config], None]) -> None:
     config = Config()
     config.set_main_option("script_location", str(_SCRIPTS))
-    with write_session(engine) as session:
+    with startup_lock(engine), write_session(engine) as session:
         connection = session.connection()
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
