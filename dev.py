@@ -25,7 +25,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 
 
 def ensure_venv(extras: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py itself may run on an older Python
         raise SystemExit("StepBlend needs Python 3.11 or newer")
     if not (BIN / "python").exists():
         venv.create(VENV, with_pip=True)

@@ -121,7 +121,6 @@ class _Protocol(asyncio.Protocol):
             else:
                 self._transport.write(_JSON_RESPONSE)
 
-
     async def _paced(self, chunks: int) -> None:
         events = _stream_events(chunks)
         length = sum(map(len, events))

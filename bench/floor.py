@@ -28,8 +28,8 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import CLK_TCK, free_port, wait_port
-from stepblend.v1 import providers_pb2
+from bench.run import CLK_TCK, free_port, wait_port  # noqa: E402 - after the path is set
+from stepblend.v1 import providers_pb2  # noqa: E402
 
 CALLS = 3000
 WARM_UP = 300
@@ -122,8 +122,9 @@ def main() -> None:
     os.sched_setaffinity(0, {0})
     grpc_port, mock_port = free_port(), free_port()
     server = subprocess.Popen(["taskset", "-c", "0", sys.executable, __file__, "--serve", str(grpc_port)])
-    mock = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "fastmock.py"),
-                             "--port", str(mock_port)])
+    mock = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "fastmock.py"), "--port", str(mock_port)]
+    )
     try:
         wait_port(grpc_port)
         wait_port(mock_port)

@@ -73,7 +73,7 @@ def body(stream: bool, chunks: int = 20, paced: bool = False) -> bytes:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class Target:
@@ -108,9 +108,23 @@ class Target:
     def wrk(self, payload: bytes, connections: int, seconds: int) -> dict[str, float]:
         env = dict(os.environ, BENCH_BODY=payload.decode(), BENCH_TOKEN=self.headers.get("authorization", "")[7:])
         out = subprocess.run(
-            ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-             "-s", str(ROOT / "bench" / "post.lua"), f"http://127.0.0.1:{self.port}{self.path}"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                "taskset",
+                "-c",
+                LOAD_CORE,
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(ROOT / "bench" / "post.lua"),
+                f"http://127.0.0.1:{self.port}{self.path}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         return parse_wrk(out)
 
@@ -204,32 +218,63 @@ def profile(pids: list[int], folder: str, seconds: int) -> list[subprocess.Popen
         if b"serve" not in argv:
             continue
         name = argv[-2].decode()
-        spies.append(subprocess.Popen(
-            [str(spy), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250", "--format", "raw",
-             "--nonblocking", "--output", str(Path(folder) / f"{name}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        spies.append(
+            subprocess.Popen(
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(seconds),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(Path(folder) / f"{name}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     return spies
 
 
 def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]:
     mock_port, port = free_port(), free_port()
-    mock = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, str(ROOT / "bench" / "fastmock.py"),
-                             "--port", str(mock_port)])
+    mock = subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, sys.executable, str(ROOT / "bench" / "fastmock.py"), "--port", str(mock_port)]
+    )
     wait_port(mock_port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
     env.update(STEPBLEND_DATA_DIR=str(data_dir), STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1")
-    up = subprocess.Popen(["taskset", "-c", STEPBLEND_CORE, sys.executable, "-m", "stepblend", "up", "--port", str(port)],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    up = subprocess.Popen(
+        ["taskset", "-c", STEPBLEND_CORE, sys.executable, "-m", "stepblend", "up", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not (data_dir / "services.json").exists():
         if up.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("stepblend up did not start; see " + str(data_dir / "logs"))
         time.sleep(0.1)
     cli = [sys.executable, "-m", "stepblend"]
-    token = subprocess.run([*cli, "account", "create", "bench@example.com", "--plan", "enterprise"],
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run([*cli, "keys", "set", "bench@example.com", "openai", "sk-bench-000000000000"],
-                   env=env, capture_output=True, check=True)
+    token = subprocess.run(
+        [*cli, "account", "create", "bench@example.com", "--plan", "enterprise"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(
+        [*cli, "keys", "set", "bench@example.com", "openai", "sk-bench-000000000000"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
     return up, mock, port, mock_port, token
 
 
@@ -258,7 +303,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per side")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--profile", help="record py-spy profiles of every service during the 16-connection run into DIR")
+    parser.add_argument(
+        "--profile", help="record py-spy profiles of every service during the 16-connection run into DIR"
+    )
     args = parser.parse_args()
     data_dir, (up, mock, port, mock_port, token) = launch("stepblend-bench-")
     results: dict[str, float] = {}
@@ -272,7 +319,10 @@ def main() -> None:
         g, d = gateway.sequential(plain, args.requests), direct.sequential(plain, args.requests)
         results["seq_added_p50_ms"] = statistics.median(g) - statistics.median(d)
         results["seq_added_p99_ms"] = percentile(g, 99) - percentile(d, 99)
-        g, d = gateway.sequential(streamed, args.requests // 2, True), direct.sequential(streamed, args.requests // 2, True)
+        g, d = (
+            gateway.sequential(streamed, args.requests // 2, True),
+            direct.sequential(streamed, args.requests // 2, True),
+        )
         results["added_ttft_ms"] = statistics.median(g) - statistics.median(d)
 
         pids = tree(up.pid)

@@ -152,9 +152,24 @@ def wrk_round(port: int, token: str, connections: int, seconds: int, stream: boo
         script.write(_WRK_SCRIPT)
         script.flush()
         out = subprocess.run(
-            ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-             "-s", script.name, f"http://127.0.0.1:{port}/api/v1/chat/completions"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                "taskset",
+                "-c",
+                LOAD_CORE,
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}/api/v1/chat/completions",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     sent = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     problems: dict[str, int] = {}
@@ -163,7 +178,7 @@ def wrk_round(port: int, token: str, connections: int, seconds: int, stream: boo
         problems[f"status {status}" + (f" {first.group(1)!r}" if first and status != "429" else "")] = int(count)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sockets:
-        for kind, count in zip(("connect", "read", "write", "timeout"), map(int, sockets.groups())):
+        for kind, count in zip(("connect", "read", "write", "timeout"), map(int, sockets.groups()), strict=True):
             if count:
                 problems[f"socket {kind}"] = count
     return sent, problems
@@ -207,10 +222,16 @@ def main() -> None:
             if not warm and sent >= warm_at and time.monotonic() - started >= args.warmup_seconds:
                 time.sleep(1)
                 warm, warm_sent = rss_by_process(pids), sent
-                print(f"warm-up done at {sent} requests: " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()), flush=True)
+                print(
+                    f"warm-up done at {sent} requests: " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()),
+                    flush=True,
+                )
             trend.append((sent, rss_by_process(pids)))
-            print(f"{sent:>7} requests, {time.monotonic() - started:5.0f} s, RSS MB "
-                  + " ".join(f"{k}={v:.1f}" for k, v in trend[-1][1].items()), flush=True)
+            print(
+                f"{sent:>7} requests, {time.monotonic() - started:5.0f} s, RSS MB "
+                + " ".join(f"{k}={v:.1f}" for k, v in trend[-1][1].items()),
+                flush=True,
+            )
         time.sleep(2)  # let the last usage events settle
         end = rss_by_process(pids)
     finally:
@@ -218,8 +239,10 @@ def main() -> None:
 
     elapsed = time.monotonic() - started
     bounded = not warm or sent - warm_sent < args.requests
-    print(f"\n{sent} requests in {elapsed:.0f} s{' (stopped by --max-seconds)' if bounded else ''}; "
-          f"{sum(unexpected.values())} unexpected answers; {refused_burst} refused over the concurrency limit in bursts")
+    print(
+        f"\n{sent} requests in {elapsed:.0f} s{' (stopped by --max-seconds)' if bounded else ''}; "
+        f"{sum(unexpected.values())} unexpected answers; {refused_burst} refused over the concurrency limit in bursts"
+    )
     for what, count in unexpected.most_common():
         print(f"  {count} x {what}")
     print(f"{'process':<12}{'warm MB':>10}{'end MB':>10}{'change':>10}  within {TOLERANCE:.0%}")

@@ -18,9 +18,7 @@ from stepblend.v1 import chat_pb2, chat_pb2_grpc
 
 async def main(token: str, address: str) -> None:
     metadata = (("authorization", f"Bearer {token}"),)
-    request = chat_pb2.ChatRequest(
-        model="lowest-cost", messages=[chat_pb2.ChatMessage(role="user", content="Hello!")]
-    )
+    request = chat_pb2.ChatRequest(model="lowest-cost", messages=[chat_pb2.ChatMessage(role="user", content="Hello!")])
     async with grpc.aio.insecure_channel(address) as channel:
         chat = chat_pb2_grpc.ChatStub(channel)
         answer = await chat.Complete(request, metadata=metadata)

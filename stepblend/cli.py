@@ -100,5 +100,5 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "keys" and args.action == "set":
             print(control.set_key(control.account_id(args.email), args.provider, args.api_key))
     except grpc.RpcError as exc:
-        print(f"stepblend: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"stepblend: {exc.details()}", file=sys.stderr)
         sys.exit(1)

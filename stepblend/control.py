@@ -85,7 +85,9 @@ class Control:
     def set_disabled(self, email: str, disabled: bool) -> None:
         with grpc.insecure_channel(self.billing_addr) as channel:
             self._billing(channel).SetDisabled(
-                billing_pb2.SetDisabledRequest(email=email, disabled=disabled), metadata=self._metadata, timeout=TIMEOUT_S
+                billing_pb2.SetDisabledRequest(email=email, disabled=disabled),
+                metadata=self._metadata,
+                timeout=TIMEOUT_S,
             )
 
     def set_key(self, account_id: str, provider: str, api_key: str) -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
-GENERATORS = {
+GENERATORS: dict[str, tuple[str, Callable[[], str]]] = {
     "STEPBLEND_JWT_SECRET": ("jwt_secret", lambda: secrets.token_urlsafe(48)),
     "STEPBLEND_KEY_ENCRYPTION_KEY": ("key_encryption_key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
     "STEPBLEND_INTERNAL_TOKEN": ("internal_token", lambda: secrets.token_urlsafe(32)),

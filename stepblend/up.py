@@ -66,7 +66,10 @@ def wait_grpc_health(address: str, proc: subprocess.Popen[bytes], what: str) -> 
             if proc.poll() is not None:
                 raise SystemExit(f"{what} exited with code {proc.returncode} while starting")
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 time.sleep(0.05)
@@ -132,7 +135,16 @@ class Supervisor:
             nats_port = free_port()
             proc = self.spawn(
                 "nats",
-                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(self.data_dir / "nats")],
+                [
+                    nats_server_binary(),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(nats_port),
+                    "-js",
+                    "-sd",
+                    str(self.data_dir / "nats"),
+                ],
                 env,
             )
             wait_tcp(nats_port, proc, "nats-server")
@@ -141,7 +153,9 @@ class Supervisor:
 
         if demo:
             mock_port = free_port()
-            proc = self.spawn("demo-provider", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], env)
+            proc = self.spawn(
+                "demo-provider", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], env
+            )
             wait_tcp(mock_port, proc, "demo provider")
             env["STEPBLEND_OPENAI_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
             addresses["demo_provider"] = env["STEPBLEND_OPENAI_BASE_URL"]
@@ -164,7 +178,9 @@ class Supervisor:
             wait_tcp(int(addresses[name].rpartition(":")[2]), proc, name)
 
         chat_port = free_port()
-        gateway_env = dict(env, STEPBLEND_HOST=self.host, STEPBLEND_PORT=str(self.port), STEPBLEND_CHAT_PORT=str(chat_port))
+        gateway_env = dict(
+            env, STEPBLEND_HOST=self.host, STEPBLEND_PORT=str(self.port), STEPBLEND_CHAT_PORT=str(chat_port)
+        )
         proc = self.spawn("gateway", [sys.executable, "-m", "stepblend", "serve", "gateway"], gateway_env)
         addresses["gateway"] = f"http://{self.host}:{self.port}"
         addresses["chat"] = f"{self.host}:{chat_port}"
@@ -202,7 +218,7 @@ def demo_account(data_dir: Path) -> str:
     try:
         account_id = control.create_account(DEMO_EMAIL, "free")
     except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
         account_id = control.account_id(DEMO_EMAIL)
     control.set_key(account_id, "openai", "sk-demo-" + os.urandom(12).hex())
@@ -211,7 +227,9 @@ def demo_account(data_dir: Path) -> str:
 
 def _demo_token(data_dir: Path) -> str:
     # In a child process: the supervisor stays small, without gRPC loaded for good.
-    script = "import sys, pathlib; from stepblend.up import demo_account; print(demo_account(pathlib.Path(sys.argv[1])))"
+    script = (
+        "import sys, pathlib; from stepblend.up import demo_account; print(demo_account(pathlib.Path(sys.argv[1])))"
+    )
     done = subprocess.run([sys.executable, "-c", script, str(data_dir)], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"creating the demo account failed:\n{done.stderr.strip()}")

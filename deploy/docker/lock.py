@@ -48,15 +48,33 @@ def main() -> None:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text("\n".join([*project["dependencies"], *EXTRA, *build]) + "\n")
         report = Path(tmp) / "report.json"
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed",
-                   "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
-                   "--target", str(Path(tmp) / "target"), "--report", str(report), "-r", str(requirements)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--dry-run",
+            "--ignore-installed",
+            "--only-binary=:all:",
+            "--python-version",
+            PYTHON_VERSION,
+            "--implementation",
+            "cp",
+            "--target",
+            str(Path(tmp) / "target"),
+            "--report",
+            str(report),
+            "-r",
+            str(requirements),
+        ]
         for platform in PLATFORMS:
             command += ["--platform", platform]
         subprocess.run(command, check=True)
         installs = json.loads(report.read_text())["install"]
-    pins = sorted(f"{item['metadata']['name'].lower().replace('_', '-')}=={item['metadata']['version']}"
-                  for item in installs)
+    pins = sorted(
+        f"{item['metadata']['name'].lower().replace('_', '-')}=={item['metadata']['version']}" for item in installs
+    )
     OUT.write_text(HEADER + "\n".join(pins) + "\n")
     print(f"wrote {len(pins)} pins to {OUT.relative_to(ROOT)}")
 

@@ -173,7 +173,7 @@ def write_session(engine: Engine) -> Session:
     return Session(write_options(engine))
 
 
-def insert_if_absent(connection: Connection, table: type[Any], values: dict[str, Any]) -> bool:
+def insert_if_absent(connection: Connection, table: Any, values: dict[str, Any]) -> bool:
     """Insert one row unless its key exists (`ON CONFLICT DO NOTHING`); whether it was inserted.
 
     The idempotent writes' way to learn "already there" without an exception
@@ -239,7 +239,7 @@ def _prepared(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) ->
 
 
 @functools.cache
-def _insert_statement(dialect: str, table: type[Any]) -> Insert:
+def _insert_statement(dialect: str, table: Any) -> Insert:
     # Built once per table: admission and settlement run this per request.
     insert: Any
     if dialect == "postgresql":
@@ -249,7 +249,8 @@ def _insert_statement(dialect: str, table: type[Any]) -> Insert:
     else:
         raise RuntimeError(f"billing runs on SQLite or PostgreSQL, not {dialect!r}")
     core = table.__table__
-    return insert(core).on_conflict_do_nothing().returning(*core.primary_key.columns)
+    statement: Insert = insert(core).on_conflict_do_nothing().returning(*core.primary_key.columns)
+    return statement
 
 
 def retrying(work: Callable[[], T], *, attempts: int = 8, first_delay_s: float = 0.01) -> T:

@@ -127,7 +127,9 @@ def setup(service: str, env: Mapping[str, str] | None = None) -> Telemetry:
     meter_provider = None
     metric_exporter = _exporter("metrics", env)
     if metric_exporter is not None:
-        meter_provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(metric_exporter)])
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=[PeriodicExportingMetricReader(metric_exporter)]
+        )
         metrics.set_meter_provider(meter_provider)
     return Telemetry(tracer_provider, meter_provider)
 
@@ -217,7 +219,7 @@ def _instrument_grpc_client() -> None:
     from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
     # Patches grpc.aio.insecure_channel: channels made after this carry trace context.
-    GrpcAioInstrumentorClient(filter_=_traced_grpc).instrument()
+    GrpcAioInstrumentorClient(filter_=_traced_grpc).instrument()  # type: ignore[no-untyped-call]
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
@@ -227,7 +229,7 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     from opentelemetry.instrumentation.grpc import _aio_server
     from opentelemetry.instrumentation.grpc.version import __version__
 
-    class ServerInterceptor(_aio_server.OpenTelemetryAioServerInterceptor):  # type: ignore[misc]
+    class ServerInterceptor(_aio_server.OpenTelemetryAioServerInterceptor):
         """The official aio server interceptor, also for a response-streaming
         handler written as a coroutine that calls `context.write` (providers'
         Execute, and the token check's refusals): the official one iterates every
@@ -236,15 +238,16 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
 
         def _intercept_aio_server_stream(self, behavior: Any, handler_call_details: Any) -> Any:
             if not inspect.iscoroutinefunction(behavior):
-                return super()._intercept_aio_server_stream(behavior, handler_call_details)
+                return super()._intercept_aio_server_stream(behavior, handler_call_details)  # type: ignore[no-untyped-call]
 
             async def writer(request: Any, context: Any) -> Any:
                 with (
                     self._set_remote_context(context),
-                    self._start_span(handler_call_details, context, set_status_on_exception=False) as span,
+                    self._start_span(handler_call_details, context, set_status_on_exception=False) as span,  # type: ignore[no-untyped-call]
                 ):
                     try:
-                        return await behavior(request, _aio_server._OpenTelemetryAioServicerContext(context, span))
+                        servicer_context = _aio_server._OpenTelemetryAioServicerContext(context, span)  # type: ignore[no-untyped-call]
+                        return await behavior(request, servicer_context)
                     except Exception as error:
                         if type(error) is not Exception:  # a bare Exception is grpc's abort
                             span.record_exception(error)
@@ -253,7 +256,7 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
             return writer
 
     tracer = trace.get_tracer("opentelemetry.instrumentation.grpc", __version__)
-    return [ServerInterceptor(tracer, filter_=_traced_grpc)]
+    return [ServerInterceptor(tracer, filter_=_traced_grpc)]  # type: ignore[no-untyped-call]
 
 
 def instrument_fastapi(app: Any) -> None:

@@ -56,7 +56,9 @@ async def authenticate(deps: Deps, authorization: str | None) -> str:
 
 async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
     try:
-        response = await deps.billing.GetAccount(billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata)
+        response = await deps.billing.GetAccount(
+            billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata
+        )
     except grpc.aio.AioRpcError as exc:
         raise rpc_error("billing", exc) from exc
     account = response.account
@@ -113,19 +115,25 @@ async def usage(deps: Deps, account_id: str, limit: int) -> dict[str, Any]:
 
 async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
     try:
-        response = await deps.keys.List(providers_pb2.ListKeysRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata)
+        response = await deps.keys.List(
+            providers_pb2.ListKeysRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata
+        )
     except grpc.aio.AioRpcError as exc:
         raise rpc_error("providers", exc) from exc
     return {
         "object": "list",
-        "data": [{"provider": k.provider, "masked_key": k.masked_key, "updated_at": k.updated_at} for k in response.keys],
+        "data": [
+            {"provider": k.provider, "masked_key": k.masked_key, "updated_at": k.updated_at} for k in response.keys
+        ],
     }
 
 
 async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> dict[str, Any]:
     try:
         response = await deps.keys.Put(
-            providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key), timeout=_TIMEOUT_S, metadata=deps.metadata
+            providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key),
+            timeout=_TIMEOUT_S,
+            metadata=deps.metadata,
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -138,7 +146,9 @@ async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> d
 async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, Any]:
     try:
         response = await deps.keys.Delete(
-            providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider), timeout=_TIMEOUT_S, metadata=deps.metadata
+            providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider),
+            timeout=_TIMEOUT_S,
+            metadata=deps.metadata,
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
@@ -152,14 +162,18 @@ async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, An
 
 async def signup(deps: Deps, email: str, password: str) -> dict[str, Any]:
     if not deps.settings.signup_enabled:
-        raise ApiError(403, "Signup is turned off on this StepBlend; ask its operator for an account.", code="signup_disabled")
+        raise ApiError(
+            403, "Signup is turned off on this StepBlend; ask its operator for an account.", code="signup_disabled"
+        )
     try:
         response = await deps.billing.CreateAccount(
             billing_pb2.CreateAccountRequest(email=email, password=password), timeout=_TIMEOUT_S, metadata=deps.metadata
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
-            raise ApiError(409, "An account with this email already exists.", code="account_exists", param="email") from exc
+            raise ApiError(
+                409, "An account with this email already exists.", code="account_exists", param="email"
+            ) from exc
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
             raise invalid(exc.details() or "Invalid signup.", param="email") from exc
         raise rpc_error("billing", exc) from exc
@@ -170,7 +184,9 @@ async def signup(deps: Deps, email: str, password: str) -> dict[str, Any]:
 async def login(deps: Deps, email: str, password: str) -> dict[str, Any]:
     try:
         response = await deps.billing.VerifyPassword(
-            billing_pb2.VerifyPasswordRequest(email=email, password=password), timeout=_TIMEOUT_S, metadata=deps.metadata
+            billing_pb2.VerifyPasswordRequest(email=email, password=password),
+            timeout=_TIMEOUT_S,
+            metadata=deps.metadata,
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):

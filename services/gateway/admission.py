@@ -37,7 +37,9 @@ async def admit(deps: Deps, account_id: str, request_id: str) -> dict[str, str]:
     """Reserve the request or raise; returns the rate-limit headers to send."""
     try:
         response = await deps.billing.Admit(
-            billing_pb2.AdmitRequest(account_id=account_id, request_id=request_id), timeout=_TIMEOUT_S, metadata=deps.metadata
+            billing_pb2.AdmitRequest(account_id=account_id, request_id=request_id),
+            timeout=_TIMEOUT_S,
+            metadata=deps.metadata,
         )
     except grpc.aio.AioRpcError as exc:
         if deps.settings.billing_fail_open:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import grpc
@@ -29,8 +29,8 @@ from stepblend.v1 import billing_pb2_grpc, chat_pb2, chat_pb2_grpc, providers_pb
 
 from . import accounts
 from .auth import Keyring, Verifier
-from .chat import ChatServicer
 from .caches import ModelList, TtlCache
+from .chat import ChatServicer
 from .deps import Deps
 from .errors import ApiError
 from .fairness import AccountConcurrencyLimit, InFlight, limit_from_env
@@ -101,7 +101,9 @@ async def _start_chat(deps: Deps) -> grpc.aio.Server:
     server = make_server(internal_token="")
     chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(deps), server)
     port, _ = await start_server(
-        server, f"{deps.settings.host}:{deps.settings.chat_port}", [chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name]
+        server,
+        f"{deps.settings.host}:{deps.settings.chat_port}",
+        [chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name],
     )
     log.info("gRPC chat API listening on %s:%d", deps.settings.host, port)
     return server

@@ -88,7 +88,9 @@ class Keyring:
         claims: dict[str, Any] = {"sub": account_id, "iat": issued, "exp": issued + self.lifetime_s, "iss": self.issuer}
         if self.audience:
             claims["aud"] = self.audience
-        return jwt.encode(claims, self.current.sign_with, algorithm=self.current.algorithm, headers={"kid": self.current.kid})
+        return jwt.encode(
+            claims, self.current.sign_with, algorithm=self.current.algorithm, headers={"kid": self.current.kid}
+        )
 
     def decode(self, token: str) -> dict[str, Any]:
         """The verified claims; raises jwt.PyJWTError for any fault."""

@@ -33,9 +33,9 @@ from . import errors
 from .admission import admit
 from .costs import actual_cost, as_json_number
 from .deps import Deps
-from .observe import RequestTelemetry
 from .errors import ApiError
 from .features import features
+from .observe import RequestTelemetry
 from .outbox import Outbox
 from .rpc import rpc_error
 from .schemas import MAX_DEPTH, ChatRequest, nested_deeper_than
@@ -203,7 +203,8 @@ async def route(
         status = errors.REFUSAL_STATUS.get(refusal.code, 400)
         code = None if refusal.code == "invalid_request" else refusal.code
         raise ApiError(status, refusal.message, "invalid_request_error", code, refusal.param or None)
-    return response.decision
+    decision: router_pb2.RouteDecision = response.decision
+    return decision
 
 
 def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = None) -> ApiError:

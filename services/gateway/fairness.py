@@ -69,8 +69,7 @@ class InFlight:
 def refusal(limit: int) -> ApiError:
     return ApiError(
         429,
-        f"Too many requests in flight for this account (at most {limit} at once); "
-        "retry when one of them has finished.",
+        f"Too many requests in flight for this account (at most {limit} at once); retry when one of them has finished.",
         "rate_limit_error",
         "concurrency_limit_exceeded",
         headers={"retry-after": str(RETRY_AFTER_S)},

@@ -31,7 +31,9 @@ TOKENS_PER_IMAGE = 1_600  # worst case of a high-detail image tile grid
 
 # Body fields every model takes (or StepBlend handles itself); the others are
 # reported to the router, which drops models that refuse one.
-_ALWAYS_TAKEN = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user"})
+_ALWAYS_TAKEN = frozenset(
+    {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user"}
+)
 MAX_RUN = 64
 # Runs of one kind of character (word, punctuation and symbols, whitespace), which
 # is where BPE's pre-tokens can grow long.
@@ -48,7 +50,10 @@ def params(body: dict[str, object]) -> list[str]:
     return [
         key
         for key, value in body.items()
-        if value is not None and key not in _ALWAYS_TAKEN and not key.startswith("stepblend_") and not (key == "n" and value == 1)
+        if value is not None
+        and key not in _ALWAYS_TAKEN
+        and not key.startswith("stepblend_")
+        and not (key == "n" and value == 1)
     ]
 
 
@@ -61,7 +66,9 @@ def count_tokens(encoding: Encoding, text: str) -> int:
     for run in _LONG_RUN.finditer(text):
         if run.start() > start:
             tokens += len(encoding.encode_ordinary(text[start : run.start()]))
-        tokens += sum(len(encoding.encode_ordinary(text[i : i + MAX_RUN])) for i in range(run.start(), run.end(), MAX_RUN))
+        tokens += sum(
+            len(encoding.encode_ordinary(text[i : i + MAX_RUN])) for i in range(run.start(), run.end(), MAX_RUN)
+        )
         start = run.end()
     if start < len(text):
         tokens += len(encoding.encode_ordinary(text[start:]))

@@ -29,7 +29,7 @@ async def serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     # The CLI owns the signals (it cancels this task on SIGTERM/SIGINT, and we turn
     # that into uvicorn's graceful exit), so uvicorn must not capture them itself.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
     try:
         await asyncio.shield(task)

@@ -149,7 +149,9 @@ class RequestTelemetry:
                     "stepblend.attempt.outcome": failed.outcome,
                 },
             )
-        cost_attributes = {k: attributes[k] for k in ("stepblend.provider", "stepblend.routed_model", "stepblend.strategy")}
+        cost_attributes = {
+            k: attributes[k] for k in ("stepblend.provider", "stepblend.routed_model", "stepblend.strategy")
+        }
         if actual is not None:
             self._cost.add(float(actual), cost_attributes)
         if actual is not None and cap is not None and actual > cap:

@@ -69,7 +69,10 @@ class Outbox:
                 await asyncio.sleep(LINGER_S)
             batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
             results = await asyncio.gather(
-                *(self._js.publish(subject, payload, timeout=2, headers=headers) for subject, payload, headers in batch),
+                *(
+                    self._js.publish(subject, payload, timeout=2, headers=headers)
+                    for subject, payload, headers in batch
+                ),
                 return_exceptions=True,
             )
             # Keep order and every unacked event: drop only the acked prefix.
@@ -93,7 +96,7 @@ class Outbox:
         """Publish what is queued (up to `timeout` seconds), then stop."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._queue and loop.time() < deadline:
+        while self._queue and loop.time() < deadline:  # noqa: ASYNC110 - the publisher empties it as it goes
             await asyncio.sleep(0.05)
         if self._queue:
             log.error("shutting down with %d usage events unpublished", len(self._queue))

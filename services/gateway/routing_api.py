@@ -17,7 +17,6 @@ from .deps import Deps
 from .features import features
 
 
-
 def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
     return {
         "model": c.model,
@@ -45,7 +44,8 @@ async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
         "estimated_cost_usd": ranked[0]["estimated_cost_usd"] if ranked else None,
         "candidates": ranked,
         "excluded": [
-            {"model": e.model, "provider": e.provider, "reason": e.reason, "detail": e.detail} for e in decision.excluded
+            {"model": e.model, "provider": e.provider, "reason": e.reason, "detail": e.detail}
+            for e in decision.excluded
         ],
         "features": {
             "prompt_tokens_estimate": feats.prompt_tokens,

@@ -112,9 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="stepblend keys rotate", description="Re-encrypt every stored provider key under a new key-encryption key."
     )
     parser.add_argument("--database-url", help="the providers service's database (default: STEPBLEND_DATABASE_URL)")
-    parser.add_argument("--data-dir", type=Path, help="the data dir whose providers.db to use (default: STEPBLEND_DATA_DIR)")
-    parser.add_argument("--old-kek-file", type=Path, help="a file holding the old key (default: STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS)")
-    parser.add_argument("--new-kek-file", type=Path, help="a file holding the new key (default: STEPBLEND_KEY_ENCRYPTION_KEY)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="the data dir whose providers.db to use (default: STEPBLEND_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--old-kek-file", type=Path, help="a file holding the old key (default: STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS)"
+    )
+    parser.add_argument(
+        "--new-kek-file", type=Path, help="a file holding the new key (default: STEPBLEND_KEY_ENCRYPTION_KEY)"
+    )
     args = parser.parse_args(argv)
     env = os.environ
     old = args.old_kek_file.read_text() if args.old_kek_file else env.get("STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS", "")

@@ -120,9 +120,7 @@ class CircuitBreaker:
             self._open(at, f"{self._streak} consecutive failures")
             return
         failures = self._recent.count(False)
-        if len(self._recent) >= config.min_window and failures >= config.failure_rate * len(
-            self._recent
-        ):
+        if len(self._recent) >= config.min_window and failures >= config.failure_rate * len(self._recent):
             self._open(at, f"{failures} of the last {len(self._recent)} attempts failed")
 
     def admission(self, now: float, *, take_probe: bool) -> Admission:

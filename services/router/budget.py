@@ -66,14 +66,10 @@ class Misfit:
 
 def worst_case_cost(entry: ModelEntry, prompt_tokens: int, output_tokens: int) -> Decimal:
     """USD for `prompt_tokens` in and `output_tokens` out at the model's list prices."""
-    return (
-        prompt_tokens * entry.input_per_mtok + output_tokens * entry.output_per_mtok
-    ) / _PER_MTOK
+    return (prompt_tokens * entry.input_per_mtok + output_tokens * entry.output_per_mtok) / _PER_MTOK
 
 
-def fit(
-    entry: ModelEntry, prompt_tokens: int, max_output_tokens: int, cap: Decimal | None
-) -> Fit | Misfit:
+def fit(entry: ModelEntry, prompt_tokens: int, max_output_tokens: int, cap: Decimal | None) -> Fit | Misfit:
     """Whether `entry` can take a request, with its output budget and cost estimate."""
     room = entry.context_window - prompt_tokens
     if max_output_tokens:
@@ -90,9 +86,7 @@ def fit(
     return _fit_under_cap(entry, prompt_tokens, min(entry.max_output_tokens, room), cap)
 
 
-def _fit_requested(
-    entry: ModelEntry, prompt_tokens: int, budget: int, room: int, cap: Decimal | None
-) -> Fit | Misfit:
+def _fit_requested(entry: ModelEntry, prompt_tokens: int, budget: int, room: int, cap: Decimal | None) -> Fit | Misfit:
     if budget > entry.max_output_tokens:
         return Misfit(
             "output_too_large",
@@ -110,9 +104,7 @@ def _fit_requested(
     return Fit(budget, cost, budget)
 
 
-def _fit_under_cap(
-    entry: ModelEntry, prompt_tokens: int, ceiling: int, cap: Decimal
-) -> Fit | Misfit:
+def _fit_under_cap(entry: ModelEntry, prompt_tokens: int, ceiling: int, cap: Decimal) -> Fit | Misfit:
     cheapest = worst_case_cost(entry, prompt_tokens, MIN_OUTPUT_BUDGET)
     over = Misfit(
         "over_cap",

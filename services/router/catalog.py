@@ -28,9 +28,7 @@ from typing import Any
 
 #: Providers the executor has adapters for. A row naming anything else is a typo
 #: that would only show up as failed requests, so it is refused at load.
-KNOWN_PROVIDERS = frozenset(
-    {"openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"}
-)
+KNOWN_PROVIDERS = frozenset({"openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"})
 
 _TOP_KEYS = frozenset({"version", "quality_source", "priors_source", "tokenizers", "models"})
 _TOKENIZER_KEYS = frozenset({"margin", "overhead_tokens", "tools_overhead_tokens", "basis"})
@@ -133,9 +131,7 @@ class Catalog:
     quality_source: str
     models: tuple[ModelEntry, ...]
     tokenizers: Mapping[str, Tokenizer] = field(default_factory=lambda: MappingProxyType({}))
-    _by_name: Mapping[str, tuple[ModelEntry, ...]] = field(
-        init=False, repr=False, compare=False, hash=False
-    )
+    _by_name: Mapping[str, tuple[ModelEntry, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         by_name: dict[str, list[ModelEntry]] = {}
@@ -143,9 +139,7 @@ class Catalog:
             for name in entry.names:
                 by_name.setdefault(name, []).append(entry)
         # Frozen: the index is computed once here, never mutated afterwards.
-        object.__setattr__(
-            self, "_by_name", MappingProxyType({k: tuple(v) for k, v in by_name.items()})
-        )
+        object.__setattr__(self, "_by_name", MappingProxyType({k: tuple(v) for k, v in by_name.items()}))
 
     @property
     def providers(self) -> frozenset[str]:
@@ -191,9 +185,7 @@ def load_catalog(path: Path | None = None, *, reserved_names: Iterable[str] = ()
     return parse_catalog(data, source=source, reserved_names=reserved_names)
 
 
-def parse_catalog(
-    data: Mapping[str, Any], *, source: str = "catalog", reserved_names: Iterable[str] = ()
-) -> Catalog:
+def parse_catalog(data: Mapping[str, Any], *, source: str = "catalog", reserved_names: Iterable[str] = ()) -> Catalog:
     """Validate parsed TOML into a `Catalog`; raise `CatalogError` on the first problem."""
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -209,9 +201,7 @@ def parse_catalog(
     if not isinstance(rows, list) or not rows:
         raise CatalogError(f"catalog {source}: needs at least one [[models]] row")
 
-    models = tuple(
-        _parse_row(row, f"catalog {source}: models[{i}]", tokenizers) for i, row in enumerate(rows)
-    )
+    models = tuple(_parse_row(row, f"catalog {source}: models[{i}]", tokenizers) for i, row in enumerate(rows))
     _check_names(models, f"catalog {source}", frozenset(reserved_names))
     return Catalog(
         version=version,
@@ -260,9 +250,7 @@ def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer]) -> 
 
     provider = _text(row, "provider", where)
     if provider not in KNOWN_PROVIDERS:
-        raise CatalogError(
-            f"{where}: unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))})"
-        )
+        raise CatalogError(f"{where}: unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))})")
     tokenizer_name = _text(row, "tokenizer", where)
     if tokenizer_name not in tokenizers:
         known = ", ".join(sorted(tokenizers))
@@ -318,15 +306,11 @@ def _check_names(models: tuple[ModelEntry, ...], where: str, reserved: frozenset
             if name in reserved:
                 raise CatalogError(f"{where}: {entry.key!r} uses the reserved name {name!r}")
             if name.partition(":")[0] in KNOWN_PROVIDERS and ":" in name:
-                raise CatalogError(
-                    f"{where}: {entry.key!r} name {name!r} looks like provider:model"
-                )
+                raise CatalogError(f"{where}: {entry.key!r} name {name!r} looks like provider:model")
             previous = owner.setdefault(name, entry.id)
             if previous != entry.id:
                 # An unprefixed name must never fall back to a different model.
-                raise CatalogError(
-                    f"{where}: duplicate name {name!r}: used by {previous!r} and {entry.id!r}"
-                )
+                raise CatalogError(f"{where}: duplicate name {name!r}: used by {previous!r} and {entry.id!r}")
 
 
 def _text(row: Mapping[str, Any], key: str, where: str) -> str:

@@ -178,9 +178,7 @@ class StatsConsumer:
             idle = 0
             while not self._stopping.is_set():
                 try:
-                    messages = await subscription.fetch(
-                        options.batch, timeout=options.fetch_timeout_s
-                    )
+                    messages = await subscription.fetch(options.batch, timeout=options.fetch_timeout_s)
                 except nats.errors.TimeoutError:
                     idle += 1
                     if idle >= options.idle_fetches_before_check:
@@ -216,9 +214,7 @@ class StatsConsumer:
             config.opt_start_seq = self._last_sequence + 1
         else:
             config.deliver_policy = DeliverPolicy.BY_START_TIME
-            config.opt_start_time = datetime.datetime.fromtimestamp(
-                self._wall_clock() - options.replay_s, datetime.UTC
-            )
+            config.opt_start_time = datetime.datetime.fromtimestamp(self._wall_clock() - options.replay_s, datetime.UTC)
         return config
 
     def _handle(self, message: Msg) -> None:

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -51,8 +51,8 @@ STOP_GRACE_S = 5.0
 class RouterOptions:
     """The router's own settings (beyond the common ones), read once at start."""
 
-    breaker: BreakerConfig = BreakerConfig()
-    consumer: ConsumerOptions = ConsumerOptions()
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    consumer: ConsumerOptions = field(default_factory=ConsumerOptions)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterOptions:
@@ -60,18 +60,12 @@ class RouterOptions:
         source = os.environ if env is None else env
         breaker = BreakerConfig(
             consecutive_failures=int(
-                _number(
-                    source, "STEPBLEND_ROUTER_BREAKER_FAILURES", BreakerConfig.consecutive_failures
-                )
+                _number(source, "STEPBLEND_ROUTER_BREAKER_FAILURES", BreakerConfig.consecutive_failures)
             ),
-            cooldown_s=_number(
-                source, "STEPBLEND_ROUTER_BREAKER_COOLDOWN_S", BreakerConfig.cooldown_s
-            ),
+            cooldown_s=_number(source, "STEPBLEND_ROUTER_BREAKER_COOLDOWN_S", BreakerConfig.cooldown_s),
         )
         replay = _number(source, "STEPBLEND_ROUTER_STATS_REPLAY_S", ConsumerOptions.replay_s)
-        consumer = ConsumerOptions(
-            replay_s=replay, max_age_s=max(ConsumerOptions.max_age_s, replay)
-        )
+        consumer = ConsumerOptions(replay_s=replay, max_age_s=max(ConsumerOptions.max_age_s, replay))
         return cls(breaker=breaker, consumer=consumer)
 
 
@@ -97,14 +91,12 @@ def catalog_from_env() -> Catalog:
     return load_catalog(Path(path) if path else None, reserved_names=STRATEGY_NAMES)
 
 
-async def start(
-    settings: Settings, catalog: Catalog, book: StatsBook | None = None
-) -> tuple[grpc.aio.Server, int]:
+async def start(settings: Settings, catalog: Catalog, book: StatsBook | None = None) -> tuple[grpc.aio.Server, int]:
     """Build and start the gRPC server; return it and the port it listens on."""
     server = make_server(settings.internal_token)
     servicer = RouterServicer(catalog, book, book)
     # The generated registration function carries no annotations.
-    router_pb2_grpc.add_RouterServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
     port, _health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME])
     return server, port
 
@@ -123,10 +115,7 @@ async def serve(settings: Settings, options: RouterOptions | None = None) -> Non
         port,
         catalog.version,
         len(catalog.models),
-        ", ".join(
-            f"{f.name}={getattr(options.breaker, f.name)}"
-            for f in dataclasses.fields(options.breaker)
-        ),
+        ", ".join(f"{f.name}={getattr(options.breaker, f.name)}" for f in dataclasses.fields(options.breaker)),
     )
     try:
         await asyncio.Event().wait()
@@ -136,9 +125,7 @@ async def serve(settings: Settings, options: RouterOptions | None = None) -> Non
         raise
 
 
-async def _stop(
-    server: grpc.aio.Server, consumer: StatsConsumer, consuming: asyncio.Task[None]
-) -> None:
+async def _stop(server: grpc.aio.Server, consumer: StatsConsumer, consuming: asyncio.Task[None]) -> None:
     consumer.stop()
     # It may be inside a connect that retries until NATS answers: do not wait for that.
     consuming.cancel()

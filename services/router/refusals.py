@@ -83,9 +83,7 @@ def explain_refusal(
             "messages",
         )
     # Routing keeps circuit-open rows when nothing else is left, so this is a safety net.
-    return Refusal(
-        RefusalCode.NO_ELIGIBLE_MODEL, f"no eligible model: {stopped[0].detail}", "model"
-    )
+    return Refusal(RefusalCode.NO_ELIGIBLE_MODEL, f"no eligible model: {stopped[0].detail}", "model")
 
 
 def _not_connected(model: str, forced: bool, rows: Sequence[ModelEntry]) -> Refusal:
@@ -100,8 +98,7 @@ def _not_connected(model: str, forced: bool, rows: Sequence[ModelEntry]) -> Refu
         )
     return Refusal(
         RefusalCode.NO_ELIGIBLE_MODEL,
-        f"no eligible model: no connected provider; connect a key with {KEYS_PATH} "
-        f"(providers: {', '.join(providers)})",
+        f"no eligible model: no connected provider; connect a key with {KEYS_PATH} (providers: {', '.join(providers)})",
         "model",
     )
 
@@ -116,8 +113,7 @@ def _over_cap(request: RouteRequest, cap: Decimal, stopped: Sequence[Exclusion])
     )
     return Refusal(
         RefusalCode.NO_MODEL_UNDER_COST_CAP,
-        f"no model fits under stepblend_max_cost ${cap:f} with ~{request.prompt_tokens} "
-        f"prompt tokens{cheapest}",
+        f"no model fits under stepblend_max_cost ${cap:f} with ~{request.prompt_tokens} prompt tokens{cheapest}",
         "stepblend_max_cost",
     )
 
@@ -145,6 +141,4 @@ def _lacking(
         if forced
         else f"no {words} model among the connected providers ({connected})"
     )
-    return Refusal(
-        RefusalCode.NO_ELIGIBLE_MODEL, f"no eligible model: {why}", CAPABILITY_WORDS[reason][1]
-    )
+    return Refusal(RefusalCode.NO_ELIGIBLE_MODEL, f"no eligible model: {why}", CAPABILITY_WORDS[reason][1])

@@ -149,8 +149,7 @@ def route(
     if not model:
         return Refusal(
             RefusalCode.INVALID_REQUEST,
-            "model is required: a strategy (lowest-cost, balanced, fastest, max-reliability) "
-            "or a model id",
+            "model is required: a strategy (lowest-cost, balanced, fastest, max-reliability) or a model id",
             "model",
         )
 
@@ -245,14 +244,10 @@ def _screen(
         result = fit(entry, prompt, request.max_output_tokens, cap)
         if not isinstance(result, Fit):
             reason = _BUDGET_REASONS[result.reason]
-            out.excluded.append(
-                Exclusion(entry.provider, entry.id, reason, result.detail, result.cheapest_cost)
-            )
+            out.excluded.append(Exclusion(entry.provider, entry.id, reason, result.detail, result.cheapest_cost))
             continue
         # Asked last, so that a probe is only claimed by a request the row can serve.
-        admission = (
-            circuits.admission(entry, take_probe=not request.explain) if circuits else ALLOWED
-        )
+        admission = circuits.admission(entry, take_probe=not request.explain) if circuits else ALLOWED
         comparable = worst_case_cost(entry, prompt, comparable_tokens)
         option = Option(entry, result.estimated_cost, comparable, result.estimate_tokens)
         eligible = _Eligible(option, result, prompt, admission)
@@ -268,9 +263,7 @@ def _comparable_tokens(request: RouteRequest) -> int:
 
 def _capability_gap(entry: ModelEntry, request: RouteRequest) -> Exclusion | None:
     if entry.provider not in request.connected_providers:
-        return Exclusion(
-            entry.provider, entry.id, Reason.NOT_CONNECTED, f"no {entry.provider} key connected"
-        )
+        return Exclusion(entry.provider, entry.id, Reason.NOT_CONNECTED, f"no {entry.provider} key connected")
     caps = entry.capabilities
     needs = (
         (request.needs_tools and not caps.tools, Reason.LACKS_TOOLS),

@@ -16,30 +16,24 @@ from stepblend.v1 import router_pb2, router_pb2_grpc
 class RouterServicer(router_pb2_grpc.RouterServicer):
     """Answers `Route` from one catalog and the live statistics, `ListModels` from the catalog."""
 
-    def __init__(
-        self, catalog: Catalog, stats: Stats | None = None, circuits: Circuits | None = None
-    ) -> None:
+    def __init__(self, catalog: Catalog, stats: Stats | None = None, circuits: Circuits | None = None) -> None:
         self._catalog = catalog
         self._stats = stats
         self._circuits = circuits
         # The catalog never changes while the process runs: render its listing once.
         self._models = to_models_pb(catalog)
 
-    async def Route(  # noqa: N802 - the RPC's name in the proto
+    async def Route(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.RouteResponse:
         result = route(self._catalog, to_route_request(request), self._stats, self._circuits)
         if isinstance(result, Decision):
-            return router_pb2.RouteResponse(
-                decision=to_decision_pb(result, explain=request.explain)
-            )
+            return router_pb2.RouteResponse(decision=to_decision_pb(result, explain=request.explain))
         return router_pb2.RouteResponse(
-            refusal=router_pb2.RouteRefusal(
-                code=result.code.value, message=result.message, param=result.param
-            )
+            refusal=router_pb2.RouteRefusal(code=result.code.value, message=result.message, param=result.param)
         )
 
-    async def ListModels(  # noqa: N802 - the RPC's name in the proto
+    async def ListModels(
         self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.ListModelsResponse:
         return self._models

@@ -192,9 +192,7 @@ class StatsBook:
             stats = self._models.get(f"{attempt.provider}:{attempt.model}")
             if attempt.outcome == SUCCESS_OUTCOME:
                 served, served_before_ms = attempt, before_ms
-            if stats is not None and (
-                attempt.outcome == SUCCESS_OUTCOME or attempt.outcome in FAILURE_OUTCOMES
-            ):
+            if stats is not None and (attempt.outcome == SUCCESS_OUTCOME or attempt.outcome in FAILURE_OUTCOMES):
                 success = attempt.outcome == SUCCESS_OUTCOME
                 stats.success.add(1.0 if success else 0.0, when, config)
                 stats.breaker.record(success, when)
@@ -204,9 +202,7 @@ class StatsBook:
             self._fold_served(event, served, served_before_ms, when)
         return folded
 
-    def _fold_served(
-        self, event: UsageEvent, served: AttemptRecord, before_ms: int, when: float
-    ) -> None:
+    def _fold_served(self, event: UsageEvent, served: AttemptRecord, before_ms: int, when: float) -> None:
         key = f"{served.provider}:{served.model}"
         stats, entry = self._models.get(key), self._entries.get(key)
         if stats is None or entry is None:

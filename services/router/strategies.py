@@ -63,9 +63,7 @@ class Strategy(StrEnum):
 FORCE_MODEL = "force_model"
 
 #: Every accepted spelling (`lowest-cost` and `lowest_cost`...): no model may use one.
-STRATEGY_NAMES = frozenset(
-    spelling for s in Strategy for spelling in (s.value, s.value.replace("_", "-"))
-)
+STRATEGY_NAMES = frozenset(spelling for s in Strategy for spelling in (s.value, s.value.replace("_", "-")))
 
 #: Output tokens of a typical answer, for the expected-time estimate.
 TYPICAL_OUTPUT_TOKENS = 300

@@ -223,9 +223,7 @@ class MockProvider:
             return
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        chunks = wire.chunks(
-            completion_id, created, model, said, prompt, include_usage, cached=cached, flavour=flavour
-        )
+        chunks = wire.chunks(completion_id, created, model, said, prompt, include_usage, cached=cached, flavour=flavour)
         stream = _Stream(
             [b"data: " + chunk + b"\n\n" for chunk in chunks],
             b"data: [DONE]\n\n",

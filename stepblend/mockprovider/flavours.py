@@ -52,7 +52,12 @@ class Flavour:
             extra = [key for key in body if key not in self.accepted_params]
             if extra:
                 detail = [
-                    {"type": "extra_forbidden", "loc": ["body", key], "msg": "Extra inputs are not permitted", "input": body[key]}
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ["body", key],
+                        "msg": "Extra inputs are not permitted",
+                        "input": body[key],
+                    }
                     for key in extra
                 ]
                 return 422, {
@@ -84,9 +89,7 @@ def _openai_error(message: str, param: str) -> dict[str, Any]:
 
 FLAVOURS: dict[str, Flavour] = {
     "openai": Flavour("openai"),
-    "groq": Flavour(
-        "groq", refused_params=frozenset({"logprobs", "top_logprobs", "logit_bias"}), max_n=1, x_groq=True
-    ),
+    "groq": Flavour("groq", refused_params=frozenset({"logprobs", "top_logprobs", "logit_bias"}), max_n=1, x_groq=True),
     "deepseek": Flavour("deepseek", reasoner_marker="reasoner", refuses_reasoning_content=True, cache_hit_fields=True),
     "mistral": Flavour("mistral", accepted_params=MISTRAL_PARAMS, usage_on_finish=True),
     "together": Flavour("together", usage_on_finish=True),

@@ -230,7 +230,7 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 
 
 def error(
-    status: int, message: str | None = None, *, param: str | None = None, code: str | None | EllipsisType = ...
+    status: int, message: str | None = None, *, param: str | None = None, code: str | EllipsisType | None = ...
 ) -> bytes:
     """OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`; `code`
     defaults to what OpenAI sends for that status."""

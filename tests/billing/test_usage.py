@@ -39,7 +39,12 @@ def test_recent_requests_are_this_months_newest_first(session: Session) -> None:
     assert [r.request_id for r in usage.recent_requests(session, "acct", MONTH, limit=2)] == ["req-9", "req-5"]
     newest = rows[0]
     assert newest.admitted_at == datetime.fromtimestamp(_at(9), UTC)
-    assert (newest.model, newest.provider, newest.outcome, newest.counted) == ("gpt-4o-mini", "openai", "completed", True)
+    assert (newest.model, newest.provider, newest.outcome, newest.counted) == (
+        "gpt-4o-mini",
+        "openai",
+        "completed",
+        True,
+    )
     assert (newest.prompt_tokens, newest.completion_tokens, newest.latency_ms) == (12, 30, 420)
     assert newest.cost_usd == Decimal("0.000039")
 
@@ -97,7 +102,9 @@ async def billing(
 ) -> AsyncIterator[tuple[Billing, FakeClock]]:
     url = service_database_url(request, request.param)
     clock = FakeClock(NOW.timestamp())
-    running = await Billing(make_settings(tmp_path_factory.mktemp("billing"), nats_server.url, url), clock=clock).start()
+    running = await Billing(
+        make_settings(tmp_path_factory.mktemp("billing"), nats_server.url, url), clock=clock
+    ).start()
     yield running, clock
     await running.stop()
     await running.close()
@@ -126,9 +133,19 @@ async def test_list_usage_over_grpc(billing: tuple[Billing, FakeClock], js: JetS
     assert reply.account.spend_this_month_usd == "0.0125"
     assert [r.request_id for r in reply.requests] == [failed.request_id, answered.request_id]
     newest, oldest = reply.requests
-    assert (newest.outcome, newest.counted, newest.cost_usd, newest.error_code) == ("failed", False, "0", "provider_error")
+    assert (newest.outcome, newest.counted, newest.cost_usd, newest.error_code) == (
+        "failed",
+        False,
+        "0",
+        "provider_error",
+    )
     assert oldest.created == int(_at(8)) and oldest.cost_usd == "0.0125"
-    assert (oldest.model, oldest.provider, oldest.prompt_tokens, oldest.completion_tokens) == ("gpt-4o-mini", "openai", 12, 30)
+    assert (oldest.model, oldest.provider, oldest.prompt_tokens, oldest.completion_tokens) == (
+        "gpt-4o-mini",
+        "openai",
+        12,
+        30,
+    )
     assert [d.date for d in reply.daily] == [f"2025-03-{n:02d}" for n in range(1, 11)]
     assert [d.requests for d in reply.daily] == [0] * 7 + [1, 0, 0]
 

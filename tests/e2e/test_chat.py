@@ -20,7 +20,7 @@ def client(system: System, token: str) -> openai.OpenAI:
 
 
 def check_stepblend(info: dict[str, object], strategy: str) -> None:
-    assert STEPBLEND_KEYS <= info.keys()
+    assert info.keys() >= STEPBLEND_KEYS
     assert isinstance(info["routed_model"], str) and info["routed_model"]
     assert isinstance(info["provider"], str) and info["provider"]
     assert info["strategy_used"] == strategy

@@ -73,7 +73,9 @@ async def test_streaming_with_a_tool_call(stub: chat_pb2_grpc.ChatStub, account:
     assert last.stepblend.routed_model == "gpt-4o"
 
 
-async def test_errors_are_status_codes_with_details(stub: chat_pb2_grpc.ChatStub, system: System, account: Account) -> None:
+async def test_errors_are_status_codes_with_details(
+    stub: chat_pb2_grpc.ChatStub, system: System, account: Account
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(hello(), metadata=auth("not-a-token"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -115,7 +117,11 @@ async def test_cancelling_a_stream_cancels_the_upstream_call(
             call.cancel()
             deadline = time.monotonic() + 5
             while True:
-                seen = [r for r in (await http.get(f"{system.mock_url}/_mock/requests")).json() if marker in json.dumps(r["body"])]
+                seen = [
+                    r
+                    for r in (await http.get(f"{system.mock_url}/_mock/requests")).json()
+                    if marker in json.dumps(r["body"])
+                ]
                 if seen and seen[0]["disconnected"]:
                     break
                 assert time.monotonic() < deadline, "the provider call was not cancelled"

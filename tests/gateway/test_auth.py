@@ -40,7 +40,9 @@ def rsa_files(tmp_path: Path, name: str) -> tuple[str, str]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_path, public_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub.pem"
     private_path.write_bytes(
-        private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     public_path.write_bytes(
         private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -82,7 +84,17 @@ def now_claims(**extra: object) -> dict[str, object]:
         "not.a.jwt",
         "x" * 9000,
     ],
-    ids=["expired", "not-yet-valid", "wrong-issuer", "wrong-secret", "alg-none", "no-subject", "no-expiry", "garbage", "oversized"],
+    ids=[
+        "expired",
+        "not-yet-valid",
+        "wrong-issuer",
+        "wrong-secret",
+        "alg-none",
+        "no-subject",
+        "no-expiry",
+        "garbage",
+        "oversized",
+    ],
 )
 def test_bad_tokens_are_401(token: str) -> None:
     rejects(Verifier(Keyring.from_settings(settings())), token)
@@ -119,12 +131,15 @@ def test_rs256_and_no_hs_rs_confusion(tmp_path: Path) -> None:
     assert jwt.get_unverified_header(token)["alg"] == "RS256"
     verifier = Verifier(keyring)
     assert verifier.account_id(f"Bearer {token}") == "acct-rs"
+
     # The public key used as an HMAC secret under the same kid must not verify.
     def b64(data: bytes) -> bytes:
         return base64.urlsafe_b64encode(data).rstrip(b"=")
 
-    signing_input = b64(orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": keyring.current.kid})) + b"." + b64(
-        orjson.dumps(now_claims())
+    signing_input = (
+        b64(orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": keyring.current.kid}))
+        + b"."
+        + b64(orjson.dumps(now_claims()))
     )
     mac = hmac.new(Path(public).read_bytes(), signing_input, hashlib.sha256).digest()
     rejects(verifier, (signing_input + b"." + b64(mac)).decode())

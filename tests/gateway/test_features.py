@@ -58,6 +58,14 @@ def test_plain_request_needs_nothing_special() -> None:
 
 
 def test_params_name_what_the_body_sets() -> None:
-    f = feats(model="m", messages=[{"role": "user", "content": "Hi"}], temperature=0.2, n=1, logit_bias={"1": 2},
-              max_tokens=5, seed=None, stepblend_max_cost=0.1)
+    f = feats(
+        model="m",
+        messages=[{"role": "user", "content": "Hi"}],
+        temperature=0.2,
+        n=1,
+        logit_bias={"1": 2},
+        max_tokens=5,
+        seed=None,
+        stepblend_max_cost=0.1,
+    )
     assert sorted(f.params) == ["logit_bias", "temperature"]

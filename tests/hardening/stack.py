@@ -180,7 +180,9 @@ def start_stack(root: Path, **extra_env: str) -> Stack:
     mock_url = f"http://127.0.0.1:{mock_port}"
     for provider in PROVIDERS:
         # Anthropic's base URL is the root that /v1/messages is appended to.
-        env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = mock_url if provider == "anthropic" else f"{mock_url}/{provider}/v1"
+        env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = (
+            mock_url if provider == "anthropic" else f"{mock_url}/{provider}/v1"
+        )
     env.update(extra_env)
     tree = Tree(data_dir=root.resolve(), port=free_port())
     mock = tree.spawn("mock", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], env)

@@ -83,8 +83,10 @@ def test_an_account_over_its_limit_gets_retryable_429s_while_another_is_served(s
 
     busy_responses, other_responses, other_times = asyncio.run(run())
     statuses = Counter(r.status_code for r in busy_responses)
-    print(f"\nbusy account: {dict(statuses)}; other account: {[r.status_code for r in other_responses]}, "
-          f"slowest {max(other_times) * 1000:.0f} ms")
+    print(
+        f"\nbusy account: {dict(statuses)}; other account: {[r.status_code for r in other_responses]}, "
+        f"slowest {max(other_times) * 1000:.0f} ms"
+    )
     assert statuses == {200: LIMIT, 429: 2 * LIMIT}, statuses
     for response in (r for r in busy_responses if r.status_code == 429):
         error = error_of(response)
@@ -94,7 +96,9 @@ def test_an_account_over_its_limit_gets_retryable_429s_while_another_is_served(s
     assert all(r.status_code == 200 for r in other_responses)
     assert max(other_times) < 1.0
     # Slots come back: the busy account is served again, and its refusals were never billed.
-    assert httpx.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=busy.headers).status_code == 200
+    assert (
+        httpx.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=busy.headers).status_code == 200
+    )
     served = {r.headers["x-request-id"] for r in busy_responses if r.status_code == 200}
     refused = {r.headers["x-request-id"] for r in busy_responses if r.status_code == 429}
     deadline = time.monotonic() + 20
@@ -139,7 +143,10 @@ def _rss_mb(pid: int) -> float:
 def test_a_stream_holds_its_slot_until_it_ends_or_its_client_leaves(stack: Stack) -> None:
     account = stack.account()
     stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "chunk_delay_ms": 300})
-    streams = [_open_stream(stack, account, body(SLOW_MODEL, "one two three four five six", stream=True))[0] for _ in range(LIMIT)]
+    streams = [
+        _open_stream(stack, account, body(SLOW_MODEL, "one two three four five six", stream=True))[0]
+        for _ in range(LIMIT)
+    ]
     over = httpx.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=account.headers)
     assert over.status_code == 429 and error_of(over)["code"] == "concurrency_limit_exceeded"
     for sock in streams:
@@ -195,7 +202,10 @@ def test_slow_sse_readers_do_not_slow_another_account(stack: Stack) -> None:
         stalled = [_open_stream(stack, slow, body(SLOW_MODEL, stream=True)) for _ in range(LIMIT)]
         settled = _until_quiet(pids)
         # Still stalled, not finished: the slow account's slots are all held.
-        assert client.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=slow.headers).status_code == 429
+        assert (
+            client.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=slow.headers).status_code
+            == 429
+        )
         during = fast_latencies(client, 40)
         rss_during = _rss_mb(gateway)
     print(
@@ -238,7 +248,9 @@ def test_the_grpc_chat_api_shares_the_accounts_slots(stack: Stack) -> None:
             ]
             await asyncio.sleep(0.7)
             async with grpc.aio.insecure_channel(stack.addresses["chat"]) as channel:
-                request = chat_pb2.ChatRequest(model="gpt-4o", messages=[chat_pb2.ChatMessage(role="user", content="hi")])
+                request = chat_pb2.ChatRequest(
+                    model="gpt-4o", messages=[chat_pb2.ChatMessage(role="user", content="hi")]
+                )
                 try:
                     await chat_pb2_grpc.ChatStub(channel).Complete(
                         request, metadata=(("authorization", f"Bearer {busy.token}"),)

@@ -78,8 +78,17 @@ class Load:
             }
             started = time.monotonic()
             try:
-                response = await client.post(f"{self.stack.base_url}/chat/completions", json=body, headers=self.account.headers)
-                outcome = Outcome(started, time.monotonic(), response.status_code, response.headers.get("x-request-id", ""), response.content, stream)
+                response = await client.post(
+                    f"{self.stack.base_url}/chat/completions", json=body, headers=self.account.headers
+                )
+                outcome = Outcome(
+                    started,
+                    time.monotonic(),
+                    response.status_code,
+                    response.headers.get("x-request-id", ""),
+                    response.content,
+                    stream,
+                )
             except httpx.HTTPError as exc:
                 outcome = Outcome(started, time.monotonic(), 0, "", repr(exc).encode(), stream)
             self.outcomes.append(outcome)
@@ -130,7 +139,11 @@ def served() -> set[str]:
 def _check_503s(outcomes: list[Outcome], down_from: float, down_until: float, service: str) -> int:
     """Every answer is a 200 or an OpenAI-shaped 503, in bounded time; some 503s fell in the outage."""
     statuses = Counter(o.status for o in outcomes)
-    assert set(statuses) <= {200, 503}, (service, statuses, [o.body[:300] for o in outcomes if o.status not in (200, 503)][:3])
+    assert set(statuses) <= {200, 503}, (
+        service,
+        statuses,
+        [o.body[:300] for o in outcomes if o.status not in (200, 503)][:3],
+    )
     slowest = max(o.elapsed for o in outcomes)
     assert slowest < BOUND_S, f"{service}: a request took {slowest:.1f} s"
     refused = [o for o in outcomes if o.status == 503]
@@ -201,7 +214,9 @@ def test_nats_killed_mid_load_requests_go_on_and_events_wait_in_the_outbox(
     served.update(o.request_id for o in outcomes if o.status == 200)
     statuses = Counter(o.status for o in outcomes)
     during = [o for o in outcomes if marks["killed"] < o.started and o.ended < marks["back"]]
-    print(f"\nkill -9 nats-server: {dict(statuses)}; {len(during)} served while it was down, {held[0]} events held in the outbox")
+    print(
+        f"\nkill -9 nats-server: {dict(statuses)}; {len(during)} served while it was down, {held[0]} events held in the outbox"
+    )
     assert statuses == {200: len(outcomes)}, statuses
     assert len(during) > 10 and held[0] > 10
     deadline = time.monotonic() + 20
@@ -217,7 +232,11 @@ def test_sigterm_publishes_what_the_outbox_kept_when_nats_returns_during_the_dra
     kept: list[str] = []
     with httpx.Client(timeout=30) as client:
         for i in range(40):
-            body = {"model": MODELS[i % len(MODELS)], "messages": [{"role": "user", "content": f"drain {i}"}], "stream": i % 2 == 0}
+            body = {
+                "model": MODELS[i % len(MODELS)],
+                "messages": [{"role": "user", "content": f"drain {i}"}],
+                "stream": i % 2 == 0,
+            }
             response = client.post(f"{stack.base_url}/chat/completions", json=body, headers=account.headers)
             assert response.status_code == 200, response.text[:300]
             kept.append(response.headers["x-request-id"])
@@ -237,7 +256,9 @@ def test_sigterm_publishes_what_the_outbox_kept_when_nats_returns_during_the_dra
     stack.restart("gateway")
 
 
-def test_every_served_request_is_counted_once_and_nothing_else(stack: Stack, account: Account, served: set[str]) -> None:
+def test_every_served_request_is_counted_once_and_nothing_else(
+    stack: Stack, account: Account, served: set[str]
+) -> None:
     assert len(served) > 100
     # Events a killed billing held unacked come back after its consumer's ack wait (30 s).
     deadline = time.monotonic() + 60
@@ -247,6 +268,8 @@ def test_every_served_request_is_counted_once_and_nothing_else(stack: Stack, acc
         time.sleep(0.5)
     ledger = stack.ledger(account.account_id)
     missing, extra = served - counted, counted - served
-    print(f"\nledger: {len(served)} served, {len(counted)} counted, {len(ledger)} rows; missing {len(missing)}, extra {len(extra)}")
+    print(
+        f"\nledger: {len(served)} served, {len(counted)} counted, {len(ledger)} rows; missing {len(missing)}, extra {len(extra)}"
+    )
     assert not missing, f"{len(missing)} served requests never counted, e.g. {sorted(missing)[:3]}"
     assert not extra, f"{len(extra)} counted requests were never served, e.g. {sorted(extra)[:3]}"

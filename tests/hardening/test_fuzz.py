@@ -58,7 +58,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running(Path(tmp_path_factory.mktemp("fuzz"))) as system:
         yield system
     statuses = {k: v for k, v in SEEN.items() if k.isdigit()}
-    print(f"\nfuzz: {sum(statuses.values())} requests, statuses {statuses}; by operation { {k: v for k, v in SEEN.items() if not k.isdigit()} }")
+    print(
+        f"\nfuzz: {sum(statuses.values())} requests, statuses {statuses}; by operation { {k: v for k, v in SEEN.items() if not k.isdigit()} }"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +122,17 @@ def test_openapi_operations_answer_no_5xx_and_openai_errors(
 ) -> None:
     operation = OPERATIONS[label]
     case = data.draw(
-        st.one_of(
-            operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
-        )
+        st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
     )
     response = case.call(base_url=stack.gateway_url, headers=api_account.headers, timeout=60)
     SEEN[label] += 1
     headers = {k.lower(): v[0] if isinstance(v, list) else v for k, v in response.headers.items()}
-    check_answer(response.status_code, headers, response.content, f"{label} {case.path_parameters} {case.query} body={case.body!r:.300}")
+    check_answer(
+        response.status_code,
+        headers,
+        response.content,
+        f"{label} {case.path_parameters} {case.query} body={case.body!r:.300}",
+    )
 
 
 # -- hypothesis: chat bodies built to hurt ---------------------------------------
@@ -166,7 +171,9 @@ huge = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
 )
 leaf = st.one_of(st.none(), st.booleans(), huge, text)
-anything = st.recursive(leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=8)
+anything = st.recursive(
+    leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=8
+)
 part = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": text}),
     st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": text})}),
@@ -180,7 +187,11 @@ message = st.fixed_dictionaries(
         "tool_call_id": text,
         "tool_calls": st.lists(
             st.fixed_dictionaries(
-                {"id": text, "type": st.just("function"), "function": st.fixed_dictionaries({"name": text, "arguments": text})}
+                {
+                    "id": text,
+                    "type": st.just("function"),
+                    "function": st.fixed_dictionaries({"name": text, "arguments": text}),
+                }
             ),
             max_size=2,
         ),
@@ -209,7 +220,8 @@ WILD_FIELDS = {
     "logit_bias": st.dictionaries(text, huge, max_size=3),
     "response_format": st.sampled_from([{"type": "json_object"}, {"type": "text"}, {"type": "json_schema"}]),
     "tools": st.lists(
-        st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries({"name": text})}), max_size=2
+        st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries({"name": text})}),
+        max_size=2,
     ),
     "tool_choice": st.one_of(st.sampled_from(["auto", "none", "required"]), anything),
     "stepblend_max_cost": st.one_of(huge, text),
@@ -244,7 +256,12 @@ def _nest(depth: int, leaf_value: Any) -> Any:
 def chat_bodies(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["valid", "valid", "mutated", "mutated", "deep", "not-object", "not-json"]))
     if kind == "not-json":
-        return draw(st.one_of(st.binary(max_size=64), st.sampled_from([b"", b"{", b'{"model": "gpt-4o-mini",}', b"\xff\xfe{}", b"NaN"])))
+        return draw(
+            st.one_of(
+                st.binary(max_size=64),
+                st.sampled_from([b"", b"{", b'{"model": "gpt-4o-mini",}', b"\xff\xfe{}", b"NaN"]),
+            )
+        )
     if kind == "not-object":
         return json.dumps(draw(anything)).encode()
     body: dict[str, Any] = draw(well_formed)
@@ -293,7 +310,9 @@ def _chat(client: httpx.Client, stack: Stack, account: Account, body: Any) -> ht
 
 def test_body_over_the_limit_is_413(stack: Stack, chat_account: Account, client: httpx.Client) -> None:
     content = "x" * (MAX_BODY_BYTES + 1)
-    response = _chat(client, stack, chat_account, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
+    response = _chat(
+        client, stack, chat_account, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
+    )
     assert response.status_code == 413
     error = error_of(response)
     assert error["type"] == "invalid_request_error" and error["code"] == "request_too_large"
@@ -348,7 +367,9 @@ def test_message_count_limit(stack: Stack, chat_account: Account, client: httpx.
     assert error_of(response)["param"] == "messages"
 
 
-def test_one_long_message_within_the_body_limit_is_served(stack: Stack, chat_account: Account, client: httpx.Client) -> None:
+def test_one_long_message_within_the_body_limit_is_served(
+    stack: Stack, chat_account: Account, client: httpx.Client
+) -> None:
     """Length is bounded by the body limit alone; a long message is estimated quickly."""
     content = ("lorem ipsum dolor sit amet " * 200_000)[: 3 * 1024 * 1024]
     started = time.monotonic()
@@ -395,7 +416,10 @@ def test_long_runs_are_estimated_in_linear_time_and_never_lower() -> None:
     ordinary = (
         "The quick brown fox jumps over the lazy dog, twice; then it rests.\n"
         "def f(x: int) -> int:\n    return x * 2  # doubled\n"
-        + json.dumps({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}, separators=(",", ":"))
+        + json.dumps(
+            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+            separators=(",", ":"),
+        )
         + " 我们今天去公园散步，天气非常好。"
     ) * 50
     assert count_tokens(encoding, ordinary) == len(encoding.encode_ordinary(ordinary))

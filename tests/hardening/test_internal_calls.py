@@ -86,7 +86,9 @@ def _call(stack: Stack, address: str, grpc_module: Any, service: str, method: An
 
 
 @pytest.mark.parametrize(
-    "metadata", [None, ((TOKEN_HEADER, "wrong-token"),), ((TOKEN_HEADER, ""),)], ids=["no-token", "wrong-token", "empty-token"]
+    "metadata",
+    [None, ((TOKEN_HEADER, "wrong-token"),), ((TOKEN_HEADER, ""),)],
+    ids=["no-token", "wrong-token", "empty-token"],
 )
 @pytest.mark.parametrize(
     ("address", "module", "grpc_module", "service", "method"),
@@ -107,11 +109,15 @@ def test_forged_calls_changed_nothing_and_the_token_opens_the_door(stack: Stack,
     good = ((TOKEN_HEADER, stack.internal_token),)
     with grpc.insecure_channel(stack.addresses["providers"]) as channel:
         keys = providers_pb2_grpc.KeysStub(channel)
-        assert list(keys.List(providers_pb2.ListKeysRequest(account_id=account_id), metadata=good, timeout=10).keys) == []
+        assert (
+            list(keys.List(providers_pb2.ListKeysRequest(account_id=account_id), metadata=good, timeout=10).keys) == []
+        )
     with grpc.insecure_channel(stack.addresses["billing"]) as channel:
-        account = billing_pb2_grpc.BillingStub(channel).GetAccount(
-            billing_pb2.GetAccountRequest(account_id=account_id), metadata=good, timeout=10
-        ).account
+        account = (
+            billing_pb2_grpc.BillingStub(channel)
+            .GetAccount(billing_pb2.GetAccountRequest(account_id=account_id), metadata=good, timeout=10)
+            .account
+        )
         assert account.plan == "free" and not account.disabled and account.requests_this_month == 0
     with grpc.insecure_channel(stack.addresses["router"]) as channel:
         decision = router_pb2_grpc.RouterStub(channel).Route(

@@ -73,7 +73,7 @@ class NatsTap:
         await nc.subscribe(">", cb=keep)
         await nc.flush()
         self._ready.set()
-        while not self._stop.is_set():
+        while not self._stop.is_set():  # noqa: ASYNC110 - a threading.Event, set from the test thread
             await asyncio.sleep(0.05)
         await nc.drain()
 
@@ -108,7 +108,11 @@ def _connect_over_http(stack: Stack, client: httpx.Client) -> Account:
     token = signup.json()["token"]
     keys = {p: f"sk-{p}-{uuid.uuid4().hex}{uuid.uuid4().hex}" for p in PROVIDERS}
     for provider, key in keys.items():
-        put = client.put(f"{stack.base_url}/account/keys/{provider}", json={"api_key": key}, headers={"authorization": f"Bearer {token}"})
+        put = client.put(
+            f"{stack.base_url}/account/keys/{provider}",
+            json={"api_key": key},
+            headers={"authorization": f"Bearer {token}"},
+        )
         assert put.status_code == 200, put.text
     return Account(email, signup.json()["account_id"], token, keys)
 
@@ -128,36 +132,73 @@ def test_no_provider_key_in_any_response_log_span_or_event(stack: Stack) -> None
         for account in accounts:
             for provider, model in MODELS.items():
                 for stream in (False, True):
-                    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": f"hello {provider}"}], "stream": stream}
+                    body: dict[str, Any] = {
+                        "model": model,
+                        "messages": [{"role": "user", "content": f"hello {provider}"}],
+                        "stream": stream,
+                    }
                     if stream:
                         body["stream_options"] = {"include_usage": True}
-                    response = keep(client.post(f"{stack.base_url}/chat/completions", json=body, headers=account.headers))
+                    response = keep(
+                        client.post(f"{stack.base_url}/chat/completions", json=body, headers=account.headers)
+                    )
                     assert response.status_code == 200, (provider, response.text[:300])
             for path in ("/models", "/account", "/account/keys", "/account/usage"):
                 keep(client.get(f"{stack.base_url}{path}", headers=account.headers))
-            keep(client.post(f"{stack.base_url}/route", json={"model": "balanced", "messages": [{"role": "user", "content": "hi"}]}, headers=account.headers))
-            keep(client.post(f"{stack.base_url}/auth/login", json={"email": account.email, "password": "correct horse battery"}))
+            keep(
+                client.post(
+                    f"{stack.base_url}/route",
+                    json={"model": "balanced", "messages": [{"role": "user", "content": "hi"}]},
+                    headers=account.headers,
+                )
+            )
+            keep(
+                client.post(
+                    f"{stack.base_url}/auth/login", json={"email": account.email, "password": "correct horse battery"}
+                )
+            )
 
         # Providers that answer with the caller's key in their error messages.
         victim = by_http
-        for provider, upstream, model in (("openai", "gpt-4o", "openai:gpt-4o"), ("anthropic", "claude-3-5-sonnet-20241022", "anthropic:claude-3-5-sonnet-20241022"), ("groq", "llama-3.3-70b-versatile", "groq:llama-3.3-70b-versatile")):
+        for provider, upstream, model in (
+            ("openai", "gpt-4o", "openai:gpt-4o"),
+            ("anthropic", "claude-3-5-sonnet-20241022", "anthropic:claude-3-5-sonnet-20241022"),
+            ("groq", "llama-3.3-70b-versatile", "groq:llama-3.3-70b-versatile"),
+        ):
             key = victim.keys[provider]
             for status in (401, 400, 403, 429, 500):
-                stack.mock("POST", "/_mock/behaviour", {"model": upstream, "status": status, "message": f"Incorrect API key provided: {key}; key={key}"})
+                stack.mock(
+                    "POST",
+                    "/_mock/behaviour",
+                    {"model": upstream, "status": status, "message": f"Incorrect API key provided: {key}; key={key}"},
+                )
                 for stream in (False, True):
                     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-                    response = keep(client.post(f"{stack.base_url}/chat/completions", json=body, headers=victim.headers))
+                    response = keep(
+                        client.post(f"{stack.base_url}/chat/completions", json=body, headers=victim.headers)
+                    )
                     assert response.status_code >= 400
             stack.mock(
                 "POST",
                 "/_mock/behaviour",
-                {"model": upstream, "break_after_chunks": 2, "stream_error": "server_error", "message": f"upstream failed for key {key}"},
+                {
+                    "model": upstream,
+                    "break_after_chunks": 2,
+                    "stream_error": "server_error",
+                    "message": f"upstream failed for key {key}",
+                },
             )
             body = {"model": model, "messages": [{"role": "user", "content": "one two three four"}], "stream": True}
             keep(client.post(f"{stack.base_url}/chat/completions", json=body, headers=victim.headers))
             stack.mock("DELETE", "/_mock/behaviour")
         # Replace and delete a key: the changes are events too.
-        keep(client.put(f"{stack.base_url}/account/keys/mistral", json={"api_key": victim.keys["mistral"] + "x"}, headers=victim.headers))
+        keep(
+            client.put(
+                f"{stack.base_url}/account/keys/mistral",
+                json={"api_key": victim.keys["mistral"] + "x"},
+                headers=victim.headers,
+            )
+        )
         victim.keys["mistral-replaced"] = victim.keys["mistral"] + "x"
         keep(client.delete(f"{stack.base_url}/account/keys/xai", headers=victim.headers))
         time.sleep(1.5)  # usage events settle, spans are exported, logs are written
@@ -166,7 +207,9 @@ def test_no_provider_key_in_any_response_log_span_or_event(stack: Stack) -> None
     assert any(b"Incorrect API key provided: [key]" in answer for answer in answers)
 
     logs = stack.logs()
-    events = [subject.encode() + b" " + repr(headers).encode() + b" " + data for subject, data, headers in tap.messages + kept]
+    events = [
+        subject.encode() + b" " + repr(headers).encode() + b" " + data for subject, data, headers in tap.messages + kept
+    ]
     database = (stack.root / "providers.db").read_bytes()
     spans = sum(text.count('"span_id"') for text in logs.values())
     usage_events = sum(1 for subject, _, _ in kept if subject.startswith("usage.v1."))
@@ -181,7 +224,9 @@ def test_no_provider_key_in_any_response_log_span_or_event(stack: Stack) -> None
         for provider, key in account.keys.items():
             secret = key[-40:-4]  # the masked form may show the last four characters, never this
             for i, answer in enumerate(answers):
-                assert secret not in answer.decode(errors="replace"), f"{provider} key in response {i}: {answer[:500]!r}"
+                assert secret not in answer.decode(errors="replace"), (
+                    f"{provider} key in response {i}: {answer[:500]!r}"
+                )
             for name, text in logs.items():
                 assert secret not in text, f"{provider} key in {name}"
             for event in events:
@@ -238,7 +283,12 @@ def test_a_request_cannot_choose_where_the_provider_call_goes(stack: Stack, atta
     }
     served = 0
     with httpx.Client(timeout=30) as client:
-        for model in ("openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-20241022", "groq:llama-3.1-8b-instant", "lowest-cost"):
+        for model in (
+            "openai:gpt-4o-mini",
+            "anthropic:claude-3-5-haiku-20241022",
+            "groq:llama-3.1-8b-instant",
+            "lowest-cost",
+        ):
             for stream in (False, True):
                 body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream, **fields}
                 response = client.post(f"{stack.base_url}/chat/completions", json=body, headers=headers)
@@ -252,14 +302,26 @@ def test_a_request_cannot_choose_where_the_provider_call_goes(stack: Stack, atta
             )
             assert response.status_code in (400, 404), response.text[:300]
         for provider in (evil, "openai@evil", "..%2F..%2Fadmin"):
-            response = client.put(f"{stack.base_url}/account/keys/{provider}", json={"api_key": "sk-x-0000000000"}, headers=account.headers)
+            response = client.put(
+                f"{stack.base_url}/account/keys/{provider}",
+                json={"api_key": "sk-x-0000000000"},
+                headers=account.headers,
+            )
             assert response.status_code in (400, 404), response.text[:300]
-    assert httpx.get(f"{attacker}/_mock/requests", timeout=10).json() == [], "a provider call went to the attacker's address"
+    assert httpx.get(f"{attacker}/_mock/requests", timeout=10).json() == [], (
+        "a provider call went to the attacker's address"
+    )
     seen = stack.mock("GET", "/_mock/requests")
     assert len(seen) >= served > 0
     for request in seen:
         assert request["path"] in ("/v1/messages", *(f"/{p}/v1/chat/completions" for p in PROVIDERS)), request["path"]
         sent_headers = {k.lower() for k in request["headers"]}
-        assert not sent_headers & {"x-evil-marker", "x-forwarded-host", "x-stepblend-base-url", "openai-base-url", "forwarded"}
+        assert not sent_headers & {
+            "x-evil-marker",
+            "x-forwarded-host",
+            "x-stepblend-base-url",
+            "openai-base-url",
+            "forwarded",
+        }
         auth = request["headers"].get("authorization") or request["headers"].get("x-api-key", "")
         assert "attacker" not in auth and auth.endswith(tuple(account.keys.values()))

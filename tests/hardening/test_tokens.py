@@ -35,7 +35,9 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 def _rsa_pair() -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, public
 
@@ -107,13 +109,18 @@ def test_a_good_token_is_served(stack: Stack, account: Account, keys: dict[str, 
 BAD_TOKENS: dict[str, Callable[[Account, dict[str, Any], str], str]] = {
     "alg-none": lambda a, k, kid: jwt.encode(_claims(a), None, "none", headers={"kid": kid}),  # type: ignore[arg-type]
     "alg-none-no-kid": lambda a, k, kid: jwt.encode(_claims(a), None, "none"),  # type: ignore[arg-type]
-    "alg-none-unsigned-by-hand": lambda a, k, kid: f"{_b64(orjson.dumps({'alg': 'none', 'typ': 'JWT', 'kid': kid}))}."
-    f"{_b64(orjson.dumps(_claims(a)))}.",
+    "alg-none-unsigned-by-hand": lambda a, k, kid: (
+        f"{_b64(orjson.dumps({'alg': 'none', 'typ': 'JWT', 'kid': kid}))}.{_b64(orjson.dumps(_claims(a)))}."
+    ),
     "hs256-with-the-public-key": lambda a, k, kid: _hs256_by_hand(_claims(a), k["public"], kid),
     "hs256-with-the-public-key-no-kid": lambda a, k, kid: _hs256_by_hand(_claims(a), k["public"], None),
     "another-rsa-key-same-kid": lambda a, k, kid: jwt.encode(_claims(a), _rsa_pair()[0], "RS256", headers={"kid": kid}),
-    "unknown-kid": lambda a, k, kid: jwt.encode(_claims(a), k["private"], "RS256", headers={"kid": "rs-0000000000000000"}),
-    "expired": lambda a, k, kid: jwt.encode(_claims(a, exp=int(time.time()) - 3600), k["private"], "RS256", headers={"kid": kid}),
+    "unknown-kid": lambda a, k, kid: jwt.encode(
+        _claims(a), k["private"], "RS256", headers={"kid": "rs-0000000000000000"}
+    ),
+    "expired": lambda a, k, kid: jwt.encode(
+        _claims(a, exp=int(time.time()) - 3600), k["private"], "RS256", headers={"kid": kid}
+    ),
     "expired-just-past-leeway": lambda a, k, kid: jwt.encode(
         _claims(a, exp=int(time.time()) - LEEWAY_S - 15), k["private"], "RS256", headers={"kid": kid}
     ),
@@ -125,7 +132,9 @@ BAD_TOKENS: dict[str, Callable[[Account, dict[str, Any], str], str]] = {
     ),
     "wrong-issuer": lambda a, k, kid: jwt.encode(_claims(a, iss="evil"), k["private"], "RS256", headers={"kid": kid}),
     "no-issuer": lambda a, k, kid: jwt.encode(_claims(a, iss=None), k["private"], "RS256", headers={"kid": kid}),
-    "wrong-audience": lambda a, k, kid: jwt.encode(_claims(a, aud="other-api"), k["private"], "RS256", headers={"kid": kid}),
+    "wrong-audience": lambda a, k, kid: jwt.encode(
+        _claims(a, aud="other-api"), k["private"], "RS256", headers={"kid": kid}
+    ),
     "no-audience": lambda a, k, kid: jwt.encode(_claims(a, aud=None), k["private"], "RS256", headers={"kid": kid}),
     "no-expiry": lambda a, k, kid: jwt.encode(_claims(a, exp=None), k["private"], "RS256", headers={"kid": kid}),
     "no-subject": lambda a, k, kid: jwt.encode(_claims(a, sub=None), k["private"], "RS256", headers={"kid": kid}),
@@ -133,11 +142,10 @@ BAD_TOKENS: dict[str, Callable[[Account, dict[str, Any], str], str]] = {
         _claims(a, sub=str(uuid.uuid4())), k["private"], "RS256", headers={"kid": kid}
     ),
     "tampered-payload": lambda a, k, kid: _tampered(a.token),
-    "tampered-header": lambda a, k, kid: _b64(orjson.dumps({"alg": "RS256", "typ": "JWT", "kid": kid, "x": 1}))
-    + a.token[a.token.index(".") :],
-    "oversized": lambda a, k, kid: jwt.encode(
-        _claims(a, pad="x" * 9000), k["private"], "RS256", headers={"kid": kid}
+    "tampered-header": lambda a, k, kid: (
+        _b64(orjson.dumps({"alg": "RS256", "typ": "JWT", "kid": kid, "x": 1})) + a.token[a.token.index(".") :]
     ),
+    "oversized": lambda a, k, kid: jwt.encode(_claims(a, pad="x" * 9000), k["private"], "RS256", headers={"kid": kid}),
     "garbage": lambda a, k, kid: "not.a.jwt",
     "empty-segments": lambda a, k, kid: "..",
 }
@@ -184,11 +192,15 @@ def test_missing_or_malformed_header_is_401(stack: Stack, header: str | None) ->
     _assert_401(response)
 
 
-def test_clock_skew_within_the_leeway_is_tolerated(stack: Stack, account: Account, keys: dict[str, Any], kid: str) -> None:
+def test_clock_skew_within_the_leeway_is_tolerated(
+    stack: Stack, account: Account, keys: dict[str, Any], kid: str
+) -> None:
     """Documented: LEEWAY_S (30 s) of skew between the issuer's clock and the gateway's."""
     now = int(time.time())
     late = jwt.encode(_claims(account, exp=now - LEEWAY_S + 15), keys["private"], "RS256", headers={"kid": kid})
-    early = jwt.encode(_claims(account, iat=now + 20, nbf=now + LEEWAY_S - 15), keys["private"], "RS256", headers={"kid": kid})
+    early = jwt.encode(
+        _claims(account, iat=now + 20, nbf=now + LEEWAY_S - 15), keys["private"], "RS256", headers={"kid": kid}
+    )
     assert _post(stack, late).status_code == 200
     assert _post(stack, early).status_code == 200
 

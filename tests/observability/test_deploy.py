@@ -85,9 +85,21 @@ def test_dashboard_charts_only_defined_metrics() -> None:
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}"
             # Series names (labels like stepblend_provider have no series suffix).
-            queried |= set(re.findall(r"\b((?:stepblend|gen_ai|http)_[a-z_]+_(?:total|bucket|sum|count))\b", target["expr"]))
+            queried |= set(
+                re.findall(r"\b((?:stepblend|gen_ai|http)_[a-z_]+_(?:total|bucket|sum|count))\b", target["expr"])
+            )
     assert queried and queried <= defined, f"charted but never exported: {sorted(queried - defined)}"
-    for topic in ("requests", "latency", "overhead", "first token", "tokens", "cost", "errors", "fallbacks", "refusals"):
+    for topic in (
+        "requests",
+        "latency",
+        "overhead",
+        "first token",
+        "tokens",
+        "cost",
+        "errors",
+        "fallbacks",
+        "refusals",
+    ):
         assert any(topic in title for title in titles), f"no panel about {topic}"
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))

@@ -123,7 +123,9 @@ async def test_a_failed_attempt_then_a_fallback(upstream: RunningMockProvider) -
     assert "gen_ai.response.model" not in failed.attributes
     assert served.name == "chat llama-3.1-8b-instant" and served.attributes["gen_ai.provider.name"] == "groq"
     assert served.attributes["gen_ai.response.finish_reasons"] == ("stop",)
-    durations = {p.attributes.get("error.type", "ok"): p.count for p in recorded.points("gen_ai.client.operation.duration")}
+    durations = {
+        p.attributes.get("error.type", "ok"): p.count for p in recorded.points("gen_ai.client.operation.duration")
+    }
     assert durations == {"provider_error": 1, "ok": 1}
     assert not recorded.points("gen_ai.client.operation.time_to_first_chunk")  # not a stream
 

@@ -138,9 +138,12 @@ def test_one_streamed_request_is_one_trace(observed: Observed) -> None:
         assert consumer.attributes["messaging.system"] == "nats"
         assert consumer.attributes["messaging.destination.name"] == "usage.v1.completed"
         assert consumer.attributes["messaging.operation.type"] == "process"
-    assert _one(spans, "stepblend-billing", "process usage.v1.completed", "CONSUMER").attributes[
-        "messaging.consumer.group.name"
-    ] == "billing"
+    assert (
+        _one(spans, "stepblend-billing", "process usage.v1.completed", "CONSUMER").attributes[
+            "messaging.consumer.group.name"
+        ]
+        == "billing"
+    )
 
 
 def test_metrics(observed: Observed) -> None:

@@ -107,7 +107,10 @@ def test_images_from_data_urls_and_http_urls() -> None:
         {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,/9j/4AAQ"}},
     ]
     blocks = sent({"messages": [{"role": "user", "content": content}]})["messages"][0]["content"]
-    assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    assert blocks[1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
     assert blocks[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
     assert blocks[3]["source"]["media_type"] == "image/jpeg"
 
@@ -175,7 +178,11 @@ def test_tools_and_tool_choice() -> None:
 
 
 def test_tool_call_history_becomes_tool_use_and_tool_result() -> None:
-    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+    }
     out = sent(
         {
             "messages": [
@@ -288,7 +295,13 @@ def test_completion_with_text_and_tool_use() -> None:
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"), ("refusal", "content_filter")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
 )
 def test_stop_reasons(stop_reason: str, finish: str) -> None:
     message = {"type": "message", "content": [{"type": "text", "text": "x"}], "stop_reason": stop_reason, "usage": {}}
@@ -315,7 +328,8 @@ def test_recorded_text_stream() -> None:
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Hello!"
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
     assert all(
-        (c["id"], c["object"], c["model"], c["created"]) == ("chatcmpl-r1", "chat.completion.chunk", "claude-3-5-sonnet", 7)
+        (c["id"], c["object"], c["model"], c["created"])
+        == ("chatcmpl-r1", "chat.completion.chunk", "claude-3-5-sonnet", 7)
         for c in chunks
     )
     assert all("usage" not in c for c in chunks)
@@ -347,7 +361,11 @@ def test_recorded_tool_stream_indexes_tool_calls_not_content_blocks() -> None:
 
 def test_stream_starting_with_a_tool_call() -> None:
     translator = EventTranslator("c", "m")
-    start = {"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}}
+    start = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+    }
     [chunk] = translator.feed(SseEvent(orjson.dumps(start), "content_block_start"))
     delta = orjson.loads(chunk)["choices"][0]["delta"]
     assert delta == {

@@ -89,7 +89,11 @@ def executor(mock: Mock, keys: MemoryKeys, client: aiohttp.ClientSession) -> Exe
 
 
 async def run(
-    executor: Executor, *candidates: router_pb2.Candidate, stream: bool = False, include_usage: bool = False, **body: Any
+    executor: Executor,
+    *candidates: router_pb2.Candidate,
+    stream: bool = False,
+    include_usage: bool = False,
+    **body: Any,
 ) -> list[providers_pb2.ExecuteEvent]:
     request = providers_pb2.ExecuteRequest(
         request_id="conf",

@@ -43,7 +43,9 @@ def body(**fields: Any) -> bytes:
     return orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields})
 
 
-async def test_keys_never_appear_in_logs_or_events(service: Service, mock: Mock, account: str, log_lines: io.StringIO) -> None:
+async def test_keys_never_appear_in_logs_or_events(
+    service: Service, mock: Mock, account: str, log_lines: io.StringIO
+) -> None:
     keys = {provider: key_for(provider, account) for provider in ("openai", "groq", "anthropic")}
     for provider, key in keys.items():
         put = await service.keys.Put(providers_pb2.PutKeyRequest(account_id=account, provider=provider, api_key=key))

@@ -49,7 +49,12 @@ async def test_message(mock: Mock) -> None:
     assert (message["type"], message["role"], message["model"]) == ("message", "assistant", BODY["model"])
     assert message["content"] == [{"type": "text", "text": "Hello! You said: What is the weather?"}]
     assert (message["stop_reason"], message["stop_sequence"]) == ("end_turn", None)
-    assert set(message["usage"]) == {"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"}
+    assert set(message["usage"]) == {
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    }
     assert message["usage"]["output_tokens"] == 7
 
 
@@ -83,7 +88,11 @@ async def test_streamed_tool_use_after_a_text_block(mock: Mock) -> None:
         fragments = [
             d["delta"]["partial_json"] for n, d in events if n == "content_block_delta" and d["index"] == index
         ]
-        assert all(d["delta"]["type"] == "input_json_delta" for n, d in events if n == "content_block_delta" and d["index"] == index)
+        assert all(
+            d["delta"]["type"] == "input_json_delta"
+            for n, d in events
+            if n == "content_block_delta" and d["index"] == index
+        )
         assert len(fragments) > 2 and orjson.loads("".join(fragments)) == {"location": city}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
@@ -101,9 +110,27 @@ async def test_forced_tool_has_no_text_block(mock: Mock) -> None:
         ({**HEADERS, "x-api-key": REJECTED_KEY}, BODY, 401, "authentication_error", "invalid x-api-key"),
         ({"x-api-key": "sk-ant-x"}, BODY, 400, "invalid_request_error", "anthropic-version: header is required"),
         (HEADERS, {**BODY, "n": 1}, 400, "invalid_request_error", "n: Extra inputs are not permitted"),
-        (HEADERS, {k: v for k, v in BODY.items() if k != "max_tokens"}, 400, "invalid_request_error", "max_tokens: Field required"),
-        (HEADERS, {**BODY, "temperature": 1.5}, 400, "invalid_request_error", "temperature: Input should be less than or equal to 1"),
-        (HEADERS, {**BODY, "messages": [{"role": "user", "content": ""}]}, 400, "invalid_request_error", "messages: text content blocks must be non-empty"),
+        (
+            HEADERS,
+            {k: v for k, v in BODY.items() if k != "max_tokens"},
+            400,
+            "invalid_request_error",
+            "max_tokens: Field required",
+        ),
+        (
+            HEADERS,
+            {**BODY, "temperature": 1.5},
+            400,
+            "invalid_request_error",
+            "temperature: Input should be less than or equal to 1",
+        ),
+        (
+            HEADERS,
+            {**BODY, "messages": [{"role": "user", "content": ""}]},
+            400,
+            "invalid_request_error",
+            "messages: text content blocks must be non-empty",
+        ),
     ],
 )
 async def test_refusals_in_anthropic_shape(
@@ -123,7 +150,10 @@ async def test_tool_results_must_answer_the_previous_tool_use(mock: Mock) -> Non
     assert "unexpected `tool_use_id`" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limit_error"), (500, "api_error"), (529, "overloaded_error"), (403, "permission_error")])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(429, "rate_limit_error"), (500, "api_error"), (529, "overloaded_error"), (403, "permission_error")],
+)
 async def test_behaviour_status_in_anthropic_shape(mock: Mock, status: int, kind: str) -> None:
     await mock.behave(model=BODY["model"], status=status)
     response = await post(mock, BODY)
@@ -163,7 +193,12 @@ async def test_vendor_flavours_are_openai_wire_for_the_sdk(mock: Mock, flavour: 
 
 async def test_flavour_quirks_on_the_wire(mock: Mock) -> None:
     async with httpx.AsyncClient(base_url=mock.running.url, headers={"authorization": "Bearer sk-x"}) as http:
-        asked = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": True, "stream_options": {"include_usage": True}}
+        asked = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         mistral = await http.post("/mistral/v1/chat/completions", json=asked)
         assert mistral.status_code == 422
         assert mistral.json()["message"]["detail"][0]["loc"] == ["body", "stream_options"]
@@ -193,6 +228,7 @@ async def test_flavour_quirks_on_the_wire(mock: Mock) -> None:
 
 async def test_the_official_anthropic_sdk_reads_the_mock(mock: Mock) -> None:
     import anthropic  # a test dependency: the official SDK is the judge of the wire format
+
     client = anthropic.AsyncAnthropic(base_url=mock.running.url, api_key="sk-ant-test-000000000000", max_retries=0)
     message = await client.messages.create(**BODY)
     assert message.content[0].text == "Hello! You said: What is the weather?"
@@ -201,4 +237,6 @@ async def test_the_official_anthropic_sdk_reads_the_mock(mock: Mock) -> None:
     assert [block.type for block in final.content] == ["text", "tool_use"]
     assert final.content[1].input == {"location": "Paris"}
     with pytest.raises(anthropic.AuthenticationError):
-        await anthropic.AsyncAnthropic(base_url=mock.running.url, api_key=REJECTED_KEY, max_retries=0).messages.create(**BODY)
+        await anthropic.AsyncAnthropic(base_url=mock.running.url, api_key=REJECTED_KEY, max_retries=0).messages.create(
+            **BODY
+        )

@@ -248,7 +248,9 @@ def test_vendor_quirks_shape_the_body() -> None:
         accepted_params=frozenset({"model", "messages", "max_tokens", "random_seed", "temperature", "n"}),
         dropped_params=frozenset({"user"}),
     )
-    out = sent({**BODY, "seed": 3, "user": "u", "n": 1, "top_logprobs": 0}, stream=True, quirks=mistral, output_budget=64)
+    out = sent(
+        {**BODY, "seed": 3, "user": "u", "n": 1, "top_logprobs": 0}, stream=True, quirks=mistral, output_budget=64
+    )
     assert out == {
         "model": "o3-mini-2025-01-31",
         "messages": BODY["messages"],

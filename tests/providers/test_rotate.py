@@ -18,7 +18,11 @@ from services.providers.vault import (
     parse_kek,
 )
 
-KEYS = {("a1", "openai"): "sk-proj-aaaaaaaaaaaaaaaaaaaa1111", ("a1", "anthropic"): "sk-ant-bbbbbbbbbbbbbbbbbbbb2222", ("a2", "groq"): "gsk_cccccccccccccccccccc3333"}
+KEYS = {
+    ("a1", "openai"): "sk-proj-aaaaaaaaaaaaaaaaaaaa1111",
+    ("a1", "anthropic"): "sk-ant-bbbbbbbbbbbbbbbbbbbb2222",
+    ("a2", "groq"): "gsk_cccccccccccccccccccc3333",
+}
 
 
 @pytest.fixture
@@ -116,11 +120,30 @@ def test_command_line_from_key_files_and_a_data_dir(
     (tmp_path / "old").write_text(old + "\n")
     (tmp_path / "new").write_text(new + "\n")
     monkeypatch.delenv("STEPBLEND_DATABASE_URL", raising=False)
-    argv = ["--data-dir", str(data_dir), "--old-kek-file", str(tmp_path / "old"), "--new-kek-file", str(tmp_path / "new")]
+    argv = [
+        "--data-dir",
+        str(data_dir),
+        "--old-kek-file",
+        str(tmp_path / "old"),
+        "--new-kek-file",
+        str(tmp_path / "new"),
+    ]
     assert main(argv) == 0
     assert capsys.readouterr().out == "3\n"
     (tmp_path / "new").write_text(new_kek())
-    assert main(["--data-dir", str(data_dir), "--old-kek-file", str(tmp_path / "old"), "--new-kek-file", str(tmp_path / "new")]) == 1
+    assert (
+        main(
+            [
+                "--data-dir",
+                str(data_dir),
+                "--old-kek-file",
+                str(tmp_path / "old"),
+                "--new-kek-file",
+                str(tmp_path / "new"),
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert captured.out == "" and "opens with none" in captured.err
 

@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from services.common import grpcio
 from services.providers.executor import Executor, make_client
 from services.providers.servicer import ProvidersServicer
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
-from services.common import grpcio
 from tests.providers.conftest import INTERNAL_TOKEN, TIMEOUTS, MemoryKeys, Mock, Service, candidate, key_for
 
 OPENAI = candidate("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")

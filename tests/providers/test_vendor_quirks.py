@@ -61,7 +61,15 @@ def chunks(events: list[providers_pb2.ExecuteEvent]) -> list[dict[str, Any]]:
 async def test_mistral_gets_only_what_it_takes(executor: Executor, mock: Mock) -> None:
     mistral = candidate("mistral", "mistral-small", "mistral-small-2503")
     events = await run(
-        executor, mistral, stream=True, seed=7, max_completion_tokens=50, user="u1", store=False, n=1, stream_options={"include_usage": True}
+        executor,
+        mistral,
+        stream=True,
+        seed=7,
+        max_completion_tokens=50,
+        user="u1",
+        store=False,
+        n=1,
+        stream_options={"include_usage": True},
     )
     assert events[0].attempt.outcome == "ok"
     [seen] = await mock.requests()
@@ -181,7 +189,15 @@ async def test_anthropic_request_on_the_wire(executor: Executor, mock: Mock) -> 
 
 async def test_anthropic_tool_loop_round_trip(executor: Executor, mock: Mock) -> None:
     claude = candidate("anthropic", "claude-3-5-haiku", "claude-3-5-haiku-20241022")
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     first = orjson.loads((await run(executor, claude, tools=tools))[1].completion)["choices"][0]["message"]
     [call] = first["tool_calls"]
     assert orjson.loads(call["function"]["arguments"]) == {"city": "Paris"}

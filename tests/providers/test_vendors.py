@@ -15,7 +15,13 @@ def test_shipped_table_loads_with_the_real_endpoints() -> None:
     assert vendors["anthropic"].url("/v1/messages") == "https://api.anthropic.com/v1/messages"
     assert vendors["openai"].url("/chat/completions") == "https://api.openai.com/v1/chat/completions"
     assert {name for name, v in vendors.items() if v.wire_format == "openai_compatible"} == {
-        "openai", "groq", "deepseek", "mistral", "together", "xai", "local"
+        "openai",
+        "groq",
+        "deepseek",
+        "mistral",
+        "together",
+        "xai",
+        "local",
     }
     assert vendors["anthropic"].wire_format == "anthropic"
     # The local endpoint has no default: only STEPBLEND_LOCAL_BASE_URL gives it one.

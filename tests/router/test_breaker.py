@@ -6,9 +6,7 @@ import pytest
 
 from services.router.breaker import Admit, BreakerConfig, CircuitBreaker, CircuitState
 
-CONFIG = BreakerConfig(
-    consecutive_failures=5, window=20, min_window=10, failure_rate=0.5, cooldown_s=30
-)
+CONFIG = BreakerConfig(consecutive_failures=5, window=20, min_window=10, failure_rate=0.5, cooldown_s=30)
 
 
 def failing(times: int, start: float = 0.0) -> CircuitBreaker:

@@ -33,9 +33,7 @@ def test_uncapped_without_max_leaves_budget_to_provider(catalog: Catalog) -> Non
     assert isinstance(result, Fit)
     assert result.output_budget == 0
     assert result.estimate_tokens == UNCAPPED_ESTIMATE_TOKENS
-    assert result.estimated_cost == worst_case_cost(
-        one(catalog, "gpt-4o"), 1000, UNCAPPED_ESTIMATE_TOKENS
-    )
+    assert result.estimated_cost == worst_case_cost(one(catalog, "gpt-4o"), 1000, UNCAPPED_ESTIMATE_TOKENS)
 
 
 def test_cap_sets_the_largest_budget_that_fits(catalog: Catalog) -> None:

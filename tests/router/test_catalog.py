@@ -83,18 +83,14 @@ def test_tokenizer_margins_err_high(catalog: Catalog) -> None:
 def test_anthropic_refuses_what_the_messages_api_lacks(catalog: Catalog) -> None:
     for m in catalog.models:
         if m.provider == "anthropic":
-            assert {"n", "logit_bias", "presence_penalty", "frequency_penalty"} <= set(
-                m.unsupported_params
-            ), m.key
+            assert {"n", "logit_bias", "presence_penalty", "frequency_penalty"} <= set(m.unsupported_params), m.key
             assert m.capabilities.tools and m.capabilities.vision, m.key
 
 
 def test_open_weights_model_on_two_hosts_is_one_name(catalog: Catalog) -> None:
     assert [e.provider for e in catalog.resolve("gpt-oss-120b")] == ["groq", "together"]
     assert [e.provider for e in catalog.resolve("openai/gpt-oss-120b")] == ["groq", "together"]
-    assert [e.upstream_model for e in catalog.resolve("together:gpt-oss-120b")] == [
-        "openai/gpt-oss-120b"
-    ]
+    assert [e.upstream_model for e in catalog.resolve("together:gpt-oss-120b")] == ["openai/gpt-oss-120b"]
 
 
 def test_mistral_latest_names_pin_a_dated_upstream(catalog: Catalog) -> None:
@@ -160,9 +156,7 @@ def test_bad_row_message_names_the_file_and_the_row() -> None:
 def test_missing_field_is_named() -> None:
     data = shipped()
     del data["models"][3]["output_per_mtok"]
-    with pytest.raises(
-        CatalogError, match=r"models\[3\] \('gpt-4.1-mini'\): missing fields \['output_per_mtok'\]"
-    ):
+    with pytest.raises(CatalogError, match=r"models\[3\] \('gpt-4.1-mini'\): missing fields \['output_per_mtok'\]"):
         parse_catalog(data)
 
 
@@ -224,9 +218,7 @@ def test_lookup_by_id_alias_and_provider_prefix(catalog: Catalog) -> None:
     assert [e.key for e in catalog.resolve("gpt-4o-2024-08-06")] == ["openai:gpt-4o"]
     assert [e.key for e in catalog.resolve("openai:gpt-4o")] == ["openai:gpt-4o"]
     assert [e.key for e in catalog.resolve("openai:gpt-4o-2024-08-06")] == ["openai:gpt-4o"]
-    assert [e.key for e in catalog.resolve("groq:llama-3.1-8b-instant")] == [
-        "groq:llama-3.1-8b-instant"
-    ]
+    assert [e.key for e in catalog.resolve("groq:llama-3.1-8b-instant")] == ["groq:llama-3.1-8b-instant"]
     assert catalog.resolve("groq:gpt-4o") == ()
     assert catalog.resolve("gpt-5-ultra") == ()
     assert catalog.resolve("mystery:gpt-4o") == ()

@@ -103,15 +103,11 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_events_are_folded(
-    bus: Bus, running: tuple[StatsConsumer, StatsBook], catalog: Catalog
-) -> None:
+async def test_events_are_folded(bus: Bus, running: tuple[StatsConsumer, StatsBook], catalog: Catalog) -> None:
     consumer, book = running
     (gpt4o,) = catalog.resolve("gpt-4o")
     for n in range(3):
-        await bus.publish(
-            usage(n, [AttemptRecord(provider="openai", model="gpt-4o", outcome="ok", ttft_ms=2000)])
-        )
+        await bus.publish(usage(n, [AttemptRecord(provider="openai", model="gpt-4o", outcome="ok", ttft_ms=2000)]))
     await until(lambda: consumer.folded == 3)
     assert book.ttft_ms(gpt4o) > 1000
 
@@ -128,9 +124,7 @@ async def test_a_malformed_event_is_skipped(
     assert sum("malformed usage event" in r.message for r in caplog.records) == 2
 
 
-async def test_a_new_replica_replays_the_last_minutes_only(
-    bus: Bus, nats_server: NatsServer, catalog: Catalog
-) -> None:
+async def test_a_new_replica_replays_the_last_minutes_only(bus: Bus, nats_server: NatsServer, catalog: Catalog) -> None:
     ok = [AttemptRecord(provider="openai", model="gpt-4o", outcome="ok", ttft_ms=3000)]
     await bus.publish(usage(1, ok, ended_ago_s=5))  # recent: folded
     await bus.publish(usage(2, ok, ended_ago_s=3600))  # an outbox flushing an old event: not
@@ -164,9 +158,7 @@ async def test_a_lost_consumer_is_recreated_where_it_left_off(
 
 async def test_the_router_serves_while_nats_is_down(catalog: Catalog) -> None:
     book = StatsBook(catalog)
-    consumer = StatsConsumer(
-        f"nats://127.0.0.1:{free_port()}", book, ConsumerOptions(retry_delay_s=0.1)
-    )
+    consumer = StatsConsumer(f"nats://127.0.0.1:{free_port()}", book, ConsumerOptions(retry_delay_s=0.1))
     task = asyncio.create_task(consumer.run())
     server, port = await start(settings(), catalog, book)
     try:
@@ -229,12 +221,8 @@ async def test_fastest_and_max_reliability_move_away_within_a_few_events(
                     latency_ms=9000,
                 )
                 await bus.publish(usage(published, [slow], latency_ms=10_000))
-                failed = AttemptRecord(
-                    provider=steady.provider, model=steady.model, outcome="timeout", latency_ms=5000
-                )
-                backup = AttemptRecord(
-                    provider="openai", model="gpt-4.1", outcome="ok", ttft_ms=400
-                )
+                failed = AttemptRecord(provider=steady.provider, model=steady.model, outcome="timeout", latency_ms=5000)
+                backup = AttemptRecord(provider="openai", model="gpt-4.1", outcome="ok", ttft_ms=400)
                 await bus.publish(usage(published, [failed, backup], latency_ms=6000))
                 await until(lambda: consumer.folded == 2 * published)  # noqa: B023 - awaited here
                 if not moved_fast and (await first_choice(stub, "fastest")).model != fast.model:
@@ -251,15 +239,11 @@ async def test_fastest_and_max_reliability_move_away_within_a_few_events(
             # Five timeouts in a row open the failing model's circuit: excluded, explained.
             while published < 5:
                 published += 1
-                failed = AttemptRecord(
-                    provider=steady.provider, model=steady.model, outcome="timeout", latency_ms=5000
-                )
+                failed = AttemptRecord(provider=steady.provider, model=steady.model, outcome="timeout", latency_ms=5000)
                 await bus.publish(usage(published, [failed]))
             await until(lambda: consumer.folded >= 2 * moved_steady + (5 - moved_steady))
             response = await stub.Route(
-                router_pb2.RouteRequest(
-                    model="max-reliability", connected_providers=CONNECTED, explain=True
-                ),
+                router_pb2.RouteRequest(model="max-reliability", connected_providers=CONNECTED, explain=True),
                 timeout=5,
             )
             excluded = {(e.provider, e.model): e for e in response.decision.excluded}
@@ -269,9 +253,7 @@ async def test_fastest_and_max_reliability_move_away_within_a_few_events(
         await server.stop(None)
 
 
-async def test_serve_folds_the_production_subject(
-    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_serve_folds_the_production_subject(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve` as `stepblend serve router` runs it: USAGE stream, `usage.v1.>`."""
     monkeypatch.delenv("STEPBLEND_CATALOG_FILE", raising=False)
     port = free_port()
@@ -299,9 +281,7 @@ async def test_serve_folds_the_production_subject(
 
             async def circuit_open() -> bool:
                 reply = await stub.Route(
-                    router_pb2.RouteRequest(
-                        model="lowest-cost", connected_providers=["xai"], explain=True
-                    ),
+                    router_pb2.RouteRequest(model="lowest-cost", connected_providers=["xai"], explain=True),
                     timeout=5,
                 )
                 reasons = {(e.model, e.reason) for e in reply.decision.excluded}

@@ -64,9 +64,7 @@ def of(*categories: str) -> list[Sample]:
 
 def smallest_non_openai_margin() -> Decimal:
     catalog = load_catalog()
-    return min(
-        m.tokenizer.margin for m in catalog.models if not m.tokenizer.name.startswith("o200k")
-    )
+    return min(m.tokenizer.margin for m in catalog.models if not m.tokenizer.name.startswith("o200k"))
 
 
 def report() -> str:
@@ -81,8 +79,7 @@ def report() -> str:
     for label, group in groups.items():
         ratios = [s.ratio for s in group]
         lines.append(
-            f"{label:<28} {len(group):>3} {statistics.mean(ratios):>6.3f} "
-            f"{min(ratios):>6.3f} {max(ratios):>6.3f}"
+            f"{label:<28} {len(group):>3} {statistics.mean(ratios):>6.3f} {min(ratios):>6.3f} {max(ratios):>6.3f}"
         )
     return "\n".join(lines)
 
@@ -115,9 +112,7 @@ def test_non_latin_scripts_are_the_documented_limit() -> None:
     assert max(ratios) > 3.0
 
 
-@pytest.mark.parametrize(
-    "model", ["groq:llama-3.3-70b-versatile", "together:meta-llama/Llama-3.3-70B-Instruct-Turbo"]
-)
+@pytest.mark.parametrize("model", ["groq:llama-3.3-70b-versatile", "together:meta-llama/Llama-3.3-70B-Instruct-Turbo"])
 def test_capped_requests_stay_under_their_cap_on_the_corpus(model: str) -> None:
     """Route each Latin-script snippet under a cap, bill it as if the provider counted
     cl100k tokens (Llama 3's vocabulary is cl100k plus 28K tokens, so cl100k errs high)

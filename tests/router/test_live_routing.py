@@ -155,9 +155,7 @@ def test_an_open_circuit_is_excluded_and_explained(catalog: Catalog, book: Stats
     assert "5 consecutive failures" in why.detail
 
 
-def test_a_half_open_model_gets_one_probe_then_waits_last(
-    catalog: Catalog, book: StatsBook, clock: Clock
-) -> None:
+def test_a_half_open_model_gets_one_probe_then_waits_last(catalog: Catalog, book: StatsBook, clock: Clock) -> None:
     cheapest = catalog.resolve("groq:llama-3.1-8b-instant")[0]
     for e in failures(cheapest, 5):
         book.observe(e)

@@ -47,9 +47,7 @@ requests = st.builds(
     needs_vision=rarely,
     needs_json_schema=rarely,
     max_cost_usd=caps,
-    connected_providers=st.one_of(
-        st.just(frozenset(PROVIDERS)), st.frozensets(st.sampled_from(PROVIDERS))
-    ),
+    connected_providers=st.one_of(st.just(frozenset(PROVIDERS)), st.frozensets(st.sampled_from(PROVIDERS))),
     explain=st.booleans(),
 )
 
@@ -113,17 +111,13 @@ def test_no_candidate_breaks_the_cap_or_lacks_a_capability(
     chosen = [f"{c.provider}:{c.model}" for c in result.candidates]
     assert len(chosen) == len(set(chosen))
     considered = (
-        CATALOG.models
-        if result.strategy_used != "force_model" or request.explain
-        else CATALOG.resolve(request.model)
+        CATALOG.models if result.strategy_used != "force_model" or request.explain else CATALOG.resolve(request.model)
     )
     assert len(chosen) + len(result.excluded) == len(considered)
     # An open circuit is a candidate only when every other way is closed.
     if set(chosen) & open_keys:
         assert set(chosen) <= open_keys
-    circuit_open = {
-        f"{e.provider}:{e.model}" for e in result.excluded if e.reason is Reason.CIRCUIT_OPEN
-    }
+    circuit_open = {f"{e.provider}:{e.model}" for e in result.excluded if e.reason is Reason.CIRCUIT_OPEN}
     assert circuit_open <= open_keys
     # Half-open models whose probe is out come after every other candidate.
     positions = [i for i, key in enumerate(chosen) if key in last_keys - open_keys]

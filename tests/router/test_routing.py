@@ -74,10 +74,7 @@ def test_strategy_returns_every_eligible_model_ranked(catalog: Catalog) -> None:
 
 
 def test_stepblend_strategy_overrides_the_body_strategy(catalog: Catalog) -> None:
-    assert (
-        decide(catalog, "lowest-cost", strategy="max_reliability").strategy_used
-        == "max_reliability"
-    )
+    assert decide(catalog, "lowest-cost", strategy="max_reliability").strategy_used == "max_reliability"
     assert decide(catalog, "balanced", strategy="lowest-cost").strategy_used == "lowest_cost"
 
 
@@ -97,9 +94,7 @@ def test_only_connected_providers(catalog: Catalog) -> None:
     ("feature", "capability"),
     [("needs_vision", "vision"), ("needs_json_schema", "json_schema")],
 )
-def test_capabilities_filter_strategy_candidates(
-    catalog: Catalog, feature: str, capability: str
-) -> None:
+def test_capabilities_filter_strategy_candidates(catalog: Catalog, feature: str, capability: str) -> None:
     decision = decide(catalog, "lowest-cost", **{feature: True})
     assert decision.candidates
     by_key = {e.key: e for e in catalog.models}
@@ -134,15 +129,11 @@ def test_requested_output_over_model_max_excludes(catalog: Catalog) -> None:
 
 
 def test_cap_excludes_models_whose_worst_case_exceeds_it(catalog: Catalog) -> None:
-    decision = decide(
-        catalog, "lowest-cost", prompt_tokens=1000, max_output_tokens=1000, max_cost_usd="0.005"
-    )
+    decision = decide(catalog, "lowest-cost", prompt_tokens=1000, max_output_tokens=1000, max_cost_usd="0.005")
     assert all(c.estimated_cost_usd <= Decimal("0.005") for c in decision.candidates)
     over = {e.model for e in decision.excluded if e.reason is Reason.OVER_CAP}
     assert {"gpt-4o", "gpt-4.1", "o3-mini", "o4-mini"} <= over
-    assert all(
-        e.min_cost_usd is not None and e.min_cost_usd > Decimal("0.005") for e in decision.excluded
-    )
+    assert all(e.min_cost_usd is not None and e.min_cost_usd > Decimal("0.005") for e in decision.excluded)
 
 
 def test_output_budget_under_a_cap(catalog: Catalog) -> None:
@@ -213,9 +204,7 @@ def test_cost_cap_refusal_with_tied_cheapest(catalog: Catalog) -> None:
 
 
 def test_forced_model_over_cap(catalog: Catalog) -> None:
-    refusal = refuse(
-        catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=1000, max_cost_usd="0.01"
-    )
+    refusal = refuse(catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=1000, max_cost_usd="0.01")
     assert refusal.code is RefusalCode.NO_MODEL_UNDER_COST_CAP
 
 
@@ -261,9 +250,7 @@ def test_no_eligible_model_output_too_long(catalog: Catalog) -> None:
 
 def test_the_furthest_reason_explains_the_refusal(catalog: Catalog) -> None:
     # Vision models exist but are over the cap; the others lack vision: the cap is why.
-    refusal = refuse(
-        catalog, "lowest-cost", needs_vision=True, prompt_tokens=10_000, max_cost_usd="0.0005"
-    )
+    refusal = refuse(catalog, "lowest-cost", needs_vision=True, prompt_tokens=10_000, max_cost_usd="0.0005")
     assert refusal.code is RefusalCode.NO_MODEL_UNDER_COST_CAP
 
 
@@ -281,9 +268,7 @@ def test_unknown_stepblend_strategy_is_invalid(catalog: Catalog) -> None:
     assert "cheapest" in refusal.message
 
 
-@pytest.mark.parametrize(
-    "cap", ["abc", "-1", "0", "NaN", "Infinity", "1e999999999999", "1e-999999999999", "1000001"]
-)
+@pytest.mark.parametrize("cap", ["abc", "-1", "0", "NaN", "Infinity", "1e999999999999", "1e-999999999999", "1000001"])
 def test_bad_max_cost_is_invalid(catalog: Catalog, cap: str) -> None:
     refusal = refuse(catalog, "lowest-cost", max_cost_usd=cap)
     assert refusal.code is RefusalCode.INVALID_REQUEST
@@ -300,15 +285,20 @@ def test_empty_model_is_invalid(catalog: Catalog) -> None:
 
 def test_strategy_skips_models_that_refuse_a_set_parameter(catalog: Catalog) -> None:
     plain = decide(catalog, "lowest-cost", prompt_tokens=50, max_output_tokens=100)
-    tempered = decide(catalog, "lowest-cost", prompt_tokens=50, max_output_tokens=100, params=frozenset({"temperature"}))
+    tempered = decide(
+        catalog, "lowest-cost", prompt_tokens=50, max_output_tokens=100, params=frozenset({"temperature"})
+    )
     assert any("temperature" in c.unsupported_params for c in plain.candidates)
     assert tempered.candidates
     assert all("temperature" not in c.unsupported_params for c in tempered.candidates)
     explained = route(
         catalog,
         RouteRequest(
-            model="lowest-cost", prompt_tokens=50, params=frozenset({"temperature"}),
-            connected_providers=ALL_PROVIDERS, explain=True,
+            model="lowest-cost",
+            prompt_tokens=50,
+            params=frozenset({"temperature"}),
+            connected_providers=ALL_PROVIDERS,
+            explain=True,
         ),
     )
     assert isinstance(explained, Decision)

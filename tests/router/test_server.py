@@ -22,9 +22,7 @@ TOKEN = "router-test-token"
 
 
 def settings(port: int = 0) -> Settings:
-    return dataclasses.replace(
-        Settings.from_env(), host="127.0.0.1", port=port, internal_token=TOKEN
-    )
+    return dataclasses.replace(Settings.from_env(), host="127.0.0.1", port=port, internal_token=TOKEN)
 
 
 @pytest.fixture
@@ -63,9 +61,7 @@ async def test_route_over_grpc(address: str) -> None:
     o3 = next(c for c in decision.candidates if c.model == "o3-mini")
     assert dict(o3.param_renames) == {"max_tokens": "max_completion_tokens"}
     assert "temperature" in o3.unsupported_params
-    assert [c.score for c in decision.candidates] == sorted(
-        (c.score for c in decision.candidates), reverse=True
-    )
+    assert [c.score for c in decision.candidates] == sorted((c.score for c in decision.candidates), reverse=True)
     assert first.cached_input_price_per_mtok == ""  # Groq publishes none
     gpt4o = next(c for c in decision.candidates if c.model == "gpt-4o")
     assert gpt4o.cached_input_price_per_mtok == "1.25"
@@ -85,9 +81,7 @@ async def test_route_explains_every_exclusion_over_grpc(address: str, catalog: C
             timeout=5,
         )
     decision = response.decision
-    listed = {(c.provider, c.model) for c in decision.candidates} | {
-        (e.provider, e.model) for e in decision.excluded
-    }
+    listed = {(c.provider, c.model) for c in decision.candidates} | {(e.provider, e.model) for e in decision.excluded}
     assert listed == {(e.provider, e.id) for e in catalog.models}
     reasons = {e.reason for e in decision.excluded}
     assert {"not_connected", "lacks_vision", "over_cap"} <= reasons
@@ -110,13 +104,9 @@ async def test_forced_model_explains_the_other_models(address: str, catalog: Cat
 
 async def test_list_models_over_grpc(address: str, catalog: Catalog) -> None:
     async with channel(address, TOKEN) as ch:
-        response = await router_pb2_grpc.RouterStub(ch).ListModels(
-            router_pb2.ListModelsRequest(), timeout=5
-        )
+        response = await router_pb2_grpc.RouterStub(ch).ListModels(router_pb2.ListModelsRequest(), timeout=5)
     assert response.catalog_version == catalog.version
-    assert [(m.provider, m.id) for m in response.models] == [
-        (e.provider, e.id) for e in catalog.models
-    ]
+    assert [(m.provider, m.id) for m in response.models] == [(e.provider, e.id) for e in catalog.models]
     sonnet = next(m for m in response.models if m.id == "claude-sonnet-4-20250514")
     assert (sonnet.provider, sonnet.input_price_per_mtok, sonnet.output_price_per_mtok) == (
         "anthropic",
@@ -143,9 +133,7 @@ async def test_call_without_token_is_unauthenticated(address: str) -> None:
     for token in ("", "wrong-token"):
         async with channel(address, token) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await router_pb2_grpc.RouterStub(ch).Route(
-                    router_pb2.RouteRequest(model="gpt-4o"), timeout=5
-                )
+                await router_pb2_grpc.RouterStub(ch).Route(router_pb2.RouteRequest(model="gpt-4o"), timeout=5)
         assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 

@@ -81,9 +81,7 @@ def test_a_streamed_success_folds_ttft_latency_and_throughput(books: Book) -> No
     gpt4o = one(books.catalog, "gpt-4o")  # priors: 450 ms, 90 tokens/s
     # 2000 ms in all, first token at 1000 ms, 500 tokens in the remaining second.
     folded = books.book.observe(
-        event(
-            [attempt(gpt4o, ttft_ms=1000, latency_ms=1000)], latency_ms=2000, completion_tokens=500
-        )
+        event([attempt(gpt4o, ttft_ms=1000, latency_ms=1000)], latency_ms=2000, completion_tokens=500)
     )
     assert folded == 1
     # One sample against two pseudo-samples of prior: (2 x prior + x) / 3.
@@ -96,9 +94,7 @@ def test_a_streamed_success_folds_ttft_latency_and_throughput(books: Book) -> No
 def test_estimates_converge_on_what_is_observed(books: Book) -> None:
     gpt4o = one(books.catalog, "gpt-4o")
     for n in range(60):
-        books.book.observe(
-            event([attempt(gpt4o, ttft_ms=3000)], latency_ms=4000, completion_tokens=100, n=n)
-        )
+        books.book.observe(event([attempt(gpt4o, ttft_ms=3000)], latency_ms=4000, completion_tokens=100, n=n))
     # Memory ~10 samples against 2 of prior: mostly live, the prior still a fifth.
     assert books.book.ttft_ms(gpt4o) == pytest.approx((2 * 450 + 10 * 3000) / 12, rel=0.01)
     assert books.book.tokens_per_s(gpt4o) == pytest.approx((2 * 90 + 10 * 100) / 12, rel=0.01)
@@ -128,9 +124,7 @@ def test_failures_lower_the_success_rate_and_open_the_circuit(books: Book) -> No
     assert books.book.admission(flaky, take_probe=True).admit is Admit.ALLOW
 
 
-@pytest.mark.parametrize(
-    "outcome", ["bad_request", "provider_not_connected", "provider_key_invalid", "something_new"]
-)
+@pytest.mark.parametrize("outcome", ["bad_request", "provider_not_connected", "provider_key_invalid", "something_new"])
 def test_outcomes_that_are_not_the_providers_fault_are_skipped(books: Book, outcome: str) -> None:
     gpt4o = one(books.catalog, "gpt-4o")
     for n in range(10):

@@ -184,7 +184,9 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
     if schema is None:
         schema = {"type": "object", "properties": {}}
     if not isinstance(schema, dict):
-        raise RequestRefused(f"{where}.function.parameters must be a JSON schema object", f"{where}.function.parameters")
+        raise RequestRefused(
+            f"{where}.function.parameters must be a JSON schema object", f"{where}.function.parameters"
+        )
     out: dict[str, Any] = {"name": name}
     if isinstance(function.get("description"), str) and function["description"]:
         out["description"] = function["description"]

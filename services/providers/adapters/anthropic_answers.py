@@ -101,7 +101,11 @@ def parse_completion(
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
             calls.append(
-                {"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}}
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
             )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if reasoning:
@@ -200,7 +204,9 @@ class EventTranslator:
                 "type": "function",
                 "function": {"name": block.get("name"), "arguments": ""},
             }
-            return [self._chunk({"content": None, "tool_calls": [call]} if not self._started else {"tool_calls": [call]})]
+            return [
+                self._chunk({"content": None, "tool_calls": [call]} if not self._started else {"tool_calls": [call]})
+            ]
         return []
 
     def _delta(self, obj: dict[str, Any]) -> list[bytes]:

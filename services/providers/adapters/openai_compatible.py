@@ -210,9 +210,7 @@ def _chunk(
 class ChunkTranslator:
     """The `StreamTranslator` of this wire format: chunks map one to one."""
 
-    def __init__(
-        self, completion_id: str, model: str, *, created: int, include_usage: bool, quirks: Quirks
-    ) -> None:
+    def __init__(self, completion_id: str, model: str, *, created: int, include_usage: bool, quirks: Quirks) -> None:
         self._args = (completion_id, model)
         self._created = created
         self._include_usage = include_usage
@@ -291,7 +289,12 @@ def _error_fields(obj: dict[str, Any]) -> ProviderError:
     code: Any = ""
     kind: Any = ""
     if isinstance(error, dict):
-        message, param, code, kind = error.get("message") or "", error.get("param"), error.get("code"), error.get("type")
+        message, param, code, kind = (
+            error.get("message") or "",
+            error.get("param"),
+            error.get("code"),
+            error.get("type"),
+        )
     elif isinstance(error, str):
         message = error
     elif obj.get("message"):
@@ -343,9 +346,7 @@ class OpenAICompatible:
     def stream_translator(
         self, completion_id: str, model: str, *, created: int = 0, include_usage: bool = False
     ) -> ChunkTranslator:
-        return ChunkTranslator(
-            completion_id, model, created=created, include_usage=include_usage, quirks=self.quirks
-        )
+        return ChunkTranslator(completion_id, model, created=created, include_usage=include_usage, quirks=self.quirks)
 
     def error_details(self, data: bytes) -> ProviderError:
         return error_details(data)

@@ -41,7 +41,9 @@ def is_inert(param: str, value: Any) -> bool:
 
 def unsupported(param: str, where: str) -> RequestRefused:
     """The 400 for a parameter `where` (a model, a provider) does not take."""
-    return RequestRefused(f"Unsupported parameter: '{param}' is not supported with {where}.", param, "unsupported_parameter")
+    return RequestRefused(
+        f"Unsupported parameter: '{param}' is not supported with {where}.", param, "unsupported_parameter"
+    )
 
 
 def apply_renames(out: dict[str, Any], renames: Mapping[str, str]) -> None:
