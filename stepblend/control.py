@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -105,4 +105,4 @@ def _token_settings(data_dir: Path) -> Settings:
     settings = Settings.from_env()
     if settings.jwt_secret or settings.jwt_private_key_file:
         return settings
-    return replace(settings, jwt_secret=read_or_create(data_dir, "STEPBLEND_JWT_SECRET", create=False))
+    return settings.model_copy(update={"jwt_secret": read_or_create(data_dir, "STEPBLEND_JWT_SECRET", create=False)})

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from services.common import logs, telemetry
-from services.common.config import Settings
+from services.common.config import ConfigError, Settings
 
 SERVICES = ("gateway", "router", "providers", "billing")
 
@@ -39,8 +39,11 @@ async def _until_signal(serve: Callable[[Settings], Awaitable[None]], settings: 
 def run(name: str) -> None:
     if name not in SERVICES:
         raise SystemExit(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
-    logs.setup(name)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"stepblend serve {name}: {exc}") from None
+    logs.setup(name, settings.log_level)
     if name != "gateway" and not settings.internal_token:
         # The internal services trust any caller holding this token; without one
         # their gRPC would be open to anyone who can reach the port.

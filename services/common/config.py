@@ -1,78 +1,128 @@
 """Settings every service reads from the environment, once, in main().
 
-Nothing here is read at import time; each service builds one `Settings` and
-passes it down.
+`Settings` is read by pydantic-settings from `STEPBLEND_*` variables, strictly: a
+value that does not parse (`STEPBLEND_SIGNUP_ENABLED=maybe`, a port that is not a
+number) stops the service at start with the variable's name, instead of being
+taken for a default or for true. An empty variable counts as unset. Nothing here
+is read at import time, and nothing writes the environment; each service builds
+one `Settings` (and its own `ServiceSettings` subclass for what only it reads)
+and passes it down.
+
+Tests build variants with `settings.model_copy(update={...})`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Self
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigError", "ServiceSettings", "Settings", "provider_base_urls"]
 
 
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+class ConfigError(ValueError):
+    """A variable's value does not parse; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path
-    nats_url: str
-    internal_token: str
-    jwt_secret: str
-    jwt_issuer: str
-    jwt_lifetime_s: int
-    jwt_audience: str
-    jwt_private_key_file: str
-    jwt_public_key_file: str
-    jwt_previous_secret: str
-    jwt_previous_public_key_file: str
-    signup_enabled: bool
-    billing_fail_open: bool
-    sse_keepalive_s: float
-    chat_port: int | None
-    router_addr: str
-    providers_addr: str
-    billing_addr: str
-    database_url: str
-    key_encryption_key: str
-    plans_file: str
-    host: str
-    port: int
-    provider_base_urls: dict[str, str] = field(default_factory=dict)
+class ServiceSettings(BaseSettings):
+    """The base of every service's settings: `STEPBLEND_`-prefixed variables,
+    validated once, immutable afterwards."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STEPBLEND_",
+        env_ignore_empty=True,
+        str_strip_whitespace=True,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
 
     @classmethod
-    def from_env(cls) -> Settings:
-        data_dir = Path(_env("STEPBLEND_DATA_DIR", ".stepblend"))
-        base_urls = {
-            name[len("STEPBLEND_") : -len("_BASE_URL")].lower(): value.rstrip("/")
-            for name, value in os.environ.items()
-            if name.startswith("STEPBLEND_") and name.endswith("_BASE_URL") and value
-        }
-        return cls(
-            data_dir=data_dir,
-            nats_url=_env("STEPBLEND_NATS_URL", "nats://127.0.0.1:4222"),
-            internal_token=_env("STEPBLEND_INTERNAL_TOKEN"),
-            jwt_secret=_env("STEPBLEND_JWT_SECRET"),
-            jwt_issuer=_env("STEPBLEND_JWT_ISSUER", "stepblend"),
-            jwt_lifetime_s=int(_env("STEPBLEND_JWT_LIFETIME_SECONDS", str(30 * 24 * 3600))),
-            jwt_audience=_env("STEPBLEND_JWT_AUDIENCE"),
-            jwt_private_key_file=_env("STEPBLEND_JWT_PRIVATE_KEY"),
-            jwt_public_key_file=_env("STEPBLEND_JWT_PUBLIC_KEY"),
-            jwt_previous_secret=_env("STEPBLEND_JWT_PREVIOUS_SECRET"),
-            jwt_previous_public_key_file=_env("STEPBLEND_JWT_PREVIOUS_PUBLIC_KEY"),
-            signup_enabled=_env("STEPBLEND_SIGNUP_ENABLED", "true").lower() not in ("0", "false", "no", "off"),
-            chat_port=int(_env("STEPBLEND_CHAT_PORT")) if _env("STEPBLEND_CHAT_PORT") else None,
-            sse_keepalive_s=float(_env("STEPBLEND_SSE_KEEPALIVE_SECONDS", "10") or 10),
-            billing_fail_open=_env("STEPBLEND_BILLING_FAIL_OPEN", "false").lower() in ("1", "true", "yes", "on"),
-            router_addr=_env("STEPBLEND_ROUTER_ADDR", "127.0.0.1:50051"),
-            providers_addr=_env("STEPBLEND_PROVIDERS_ADDR", "127.0.0.1:50052"),
-            billing_addr=_env("STEPBLEND_BILLING_ADDR", "127.0.0.1:50053"),
-            database_url=_env("STEPBLEND_DATABASE_URL"),
-            key_encryption_key=_env("STEPBLEND_KEY_ENCRYPTION_KEY"),
-            plans_file=_env("STEPBLEND_PLANS_FILE"),
-            host=_env("STEPBLEND_HOST", "127.0.0.1"),
-            port=int(_env("STEPBLEND_PORT", "0") or 0),
-            provider_base_urls=base_urls,
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The settings from `environ` (default: the process environment); ConfigError
+        names every variable whose value does not parse."""
+        try:
+            return cls._read(environ)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                name = str(error["loc"][0]) if error["loc"] else ""
+                field = cls.model_fields.get(name)
+                variable = _env_names(name, field.validation_alias if field else None)[0]
+                problems.append(f"{variable}={error.get('input')!r}: {error['msg']}")
+            raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+    @classmethod
+    def _read(cls, environ: Mapping[str, str] | None) -> Self:
+        if environ is None:
+            return cls()
+        # pydantic-settings reads os.environ; for an explicit mapping, pass its
+        # STEPBLEND_ values as the fields' own names.
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            for env_name in _env_names(name, field.validation_alias):
+                raw = environ.get(env_name, "").strip()
+                if raw:
+                    values[name] = raw
+                    break
+        return cls.model_validate(values)
+
+
+def _env_names(name: str, alias: object) -> list[str]:
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    if isinstance(alias, str):
+        return [alias]
+    return [f"STEPBLEND_{name.upper()}"]
+
+
+def _alias(env_name: str) -> Any:
+    """A text field (default empty) read from `env_name` rather than STEPBLEND_ + its own name."""
+    return Field("", validation_alias=AliasChoices(env_name))
+
+
+def provider_base_urls(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`STEPBLEND_<PROVIDER>_BASE_URL` overrides, by lower-case provider name."""
+    env = os.environ if environ is None else environ
+    return {
+        name[len("STEPBLEND_") : -len("_BASE_URL")].lower(): value.strip().rstrip("/")
+        for name, value in env.items()
+        if name.startswith("STEPBLEND_") and name.endswith("_BASE_URL") and value.strip()
+    }
+
+
+class Settings(ServiceSettings):
+    data_dir: Path = Path(".stepblend")
+    nats_url: str = "nats://127.0.0.1:4222"
+    internal_token: str = ""
+    jwt_secret: str = ""
+    jwt_issuer: str = "stepblend"
+    jwt_lifetime_s: int = Field(30 * 24 * 3600, gt=0, validation_alias=AliasChoices("STEPBLEND_JWT_LIFETIME_SECONDS"))
+    jwt_audience: str = ""
+    jwt_private_key_file: str = _alias("STEPBLEND_JWT_PRIVATE_KEY")
+    jwt_public_key_file: str = _alias("STEPBLEND_JWT_PUBLIC_KEY")
+    jwt_previous_secret: str = ""
+    jwt_previous_public_key_file: str = _alias("STEPBLEND_JWT_PREVIOUS_PUBLIC_KEY")
+    signup_enabled: bool = True
+    billing_fail_open: bool = False
+    sse_keepalive_s: float = Field(10.0, ge=0, validation_alias=AliasChoices("STEPBLEND_SSE_KEEPALIVE_SECONDS"))
+    chat_port: int | None = Field(None, ge=0, le=65535)
+    router_addr: str = "127.0.0.1:50051"
+    providers_addr: str = "127.0.0.1:50052"
+    billing_addr: str = "127.0.0.1:50053"
+    database_url: str = ""
+    key_encryption_key: str = ""
+    plans_file: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    log_level: str = "INFO"
+    provider_base_urls: dict[str, str] = Field(default_factory=dict, validation_alias=AliasChoices("__never_set__"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        settings = super().from_env(environ)
+        return settings.model_copy(update={"provider_base_urls": provider_base_urls(environ)})

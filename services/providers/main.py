@@ -110,11 +110,12 @@ async def serve(
 
 def main() -> None:
     """`stepblend serve providers` without the CLI: settings from the environment."""
-    logs.setup("providers", os.environ.get("STEPBLEND_LOG_LEVEL", "INFO"))
+    settings = Settings.from_env()
+    logs.setup("providers", settings.log_level)
     tracing = telemetry.setup("providers")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(Settings.from_env()))
+            asyncio.run(serve(settings))
     finally:
         tracing.shutdown()
 

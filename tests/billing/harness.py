@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,15 +30,16 @@ TOKEN = "billing-test-token"
 
 def make_settings(data_dir: Path, nats_url: str, database_url: str = "", plans_file: str = "") -> Settings:
     # from_env, then every field billing reads pinned, so the caller's environment cannot leak in.
-    return dataclasses.replace(
-        Settings.from_env(),
-        data_dir=data_dir,
-        database_url=database_url,
-        plans_file=plans_file,
-        nats_url=nats_url,
-        internal_token=TOKEN,
-        host="127.0.0.1",
-        port=free_port(),
+    return Settings.from_env().model_copy(
+        update=dict(
+            data_dir=data_dir,
+            database_url=database_url,
+            plans_file=plans_file,
+            nats_url=nats_url,
+            internal_token=TOKEN,
+            host="127.0.0.1",
+            port=free_port(),
+        )
     )
 
 

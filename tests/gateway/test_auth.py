@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import jwt
@@ -23,17 +22,18 @@ SECRET = "s3cret-for-tests-only-0123456789abcdef"
 
 
 def settings(**overrides: object) -> Settings:
-    base = replace(
-        Settings.from_env(),
-        jwt_secret=SECRET,
-        jwt_issuer="stepblend",
-        jwt_audience="",
-        jwt_private_key_file="",
-        jwt_public_key_file="",
-        jwt_previous_secret="",
-        jwt_previous_public_key_file="",
+    return Settings.from_env().model_copy(
+        update={
+            "jwt_secret": SECRET,
+            "jwt_issuer": "stepblend",
+            "jwt_audience": "",
+            "jwt_private_key_file": "",
+            "jwt_public_key_file": "",
+            "jwt_previous_secret": "",
+            "jwt_previous_public_key_file": "",
+            **overrides,
+        }
     )
-    return replace(base, **overrides)  # type: ignore[arg-type]
 
 
 def rsa_files(tmp_path: Path, name: str) -> tuple[str, str]:

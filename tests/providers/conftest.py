@@ -100,20 +100,21 @@ async def service(
     nats_server: NatsServer, mock_provider: RunningMockProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Service]:
     data_dir = Path(tmp_path_factory.mktemp("providers"))
-    settings = dataclasses.replace(
-        Settings.from_env(),
-        data_dir=data_dir,
-        nats_url=nats_server.url,
-        internal_token=INTERNAL_TOKEN,
-        database_url=f"sqlite:///{data_dir}/providers.db",
-        key_encryption_key=new_kek(),
-        host="127.0.0.1",
-        port=0,
-        provider_base_urls={
-            **{name: mock_provider.base_url for name in ("openai", "groq", "deepseek")},
-            **{name: f"{mock_provider.url}/{name}/v1" for name in ("mistral", "together", "xai")},
-            "anthropic": mock_provider.url,
-        },
+    settings = Settings.from_env().model_copy(
+        update=dict(
+            data_dir=data_dir,
+            nats_url=nats_server.url,
+            internal_token=INTERNAL_TOKEN,
+            database_url=f"sqlite:///{data_dir}/providers.db",
+            key_encryption_key=new_kek(),
+            host="127.0.0.1",
+            port=0,
+            provider_base_urls={
+                **{name: mock_provider.base_url for name in ("openai", "groq", "deepseek")},
+                **{name: f"{mock_provider.url}/{name}/v1" for name in ("mistral", "together", "xai")},
+                "anthropic": mock_provider.url,
+            },
+        )
     )
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(settings, timeouts=TIMEOUTS, on_ready=ready.set_result))

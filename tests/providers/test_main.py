@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from services.common.config import Settings
@@ -10,13 +8,13 @@ from services.providers.timeouts import Timeouts
 
 
 async def test_serve_requires_the_key_encryption_key() -> None:
-    settings = dataclasses.replace(Settings.from_env(), key_encryption_key="")
+    settings = Settings.from_env().model_copy(update=dict(key_encryption_key=""))
     with pytest.raises(RuntimeError, match="STEPBLEND_KEY_ENCRYPTION_KEY"):
         await serve(settings)
 
 
 async def test_serve_refuses_a_malformed_key_encryption_key() -> None:
-    settings = dataclasses.replace(Settings.from_env(), key_encryption_key="c2hvcnQ=")
+    settings = Settings.from_env().model_copy(update=dict(key_encryption_key="c2hvcnQ="))
     with pytest.raises(ValueError, match="32 bytes"):
         await serve(settings)
 

@@ -4,7 +4,6 @@ through its real gRPC server."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -179,7 +178,7 @@ async def test_the_router_serves_while_nats_is_down(catalog: Catalog) -> None:
 
 
 def settings() -> Settings:
-    return dataclasses.replace(Settings.from_env(), host="127.0.0.1", port=0, internal_token=TOKEN)
+    return Settings.from_env().model_copy(update=dict(host="127.0.0.1", port=0, internal_token=TOKEN))
 
 
 async def first_choice(stub: router_pb2_grpc.RouterStub, strategy: str) -> router_pb2.Candidate:
@@ -257,7 +256,7 @@ async def test_serve_folds_the_production_subject(nats_server: NatsServer, monke
     """`serve` as `stepblend serve router` runs it: USAGE stream, `usage.v1.>`."""
     monkeypatch.delenv("STEPBLEND_CATALOG_FILE", raising=False)
     port = free_port()
-    config = dataclasses.replace(settings(), port=port, nats_url=nats_server.url)
+    config = settings().model_copy(update=dict(port=port, nats_url=nats_server.url))
     task = asyncio.create_task(serve(config, RouterOptions()))
     nc = await events.connect(nats_server.url, "router-serve-test")
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ TOKEN = "router-test-token"
 
 
 def settings(port: int = 0) -> Settings:
-    return dataclasses.replace(Settings.from_env(), host="127.0.0.1", port=port, internal_token=TOKEN)
+    return Settings.from_env().model_copy(update=dict(host="127.0.0.1", port=port, internal_token=TOKEN))
 
 
 @pytest.fixture
