@@ -1,4 +1,4 @@
-"""The gRPC Chat API (chat.proto): the request path of completions.py behind
+"""The gRPC Chat API (chat.proto): the request path of execution.py behind
 typed messages, with the JWT in `authorization` metadata.
 
 Each call gets StepBlend's request id, sent back as `x-request-id` initial
@@ -21,10 +21,13 @@ from grpc_status import rpc_status
 from stepblend.v1 import chat_pb2, chat_pb2_grpc, providers_pb2
 
 from . import accounts, chat_wire
-from .completions import Exchange, Running, abandon, final_chunk, finish_completion, relay, start, validate
 from .deps import Deps
 from .errors import ApiError
+from .exchange import Exchange
+from .execution import Running, abandon, finish_completion, relay, start
 from .fairness import refusal
+from .parsing import validate
+from .sse import final_chunk
 
 _STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,

@@ -42,15 +42,14 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import metrics, trace
 
 from services.common import telemetry
 from services.common.events import UsageEvent
 
-if TYPE_CHECKING:
-    from .completions import Exchange
+from .exchange import Exchange
 
 __all__ = ["RequestTelemetry"]
 

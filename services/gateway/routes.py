@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from . import accounts, console, routing_api
-from .completions import Exchange, complete
+from .completions import complete
 from .deps import Deps
 from .errors import ApiError
+from .exchange import Exchange
 from .render import JsonResponse
 from .schemas import ChatRequest, Credentials, PutKeyBody
 

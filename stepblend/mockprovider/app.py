@@ -38,7 +38,8 @@ from typing import Any
 
 import orjson
 
-from stepblend.mockprovider import anthropic_wire, wire
+import stepblend.mockprovider.anthropic_wire as anthropic_wire
+import stepblend.mockprovider.wire as wire
 from stepblend.mockprovider.answers import answer
 from stepblend.mockprovider.flavours import FLAVOURS, Flavour
 

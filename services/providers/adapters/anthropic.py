@@ -44,7 +44,8 @@ from typing import Any
 
 import orjson
 
-from services.providers.adapters import anthropic_answers, anthropic_messages
+import services.providers.adapters.anthropic_answers as anthropic_answers
+import services.providers.adapters.anthropic_messages as anthropic_messages
 from services.providers.adapters.base import (
     ProviderError,
     RequestRefused,
