@@ -1,7 +1,7 @@
 """`Providers.Execute`: run one request on its ranked candidates with the account's keys.
 
 This module is the service's only network I/O, through one injected, pooled
-`aiohttp.ClientSession` (`make_client`). Adapters translate (pure); `outcomes` names
+`aiohttp.ClientSession` (`upstream.make_client`). Adapters translate (pure); `outcomes` names
 how attempts end; `timeouts` says how long each wait may be.
 
 Events, in order, for one request (what the gateway must expect):
@@ -45,17 +45,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import ssl
 import time
-import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
-import certifi
 
 from services.providers.adapters import (
     RequestRefused,
@@ -75,57 +71,18 @@ from services.providers.outcomes import (
     final_error,
     http_failure,
     scrub,
+    stream_failure,
+    usage_event,
 )
 from services.providers.timeouts import Timeouts
+from services.providers.upstream import AnswerTooLarge, drain, environment_proxy, read_answer, read_some
 from services.providers.vault import KeyDecryptionError
 from services.providers.vendors import Vendor
 from stepblend.v1 import providers_pb2, router_pb2
 
-__all__ = ["Executor", "KeySource", "Timeouts", "completion_id_for", "environment_proxy", "final_error", "make_client"]
+__all__ = ["Executor", "KeySource", "Timeouts", "completion_id_for", "final_error"]
 
 log = logging.getLogger(__name__)
-
-_MAX_ERROR_BODY = 64 * 1024
-# After the end of a stream the rest of the body (the chunked terminator) is read so
-# the connection goes back to the pool; a provider that keeps talking is cut off.
-_DRAIN_SECONDS = 0.5
-
-
-def make_client(timeouts: Timeouts, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> aiohttp.ClientSession:
-    """The one pooled session every upstream call goes through (call it in the
-    event loop). Only the connection (pool wait included) is timed here: the
-    executor bounds every other wait itself, per call, with the first-token, idle
-    and total deadlines. No cookies are kept; environment proxies are the
-    executor's (`environment_proxy`), read once rather than per request."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30, ssl=_tls_context()),
-        timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect),
-        headers={"user-agent": "stepblend"},
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trace_configs=list(trace_configs) or None,
-        trust_env=False,
-        auto_decompress=True,
-    )
-
-
-def _tls_context() -> ssl.SSLContext:
-    """The CAs trusted, as the HTTP client before this one chose them: the bundle
-    `SSL_CERT_FILE` or the directory `SSL_CERT_DIR` names, else certifi's."""
-    if cafile := os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=cafile)
-    if capath := os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=capath)
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def environment_proxy(url: str) -> str | None:
-    """The proxy `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` name for `url` (none when
-    `NO_PROXY` covers its host), as the HTTP client before this one honoured them."""
-    parts = urlsplit(url)
-    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
-        return None
-    proxies = urllib.request.getproxies()
-    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 class KeySource(Protocol):
@@ -296,7 +253,7 @@ class Executor:
             raise Failed("provider_error", detail=f"the request failed ({type(exc).__name__})") from None
 
     async def _refusal(self, call: _Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
-        said = call.vendor.adapter.error_details(await _read_some(response, deadline))
+        said = call.vendor.adapter.error_details(await read_some(response, deadline))
         return http_failure(response.status, said, call.candidate.provider, call.api_key)
 
     async def _complete(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
@@ -308,7 +265,9 @@ class Executor:
                 raise await self._refusal(call, response, deadline)
             try:
                 async with asyncio.timeout_at(deadline):
-                    data = await response.read()
+                    data = await read_answer(response)
+            except AnswerTooLarge as exc:
+                raise Failed("provider_error", status, str(exc)) from None
             except TimeoutError:
                 raise Failed("timeout", status, self._waited(False, started=True)) from None
             except aiohttp.ClientError as exc:
@@ -322,7 +281,7 @@ class Executor:
         except UpstreamFormatError as exc:
             raise Failed("provider_error", status, f"unreadable answer: {exc}") from None
         answer = [call.ok(status), providers_pb2.ExecuteEvent(completion=completion)]
-        yield answer if usage is None else [*answer, _usage(usage)]
+        yield answer if usage is None else [*answer, usage_event(usage)]
 
     async def _stream(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         loop = asyncio.get_running_loop()
@@ -364,11 +323,19 @@ class Executor:
                     return
                 # The events of this read, sent together.
                 batch: list[providers_pb2.ExecuteEvent] = []
-                for sse in decoder.feed(data) if data is not None else decoder.finish():
+                try:
+                    events = decoder.feed(data) if data is not None else decoder.finish()
+                except UpstreamFormatError as exc:
+                    outcome, detail = stream_failure(exc, call.api_key)
+                    if not served:
+                        raise Failed(outcome, status, detail) from None
+                    yield self._break(call, translator.usage, outcome, detail)
+                    return
+                for sse in events:
                     try:
                         chunks = translator.feed(sse)
                     except (UpstreamStreamError, UpstreamFormatError) as exc:
-                        outcome, detail = _stream_failure(exc, call.api_key)
+                        outcome, detail = stream_failure(exc, call.api_key)
                         if not served:
                             raise Failed(outcome, status, detail) from None
                         yield [*batch, *self._break(call, translator.usage, "provider_error", detail)]
@@ -390,11 +357,11 @@ class Executor:
                 yield [*batch, *self._break(call, translator.usage, "provider_error", "the stream ended unfinished")]
                 return
             if translator.usage is not None:
-                batch.append(_usage(translator.usage))
+                batch.append(usage_event(translator.usage))
             if batch:
                 yield batch
             if translator.ended:
-                await _drain(body)
+                await drain(body)
         finally:
             # Back to the pool when the body was read to its end, else closed at once.
             response.release()
@@ -412,7 +379,7 @@ class Executor:
             extra={"request_id": call.request.request_id},
         )
         ending = [broken(call.candidate, outcome)]
-        return ending if usage is None else [_usage(usage), *ending]
+        return ending if usage is None else [usage_event(usage), *ending]
 
     def _waited(self, stream: bool, *, started: bool, total: bool = False) -> str:
         t = self._timeouts
@@ -421,43 +388,3 @@ class Executor:
         if started:
             return f"silent for {t.read:g}s mid-stream"
         return f"no first token within {t.first_token:g}s"
-
-
-def _stream_failure(exc: UpstreamStreamError | UpstreamFormatError, api_key: str) -> tuple[str, str]:
-    """The outcome and detail of a stream that reported an error or spoke nonsense."""
-    if isinstance(exc, UpstreamFormatError):
-        return "provider_error", f"unreadable stream: {exc}"
-    outcome = "rate_limited" if exc.kind == "rate_limit_error" else "provider_error"
-    said = f"{exc.kind}: {exc.message}" if exc.kind else exc.message
-    return outcome, scrub(f"error event: {said}", api_key)
-
-
-async def _read_some(response: aiohttp.ClientResponse, deadline: float) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-        async with asyncio.timeout_at(deadline):
-            async for part in response.content.iter_any():
-                parts.append(part)
-                size += len(part)
-                if size >= _MAX_ERROR_BODY:
-                    break
-    return b"".join(parts)[:_MAX_ERROR_BODY]
-
-
-async def _drain(body: AsyncIterator[bytes]) -> None:
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-        async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in body:
-                pass
-
-
-def _usage(usage: TokenUsage) -> providers_pb2.ExecuteEvent:
-    return providers_pb2.ExecuteEvent(
-        usage=providers_pb2.Usage(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            cached_prompt_tokens=usage.cached_prompt_tokens,
-        )
-    )

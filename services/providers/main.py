@@ -21,10 +21,11 @@ from nats.aio.msg import Msg
 
 from services.common import events, grpcio, logs, telemetry
 from services.common.config import Settings
-from services.providers.executor import Executor, make_client
+from services.providers.executor import Executor
 from services.providers.genai import GenAiTelemetry
 from services.providers.servicer import KeysServicer, ProvidersServicer
 from services.providers.timeouts import Timeouts
+from services.providers.upstream import make_client
 from services.providers.vault import (
     KeyCache,
     KeyVault,

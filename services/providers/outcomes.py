@@ -27,7 +27,7 @@ error type and message — never a key: a provider's 401/403 text is never used
 
 from __future__ import annotations
 
-from services.providers.adapters import ProviderError
+from services.providers.adapters import ProviderError, TokenUsage, UpstreamFormatError, UpstreamStreamError
 from stepblend.v1 import providers_pb2, router_pb2
 
 _MAX_DETAIL = 200
@@ -152,3 +152,23 @@ def http_failure(status: int, said: ProviderError, provider: str, api_key: str) 
         )
         return Failed("bad_request", status, detail, refusal)
     return Failed("provider_error", status, detail)
+
+
+def stream_failure(exc: UpstreamStreamError | UpstreamFormatError, api_key: str) -> tuple[str, str]:
+    """The outcome and detail of a stream that reported an error or spoke nonsense."""
+    if isinstance(exc, UpstreamFormatError):
+        return "provider_error", f"unreadable stream: {exc}"
+    outcome = "rate_limited" if exc.kind == "rate_limit_error" else "provider_error"
+    said = f"{exc.kind}: {exc.message}" if exc.kind else exc.message
+    return outcome, scrub(f"error event: {said}", api_key)
+
+
+def usage_event(usage: TokenUsage) -> providers_pb2.ExecuteEvent:
+    return providers_pb2.ExecuteEvent(
+        usage=providers_pb2.Usage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+        )
+    )

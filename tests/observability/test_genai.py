@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from services.providers.executor import Executor, make_client
+from services.providers.executor import Executor
 from services.providers.genai import GenAiTelemetry, provider_name
+from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
 from stepblend.mockprovider import RunningMockProvider, start_in_thread
 from stepblend.v1 import providers_pb2

@@ -16,8 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from services.providers.executor import Executor, make_client
+from services.providers.executor import Executor
 from services.providers.timeouts import Timeouts
+from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, router_pb2
 from tests.providers.conftest import REJECTED_KEY, MemoryKeys, Mock, candidate

@@ -14,8 +14,9 @@ import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.providers.executor import Executor, environment_proxy, make_client
+from services.providers.executor import Executor
 from services.providers.timeouts import Timeouts
+from services.providers.upstream import environment_proxy, make_client
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
 from tests.providers.conftest import (

@@ -15,8 +15,15 @@ from typing import Any, Protocol
 
 import orjson
 
-from services.providers.adapters.sse import SseEvent
 from stepblend.v1 import router_pb2
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One Server-Sent Event of an upstream stream (sse.SseDecoder makes them)."""
+
+    data: bytes
+    event: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,16 @@ def load_object(data: bytes) -> dict[str, Any]:
     return obj
 
 
+# No request reaches this many tokens in one field; the counts travel as uint32.
+MAX_TOKEN_COUNT = 100_000_000
+
+
 def count(value: Any) -> int:
-    """A token count from provider JSON: non-negative ints only, anything else is 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A token count from provider JSON: absent (None) is 0; anything but an integer
+    from 0 to MAX_TOKEN_COUNT is an UpstreamFormatError, so a broken or hostile
+    provider's usage is a provider error, never a crash or an uncounted request."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        raise UpstreamFormatError(f"a usage count out of range: {str(value)[:40]!r}")
+    return value

@@ -3,17 +3,22 @@
 Feed it the bytes as they arrive (split anywhere); it returns each complete event.
 Lines end with LF or CRLF; comment lines (`: keep-alive`) are skipped; several
 `data:` lines of one event are joined with LF, as the SSE standard says.
+
+Bounded: a line longer than `max_line` bytes (an upstream that never sends a
+newline) or an event whose data passes `max_event` bytes is an UpstreamFormatError,
+so a broken or hostile upstream cannot make the service buffer without end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from services.providers.adapters.base import SseEvent, UpstreamFormatError
 
+__all__ = ["MAX_EVENT_BYTES", "MAX_LINE_BYTES", "SseDecoder", "SseEvent", "is_done"]
 
-@dataclass(frozen=True)
-class SseEvent:
-    data: bytes
-    event: str = ""
+# A streamed chunk is a few hundred bytes; the largest real ones (a tool call's
+# arguments in one piece) are far below these.
+MAX_LINE_BYTES = 1024 * 1024
+MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
 def is_done(data: bytes) -> bool:
@@ -22,14 +27,19 @@ def is_done(data: bytes) -> bool:
 
 
 class SseDecoder:
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES, max_event: int = MAX_EVENT_BYTES) -> None:
         self._partial = b""
         self._data: list[bytes] = []
+        self._data_size = 0
         self._event = ""
+        self._max_line = max_line
+        self._max_event = max_event
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
+        if len(self._partial) > self._max_line:
+            raise UpstreamFormatError(f"a line of the stream passed {self._max_line} bytes without ending")
         events: list[SseEvent] = []
         for line in lines:
             self._line(line[:-1] if line.endswith(b"\r") else line, events)
@@ -48,7 +58,7 @@ class SseDecoder:
         if not line:
             if self._data:
                 events.append(SseEvent(b"\n".join(self._data), self._event))
-            self._data, self._event = [], ""
+            self._data, self._data_size, self._event = [], 0, ""
             return
         if line[:1] == b":":
             return
@@ -56,6 +66,9 @@ class SseDecoder:
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
+            self._data_size += len(value)
+            if self._data_size > self._max_event:
+                raise UpstreamFormatError(f"an event of the stream passed {self._max_event} bytes")
             self._data.append(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
