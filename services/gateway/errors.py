@@ -17,7 +17,9 @@ REFUSAL_STATUS = {
     "no_eligible_model": 400,
     "invalid_request": 400,
 }
-_NO_RETRY_CODES = frozenset({"plan_limit_exceeded", "provider_not_connected"})
+# Errors that retrying cannot fix: the OpenAI SDKs obey `x-should-retry: false`. A
+# rejected stored key stays rejected (a retry would only hit the provider again).
+_NO_RETRY_CODES = frozenset({"plan_limit_exceeded", "provider_not_connected", "provider_key_invalid"})
 
 
 class ApiError(Exception):

@@ -128,6 +128,7 @@ class Executor:
         timeouts: Timeouts,
         clock: Callable[[], float] = time.time,
         genai: GenAiTelemetry | None = None,
+        max_attempts: int = 4,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -135,6 +136,7 @@ class Executor:
         self._timeouts = timeouts
         self._clock = clock
         self._genai = genai or GenAiTelemetry.off()
+        self._max_attempts = max_attempts
         self._proxies = {name: environment_proxy(v.base_url) for name, v in vendors.items() if v.configured}
 
     async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
@@ -150,7 +152,16 @@ class Executor:
         failures: list[providers_pb2.Attempt] = []
         # The last failed attempt: sent when another candidate follows, else with the error.
         failed: list[providers_pb2.ExecuteEvent] = []
+        # A provider that refused the account's key or could not be reached is not
+        # tried again for its other models: one upstream request per bad key, not one
+        # per model. At most `max_attempts` candidates are called per request.
+        dead: set[str] = set()
+        called = 0
         for candidate in request.candidates:
+            if candidate.provider in dead:
+                continue
+            if called >= self._max_attempts:
+                break
             if failed:
                 yield failed
                 failed = []
@@ -179,6 +190,10 @@ class Executor:
                 elapsed = int((time.monotonic() - started) * 1000)
                 event = attempt(candidate, failure.outcome, failure.status, elapsed, detail=failure.detail)
                 failures.append(event.attempt)
+                if failure.outcome != "provider_not_connected":
+                    called += 1
+                if failure.outcome in ("provider_key_invalid", "connect_error"):
+                    dead.add(candidate.provider)
                 log.info(
                     "attempt on %s/%s failed: %s (HTTP %s) %s",
                     candidate.provider,

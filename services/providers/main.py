@@ -86,7 +86,12 @@ async def serve(
 
         await nc.subscribe(events.KEYS_CHANGED, cb=on_keys_changed)
         providers_pb2_grpc.add_ProvidersServicer_to_server(
-            ProvidersServicer(Executor(client, keys, vendors, timeouts, genai=GenAiTelemetry.create())), server
+            ProvidersServicer(
+                Executor(
+                    client, keys, vendors, timeouts, genai=GenAiTelemetry.create(), max_attempts=settings.max_attempts
+                )
+            ),
+            server,
         )
         usable = frozenset(name for name, vendor in vendors.items() if vendor.configured)
         providers_pb2_grpc.add_KeysServicer_to_server(

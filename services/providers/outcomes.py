@@ -92,7 +92,10 @@ def final_error(failures: list[providers_pb2.Attempt]) -> providers_pb2.Error:
             status=503, type="api_error", code="no_candidates", message="No candidate model to run the request on."
         )
     summary = "; ".join(
-        f"{a.provider} ({a.model}): {a.outcome}" + (f" (HTTP {a.status})" if a.status else "") for a in failures
+        f"{a.provider} ({a.model}): {a.outcome}"
+        + (f" (HTTP {a.status})" if a.status else "")
+        + (f" ({a.detail})" if a.outcome == "connect_error" and a.detail else "")
+        for a in failures
     )
     tried = [a for a in failures if a.outcome != "provider_not_connected"]
     if not tried:

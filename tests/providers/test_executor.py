@@ -170,6 +170,56 @@ async def test_rejected_stored_key_is_provider_key_invalid(service: Service, moc
     assert REJECTED_KEY not in error.message and REJECTED_KEY[-4:] not in error.message
 
 
+async def test_a_rejected_key_is_not_tried_again_for_its_other_models(
+    service: Service, mock: Mock, account: str
+) -> None:
+    await service.keys.Put(providers_pb2.PutKeyRequest(account_id=account, provider="openai", api_key=REJECTED_KEY))
+    await connect(service, account, "groq")
+    other_openai = candidate("openai", "gpt-4o", "gpt-4o-2024-08-06")
+    events = await service.execute(
+        request_id="r", account_id=account, candidates=[OPENAI, other_openai, GROQ], body=body()
+    )
+    assert attempts(events) == [("openai", "provider_key_invalid", 401), ("groq", "ok", 200)]
+    assert [r["headers"]["authorization"] for r in await mock.requests()] == [
+        f"Bearer {REJECTED_KEY}",
+        f"Bearer {key_for('groq', account)}",
+    ]
+
+
+async def test_an_unreachable_provider_is_named_and_not_tried_again(mock: Mock) -> None:
+    port = free_port()
+    vendors = load_vendors({"openai": f"http://127.0.0.1:{port}/v1"})
+    client = make_client(TIMEOUTS)
+    executor = Executor(client, Keys({"openai": "sk-a"}), vendors, TIMEOUTS)
+    other_openai = candidate("openai", "gpt-4o", "gpt-4o-2024-08-06")
+    request = providers_pb2.ExecuteRequest(
+        request_id="r", account_id="a", candidates=[OPENAI, other_openai], body=body()
+    )
+    try:
+        events = [event async for batch in executor.execute(request) for event in batch]
+    finally:
+        await client.close()
+    assert attempts(events) == [("openai", "connect_error", 0)]
+    assert f"could not connect to 127.0.0.1:{port}" in events[-1].error.message
+
+
+async def test_a_request_calls_at_most_max_attempts_candidates(mock: Mock) -> None:
+    await mock.behave(model="*", status=500)
+    names = ["openai", "groq", "deepseek"]
+    vendors = load_vendors({name: mock.base_url for name in names})
+    client = make_client(TIMEOUTS)
+    executor = Executor(client, Keys(dict.fromkeys(names, "sk-a")), vendors, TIMEOUTS, max_attempts=2)
+    request = providers_pb2.ExecuteRequest(
+        request_id="r", account_id="a", candidates=[OPENAI, GROQ, DEEPSEEK], body=body()
+    )
+    try:
+        events = [event async for batch in executor.execute(request) for event in batch]
+    finally:
+        await client.close()
+    assert [a[0] for a in attempts(events)] == ["openai", "groq"]
+    assert len(await mock.requests()) == 2
+
+
 async def test_every_candidate_failing_is_an_error(service: Service, mock: Mock, account: str) -> None:
     await connect(service, account, "openai", "groq")
     await mock.behave(model="*", status=500)

@@ -29,6 +29,11 @@ PROVIDERS = ("openai", "anthropic", "groq", "deepseek", "mistral", "together", "
 TEST_PLANS = 'default_plan = "free"\n[plans]\nfree = 1000\nstarter = 50000\npro = 1000000\nenterprise = 0\ntiny = 3\n'
 
 
+# The shared mock provider answers this key with 401 invalid_api_key, as a provider
+# answers a revoked one.
+REJECTED_KEY = "sk-rejected-e2e-0000000000000000"
+
+
 @dataclass
 class System:
     data_dir: Path
@@ -90,7 +95,7 @@ def running_system(data_dir: Path, **extra_env: str) -> Iterator[System]:
     """Start the mock provider and `stepblend up`; stop both on exit."""
     mock_port = free_port()
     mock = subprocess.Popen(
-        [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)],
+        [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port), "--reject-key", REJECTED_KEY],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
