@@ -30,10 +30,19 @@ from sqlmodel import Field, SQLModel
 
 from services.billing.money import Money
 
-__all__ = ["TABLES", "Account", "LedgerEntry", "MonthCounter", "Reservation", "ReservationState", "utcnow"]
+__all__ = [
+    "TABLES",
+    "Account",
+    "AuthAttempt",
+    "LedgerEntry",
+    "MonthCounter",
+    "Reservation",
+    "ReservationState",
+    "utcnow",
+]
 
 # Billing's tables, the ones its migrations own.
-TABLES = ("accounts", "month_counters", "reservations", "ledger_entries")
+TABLES = ("accounts", "month_counters", "reservations", "ledger_entries", "auth_attempts")
 
 
 def utcnow() -> datetime:
@@ -124,3 +133,15 @@ class LedgerEntry(SQLModel, table=True):
     error_code: str = Field(default="")
     admitted_at: datetime = Field(sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class AuthAttempt(SQLModel, table=True):
+    """Sign-ups and sign-ins per client address or email in one fixed window
+    (auth_limits.py): shared by every billing replica, so the limit holds across them."""
+
+    __tablename__ = "auth_attempts"
+
+    # "address:<ip>" or "email:<normalized email>".
+    key: str = Field(primary_key=True, max_length=300)
+    window_start: int = Field(primary_key=True, sa_type=BigInteger)
+    attempts: int = Field(default=0)

@@ -1,4 +1,5 @@
-"""Billing's own settings, beyond the ones every service shares (common.config).
+"""Billing's own settings, beyond the ones every service shares (common.config),
+read once at start by pydantic-settings, strictly.
 
 - `STEPBLEND_RESERVATION_TTL_SECONDS` (default 900): how long an admitted
   request's reservation holds its slot without a usage event before the
@@ -6,18 +7,41 @@
   (a slow streamed answer, plus the gateway's outbox through a short NATS
   outage): a reservation freed while its request still runs lets the month
   go over its limit by that request.
+- `STEPBLEND_AUTH_ATTEMPTS_PER_ADDRESS` (30) and `STEPBLEND_AUTH_ATTEMPTS_PER_EMAIL`
+  (10): sign-ups and sign-ins allowed per client address and per email in each
+  `STEPBLEND_AUTH_WINDOW_SECONDS` (60); 0 turns a limit off (auth_limits.py).
+- `STEPBLEND_PASSWORD_HASHING_THREADS` (2): the pool password hashing runs on,
+  apart from the one that serves admission and account reads.
 """
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-__all__ = ["BillingOptions"]
+from pydantic import AliasChoices, Field, field_validator
 
-_TTL_ENV = "STEPBLEND_RESERVATION_TTL_SECONDS"
+from services.billing.auth_limits import AuthLimits
+from services.common.config import ServiceSettings
+
+__all__ = ["BillingOptions", "BillingSettings"]
+
+
+class BillingSettings(ServiceSettings):
+    reservation_ttl_s: float = Field(900.0, gt=0, validation_alias=AliasChoices("STEPBLEND_RESERVATION_TTL_SECONDS"))
+    auth_attempts_per_address: int = Field(30, ge=0)
+    auth_attempts_per_email: int = Field(10, ge=0)
+    auth_window_s: int = Field(60, gt=0, validation_alias=AliasChoices("STEPBLEND_AUTH_WINDOW_SECONDS"))
+    password_hashing_threads: int = Field(2, ge=1, le=64)
+
+    @field_validator("reservation_ttl_s")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
 
 
 @dataclass(frozen=True)
@@ -25,6 +49,8 @@ class BillingOptions:
     """Billing's tunables; the defaults are production's."""
 
     reservation_ttl: timedelta = timedelta(minutes=15)
+    auth_limits: AuthLimits = field(default_factory=AuthLimits)
+    password_hashing_threads: int = 2
 
     @property
     def reap_interval_s(self) -> float:
@@ -33,15 +59,14 @@ class BillingOptions:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BillingOptions:
-        """The options from the environment; raises ValueError for a value that makes no sense."""
-        env = os.environ if environ is None else environ
-        raw = env.get(_TTL_ENV, "").strip()
-        if not raw:
-            return cls()
-        try:
-            seconds = float(raw)
-        except ValueError:
-            raise ValueError(f"{_TTL_ENV} must be a number of seconds, got {raw!r}") from None
-        if not seconds > 0 or seconds == float("inf"):
-            raise ValueError(f"{_TTL_ENV} must be a positive number of seconds, got {raw!r}")
-        return cls(reservation_ttl=timedelta(seconds=seconds))
+        """The options from the environment; ConfigError (a ValueError) names a variable that makes no sense."""
+        settings = BillingSettings.from_env(environ)
+        return cls(
+            reservation_ttl=timedelta(seconds=settings.reservation_ttl_s),
+            auth_limits=AuthLimits(
+                per_address=settings.auth_attempts_per_address,
+                per_email=settings.auth_attempts_per_email,
+                window_s=settings.auth_window_s,
+            ),
+            password_hashing_threads=settings.password_hashing_threads,
+        )

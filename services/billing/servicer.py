@@ -10,6 +10,13 @@ Status codes:
 - PERMISSION_DENIED: VerifyPassword for a disabled account (password right);
 - UNAVAILABLE: SetPlan or SetDisabled saved the change but could not announce
   it to the gateways; calling again is safe and announces it.
+- RESOURCE_EXHAUSTED: CreateAccount or VerifyPassword over the per-address or
+  per-email rate limit (auth_limits.py), or with the password hashing queue
+  full; the `retry-after` trailing metadata says in how many seconds to retry.
+
+Password hashing (scrypt, tens of milliseconds of CPU each) runs on a small pool
+of its own with a bounded queue, so a flood of sign-ins never delays Admit or
+GetAccount, which run elsewhere.
 Admit never fails for a refusal: `allowed=false` with a reason is an answer.
 
 Database calls are synchronous, so they run in worker threads and the event
@@ -24,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from typing import NoReturn, TypeVar
@@ -32,7 +40,7 @@ import grpc
 from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
-from services.billing import accounts, admission, usage
+from services.billing import accounts, admission, auth_limits, usage
 from services.billing.db import retrying, write_session
 from services.billing.months import Clock, moment, month_key, month_start
 from services.billing.notify import AccountEvents
@@ -48,6 +56,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "stepblend.v1.Billing"
 
 T = TypeVar("T")
+
+# Sign-ins waiting for the hashing pool, per thread, before more are refused.
+_HASHES_QUEUED_PER_THREAD = 16
 
 _STATUS: dict[type[Exception], grpc.StatusCode] = {
     accounts.InvalidAccountRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -79,6 +90,10 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self._events = account_events
         self._options = options or BillingOptions()
         self._clock = clock
+        threads = self._options.password_hashing_threads
+        self._hashing = ThreadPoolExecutor(threads, thread_name_prefix="billing-passwords")
+        self._hashing_queue = 0
+        self._hashing_limit = threads * _HASHES_QUEUED_PER_THREAD
 
     async def CreateAccount(
         self, request: billing_pb2.CreateAccountRequest, context: grpc.aio.ServicerContext
@@ -88,7 +103,9 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
                 session, self._plans, email=request.email, plan=request.plan, password=request.password
             )
 
-        view = await self._call(context, create, write=True)
+        if request.password:
+            await self._charge_sign_in(context, request.client_address, request.email)
+        view = await self._call(context, create, write=True, hashing=bool(request.password))
         return billing_pb2.CreateAccountResponse(account=_render(view))
 
     async def GetAccount(
@@ -110,7 +127,8 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
                 session, self._plans, email=request.email, password=request.password, now=self._now()
             )
 
-        view = await self._call(context, verify)
+        await self._charge_sign_in(context, request.client_address, request.email)
+        view = await self._call(context, verify, hashing=True)
         return billing_pb2.VerifyPasswordResponse(account=_render(view))
 
     async def SetPlan(
@@ -192,13 +210,45 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
     def _now(self) -> datetime:
         return moment(self._clock())
 
-    async def _call(self, context: grpc.aio.ServicerContext, work: Callable[[Session], T], *, write: bool = False) -> T:
+    async def _charge_sign_in(self, context: grpc.aio.ServicerContext, address: str, email: str) -> None:
+        """Count a sign-up or sign-in against its address's and email's limits; over
+        either, abort RESOURCE_EXHAUSTED with `retry-after`."""
+
+        def charge(session: Session) -> int:
+            retry_after = auth_limits.charge(
+                session.connection(), self._options.auth_limits, address=address, email=email, now=self._clock()
+            )
+            session.commit()
+            return retry_after
+
+        retry_after = await self._call(context, charge, write=True)
+        if retry_after:
+            context.set_trailing_metadata((("retry-after", str(retry_after)),))
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-in attempts; retry later")
+
+    async def _call(
+        self,
+        context: grpc.aio.ServicerContext,
+        work: Callable[[Session], T],
+        *,
+        write: bool = False,
+        hashing: bool = False,
+    ) -> T:
         def attempt() -> T:
             with write_session(self._engine) if write else Session(self._engine) as session:
                 return work(session)
 
         try:
-            return await asyncio.to_thread(retrying, attempt)
+            if not hashing:
+                return await asyncio.to_thread(retrying, attempt)
+            if self._hashing_queue >= self._hashing_limit:
+                context.set_trailing_metadata((("retry-after", "1"),))
+                await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-ins at once; retry shortly")
+            self._hashing_queue += 1
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._hashing, retrying, attempt)
+            finally:
+                self._hashing_queue -= 1
         except _ERRORS as exc:
             await _abort(context, _STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
 

@@ -160,16 +160,32 @@ async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, An
     return {"provider": provider, "deleted": True}
 
 
-async def signup(deps: Deps, email: str, password: str) -> dict[str, Any]:
+def _too_many(exc: grpc.aio.AioRpcError) -> ApiError:
+    """Billing's refusal of a sign-in over its rate limit, as a 429 with `retry-after`."""
+    retry_after = dict(exc.trailing_metadata() or ()).get("retry-after", "1")
+    return ApiError(
+        429,
+        "Too many sign-in attempts from this address or for this email; retry later.",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        headers={"retry-after": str(retry_after)},
+    )
+
+
+async def signup(deps: Deps, email: str, password: str, client_address: str = "") -> dict[str, Any]:
     if not deps.settings.signup_enabled:
         raise ApiError(
             403, "Signup is turned off on this StepBlend; ask its operator for an account.", code="signup_disabled"
         )
     try:
         response = await deps.billing.CreateAccount(
-            billing_pb2.CreateAccountRequest(email=email, password=password), timeout=_TIMEOUT_S, metadata=deps.metadata
+            billing_pb2.CreateAccountRequest(email=email, password=password, client_address=client_address),
+            timeout=_TIMEOUT_S,
+            metadata=deps.metadata,
         )
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise _too_many(exc) from exc
         if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
             raise ApiError(
                 409, "An account with this email already exists.", code="account_exists", param="email"
@@ -181,14 +197,16 @@ async def signup(deps: Deps, email: str, password: str) -> dict[str, Any]:
     return {"account_id": account_id, "token": deps.keyring.issue(account_id)}
 
 
-async def login(deps: Deps, email: str, password: str) -> dict[str, Any]:
+async def login(deps: Deps, email: str, password: str, client_address: str = "") -> dict[str, Any]:
     try:
         response = await deps.billing.VerifyPassword(
-            billing_pb2.VerifyPasswordRequest(email=email, password=password),
+            billing_pb2.VerifyPasswordRequest(email=email, password=password, client_address=client_address),
             timeout=_TIMEOUT_S,
             metadata=deps.metadata,
         )
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise _too_many(exc) from exc
         if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
             raise unauthenticated("Wrong email or password.") from exc
         if exc.code() == grpc.StatusCode.PERMISSION_DENIED:

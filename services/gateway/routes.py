@@ -16,12 +16,18 @@ from .deps import Deps
 from .errors import ApiError
 from .exchange import Exchange
 from .render import JsonResponse
-from .schemas import ChatRequest, Credentials, PutKeyBody
+from .schemas import ChatRequest, Credentials, NewAccount, PutKeyBody
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 router = APIRouter()
 health = APIRouter()
+
+
+def _client(request: Request) -> str:
+    """The client's address, for the sign-in rate limits (behind a proxy, uvicorn's
+    proxy headers make it the real client's)."""
+    return request.client.host if request.client else ""
 
 
 def _deps(request: Request) -> Deps:
@@ -92,13 +98,13 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 @router.post("/auth/signup", status_code=201)
-async def signup(body: Credentials, request: Request) -> dict[str, Any]:
-    return await accounts.signup(_deps(request), body.email, body.password)
+async def signup(body: NewAccount, request: Request) -> dict[str, Any]:
+    return await accounts.signup(_deps(request), body.email, body.password, _client(request))
 
 
 @router.post("/auth/login")
 async def login(body: Credentials, request: Request) -> dict[str, Any]:
-    return await accounts.login(_deps(request), body.email, body.password)
+    return await accounts.login(_deps(request), body.email, body.password, _client(request))
 
 
 @router.get("/account")

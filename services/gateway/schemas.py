@@ -117,6 +117,15 @@ class PutKeyBody(BaseModel):
 
 
 class Credentials(BaseModel):
+    """A sign-in: any password of a sane length is checked, so a wrong one is a 401
+    whatever its length (a 400 for a short one would tell a prober something)."""
+
     model_config = ConfigDict(extra="forbid")
     email: Annotated[str, StringConstraints(min_length=3, max_length=320, strip_whitespace=True)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class NewAccount(Credentials):
+    """A sign-up: the password must be at least 8 characters."""
+
     password: Annotated[str, StringConstraints(min_length=8, max_length=1024)]

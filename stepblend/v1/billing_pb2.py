@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astepblend/v1/billing.proto\x12\x0cstepblend.v1\"8\n\x15VerifyPasswordRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"@\n\x16VerifyPasswordResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"L\n\x0eSetPlanRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x0c\n\x04plan\x18\x03 \x01(\tB\x05\n\x03key\"9\n\x0fSetPlanResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"T\n\x12SetDisabledRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x42\x05\n\x03key\"=\n\x13SetDisabledResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"6\n\x0c\x41\x64mitRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"u\n\rAdmitResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\x12\x11\n\tremaining\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bmonth_start\x18\x06 \x01(\x03\"E\n\x14\x43reateAccountRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"?\n\x15\x43reateAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"A\n\x11GetAccountRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"<\n\x12GetAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"\x9e\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13requests_this_month\x18\x05 \x01(\x04\x12\x15\n\rmonthly_limit\x18\x06 \x01(\x04\x12\x1c\n\x14spend_this_month_usd\x18\x07 \x01(\t\"5\n\x10ListUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xa0\x01\n\x11ListUsageResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\x12+\n\x08requests\x18\x02 \x03(\x0b\x32\x19.stepblend.v1.UsageRecord\x12\'\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32\x18.stepblend.v1.DailyUsage\x12\r\n\x05month\x18\x04 \x01(\t\"\xe1\x01\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x04\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x0f\n\x07\x63ounted\x18\n \x01(\x08\x12\x12\n\nerror_code\x18\x0b \x01(\t\",\n\nDailyUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x32\xbd\x04\n\x07\x42illing\x12X\n\rCreateAccount\x12\".stepblend.v1.CreateAccountRequest\x1a#.stepblend.v1.CreateAccountResponse\x12O\n\nGetAccount\x12\x1f.stepblend.v1.GetAccountRequest\x1a .stepblend.v1.GetAccountResponse\x12[\n\x0eVerifyPassword\x12#.stepblend.v1.VerifyPasswordRequest\x1a$.stepblend.v1.VerifyPasswordResponse\x12\x46\n\x07SetPlan\x12\x1c.stepblend.v1.SetPlanRequest\x1a\x1d.stepblend.v1.SetPlanResponse\x12R\n\x0bSetDisabled\x12 .stepblend.v1.SetDisabledRequest\x1a!.stepblend.v1.SetDisabledResponse\x12@\n\x05\x41\x64mit\x12\x1a.stepblend.v1.AdmitRequest\x1a\x1b.stepblend.v1.AdmitResponse\x12L\n\tListUsage\x12\x1e.stepblend.v1.ListUsageRequest\x1a\x1f.stepblend.v1.ListUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astepblend/v1/billing.proto\x12\x0cstepblend.v1\"P\n\x15VerifyPasswordRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"@\n\x16VerifyPasswordResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"L\n\x0eSetPlanRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x0c\n\x04plan\x18\x03 \x01(\tB\x05\n\x03key\"9\n\x0fSetPlanResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"T\n\x12SetDisabledRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x42\x05\n\x03key\"=\n\x13SetDisabledResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"6\n\x0c\x41\x64mitRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"u\n\rAdmitResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\x12\x11\n\tremaining\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bmonth_start\x18\x06 \x01(\x03\"]\n\x14\x43reateAccountRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\"?\n\x15\x43reateAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"A\n\x11GetAccountRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"<\n\x12GetAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"\x9e\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13requests_this_month\x18\x05 \x01(\x04\x12\x15\n\rmonthly_limit\x18\x06 \x01(\x04\x12\x1c\n\x14spend_this_month_usd\x18\x07 \x01(\t\"5\n\x10ListUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xa0\x01\n\x11ListUsageResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\x12+\n\x08requests\x18\x02 \x03(\x0b\x32\x19.stepblend.v1.UsageRecord\x12\'\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32\x18.stepblend.v1.DailyUsage\x12\r\n\x05month\x18\x04 \x01(\t\"\xe1\x01\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x04\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x0f\n\x07\x63ounted\x18\n \x01(\x08\x12\x12\n\nerror_code\x18\x0b \x01(\t\",\n\nDailyUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x32\xbd\x04\n\x07\x42illing\x12X\n\rCreateAccount\x12\".stepblend.v1.CreateAccountRequest\x1a#.stepblend.v1.CreateAccountResponse\x12O\n\nGetAccount\x12\x1f.stepblend.v1.GetAccountRequest\x1a .stepblend.v1.GetAccountResponse\x12[\n\x0eVerifyPassword\x12#.stepblend.v1.VerifyPasswordRequest\x1a$.stepblend.v1.VerifyPasswordResponse\x12\x46\n\x07SetPlan\x12\x1c.stepblend.v1.SetPlanRequest\x1a\x1d.stepblend.v1.SetPlanResponse\x12R\n\x0bSetDisabled\x12 .stepblend.v1.SetDisabledRequest\x1a!.stepblend.v1.SetDisabledResponse\x12@\n\x05\x41\x64mit\x12\x1a.stepblend.v1.AdmitRequest\x1a\x1b.stepblend.v1.AdmitResponse\x12L\n\tListUsage\x12\x1e.stepblend.v1.ListUsageRequest\x1a\x1f.stepblend.v1.ListUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,39 +32,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stepblend.v1.billing_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VERIFYPASSWORDREQUEST']._serialized_start=44
-  _globals['_VERIFYPASSWORDREQUEST']._serialized_end=100
-  _globals['_VERIFYPASSWORDRESPONSE']._serialized_start=102
-  _globals['_VERIFYPASSWORDRESPONSE']._serialized_end=166
-  _globals['_SETPLANREQUEST']._serialized_start=168
-  _globals['_SETPLANREQUEST']._serialized_end=244
-  _globals['_SETPLANRESPONSE']._serialized_start=246
-  _globals['_SETPLANRESPONSE']._serialized_end=303
-  _globals['_SETDISABLEDREQUEST']._serialized_start=305
-  _globals['_SETDISABLEDREQUEST']._serialized_end=389
-  _globals['_SETDISABLEDRESPONSE']._serialized_start=391
-  _globals['_SETDISABLEDRESPONSE']._serialized_end=452
-  _globals['_ADMITREQUEST']._serialized_start=454
-  _globals['_ADMITREQUEST']._serialized_end=508
-  _globals['_ADMITRESPONSE']._serialized_start=510
-  _globals['_ADMITRESPONSE']._serialized_end=627
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=629
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=698
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=700
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=763
-  _globals['_GETACCOUNTREQUEST']._serialized_start=765
-  _globals['_GETACCOUNTREQUEST']._serialized_end=830
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=832
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=892
-  _globals['_ACCOUNT']._serialized_start=895
-  _globals['_ACCOUNT']._serialized_end=1053
-  _globals['_LISTUSAGEREQUEST']._serialized_start=1055
-  _globals['_LISTUSAGEREQUEST']._serialized_end=1108
-  _globals['_LISTUSAGERESPONSE']._serialized_start=1111
-  _globals['_LISTUSAGERESPONSE']._serialized_end=1271
-  _globals['_USAGERECORD']._serialized_start=1274
-  _globals['_USAGERECORD']._serialized_end=1499
-  _globals['_DAILYUSAGE']._serialized_start=1501
-  _globals['_DAILYUSAGE']._serialized_end=1545
-  _globals['_BILLING']._serialized_start=1548
-  _globals['_BILLING']._serialized_end=2121
+  _globals['_VERIFYPASSWORDREQUEST']._serialized_end=124
+  _globals['_VERIFYPASSWORDRESPONSE']._serialized_start=126
+  _globals['_VERIFYPASSWORDRESPONSE']._serialized_end=190
+  _globals['_SETPLANREQUEST']._serialized_start=192
+  _globals['_SETPLANREQUEST']._serialized_end=268
+  _globals['_SETPLANRESPONSE']._serialized_start=270
+  _globals['_SETPLANRESPONSE']._serialized_end=327
+  _globals['_SETDISABLEDREQUEST']._serialized_start=329
+  _globals['_SETDISABLEDREQUEST']._serialized_end=413
+  _globals['_SETDISABLEDRESPONSE']._serialized_start=415
+  _globals['_SETDISABLEDRESPONSE']._serialized_end=476
+  _globals['_ADMITREQUEST']._serialized_start=478
+  _globals['_ADMITREQUEST']._serialized_end=532
+  _globals['_ADMITRESPONSE']._serialized_start=534
+  _globals['_ADMITRESPONSE']._serialized_end=651
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=653
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=746
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=748
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=811
+  _globals['_GETACCOUNTREQUEST']._serialized_start=813
+  _globals['_GETACCOUNTREQUEST']._serialized_end=878
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=880
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=940
+  _globals['_ACCOUNT']._serialized_start=943
+  _globals['_ACCOUNT']._serialized_end=1101
+  _globals['_LISTUSAGEREQUEST']._serialized_start=1103
+  _globals['_LISTUSAGEREQUEST']._serialized_end=1156
+  _globals['_LISTUSAGERESPONSE']._serialized_start=1159
+  _globals['_LISTUSAGERESPONSE']._serialized_end=1319
+  _globals['_USAGERECORD']._serialized_start=1322
+  _globals['_USAGERECORD']._serialized_end=1547
+  _globals['_DAILYUSAGE']._serialized_start=1549
+  _globals['_DAILYUSAGE']._serialized_end=1593
+  _globals['_BILLING']._serialized_start=1596
+  _globals['_BILLING']._serialized_end=2169
 # @@protoc_insertion_point(module_scope)

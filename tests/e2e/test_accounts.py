@@ -27,6 +27,10 @@ def test_signup_then_login_gives_working_tokens(system: System) -> None:
     assert again.status_code == 409 and again.json()["error"]["type"] == "invalid_request_error"
     wrong = httpx.post(f"{system.base_url}/auth/login", json={"email": email, "password": "wrong horse"})
     assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+    # A wrong password is a 401 whatever its length: a short one says nothing more.
+    for guess in ("x", "short"):
+        short = httpx.post(f"{system.base_url}/auth/login", json={"email": email, "password": guess})
+        assert short.status_code == 401 and short.json()["error"]["type"] == "authentication_error"
     logged = httpx.post(f"{system.base_url}/auth/login", json={"email": email, "password": "correct horse"})
     assert logged.status_code == 200
     summary = httpx.get(f"{system.base_url}/account", headers={"authorization": f"Bearer {logged.json()['token']}"})
@@ -156,3 +160,19 @@ def test_keepalive_while_the_model_thinks(system: System, account: Account) -> N
     assert lines[0] == ": keep-alive"
     assert lines[-1] == "data: [DONE]"
     assert any('"content"' in line for line in lines)
+
+
+def test_sign_in_attempts_for_one_email_are_rate_limited(system: System) -> None:
+    email = f"guessed-{uuid.uuid4().hex[:8]}@example.com"
+    assert (
+        httpx.post(f"{system.base_url}/auth/signup", json={"email": email, "password": "right horse"}).status_code
+        == 201
+    )
+    # The sign-up and nine wrong guesses are the ten attempts a minute an email gets.
+    for i in range(9):
+        wrong = httpx.post(f"{system.base_url}/auth/login", json={"email": email, "password": f"guess {i}"})
+        assert wrong.status_code == 401, wrong.text
+    refused = httpx.post(f"{system.base_url}/auth/login", json={"email": email, "password": "right horse"})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60

@@ -114,6 +114,9 @@ def running_system(data_dir: Path, **extra_env: str) -> Iterator[System]:
             env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = (
                 mock_url if provider == "anthropic" else f"{mock_url}/{provider}/v1"
             )
+        # Every test's client is 127.0.0.1: the per-address sign-in limit is for the
+        # public, not for a test session (the per-email one stays as shipped).
+        env["STEPBLEND_AUTH_ATTEMPTS_PER_ADDRESS"] = "1000"
         env.update(extra_env)
         up = subprocess.Popen(
             [sys.executable, "-m", "stepblend", "up", "--port", str(free_port())],
