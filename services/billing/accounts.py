@@ -224,8 +224,11 @@ def _find_by_email(session: Session, normalized: str) -> Account | None:
 
 def _view(session: Session, plans: PlanBook, account: Account, now: datetime) -> AccountView:
     month = month_key(now)
-    # The count is the counter admission enforces; the spend is summed from the
-    # ledger, which settlement writes in the same transaction as the counter.
+    # The count is the counter admission enforces, read-your-writes: requests
+    # admitted and not yet settled count too (they count unless they fail), so a
+    # client that got three answers sees three even before their usage events are
+    # settled. The spend is summed from the ledger, which settlement writes in the
+    # same transaction as the counter.
     counts = counters.read(session.connection(), account.account_id, month)
     spend = ledger.month_usage(session, account.account_id, month).spend_usd
     return AccountView(
@@ -233,7 +236,7 @@ def _view(session: Session, plans: PlanBook, account: Account, now: datetime) ->
         email=account.email,
         plan=account.plan,
         disabled=account.disabled,
-        requests_this_month=counts.used,
+        requests_this_month=counts.used + counts.reserved,
         monthly_limit=plans.plan_of(account.plan).monthly_limit,
         spend_this_month_usd=spend,
     )

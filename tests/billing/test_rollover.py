@@ -80,9 +80,11 @@ async def test_a_request_admitted_in_the_last_second_counts_in_that_month(
     await publish(js, usage_event(account_id, request_id=f"{tag}-0", admitted_at=gateway_time))
 
     async def counted_in_january() -> bool:
-        return (await service.account(account_id)).requests_this_month == 1
+        return _counts(service, account_id, "2025-01") == counters.Counts(used=1, reserved=2)
 
     await eventually(counted_in_january)
+    # Read-your-writes: the two admitted, not yet settled, count in January too.
+    assert (await service.account(account_id)).requests_this_month == 3
 
     clock.now = FEBRUARY.timestamp()
     fresh = await service.account(account_id)
@@ -101,7 +103,9 @@ async def test_a_request_admitted_in_the_last_second_counts_in_that_month(
 
     await eventually(settled)
     assert _counts(service, account_id, "2025-01") == counters.Counts(used=3, reserved=0)
-    assert (await service.account(account_id)).requests_this_month == 0
+    # February shows its own three admitted requests (unsettled, read-your-writes), none of January's.
+    assert _counts(service, account_id, "2025-02") == counters.Counts(used=0, reserved=3)
+    assert (await service.account(account_id)).requests_this_month == 3
     print(f"rollover: January used=3, February taken={_counts(service, account_id, '2025-02').taken}")
 
 

@@ -237,3 +237,14 @@ async def test_admit_then_settle(billing: Billing, js: JetStreamContext) -> None
     await billing.stub.SetDisabled(billing_pb2.SetDisabledRequest(account_id=account.account_id, disabled=True))
     disabled = await billing.stub.Admit(billing_pb2.AdmitRequest(account_id=account.account_id, request_id=f"{tag}-5"))
     assert not disabled.allowed and disabled.reason == "account_disabled"
+
+
+async def test_get_account_counts_admitted_requests_before_they_settle(billing: Billing) -> None:
+    account = await _create(billing)
+    for i in range(3):
+        admitted = await billing.stub.Admit(
+            billing_pb2.AdmitRequest(account_id=account.account_id, request_id=f"ryw-{uuid.uuid4().hex}-{i}")
+        )
+        assert admitted.allowed
+    # No usage event has been published: the three are reserved, not settled.
+    assert (await billing.account(account.account_id)).requests_this_month == 3
