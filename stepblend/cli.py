@@ -48,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     key_set = keys.add_parser("set", help="connect a provider key for an account")
     key_set.add_argument("email")
     key_set.add_argument("provider")
-    key_set.add_argument("api_key")
+    key_set.add_argument("api_key", help="the key, or - to read it from standard input (out of ps and shell history)")
+    key_list = keys.add_parser("list", help="list an account's connected providers, keys masked")
+    key_list.add_argument("email")
+    key_delete = keys.add_parser("delete", help="disconnect a provider key from an account")
+    key_delete.add_argument("email")
+    key_delete.add_argument("provider")
     rotate = keys.add_parser(
         "rotate", help="re-encrypt every stored key under a new key-encryption key", add_help=False
     )
@@ -98,7 +103,17 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "token":
             print(control.token(control.account_id(args.email)))
         elif args.command == "keys" and args.action == "set":
-            print(control.set_key(control.account_id(args.email), args.provider, args.api_key))
+            api_key = sys.stdin.readline().strip() if args.api_key == "-" else args.api_key
+            if not api_key:
+                raise SystemExit("stepblend: no key given (with -, the key is read from standard input)")
+            print(control.set_key(control.account_id(args.email), args.provider, api_key))
+        elif args.command == "keys" and args.action == "list":
+            for provider, masked in control.list_keys(control.account_id(args.email)):
+                print(f"{provider}\t{masked}")
+        elif args.command == "keys" and args.action == "delete":
+            if not control.delete_key(control.account_id(args.email), args.provider):
+                raise SystemExit(f"stepblend: no {args.provider} key is connected for {args.email}")
+            print(f"{args.provider} key deleted for {args.email}")
     except grpc.RpcError as exc:
         print(f"stepblend: {exc.details()}", file=sys.stderr)
         sys.exit(1)

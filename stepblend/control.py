@@ -99,6 +99,24 @@ class Control:
             )
         return str(response.masked_key)
 
+    def list_keys(self, account_id: str) -> list[tuple[str, str]]:
+        """(provider, masked key) for each connected provider."""
+        with grpc.insecure_channel(self.providers_addr) as channel:
+            response = providers_pb2_grpc.KeysStub(channel).List(
+                providers_pb2.ListKeysRequest(account_id=account_id), metadata=self._metadata, timeout=TIMEOUT_S
+            )
+        return [(key.provider, key.masked_key) for key in response.keys]
+
+    def delete_key(self, account_id: str, provider: str) -> bool:
+        """Whether a key was connected (and is now deleted)."""
+        with grpc.insecure_channel(self.providers_addr) as channel:
+            response = providers_pb2_grpc.KeysStub(channel).Delete(
+                providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider),
+                metadata=self._metadata,
+                timeout=TIMEOUT_S,
+            )
+        return bool(response.deleted)
+
 
 def _token_settings(data_dir: Path) -> Settings:
     """The environment's JWT settings; the data dir's secret when none is set."""

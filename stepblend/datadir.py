@@ -28,7 +28,7 @@ def read_or_create(data_dir: Path, env_name: str, create: bool = True) -> str:
     if not create:
         raise SystemExit(f"{env_name} is not set and {path} does not exist: is `stepblend up` running there?")
     value = generate()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")

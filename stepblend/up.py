@@ -125,7 +125,10 @@ class Supervisor:
         return env
 
     def start(self, demo: bool) -> dict[str, str]:
-        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        # The data dir holds secrets, databases and logs: its owner's only.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        (self.data_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         env = self.base_env()
         addresses: dict[str, str] = {}
 
@@ -187,7 +190,9 @@ class Supervisor:
         wait_http_ready(addresses["gateway"] + "/readyz", proc)
 
         addresses["pid"] = str(os.getpid())
-        (self.data_dir / "services.json").write_text(json.dumps(addresses, indent=2) + "\n")
+        services = self.data_dir / "services.json"
+        services.touch(mode=0o600)
+        services.write_text(json.dumps(addresses, indent=2) + "\n")
         return addresses
 
     def watch(self) -> int:
