@@ -1,7 +1,8 @@
 """A circuit breaker per provider:model, driven by the attempt outcomes of usage events.
 
     closed ──(CONSECUTIVE failures in a row, or a failure rate >= RATE over the last
-              WINDOW attempts once MIN_WINDOW have been seen)──▶ open
+              WINDOW attempts once MIN_WINDOW have been seen — in both cases
+              failures from at least MIN_ACCOUNTS accounts)──▶ open
     open ──(cooldown elapsed)──▶ half_open
     half_open ──(a success)──▶ closed
     half_open ──(a failure)──▶ open, the cooldown starting again
@@ -13,6 +14,15 @@ model only as a last fallback, until the probe's outcome arrives or the probe ex
 after one cooldown (its request may never have reached the model, e.g. when an earlier
 candidate answered). Outcomes that arrive while open are ignored: they belong to
 requests routed before it opened.
+
+One tenant cannot open a breaker for the others: a failure is recorded with the
+account whose request it was, and the breaker opens only when the failures that
+trip it come from MIN_ACCOUNTS (default 2) different accounts. An account whose
+own key is rate-limited or out of credit, or whose requests time out because they
+are huge, fails alone; its requests still fall back per request (the executor), and
+the model stays routable for everyone else. (Failures that are always the account's
+own — a rejected key, a bad request — are not recorded at all; see stats.py.) A
+single-tenant deployment can set MIN_ACCOUNTS to 1.
 
 Time is a monotonic clock in seconds, passed in, never read here, so tests drive it.
 Transitions use the time the outcome happened (from the event); admissions use the
@@ -70,11 +80,13 @@ class BreakerConfig:
     #: Attempts the window needs before its rate may open the breaker.
     min_window: int = 10
     failure_rate: float = 0.5
+    #: Distinct accounts the failures that open the breaker must come from.
+    min_accounts: int = 2
     #: Seconds open before a probe is let through; also how long a probe may stay out.
     cooldown_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.consecutive_failures < 1 or self.window < 1 or self.cooldown_s <= 0:
+        if self.consecutive_failures < 1 or self.window < 1 or self.cooldown_s <= 0 or self.min_accounts < 1:
             raise ValueError("breaker thresholds must be positive")
         if not 1 <= self.min_window <= self.window or not 0 < self.failure_rate <= 1:
             raise ValueError("breaker window settings are out of range")
@@ -83,13 +95,14 @@ class BreakerConfig:
 class CircuitBreaker:
     """One provider:model's breaker. Not thread-safe: the router runs on one event loop."""
 
-    __slots__ = ("_config", "_opened_at", "_probe_at", "_recent", "_streak", "_why")
+    __slots__ = ("_config", "_opened_at", "_probe_at", "_recent", "_streak", "_streak_accounts", "_why")
 
     def __init__(self, config: BreakerConfig) -> None:
         self._config = config
-        # True = success; only the last `window` attempts matter for the rate.
-        self._recent: deque[bool] = deque(maxlen=config.window)
+        # (success, account); only the last `window` attempts matter for the rate.
+        self._recent: deque[tuple[bool, str]] = deque(maxlen=config.window)
         self._streak = 0
+        self._streak_accounts: set[str] = set()
         self._opened_at: float | None = None
         self._why = ""
         self._probe_at: float | None = None
@@ -102,8 +115,8 @@ class CircuitBreaker:
             return CircuitState.OPEN
         return CircuitState.HALF_OPEN
 
-    def record(self, success: bool, at: float) -> None:
-        """Fold one attempt's outcome that happened at `at`."""
+    def record(self, success: bool, at: float, account: str = "") -> None:
+        """Fold one attempt's outcome that happened at `at`, for `account`'s request."""
         state = self.state(at)
         if state is CircuitState.OPEN:
             return
@@ -113,15 +126,24 @@ class CircuitBreaker:
             else:
                 self._open(at, "the half-open probe failed")
             return
-        self._recent.append(success)
-        self._streak = 0 if success else self._streak + 1
+        self._recent.append((success, account))
+        if success:
+            self._streak = 0
+            self._streak_accounts.clear()
+        else:
+            self._streak += 1
+            self._streak_accounts.add(account)
         config = self._config
-        if self._streak >= config.consecutive_failures:
+        if self._streak >= config.consecutive_failures and len(self._streak_accounts) >= config.min_accounts:
             self._open(at, f"{self._streak} consecutive failures")
             return
-        failures = self._recent.count(False)
-        if len(self._recent) >= config.min_window and failures >= config.failure_rate * len(self._recent):
-            self._open(at, f"{failures} of the last {len(self._recent)} attempts failed")
+        failed = [who for ok, who in self._recent if not ok]
+        if (
+            len(self._recent) >= config.min_window
+            and len(failed) >= config.failure_rate * len(self._recent)
+            and len(set(failed)) >= config.min_accounts
+        ):
+            self._open(at, f"{len(failed)} of the last {len(self._recent)} attempts failed")
 
     def admission(self, now: float, *, take_probe: bool) -> Admission:
         """What a decision at `now` may do with this model; `take_probe` claims a free probe
@@ -150,3 +172,4 @@ class CircuitBreaker:
         self._probe_at = None
         self._recent.clear()
         self._streak = 0
+        self._streak_accounts.clear()

@@ -8,6 +8,8 @@ Environment (all optional):
   STEPBLEND_NATS_URL                   where usage events come from (common settings)
   STEPBLEND_ROUTER_BREAKER_FAILURES    consecutive failures that open a provider:model's
                                        circuit (default 5)
+  STEPBLEND_ROUTER_BREAKER_MIN_ACCOUNTS  distinct accounts whose failures it takes to open
+                                       a circuit (2: one tenant cannot open it for others)
   STEPBLEND_ROUTER_BREAKER_COOLDOWN_S  seconds a circuit stays open before a probe
                                        (default 30)
   STEPBLEND_ROUTER_STATS_REPLAY_S      seconds of usage history a starting replica folds
@@ -63,6 +65,7 @@ class RouterOptions:
                 _number(source, "STEPBLEND_ROUTER_BREAKER_FAILURES", BreakerConfig.consecutive_failures)
             ),
             cooldown_s=_number(source, "STEPBLEND_ROUTER_BREAKER_COOLDOWN_S", BreakerConfig.cooldown_s),
+            min_accounts=int(_number(source, "STEPBLEND_ROUTER_BREAKER_MIN_ACCOUNTS", BreakerConfig.min_accounts)),
         )
         replay = _number(source, "STEPBLEND_ROUTER_STATS_REPLAY_S", ConsumerOptions.replay_s)
         consumer = ConsumerOptions(replay_s=replay, max_age_s=max(ConsumerOptions.max_age_s, replay))

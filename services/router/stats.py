@@ -195,7 +195,7 @@ class StatsBook:
             if stats is not None and (attempt.outcome == SUCCESS_OUTCOME or attempt.outcome in FAILURE_OUTCOMES):
                 success = attempt.outcome == SUCCESS_OUTCOME
                 stats.success.add(1.0 if success else 0.0, when, config)
-                stats.breaker.record(success, when)
+                stats.breaker.record(success, when, event.account_id)
                 folded += 1
             before_ms += max(0, attempt.latency_ms)
         if served is not None:

@@ -6,7 +6,11 @@ import pytest
 
 from services.router.breaker import Admit, BreakerConfig, CircuitBreaker, CircuitState
 
-CONFIG = BreakerConfig(consecutive_failures=5, window=20, min_window=10, failure_rate=0.5, cooldown_s=30)
+# The state machine, with every failure counting (one account is enough): the
+# per-account rule has its own tests below.
+CONFIG = BreakerConfig(
+    consecutive_failures=5, window=20, min_window=10, failure_rate=0.5, cooldown_s=30, min_accounts=1
+)
 
 
 def failing(times: int, start: float = 0.0) -> CircuitBreaker:
@@ -123,3 +127,29 @@ def test_a_late_outcome_from_before_the_opening_is_ignored() -> None:
 def test_bad_config_is_refused(changes: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BreakerConfig(**changes)  # type: ignore[arg-type]
+
+
+TENANT_SAFE = BreakerConfig(consecutive_failures=5, window=20, min_window=10, failure_rate=0.5, cooldown_s=30)
+
+
+def test_one_account_failing_alone_never_opens_the_circuit() -> None:
+    breaker = CircuitBreaker(TENANT_SAFE)
+    for t in range(50):
+        breaker.record(False, t, "acct-with-a-rate-limited-key")
+    assert breaker.state(50) is CircuitState.CLOSED
+    assert breaker.admission(50, take_probe=True).admit is Admit.ALLOW
+
+
+def test_failures_from_two_accounts_open_it() -> None:
+    breaker = CircuitBreaker(TENANT_SAFE)
+    for t in range(5):
+        breaker.record(False, t, "acct-a" if t % 2 else "acct-b")
+    assert breaker.state(5) is CircuitState.OPEN
+
+
+def test_one_account_failing_among_others_succeeding_does_not_open_it_by_rate() -> None:
+    breaker = CircuitBreaker(TENANT_SAFE)
+    for t in range(40):
+        # Half the attempts fail, all of them one account's.
+        breaker.record(t % 2 == 0, t, "acct-ok" if t % 2 == 0 else "acct-bad")
+    assert breaker.state(40) is CircuitState.CLOSED

@@ -83,7 +83,8 @@ def usage(
     served = any(a.outcome == "ok" for a in attempts)
     return UsageEvent(
         request_id=f"req-{uuid.uuid4().hex[:8]}-{n}",
-        account_id="acct",
+        # Each request another account's: a breaker opens only on failures from several.
+        account_id=f"acct-{n}",
         outcome="completed" if served else "failed",
         admitted_at=time.time() - ended_ago_s - latency_ms / 1000,
         stream=True,

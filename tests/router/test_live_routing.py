@@ -117,7 +117,7 @@ def failures(entry: ModelEntry, count: int) -> list[UsageEvent]:
     return [
         UsageEvent(
             request_id=f"fail-{entry.key}-{n}",
-            account_id="acct",
+            account_id=f"acct-{n % 3}",  # several tenants' requests: an outage, not one account's key
             outcome="failed",
             admitted_at=0.0,
             attempts=[AttemptRecord(provider=entry.provider, model=entry.id, outcome="timeout")],

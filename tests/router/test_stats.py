@@ -50,7 +50,7 @@ def event(
     served = next((a for a in reversed(attempts) if a.outcome == "ok"), None)
     return UsageEvent(
         request_id=f"req-{n}",
-        account_id="acct",
+        account_id=f"acct-{n}",  # each request another tenant's (a breaker needs failures from several)
         outcome="completed" if served else "failed",
         admitted_at=0.0,
         routed_model=served.model if served else "",
@@ -216,3 +216,11 @@ def test_decayed_mean_weights_newer_samples_more() -> None:
     # weights 0.5 and 1: (1 x 0 + 0.5 x 10 + 20) / (1 + 1.5)
     assert mean.estimate(0, 0, config) == pytest.approx(25 / 2.5)
     assert mean.samples(100, config) == pytest.approx(0.75)
+
+
+def test_one_accounts_failures_do_not_open_the_circuit_for_others(books: Book) -> None:
+    gpt4o = one(books.catalog, "gpt-4o")
+    for n in range(50):
+        failed = event([attempt(gpt4o, "rate_limited")], n=n)
+        books.book.observe(failed.model_copy(update={"account_id": "acct-with-its-own-limit"}))
+    assert books.book.admission(gpt4o, take_probe=False).admit is Admit.ALLOW
