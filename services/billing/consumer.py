@@ -6,7 +6,14 @@ Each fetched batch is settled in one transaction. Delivery semantics, per messag
   that can never be recorded     → term: redelivering it cannot help; logged;
 - the database failed            → the batch's events are tried one by one, and
                                    each that fails again is nak'd with a delay: it
-                                   comes back later, and the others are not held.
+                                   comes back later, and the others are not held;
+- failed `max_deliveries` times
+  while others are recorded      → a poison event: published to the dead-letter
+                                   subject (`deadletter.` + its subject, kept in the
+                                   DEADLETTER stream for an operator) and terminated,
+                                   instead of coming back forever. While nothing
+                                   records (the database is down) no event is
+                                   dead-lettered: they all wait for it.
 Anything unexpected is treated like a database failure: retrying an event is
 safe (writes are idempotent), dropping one loses a charge.
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -58,6 +66,10 @@ class ConsumerOptions:
     # to another replica while still in hand.
     ack_wait_s: float = 30.0
     retry_delay_s: float = 1.0
+    # Deliveries after which an event that fails while others are recorded is dead-lettered.
+    max_deliveries: int = 5
+    # "Others are recorded": a batch was recorded within this many seconds.
+    healthy_within_s: float = 60.0
     # After a fetch short of a batch, wait this long for events to gather. A fetch
     # returns as soon as one event is there, and each costs two pull requests and
     # a flush of acks: one per event under steady traffic, several times what
@@ -73,6 +85,7 @@ class UsageConsumer:
         self._writer = writer
         self._options = options or ConsumerOptions()
         self._stopping = asyncio.Event()
+        self._recorded_at: float | None = None
         self._tracer = trace.get_tracer(__name__) if telemetry.tracing_enabled() else None
 
     def stop(self) -> None:
@@ -163,8 +176,12 @@ class UsageConsumer:
                 )
                 if len(batch) == 1:
                     message = batch[0][0]
-                    await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
+                    if self._poison(message):
+                        await self._dead_letter(message, exc)
+                    else:
+                        await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
                 return False
+        self._recorded_at = time.monotonic()
         for (message, entry), new in zip(batch, written, strict=True):
             if not new:
                 log.info(
@@ -173,6 +190,29 @@ class UsageConsumer:
                 )
             await self._reply(message.ack, message)
         return True
+
+    def _poison(self, message: Msg) -> bool:
+        """Whether `message` failed often enough, while the database records others."""
+        recorded = self._recorded_at
+        healthy = recorded is not None and time.monotonic() - recorded < self._options.healthy_within_s
+        return healthy and message.metadata.num_delivered >= self._options.max_deliveries
+
+    async def _dead_letter(self, message: Msg, error: Exception) -> None:
+        """Park a poison event on the dead-letter subject, then terminate it; if the
+        dead-letter publish fails, nak it instead (it is never dropped)."""
+        headers = {**(message.headers or {}), "StepBlend-Dead-Letter-Reason": f"{type(error).__name__}: {error}"[:500]}
+        try:
+            await self._js.publish(f"{events.DEAD_LETTER_PREFIX}{message.subject}", message.data, headers=headers)
+        except Exception:
+            log.warning("dead-lettering a usage event failed; it will be redelivered", exc_info=True)
+            await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
+            return
+        log.error(
+            "usage event on %s failed %d times while others were recorded: dead-lettered",
+            message.subject,
+            message.metadata.num_delivered,
+        )
+        await self._reply(message.term, message)
 
     def _entry(self, message: Msg) -> dict[str, Any] | None:
         """The ledger row of `message`, or None (logged) for one that can never be recorded."""

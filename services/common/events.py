@@ -23,6 +23,10 @@ USAGE_COMPLETED = "usage.v1.completed"
 USAGE_FAILED = "usage.v1.failed"
 
 CHANGES_STREAM = "CHANGES"
+# Events a consumer could not process after many tries, kept for an operator:
+# `deadletter.` + the event's own subject, in the DEADLETTER stream.
+DEAD_LETTER_PREFIX = "deadletter."
+DEAD_LETTER_STREAM = "DEADLETTER"
 KEYS_CHANGED = "keys.v1.changed"
 ACCOUNTS_CHANGED = "accounts.v1.changed"
 
@@ -118,6 +122,14 @@ async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> N
             storage=StorageType.FILE,
             max_age=24 * 3600,
             duplicate_window=120,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=DEAD_LETTER_STREAM,
+            subjects=[f"{DEAD_LETTER_PREFIX}>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * 24 * 3600,
             num_replicas=replicas,
         ),
     ]

@@ -7,10 +7,12 @@ and durable rather than the shared USAGE stream other services' tests read.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -195,3 +197,43 @@ async def test_an_event_the_database_refuses_does_not_hold_back_its_batch(
         consumer.stop()
         await asyncio.wait_for(task, 5)
         writer.close()
+
+
+async def test_a_poison_event_is_dead_lettered_while_the_others_are_recorded(lane: Lane, tmp_path: Path) -> None:
+    # The database itself refuses one row (a trigger), as it would a value it cannot store.
+    engine = make_engine(f"sqlite:///{tmp_path / 'billing.db'}")
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON ledger_entries "
+            "WHEN NEW.request_id LIKE 'poison-%' BEGIN SELECT RAISE(ABORT, 'a row the database refuses'); END"
+        )
+    dead_subject = f"deadletter.{lane.options.subject.removesuffix('>')}>"
+    await lane.js.add_stream(StreamConfig(name=f"DEAD_{lane.options.stream}", subjects=[dead_subject]))
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    poison = usage_event(account, request_id=f"poison-{uuid.uuid4().hex}")
+    await lane.publish(poison.model_dump_json().encode(), msg_id=poison.request_id)
+    options = dataclasses.replace(lane.options, max_deliveries=3, retry_delay_s=0.1)
+    writer = Writer(engine)
+    consumer = UsageConsumer(lane.js, writer, options)
+    task = asyncio.create_task(consumer.run())
+    try:
+        # Good events keep arriving and are recorded while the poison one comes back.
+        good = []
+        for _ in range(6):
+            event = usage_event(account)
+            good.append(event)
+            await lane.publish(event.model_dump_json().encode(), msg_id=event.request_id)
+            await asyncio.sleep(0.1)
+        await _eventually(lambda: _settled(lane))
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+        writer.close()
+    assert _rows(engine, account) == len(good)
+    parked = await lane.js.pull_subscribe(dead_subject, durable=f"dead-{uuid.uuid4().hex[:8]}")
+    [message] = await parked.fetch(1, timeout=5)
+    assert message.data == poison.model_dump_json().encode()
+    assert "a row the database refuses" in (message.headers or {})["StepBlend-Dead-Letter-Reason"]
+    assert 3 <= await lane.delivered() - len(good) <= 4  # delivered max_deliveries times, then parked
+    engine.dispose()
