@@ -58,12 +58,17 @@ class _TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return self._deny_unary
 
 
-def make_server(internal_token: str) -> grpc.aio.Server:
+def make_server(internal_token: str, max_message_bytes: int | None = None) -> grpc.aio.Server:
+    """A server with the tracing and internal-token interceptors; `max_message_bytes`
+    bounds what one call may send it (the channels' 32 MiB otherwise)."""
     # Tracing first (when on), so that a refused call is traced too.
     interceptors: list[grpc.aio.ServerInterceptor] = telemetry.server_interceptors()
     if internal_token:
         interceptors.append(_TokenCheck(internal_token))
-    return grpc.aio.server(interceptors=interceptors, options=_CHANNEL_OPTIONS)
+    options = dict(_CHANNEL_OPTIONS)
+    if max_message_bytes is not None:
+        options["grpc.max_receive_message_length"] = max_message_bytes
+    return grpc.aio.server(interceptors=interceptors, options=list(options.items()))
 
 
 async def start_server(

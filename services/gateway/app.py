@@ -38,6 +38,7 @@ from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
 from .routes import health, router
+from .schemas import MAX_BODY_BYTES
 from .tokens import o200k_base
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 async def _start_chat(deps: Deps) -> grpc.aio.Server:
     """The gRPC Chat API on its own port, sharing this process's clients and caches.
     Callers authenticate with their JWT, not the internal token."""
-    server = make_server(internal_token="")
+    # A chat request over gRPC may be as large as one over HTTP, no larger.
+    server = make_server(internal_token="", max_message_bytes=MAX_BODY_BYTES)
     chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(deps), server)
     port, _ = await start_server(
         server,

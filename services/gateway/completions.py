@@ -21,7 +21,8 @@ from stepblend.v1 import providers_pb2
 from .deps import Deps
 from .exchange import Exchange
 from .execution import abandon, finish_completion, relay, start
-from .parsing import parse
+from .parsing import parse_off_loop
+from .schemas import OFFLOAD_BYTES
 from .sse import SSE_HEADERS, stream, stream_after_keepalive
 
 __all__ = ["complete"]
@@ -29,8 +30,8 @@ __all__ = ["complete"]
 
 async def complete(deps: Deps, exchange: Exchange, raw: bytes) -> Response:
     """POST /chat/completions."""
-    request, upstream = parse(raw)
-    running = await start(deps, exchange, request, upstream)
+    request, upstream = await parse_off_loop(raw)
+    running = await start(deps, exchange, request, upstream, offload=len(raw) >= OFFLOAD_BYTES)
     first_task: asyncio.Future[providers_pb2.ExecuteEvent] | None = None
     try:
         if request.stream and deps.settings.sse_keepalive_s > 0:

@@ -64,13 +64,16 @@ class Running:
             yield message.events
 
 
-async def start(deps: Deps, exchange: Exchange, request: ChatRequest, upstream: dict[str, Any]) -> Running:
-    """Route, admit and start executing: the part of the path every transport shares."""
+async def start(
+    deps: Deps, exchange: Exchange, request: ChatRequest, upstream: dict[str, Any], *, offload: bool = False
+) -> Running:
+    """Route, admit and start executing: the part of the path every transport shares.
+    `offload`: a large request, whose tokens are counted off the event loop."""
     exchange.stream = request.stream
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
     exchange.telemetry = deps.telemetry
     exchange.max_cost_usd = request.stepblend_max_cost
-    decision = await route(deps, request, upstream, exchange.account_id)
+    decision = await route(deps, request, upstream, exchange.account_id, offload=offload)
     exchange.strategy_used = decision.strategy_used
     exchange.catalog_version = decision.catalog_version
     exchange.candidates = len(decision.candidates)

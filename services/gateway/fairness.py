@@ -10,7 +10,9 @@ limit off) a request is refused at once with 429 `rate_limit_error`, code
 it carries `retry-after` and no `x-should-retry: false`; it uses none of the plan's
 quota and publishes no usage event, since the request never reached the router.
 
-The gRPC chat API takes its slots from the same `InFlight`. The limit is per gateway process: N replicas let an account have N × the limit in
+The Routing API (`/route`) takes a slot too: it parses and counts a body as a
+completion does, before any quota is involved. The gRPC chat API takes its slots from
+the same `InFlight`, and accepts messages no larger than the HTTP body limit. The limit is per gateway process: N replicas let an account have N × the limit in
 flight. Requests without a valid token pass through untouched; the route answers
 them 401.
 """
@@ -26,7 +28,9 @@ from .errors import ApiError
 
 ENV_NAME = "STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT"
 DEFAULT_LIMIT = 64
-LIMITED_PATHS = frozenset({"/api/v1/chat/completions", "/v1/chat/completions"})
+# Every route that parses and counts a request body before admission: its work is
+# charged to the account's slots (the Routing API is free of quota, not of work).
+LIMITED_PATHS = frozenset({"/api/v1/chat/completions", "/v1/chat/completions", "/api/v1/route", "/v1/route"})
 RETRY_AFTER_S = 1
 
 

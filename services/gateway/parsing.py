@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from . import errors
-from .schemas import MAX_DEPTH, ChatRequest, nested_deeper_than
+from .schemas import MAX_DEPTH, OFFLOAD_BYTES, ChatRequest, nested_deeper_than
 
-__all__ = ["parse", "validate"]
+__all__ = ["parse", "parse_off_loop", "validate"]
+
+
+async def parse_off_loop(raw: bytes) -> tuple[ChatRequest, dict[str, Any]]:
+    """`parse`, in a worker thread for a body of OFFLOAD_BYTES or more, so that one
+    large request does not hold the event loop for every other tenant's."""
+    if len(raw) < OFFLOAD_BYTES:
+        return parse(raw)
+    return await asyncio.to_thread(parse, raw)
 
 
 def parse(raw: bytes) -> tuple[ChatRequest, dict[str, Any]]:

@@ -16,9 +16,7 @@ from .deps import Deps
 from .errors import ApiError
 from .exchange import Exchange
 from .render import JsonResponse
-from .schemas import ChatRequest, Credentials, NewAccount, PutKeyBody
-
-MAX_BODY_BYTES = 8 * 1024 * 1024
+from .schemas import MAX_BODY_BYTES, ChatRequest, Credentials, NewAccount, PutKeyBody
 
 router = APIRouter()
 health = APIRouter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -21,14 +22,25 @@ _ROUTE_TIMEOUT_S = 5.0
 
 
 async def route(
-    deps: Deps, request: ChatRequest, upstream: dict[str, Any], account_id: str, explain: bool = False
+    deps: Deps,
+    request: ChatRequest,
+    upstream: dict[str, Any],
+    account_id: str,
+    explain: bool = False,
+    *,
+    offload: bool = False,
 ) -> router_pb2.RouteDecision:
-    """Ask the router for ranked candidates; a refusal becomes its HTTP error."""
+    """Ask the router for ranked candidates; a refusal becomes its HTTP error.
+    `offload`: count the prompt's tokens off the event loop (a large body)."""
     connected = await deps.connected.get(account_id)
+    if offload:
+        counted = await asyncio.to_thread(features, request, deps.encoding, upstream)
+    else:
+        counted = features(request, deps.encoding, upstream)
     route_request = router_pb2.RouteRequest(
         model=request.model,
         strategy=request.stepblend_strategy or "",
-        features=features(request, deps.encoding, upstream),
+        features=counted,
         max_cost_usd=str(request.stepblend_max_cost) if request.stepblend_max_cost is not None else "",
         connected_providers=connected,
         explain=explain,

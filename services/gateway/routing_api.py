@@ -14,8 +14,9 @@ from stepblend.v1 import router_pb2
 
 from .deps import Deps
 from .features import features
-from .parsing import parse
+from .parsing import parse_off_loop
 from .routing import route
+from .schemas import OFFLOAD_BYTES
 
 
 def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
@@ -32,8 +33,8 @@ def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
 
 
 async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
-    request, upstream = parse(raw)
-    decision = await route(deps, request, upstream, account_id, explain=True)
+    request, upstream = await parse_off_loop(raw)
+    decision = await route(deps, request, upstream, account_id, explain=True, offload=len(raw) >= OFFLOAD_BYTES)
     feats = features(request, deps.encoding, upstream)
     ranked = [_candidate(c) for c in decision.candidates]
     return {

@@ -5,7 +5,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from services.gateway.completions import parse
+from services.gateway.parsing import parse
 from services.gateway.errors import ApiError
 
 

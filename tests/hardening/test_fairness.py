@@ -262,3 +262,51 @@ def test_the_grpc_chat_api_shares_the_accounts_slots(stack: Stack) -> None:
             return code
 
     assert asyncio.run(run()) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_the_routing_api_shares_the_accounts_slots(stack: Stack) -> None:
+    """/route parses and counts a body before admission: it takes a slot like a completion."""
+    busy = stack.account()
+    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": 1500})
+
+    async def run() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+            held = [
+                asyncio.create_task(client.post("/chat/completions", headers=busy.headers, json=body("gpt-4o")))
+                for _ in range(LIMIT)
+            ]
+            await asyncio.sleep(0.7)  # the held requests are waiting on the provider
+            refused = await client.post("/route", headers=busy.headers, json=body(FAST_MODEL))
+            await asyncio.gather(*held)
+            return refused
+
+    refused = asyncio.run(run())
+    assert refused.status_code == 429 and error_of(refused)["code"] == "concurrency_limit_exceeded"
+    assert httpx.post(f"{stack.base_url}/route", headers=busy.headers, json=body(FAST_MODEL)).status_code == 200
+
+
+def test_the_grpc_chat_api_has_the_http_body_limit(stack: Stack) -> None:
+    import grpc
+
+    from services.gateway.schemas import MAX_BODY_BYTES
+    from stepblend.v1 import chat_pb2, chat_pb2_grpc
+
+    account = stack.account()
+
+    async def call(size: int) -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(
+            stack.addresses["chat"], options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        ) as channel:
+            request = chat_pb2.ChatRequest(
+                model=FAST_MODEL, messages=[chat_pb2.ChatMessage(role="user", content="x" * size)]
+            )
+            try:
+                await chat_pb2_grpc.ChatStub(channel).Complete(
+                    request, metadata=(("authorization", f"Bearer {account.token}"),), timeout=30
+                )
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+    assert asyncio.run(call(MAX_BODY_BYTES + 1024)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert asyncio.run(call(16)) == grpc.StatusCode.OK

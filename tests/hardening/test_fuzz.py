@@ -37,8 +37,7 @@ from schemathesis import GenerationMode
 
 from services.common.config import Settings
 from services.gateway.app import create_app
-from services.gateway.routes import MAX_BODY_BYTES
-from services.gateway.schemas import MAX_DEPTH, MAX_MESSAGES
+from services.gateway.schemas import MAX_BODY_BYTES, MAX_DEPTH, MAX_MESSAGES
 from tests.hardening.stack import Account, Stack, error_of, is_openai_error, running
 
 RANDOM = bool(os.environ.get("STEPBLEND_FUZZ_RANDOM"))
