@@ -62,7 +62,9 @@ def entry_from_event(event: UsageEvent) -> dict[str, Any]:
         "outcome": event.outcome,
         # SPEC.md §3: a request counts once a provider answered, even if it failed later.
         "counted": event.provider_answered,
-        "routed_model": event.routed_model,
+        # A request no provider answered has no routed model: it is listed under the
+        # model the client asked for (cut to a sane length; the client chose it).
+        "routed_model": event.routed_model or event.requested_model[:256],
         "provider": event.provider,
         "strategy": event.strategy_used,
         "prompt_tokens": event.prompt_tokens,

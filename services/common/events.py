@@ -57,6 +57,9 @@ class UsageEvent(_Event):
     admitted_at: float
     strategy_used: str = ""
     routed_model: str = ""
+    # The `model` the client asked for (a model id or a strategy name): what a request
+    # that no provider answered is listed under.
+    requested_model: str = ""
     provider: str = ""
     stream: bool = False
     prompt_tokens: int = 0

@@ -38,6 +38,7 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
     admitted_at: float = field(default_factory=time.time)
     stream: bool = False
+    requested_model: str = ""
     include_usage: bool = False
     strategy_used: str = ""
     catalog_version: str = ""
@@ -111,6 +112,7 @@ class Exchange:
             admitted_at=self.admitted_at,
             strategy_used=self.strategy_used,
             routed_model=serving.model if serving else "",
+            requested_model=self.requested_model,
             provider=serving.provider if serving else "",
             stream=self.stream,
             prompt_tokens=usage.prompt_tokens if usage else 0,

@@ -70,6 +70,7 @@ async def start(
     """Route, admit and start executing: the part of the path every transport shares.
     `offload`: a large request, whose tokens are counted off the event loop."""
     exchange.stream = request.stream
+    exchange.requested_model = request.model
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
     exchange.telemetry = deps.telemetry
     exchange.max_cost_usd = request.stepblend_max_cost

@@ -131,4 +131,6 @@ def _fit_under_cap(entry: ModelEntry, prompt_tokens: int, ceiling: int, cap: Dec
                 f"{entry.id}: max output {entry.max_output_tokens} tokens < {MIN_OUTPUT_BUDGET}",
             )
         return over
-    return Fit(budget, worst_case_cost(entry, prompt_tokens, budget), budget)
+    # The budget is what the cap allows, not what an answer is expected to use: the
+    # estimate is the same as without a cap (the cap itself bounds the worst case).
+    return Fit(budget, worst_case_cost(entry, prompt_tokens, min(budget, UNCAPPED_ESTIMATE_TOKENS)), budget)

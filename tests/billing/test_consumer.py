@@ -235,5 +235,6 @@ async def test_a_poison_event_is_dead_lettered_while_the_others_are_recorded(lan
     [message] = await parked.fetch(1, timeout=5)
     assert message.data == poison.model_dump_json().encode()
     assert "a row the database refuses" in (message.headers or {})["StepBlend-Dead-Letter-Reason"]
-    assert 3 <= await lane.delivered() - len(good) <= 4  # delivered max_deliveries times, then parked
+    # Delivered at least max_deliveries times (more while nothing else had been recorded yet), then parked.
+    assert await lane.delivered() - len(good) >= options.max_deliveries
     engine.dispose()

@@ -8,6 +8,7 @@ which the SDK obeys.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
@@ -40,3 +41,13 @@ def test_a_rejected_key_is_called_once_and_not_retried(system: System) -> None:
     assert failure.value.response.headers["x-should-retry"] == "false"
     assert failure.value.body["code"] == "provider_key_invalid"  # type: ignore[index]
     assert _requests_with(system, REJECTED_KEY) - before == 1
+
+    # The failed request is listed under the model the client asked for.
+    request_id = failure.value.response.headers["x-request-id"]
+    deadline = time.monotonic() + 15
+    rows: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not rows:
+        usage = httpx.get(f"{system.base_url}/account/usage", headers={"authorization": f"Bearer {token}"}).json()
+        rows = [row for row in usage["data"] if row["request_id"] == request_id]
+        time.sleep(0.1)
+    assert rows and rows[0]["model"] == "lowest-cost" and rows[0]["status"] == "failed"

@@ -92,3 +92,12 @@ def test_requested_budget_over_cap(catalog: Catalog) -> None:
 def test_prompt_that_fills_the_context_does_not_fit(catalog: Catalog) -> None:
     result = fit(one(catalog, "gpt-4o"), 128_000 - MIN_OUTPUT_BUDGET + 1, 0, None)
     assert isinstance(result, Misfit) and result.reason == "context_too_small"
+
+
+def test_a_generous_cap_reports_the_estimate_not_the_cap(catalog: Catalog) -> None:
+    gpt4o = one(catalog, "gpt-4o")
+    capped = fit(gpt4o, 1000, 0, Decimal("5"))
+    uncapped = fit(gpt4o, 1000, 0, None)
+    assert isinstance(capped, Fit) and isinstance(uncapped, Fit)
+    assert capped.output_budget > uncapped.output_budget  # the cap allows a larger answer...
+    assert capped.estimated_cost == uncapped.estimated_cost < Decimal("5")  # ...the estimate is the same
