@@ -194,15 +194,9 @@ class Executor:
                     called += 1
                 if failure.outcome in ("provider_key_invalid", "connect_error"):
                     dead.add(candidate.provider)
-                log.info(
-                    "attempt on %s/%s failed: %s (HTTP %s) %s",
-                    candidate.provider,
-                    candidate.model,
-                    failure.outcome,
-                    failure.status,
-                    failure.detail,
-                    extra={"request_id": request.request_id},
-                )
+                failed_at = f"{candidate.provider}/{candidate.model}"
+                detail = f"{failure.outcome} (HTTP {failure.status}) {failure.detail}"
+                log.info("attempt on %s failed: %s", failed_at, detail, extra={"request_id": request.request_id})
                 if failure.refusal is not None:
                     yield [event, providers_pb2.ExecuteEvent(error=failure.refusal)]
                     return
