@@ -10,14 +10,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from . import accounts, console, routing_api
-from .completions import Exchange, complete
+from . import accounts, console, pipeline, routing_api
+from .codecs.openai_chat import OpenAIChatCodec
 from .deps import Deps
 from .errors import ApiError
 from .render import JsonResponse
 from .schemas import ChatRequest, Credentials, PutKeyBody
+from .state import Exchange
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+OPENAI_CHAT = OpenAIChatCodec()
 
 router = APIRouter()
 health = APIRouter()
@@ -73,7 +75,7 @@ async def chat_completions(request: Request) -> Response:
         account_id=account_id,
         client_request_id=request.headers.get("x-request-id", "")[:128],
     )
-    return await complete(deps, exchange, await _body(request))
+    return await pipeline.run(OPENAI_CHAT, deps, exchange, await _body(request))
 
 
 @router.post("/route", openapi_extra=_json_body(ChatRequest))

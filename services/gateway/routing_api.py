@@ -12,9 +12,10 @@ from typing import Any
 
 from stepblend.v1 import router_pb2
 
-from .completions import parse, route
+from .codecs.openai_chat import parse
 from .deps import Deps
 from .features import features
+from .routing import route
 
 
 def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 
-from services.gateway.completions import parse
+from services.gateway.codecs.openai_chat import parse
 from services.gateway.features import TOKENS_PER_IMAGE, count_tokens, features
 from services.gateway.tokens import o200k_base
 

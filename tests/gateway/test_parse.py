@@ -5,7 +5,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from services.gateway.completions import parse
+from services.gateway.codecs.openai_chat import parse
 from services.gateway.errors import ApiError
 
 

@@ -18,6 +18,11 @@ execution or usage, which are one pipeline. A `Codec` is that difference:
 
 `Answer` is what a renderer may know of the request; the pipeline's per-request
 state implements it.
+
+While the model thinks before its first token, the pipeline keeps the line alive
+with a renderer made early (`routed_model` is still empty then): it calls only
+its `keepalive`, and `broke` if every candidate then fails; the renderer that
+`start`s is a fresh one, made once the first chunk has arrived.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class TokenCounts:
     prompt_tokens: int
     completion_tokens: int
     cached_prompt_tokens: int = 0
+    # As the provider reported it; 0 when it did not (then prompt + completion).
+    total_tokens: int = 0
 
 
 class Answer(Protocol):

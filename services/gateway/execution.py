@@ -1,0 +1,172 @@
+"""Execution: providers' event stream for one admitted request.
+
+Providers walks the candidates and sends attempts, then the answer (chunks, or a
+whole completion), usage and late attempts; the events that are ready together
+come in one message. Here that stream is read in three phases: up to the first
+answer (`first_answer`, which raises the error when every candidate failed), the
+rest of a whole completion (`finish_completion`), or the rest of a stream
+(`relay`, a message's chunks at a time). Every way out settles the request
+(`usage.finish`), and cancels upstream if it is still running (`abandon`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import orjson
+
+from stepblend.v1 import providers_pb2, router_pb2
+
+from . import errors, usage
+from .deps import Deps
+from .errors import ApiError
+from .rpc import rpc_error
+from .state import Exchange
+
+__all__ = ["Running", "abandon", "execute", "finish_completion", "first_answer", "relay"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    """An admitted request whose Execute (streamed) or Complete call is under way."""
+
+    call: Any
+    messages: AsyncIterator[providers_pb2.ExecuteEvents]
+    candidates: dict[tuple[str, str], router_pb2.Candidate]
+    # What `first_answer` left of the message the answer came in: the answer on.
+    unread: Sequence[providers_pb2.ExecuteEvent] = ()
+
+    async def batches(self) -> AsyncIterator[Sequence[providers_pb2.ExecuteEvent]]:
+        """The events from the first answer on, a message's worth at a time."""
+        yield self.unread
+        async for message in self.messages:
+            yield message.events
+
+
+def execute(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision, upstream: dict[str, Any]) -> Running:
+    """Start providers' call for the routed candidates."""
+    request = providers_pb2.ExecuteRequest(
+        request_id=exchange.request_id,
+        account_id=exchange.account_id,
+        candidates=decision.candidates,
+        body=orjson.dumps(upstream),
+        stream=exchange.stream,
+        include_usage=exchange.include_usage,
+        created=exchange.created,
+    )
+    candidates = {(c.provider, c.model): c for c in decision.candidates}
+    if exchange.stream:
+        stream = deps.providers.Execute(request, metadata=deps.metadata)
+        return Running(stream, stream.__aiter__(), candidates)
+    # A whole answer is one message: a unary call, which costs half a stream's.
+    unary = deps.providers.Complete(request, metadata=deps.metadata)
+    return Running(unary, _one(unary), candidates)
+
+
+async def _one(call: Awaitable[providers_pb2.ExecuteEvents]) -> AsyncIterator[providers_pb2.ExecuteEvents]:
+    yield await call
+
+
+def abandon(deps: Deps, exchange: Exchange, running: Running) -> None:
+    """The request ended before (or after) an answer was relayed: cancel upstream, settle."""
+    running.call.cancel()
+    usage.finish(deps, exchange)
+
+
+def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(
+        event.status or 502, event.message, event.type or "api_error", event.code or None, event.param or None, headers
+    )
+
+
+async def first_answer(running: Running, exchange: Exchange) -> providers_pb2.ExecuteEvent:
+    """Consume attempts until a chunk or completion arrives; raise the error if none
+    does. The answer and the events that came with it stay unread (`Running.batches`)."""
+    try:
+        async for message in running.messages:
+            for i, event in enumerate(message.events):
+                kind = event.WhichOneof("event")
+                if kind == "attempt":
+                    _record_attempt(exchange, event.attempt, running.candidates)
+                elif kind in ("chunk", "completion"):
+                    exchange.answered = True
+                    exchange.answered_at = time.monotonic()
+                    running.unread = message.events[i:]
+                    return event
+                elif kind == "error":
+                    exchange.error_code = event.error.code or event.error.type
+                    raise _error_from(event.error, exchange.rate_headers)
+                elif kind == "usage":
+                    exchange.usage = event.usage
+    except grpc.aio.AioRpcError as exc:
+        exchange.error_code = "providers_unreachable"
+        raise rpc_error("providers", exc) from exc
+    exchange.error_code = "no_answer"
+    raise errors.unavailable("The provider ended the request without an answer.", "no_answer")
+
+
+def _record_attempt(
+    exchange: Exchange, attempt: providers_pb2.Attempt, candidates: dict[tuple[str, str], router_pb2.Candidate]
+) -> None:
+    exchange.attempts.append(attempt)
+    if attempt.outcome == "ok":
+        exchange.serving = candidates.get((attempt.provider, attempt.model))
+        exchange.ttft_ms = attempt.ttft_ms
+
+
+async def finish_completion(deps: Deps, exchange: Exchange, running: Running) -> None:
+    """After a whole completion: read the usage and any late attempt, then settle."""
+    try:
+        async for events in running.batches():
+            for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "usage":
+                    exchange.usage = event.usage
+                elif kind == "attempt":
+                    exchange.attempts.append(event.attempt)
+    except grpc.aio.AioRpcError:
+        # The answer is complete; a lost trailer costs only the usage figures.
+        log.warning("usage of a completed request was lost", extra={"request_id": exchange.request_id})
+    usage.finish(deps, exchange)
+    if exchange.serving is None:
+        raise errors.unavailable("The providers service answered without naming the attempt.", "no_answer")
+
+
+async def relay(deps: Deps, exchange: Exchange, running: Running) -> AsyncIterator[list[bytes] | ApiError]:
+    """A streamed answer from its first chunk: the chunks (JSON bytes) of each message
+    from providers together, and an ApiError last where the stream broke after it
+    started; when it ends without one, the dialect's ending is the caller's to
+    send. Settles when done."""
+    try:
+        async for events in running.batches():
+            chunks: list[bytes] = []
+            broke: ApiError | None = None
+            for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "chunk":
+                    chunks.append(event.chunk)
+                elif kind == "usage":
+                    exchange.usage = event.usage
+                elif kind == "attempt":
+                    exchange.attempts.append(event.attempt)
+                elif kind == "error":
+                    exchange.error_code = event.error.code or event.error.type or "stream_error"
+                    broke = _error_from(event.error)
+                    break
+            if chunks:
+                yield chunks
+            if broke is not None:
+                yield broke
+                return
+    except grpc.aio.AioRpcError as exc:
+        exchange.error_code = "providers_unreachable"
+        yield rpc_error("providers", exc)
+    finally:
+        abandon(deps, exchange, running)

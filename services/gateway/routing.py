@@ -1,0 +1,47 @@
+"""The Route call: a request's features to the router, ranked candidates back; a
+refusal becomes the HTTP error SPEC.md §4 gives it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from stepblend.v1 import router_pb2
+
+from . import errors
+from .deps import Deps
+from .errors import ApiError
+from .features import features
+from .rpc import rpc_error
+from .schemas import ChatRequest
+
+__all__ = ["route"]
+
+_ROUTE_TIMEOUT_S = 5.0
+
+
+async def route(
+    deps: Deps, request: ChatRequest, upstream: dict[str, Any], account_id: str, explain: bool = False
+) -> router_pb2.RouteDecision:
+    """Ask the router for ranked candidates; a refusal becomes its HTTP error."""
+    connected = await deps.connected.get(account_id)
+    route_request = router_pb2.RouteRequest(
+        model=request.model,
+        strategy=request.stepblend_strategy or "",
+        features=features(request, deps.encoding, upstream),
+        max_cost_usd=str(request.stepblend_max_cost) if request.stepblend_max_cost is not None else "",
+        connected_providers=connected,
+        explain=explain,
+    )
+    try:
+        response = await deps.router.Route(route_request, timeout=_ROUTE_TIMEOUT_S, metadata=deps.metadata)
+    except grpc.aio.AioRpcError as exc:
+        raise rpc_error("router", exc) from exc
+    if response.WhichOneof("result") == "refusal":
+        refusal = response.refusal
+        status = errors.REFUSAL_STATUS.get(refusal.code, 400)
+        code = None if refusal.code == "invalid_request" else refusal.code
+        raise ApiError(status, refusal.message, "invalid_request_error", code, refusal.param or None)
+    decision: router_pb2.RouteDecision = response.decision
+    return decision
