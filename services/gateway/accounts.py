@@ -45,7 +45,7 @@ async def load_connected(keys: providers_pb2_grpc.KeysStub, metadata: Metadata, 
 
 async def authenticate(deps: Deps, authorization: str | None) -> str:
     """The caller's account id: a valid JWT for an existing, enabled account."""
-    account_id = deps.verifier.account_id(authorization)
+    account_id = await deps.verifier.account_id(authorization)
     status = await deps.accounts.get(account_id)
     if not status.exists:
         raise unauthenticated("The account of this token does not exist.")

@@ -23,13 +23,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import events, telemetry
+from services.common.cache import TtlCache
 from services.common.config import Settings
 from services.common.grpcio import call_metadata, channel, make_server, start_server
 from stepblend.v1 import billing_pb2_grpc, chat_pb2, chat_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from . import accounts
 from .auth import Keyring, Verifier
-from .caches import ModelList, TtlCache
+from .caches import ModelList
 from .chat import ChatServicer
 from .deps import Deps
 from .errors import ApiError

@@ -81,7 +81,7 @@ class AccountConcurrencyLimit:
 
     It sits inside the request-id middleware (so its 429 has an `x-request-id`) and
     finds the account with the app's token verifier, whose cache makes that a
-    dictionary lookup for a token already seen.
+    lookup for a token already seen.
     """
 
     def __init__(self, app: ASGIApp, in_flight: InFlight) -> None:
@@ -98,7 +98,7 @@ class AccountConcurrencyLimit:
         ):
             await self.app(scope, receive, send)
             return
-        account_id = _account_id(scope)
+        account_id = await _account_id(scope)
         if account_id is None:
             await self.app(scope, receive, send)
             return
@@ -111,12 +111,12 @@ class AccountConcurrencyLimit:
             self.in_flight.release(account_id)
 
 
-def _account_id(scope: Scope) -> str | None:
+async def _account_id(scope: Scope) -> str | None:
     authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
     if authorization is None:
         return None
     try:
-        account_id: str = scope["app"].state.deps.verifier.account_id(authorization.decode("latin-1"))
+        account_id: str = await scope["app"].state.deps.verifier.account_id(authorization.decode("latin-1"))
     except ApiError:
         return None
     return account_id
