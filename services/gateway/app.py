@@ -35,6 +35,7 @@ from .chat import ChatServicer
 from .deps import Deps
 from .errors import ApiError
 from .fairness import AccountConcurrencyLimit, InFlight, limit_from_env
+from .invalidation import Invalidations
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
@@ -149,23 +150,10 @@ def create_app(settings: Settings) -> FastAPI:
             metadata=metadata,
             telemetry=RequestTelemetry.create(),
         )
-
-        async def on_keys_changed(msg: Any) -> None:
-            try:
-                deps.connected.drop(events.KeysChanged.model_validate_json(msg.data).account_id)
-            except ValueError:
-                log.warning("ignored a malformed keys.v1.changed event")
-
-        async def on_account_changed(msg: Any) -> None:
-            try:
-                deps.accounts.drop(events.AccountsChanged.model_validate_json(msg.data).account_id)
-            except ValueError:
-                log.warning("ignored a malformed accounts.v1.changed event")
-            deps.verifier.clear()
-
-        await nc.subscribe(events.KEYS_CHANGED, cb=on_keys_changed)
-        await nc.subscribe(events.ACCOUNTS_CHANGED, cb=on_account_changed)
+        invalidations = Invalidations(deps)
+        await invalidations.subscribe()
         app.state.deps = deps
+        app.state.invalidations = invalidations
         chat_server = await _start_chat(deps) if settings.chat_port is not None else None
         try:
             yield
