@@ -7,7 +7,6 @@ Routes live in routes.py; everything they need is built here, once, and kept on
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,12 +33,13 @@ from .caches import ModelList
 from .chat import ChatServicer
 from .deps import Deps
 from .errors import ApiError
-from .fairness import AccountConcurrencyLimit, InFlight, limit_from_env
+from .fairness import AccountConcurrencyLimit, InFlight
 from .invalidation import Invalidations
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
 from .routes import health, router
+from .settings import GatewaySettings
 from .tokens import o200k_base
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,10 @@ async def _start_chat(deps: Deps) -> grpc.aio.Server:
     return server
 
 
-def create_app(settings: Settings) -> FastAPI:
-    in_flight = InFlight(limit_from_env(os.environ))
+def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> FastAPI:
+    """The app; `gateway` defaults to the environment's, read here, once."""
+    gateway = gateway or GatewaySettings.from_env()
+    in_flight = InFlight(gateway.max_concurrent_per_account)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
         billing = billing_pb2_grpc.BillingStub(billing_ch)
         deps = Deps(
             settings=settings,
+            gateway=gateway,
             in_flight=in_flight,
             keyring=keyring,
             verifier=Verifier(keyring),

@@ -14,11 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from stepblend.v1 import router_pb2, router_pb2_grpc
 
-from .rpc import Metadata, rpc_error
+from .rpc import Metadata, call
 
 STRATEGIES = ("lowest-cost", "balanced", "fastest", "max-reliability")
 _MODELS_TTL_S = 60.0
@@ -42,10 +40,9 @@ class ModelList:
     async def get(self, router: router_pb2_grpc.RouterStub, metadata: Metadata) -> dict[str, Any]:
         if self._body is not None and time.monotonic() < self._until:
             return self._body
-        try:
-            response = await router.ListModels(router_pb2.ListModelsRequest(), timeout=5.0, metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise rpc_error("router", exc) from exc
+        response = await call(
+            router.ListModels, router_pb2.ListModelsRequest(), service="router", timeout_s=5.0, metadata=metadata
+        )
         data: list[dict[str, Any]] = [
             {"id": name, "object": "model", "created": 0, "owned_by": "stepblend"} for name in STRATEGIES
         ]

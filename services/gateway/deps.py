@@ -18,11 +18,13 @@ from .features import Encoding
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .rpc import Metadata
+from .settings import GatewaySettings
 
 
 @dataclass
 class Deps:
     settings: Settings
+    gateway: GatewaySettings
     keyring: Keyring
     verifier: Verifier
     encoding: Encoding

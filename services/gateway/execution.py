@@ -62,11 +62,13 @@ def execute(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision, 
         created=exchange.created,
     )
     candidates = {(c.provider, c.model): c for c in decision.candidates}
+    # Providers bounds each attempt itself; the deadline is the backstop (rpc.py).
+    deadline_s = deps.gateway.providers_deadline_s(len(decision.candidates))
     if exchange.stream:
-        stream = deps.providers.Execute(request, metadata=deps.metadata)
+        stream = deps.providers.Execute(request, timeout=deadline_s, metadata=deps.metadata)
         return Running(stream, stream.__aiter__(), candidates)
     # A whole answer is one message: a unary call, which costs half a stream's.
-    unary = deps.providers.Complete(request, metadata=deps.metadata)
+    unary = deps.providers.Complete(request, timeout=deadline_s, metadata=deps.metadata)
     return Running(unary, _one(unary), candidates)
 
 

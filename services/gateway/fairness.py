@@ -17,28 +17,23 @@ them 401.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import ApiError
+from .settings import DEFAULT_MAX_CONCURRENT, GatewaySettings
 
 ENV_NAME = "STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT"
-DEFAULT_LIMIT = 64
+DEFAULT_LIMIT = DEFAULT_MAX_CONCURRENT
 LIMITED_PATHS = frozenset({"/api/v1/chat/completions", "/v1/chat/completions"})
 RETRY_AFTER_S = 1
 
 
-def limit_from_env(environ: Mapping[str, str] = os.environ) -> int:
-    """The configured limit; ValueError (start-up fails) when it is not a count."""
-    raw = environ.get(ENV_NAME, "").strip()
-    if not raw:
-        return DEFAULT_LIMIT
-    limit = int(raw)
-    if limit < 0:
-        raise ValueError(f"{ENV_NAME} must be 0 (no limit) or more, got {raw!r}")
-    return limit
+def limit_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """The configured limit (GatewaySettings); ValueError (ConfigError: start-up
+    fails) when it is not a count."""
+    return GatewaySettings.from_env(environ).max_concurrent_per_account
 
 
 class InFlight:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from stepblend.v1 import router_pb2
 
 from . import errors
 from .deps import Deps
 from .errors import ApiError
 from .features import features
-from .rpc import rpc_error
+from .rpc import call
 from .schemas import ChatRequest
 
 __all__ = ["route"]
@@ -34,10 +32,9 @@ async def route(
         connected_providers=connected,
         explain=explain,
     )
-    try:
-        response = await deps.router.Route(route_request, timeout=_ROUTE_TIMEOUT_S, metadata=deps.metadata)
-    except grpc.aio.AioRpcError as exc:
-        raise rpc_error("router", exc) from exc
+    response = await call(
+        deps.router.Route, route_request, service="router", timeout_s=_ROUTE_TIMEOUT_S, metadata=deps.metadata
+    )
     if response.WhichOneof("result") == "refusal":
         refusal = response.refusal
         status = errors.REFUSAL_STATUS.get(refusal.code, 400)
