@@ -26,6 +26,7 @@ from services.common.config import Settings
 from services.gateway.app import create_app
 from services.gateway.deps import Deps
 from services.gateway.invalidation import Invalidations
+from services.gateway.settings import GatewaySettings
 from services.providers.main import serve as serve_providers
 from services.providers.timeouts import Timeouts
 from services.providers.vault import new_kek
@@ -50,6 +51,18 @@ class Stack:
     mock_url: str
     billing: billing_pb2_grpc.BillingStub
     billing_proxy: HoldingProxy
+    settings: Settings
+
+    @contextlib.asynccontextmanager
+    async def another_gateway(self, gateway: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+        """A second gateway in front of the same services, with its own settings."""
+        app = create_app(self.settings, gateway)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://x") as http,
+        ):
+            yield http
 
     @property
     def deps(self) -> Deps:
@@ -132,20 +145,20 @@ async def stack(
             providers.result()
         await _wait_serving(f"127.0.0.1:{billing_port}")
         proxy = await HoldingProxy(billing_port).start()
-        app = create_app(
-            base.model_copy(
-                update={
-                    "router_addr": f"127.0.0.1:{router_port}",
-                    "providers_addr": f"127.0.0.1:{ready.result()}",
-                    "billing_addr": f"127.0.0.1:{proxy.port}",
-                }
-            )
+        settings = base.model_copy(
+            update={
+                "router_addr": f"127.0.0.1:{router_port}",
+                "providers_addr": f"127.0.0.1:{ready.result()}",
+                "billing_addr": f"127.0.0.1:{proxy.port}",
+            }
         )
+        app = create_app(settings, GatewaySettings())
         billing_channel = grpcio.channel(f"127.0.0.1:{billing_port}", INTERNAL_TOKEN)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-                yield Stack(app, http, mock_provider.url, billing_pb2_grpc.BillingStub(billing_channel), proxy)
+                billing_stub = billing_pb2_grpc.BillingStub(billing_channel)
+                yield Stack(app, http, mock_provider.url, billing_stub, proxy, settings)
         await billing_channel.close()
         await proxy.stop()
     finally:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from services.gateway.settings import GatewaySettings
 from tests.gateway.conftest import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -102,3 +103,16 @@ async def test_a_router_refusal_is_the_client_error_it_names(gateway: Stack) -> 
     status, _, body = await chat(gateway, headers, model="lowest-cost", stepblend_max_cost=1e-12)
     assert status == 400
     assert orjson.loads(body)["error"]["code"] == "no_model_under_cost_cap"
+
+
+async def test_providers_that_outlive_their_deadline_are_a_timeout(gateway: Stack) -> None:
+    _, headers = await gateway.account()
+    await gateway.behave(ttft_ms=3000)
+    tight = GatewaySettings(provider_total_timeout_s=0.3, provider_deadline_margin_s=0.2)
+    async with gateway.another_gateway(tight) as http:
+        response = await http.post(
+            "/v1/chat/completions", headers=headers, json={"model": "gpt-4o-mini", "messages": MESSAGES}
+        )
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "timeout"
+    assert "providers" in response.json()["error"]["message"]
