@@ -15,37 +15,42 @@ from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers
 from .caches import AccountStatus
 from .deps import Deps
 from .errors import ApiError, invalid, unauthenticated
-from .rpc import Metadata, rpc_error
+from .rpc import Metadata, ServiceFailed, call
 
 _TIMEOUT_S = 5.0
 
 
 async def load_status(billing: billing_pb2_grpc.BillingStub, metadata: Metadata, account_id: str) -> AccountStatus:
     try:
-        response = await billing.GetAccount(
-            billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=metadata
+        response = await call(
+            billing.GetAccount,
+            billing_pb2.GetAccountRequest(account_id=account_id),
+            service="billing",
+            timeout_s=_TIMEOUT_S,
+            metadata=metadata,
         )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
+    except ServiceFailed as exc:
+        if exc.grpc_code == grpc.StatusCode.NOT_FOUND:
             return AccountStatus(account_id, exists=False, disabled=False, plan="")
-        raise rpc_error("billing", exc) from exc
+        raise
     account = response.account
     return AccountStatus(account_id, exists=True, disabled=account.disabled, plan=account.plan)
 
 
 async def load_connected(keys: providers_pb2_grpc.KeysStub, metadata: Metadata, account_id: str) -> tuple[str, ...]:
-    try:
-        response = await keys.Connected(
-            providers_pb2.ConnectedRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=metadata
-        )
-    except grpc.aio.AioRpcError as exc:
-        raise rpc_error("providers", exc) from exc
+    response = await call(
+        keys.Connected,
+        providers_pb2.ConnectedRequest(account_id=account_id),
+        service="providers",
+        timeout_s=_TIMEOUT_S,
+        metadata=metadata,
+    )
     return tuple(response.providers)
 
 
 async def authenticate(deps: Deps, authorization: str | None) -> str:
     """The caller's account id: a valid JWT for an existing, enabled account."""
-    account_id = deps.verifier.account_id(authorization)
+    account_id = await deps.verifier.account_id(authorization)
     status = await deps.accounts.get(account_id)
     if not status.exists:
         raise unauthenticated("The account of this token does not exist.")
@@ -55,12 +60,13 @@ async def authenticate(deps: Deps, authorization: str | None) -> str:
 
 
 async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
-    try:
-        response = await deps.billing.GetAccount(
-            billing_pb2.GetAccountRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata
-        )
-    except grpc.aio.AioRpcError as exc:
-        raise rpc_error("billing", exc) from exc
+    response = await call(
+        deps.billing.GetAccount,
+        billing_pb2.GetAccountRequest(account_id=account_id),
+        service="billing",
+        timeout_s=_TIMEOUT_S,
+        metadata=deps.metadata,
+    )
     account = response.account
     return {
         "object": "account",
@@ -76,14 +82,14 @@ async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
 async def usage(deps: Deps, account_id: str, limit: int) -> dict[str, Any]:
     """This month's usage from billing's ledger: the newest `limit` requests, requests per day,
     and the month's count, limit and spend (as `GET /account` gives them)."""
-    try:
-        response = await deps.billing.ListUsage(
-            billing_pb2.ListUsageRequest(account_id=account_id, limit=limit), timeout=_TIMEOUT_S, metadata=deps.metadata
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise unauthenticated("The account of this token does not exist.") from exc
-        raise rpc_error("billing", exc) from exc
+    response = await call(
+        deps.billing.ListUsage,
+        billing_pb2.ListUsageRequest(account_id=account_id, limit=limit),
+        service="billing",
+        timeout_s=_TIMEOUT_S,
+        metadata=deps.metadata,
+        errors={grpc.StatusCode.NOT_FOUND: lambda _: unauthenticated("The account of this token does not exist.")},
+    )
     account = response.account
     return {
         "object": "list",
@@ -114,12 +120,13 @@ async def usage(deps: Deps, account_id: str, limit: int) -> dict[str, Any]:
 
 
 async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
-    try:
-        response = await deps.keys.List(
-            providers_pb2.ListKeysRequest(account_id=account_id), timeout=_TIMEOUT_S, metadata=deps.metadata
-        )
-    except grpc.aio.AioRpcError as exc:
-        raise rpc_error("providers", exc) from exc
+    response = await call(
+        deps.keys.List,
+        providers_pb2.ListKeysRequest(account_id=account_id),
+        service="providers",
+        timeout_s=_TIMEOUT_S,
+        metadata=deps.metadata,
+    )
     return {
         "object": "list",
         "data": [
@@ -129,40 +136,40 @@ async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
 
 
 async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> dict[str, Any]:
-    try:
-        response = await deps.keys.Put(
-            providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key),
-            timeout=_TIMEOUT_S,
-            metadata=deps.metadata,
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            raise invalid(exc.details() or "Invalid provider key.", param="provider") from exc
-        raise rpc_error("providers", exc) from exc
+    response = await call(
+        deps.keys.Put,
+        providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key),
+        service="providers",
+        timeout_s=_TIMEOUT_S,
+        metadata=deps.metadata,
+        errors={
+            grpc.StatusCode.INVALID_ARGUMENT: lambda details: invalid(details or "Invalid provider key.", "provider")
+        },
+    )
     deps.connected.drop(account_id)
     return {"provider": provider, "masked_key": response.masked_key}
 
 
 async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, Any]:
-    try:
-        response = await deps.keys.Delete(
-            providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider),
-            timeout=_TIMEOUT_S,
-            metadata=deps.metadata,
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            raise invalid(exc.details() or "Unknown provider.", param="provider") from exc
-        raise rpc_error("providers", exc) from exc
+    response = await call(
+        deps.keys.Delete,
+        providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider),
+        service="providers",
+        timeout_s=_TIMEOUT_S,
+        metadata=deps.metadata,
+        errors={grpc.StatusCode.INVALID_ARGUMENT: lambda details: invalid(details or "Unknown provider.", "provider")},
+    )
     deps.connected.drop(account_id)
     if not response.deleted:
         raise ApiError(404, f"No key is connected for provider '{provider}'.", code="key_not_found", param="provider")
     return {"provider": provider, "deleted": True}
 
 
-def _too_many(exc: grpc.aio.AioRpcError) -> ApiError:
+def _too_many(failed: ServiceFailed) -> ApiError:
     """Billing's refusal of a sign-in over its rate limit, as a 429 with `retry-after`."""
-    retry_after = dict(exc.trailing_metadata() or ()).get("retry-after", "1")
+    cause = failed.__cause__
+    trailing = cause.trailing_metadata() if isinstance(cause, grpc.aio.AioRpcError) else None
+    retry_after = dict(trailing or ()).get("retry-after", "1")
     return ApiError(
         429,
         "Too many sign-in attempts from this address or for this email; retry later.",
@@ -178,40 +185,53 @@ async def signup(deps: Deps, email: str, password: str, client_address: str = ""
             403, "Signup is turned off on this StepBlend; ask its operator for an account.", code="signup_disabled"
         )
     try:
-        response = await deps.billing.CreateAccount(
-            billing_pb2.CreateAccountRequest(email=email, password=password, client_address=client_address),
-            timeout=_TIMEOUT_S,
-            metadata=deps.metadata,
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise _too_many(exc) from exc
-        if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
-            raise ApiError(
-                409, "An account with this email already exists.", code="account_exists", param="email"
-            ) from exc
-        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            raise invalid(exc.details() or "Invalid signup.", param="email") from exc
-        raise rpc_error("billing", exc) from exc
+        response = await _create(deps, email, password, client_address)
+    except ServiceFailed as failed:
+        if failed.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise _too_many(failed) from failed
+        raise
     account_id = response.account.account_id
     return {"account_id": account_id, "token": deps.keyring.issue(account_id)}
 
 
+async def _create(deps: Deps, email: str, password: str, client_address: str) -> billing_pb2.CreateAccountResponse:
+    return await call(
+        deps.billing.CreateAccount,
+        billing_pb2.CreateAccountRequest(email=email, password=password, client_address=client_address),
+        service="billing",
+        timeout_s=_TIMEOUT_S,
+        metadata=deps.metadata,
+        errors={
+            grpc.StatusCode.ALREADY_EXISTS: lambda _: ApiError(
+                409, "An account with this email already exists.", code="account_exists", param="email"
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT: lambda details: invalid(details or "Invalid signup.", param="email"),
+        },
+    )
+
+
 async def login(deps: Deps, email: str, password: str, client_address: str = "") -> dict[str, Any]:
     try:
-        response = await deps.billing.VerifyPassword(
-            billing_pb2.VerifyPasswordRequest(email=email, password=password, client_address=client_address),
-            timeout=_TIMEOUT_S,
-            metadata=deps.metadata,
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise _too_many(exc) from exc
-        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
-            raise unauthenticated("Wrong email or password.") from exc
-        if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
-            raise unauthenticated("This account is disabled.") from exc
-        raise rpc_error("billing", exc) from exc
+        response = await _verify(deps, email, password, client_address)
+    except ServiceFailed as failed:
+        if failed.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise _too_many(failed) from failed
+        raise
     if response.account.disabled:
         raise unauthenticated("This account is disabled.")
     return {"token": deps.keyring.issue(response.account.account_id)}
+
+
+async def _verify(deps: Deps, email: str, password: str, client_address: str) -> billing_pb2.VerifyPasswordResponse:
+    return await call(
+        deps.billing.VerifyPassword,
+        billing_pb2.VerifyPasswordRequest(email=email, password=password, client_address=client_address),
+        service="billing",
+        timeout_s=_TIMEOUT_S,
+        metadata=deps.metadata,
+        errors={
+            grpc.StatusCode.UNAUTHENTICATED: lambda _: unauthenticated("Wrong email or password."),
+            grpc.StatusCode.NOT_FOUND: lambda _: unauthenticated("Wrong email or password."),
+            grpc.StatusCode.PERMISSION_DENIED: lambda _: unauthenticated("This account is disabled."),
+        },
+    )

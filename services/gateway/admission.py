@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 
-import grpc
-
 from stepblend.v1 import billing_pb2
 
 from .deps import Deps
 from .errors import ApiError, unauthenticated, unavailable
+from .rpc import ServiceFailed, call
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +35,14 @@ def rate_headers(response: billing_pb2.AdmitResponse) -> dict[str, str]:
 async def admit(deps: Deps, account_id: str, request_id: str) -> dict[str, str]:
     """Reserve the request or raise; returns the rate-limit headers to send."""
     try:
-        response = await deps.billing.Admit(
+        response = await call(
+            deps.billing.Admit,
             billing_pb2.AdmitRequest(account_id=account_id, request_id=request_id),
-            timeout=_TIMEOUT_S,
+            service="billing",
+            timeout_s=_TIMEOUT_S,
             metadata=deps.metadata,
         )
-    except grpc.aio.AioRpcError as exc:
+    except ServiceFailed as exc:
         if deps.settings.billing_fail_open:
             deps.telemetry.admission("fail_open")
             log.warning("billing unreachable, admitting unreserved (fail-open)", extra={"request_id": request_id})

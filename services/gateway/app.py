@@ -7,7 +7,6 @@ Routes live in routes.py; everything they need is built here, once, and kept on
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,22 +22,25 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import events, telemetry
+from services.common.cache import TtlCache
 from services.common.config import Settings
 from services.common.grpcio import call_metadata, channel, make_server, start_server
 from stepblend.v1 import billing_pb2_grpc, chat_pb2, chat_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from . import accounts
 from .auth import Keyring, Verifier
-from .caches import ModelList, TtlCache
+from .caches import ModelList
 from .chat import ChatServicer
 from .deps import Deps
 from .errors import ApiError
-from .fairness import AccountConcurrencyLimit, InFlight, limit_from_env
+from .fairness import AccountConcurrencyLimit, InFlight
+from .invalidation import Invalidations
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
 from .routes import health, router
 from .schemas import MAX_BODY_BYTES
+from .settings import GatewaySettings
 from .tokens import o200k_base
 
 log = logging.getLogger(__name__)
@@ -111,8 +113,10 @@ async def _start_chat(deps: Deps) -> grpc.aio.Server:
     return server
 
 
-def create_app(settings: Settings) -> FastAPI:
-    in_flight = InFlight(limit_from_env(os.environ))
+def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> FastAPI:
+    """The app; `gateway` defaults to the environment's, read here, once."""
+    gateway = gateway or GatewaySettings.from_env()
+    in_flight = InFlight(gateway.max_concurrent_per_account)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
         billing = billing_pb2_grpc.BillingStub(billing_ch)
         deps = Deps(
             settings=settings,
+            gateway=gateway,
             in_flight=in_flight,
             keyring=keyring,
             verifier=Verifier(keyring),
@@ -150,23 +155,10 @@ def create_app(settings: Settings) -> FastAPI:
             metadata=metadata,
             telemetry=RequestTelemetry.create(),
         )
-
-        async def on_keys_changed(msg: Any) -> None:
-            try:
-                deps.connected.drop(events.KeysChanged.model_validate_json(msg.data).account_id)
-            except ValueError:
-                log.warning("ignored a malformed keys.v1.changed event")
-
-        async def on_account_changed(msg: Any) -> None:
-            try:
-                deps.accounts.drop(events.AccountsChanged.model_validate_json(msg.data).account_id)
-            except ValueError:
-                log.warning("ignored a malformed accounts.v1.changed event")
-            deps.verifier.clear()
-
-        await nc.subscribe(events.KEYS_CHANGED, cb=on_keys_changed)
-        await nc.subscribe(events.ACCOUNTS_CHANGED, cb=on_account_changed)
+        invalidations = Invalidations(deps)
+        await invalidations.subscribe()
         app.state.deps = deps
+        app.state.invalidations = invalidations
         chat_server = await _start_chat(deps) if settings.chat_port is not None else None
         try:
             yield

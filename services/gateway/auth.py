@@ -7,15 +7,15 @@ rotated-out key verifying until its tokens expire. A key only verifies with its
 own algorithm, so `alg: none` and HS/RS confusion (an RSA public key used as an
 HMAC secret) fail. Claims: `sub`, `iat`, `exp`, `iss`, and `aud` when configured.
 
-Verification runs on every request, so verified tokens are cached (bounded)
-until they expire; a token not seen before is always fully checked.
+Verification runs on every request, so verified tokens are cached (bounded, in
+the shared `TtlCache`) for a while, never past their expiry; a token not seen
+before is always fully checked, and an account change forgets them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,14 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 
+from services.common.cache import TtlCache
 from services.common.config import Settings
 
 from .errors import unauthenticated
 
 LEEWAY_S = 30  # tolerated clock skew between the issuer and this gateway
 MAX_TOKEN_BYTES = 8192
+VERIFIED_TTL_S = 600.0  # how long a verified token is trusted before it is checked again
 
 
 @dataclass(frozen=True)
@@ -116,24 +118,24 @@ class Verifier:
 
     def __init__(self, keyring: Keyring, cache_size: int = 10_000) -> None:
         self._keyring = keyring
-        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: TtlCache[str, tuple[str, float]] = TtlCache(self._load, VERIFIED_TTL_S, max_entries=cache_size)
 
-    def account_id(self, authorization: str | None) -> str:
+    async def account_id(self, authorization: str | None) -> str:
         if not authorization:
             raise unauthenticated("Missing bearer token: send your StepBlend JWT as the API key.")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated("Malformed Authorization header: expected 'Bearer <token>'.")
-        cached = self._cache.get(token)
-        if cached is not None and cached[1] > time.time():
-            return cached[0]
-        account_id, exp = self._verify(token)
-        self._cache[token] = (account_id, exp)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        account_id, exp = await self._cache.get(token)
+        if exp <= time.time():
+            # Expired since it was verified: check it again (within the leeway it still passes).
+            self._cache.drop(token)
+            account_id, exp = await self._cache.get(token)
         return account_id
+
+    async def _load(self, token: str) -> tuple[str, float]:
+        return self._verify(token)
 
     def _verify(self, token: str) -> tuple[str, float]:
         if len(token) > MAX_TOKEN_BYTES:

@@ -1,25 +1,22 @@
 """What the gateway remembers between requests: each account's status and its
 connected providers, so the hot path makes no extra gRPC calls.
 
-Entries live for a short TTL and are dropped at once by the `accounts.v1.changed`
-and `keys.v1.changed` events, so a disabled account or a new key takes effect
-within one event delivery on every gateway replica.
+They are `services.common.cache.TtlCache`s (single flight; a value dropped while
+its load was in flight is not kept): entries live for a short TTL and are dropped
+at once by the `accounts.v1.changed` and `keys.v1.changed` events, so a disabled
+account or a new key takes effect within one event delivery on every gateway
+replica.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
-import grpc
+from typing import Any
 
 from stepblend.v1 import router_pb2, router_pb2_grpc
 
-from .rpc import Metadata, rpc_error
-
-T = TypeVar("T")
+from .rpc import Metadata, call
 
 STRATEGIES = ("lowest-cost", "balanced", "fastest", "max-reliability")
 _MODELS_TTL_S = 60.0
@@ -33,33 +30,6 @@ class AccountStatus:
     plan: str
 
 
-class TtlCache(Generic[T]):
-    """A per-account cache in front of an async loader; bounded, with a TTL."""
-
-    def __init__(self, load: Callable[[str], Awaitable[T]], ttl_s: float, max_entries: int = 100_000) -> None:
-        self._load = load
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._entries: dict[str, tuple[float, T]] = {}
-
-    async def get(self, key: str) -> T:
-        hit = self._entries.get(key)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        value = await self._load(key)
-        if len(self._entries) >= self._max:
-            self._entries.clear()
-        self._entries[key] = (now + self._ttl, value)
-        return value
-
-    def drop(self, key: str) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
 class ModelList:
     """GET /models: the strategies and every catalog model, cached briefly."""
 
@@ -70,10 +40,9 @@ class ModelList:
     async def get(self, router: router_pb2_grpc.RouterStub, metadata: Metadata) -> dict[str, Any]:
         if self._body is not None and time.monotonic() < self._until:
             return self._body
-        try:
-            response = await router.ListModels(router_pb2.ListModelsRequest(), timeout=5.0, metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise rpc_error("router", exc) from exc
+        response = await call(
+            router.ListModels, router_pb2.ListModelsRequest(), service="router", timeout_s=5.0, metadata=metadata
+        )
         data: list[dict[str, Any]] = [
             {"id": name, "object": "model", "created": 0, "owned_by": "stepblend"} for name in STRATEGIES
         ]

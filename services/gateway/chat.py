@@ -1,4 +1,4 @@
-"""The gRPC Chat API (chat.proto): the request path of execution.py behind
+"""The gRPC Chat API (chat.proto): the request path of pipeline.py behind
 typed messages, with the JWT in `authorization` metadata.
 
 Each call gets StepBlend's request id, sent back as `x-request-id` initial
@@ -21,13 +21,14 @@ from grpc_status import rpc_status
 from stepblend.v1 import chat_pb2, chat_pb2_grpc, providers_pb2
 
 from . import accounts, chat_wire
+from .codecs.base import Parsed
+from .codecs.openai_chat import OpenAIChatCodec, final_chunk, validate
 from .deps import Deps
 from .errors import ApiError
-from .exchange import Exchange
-from .execution import Running, abandon, finish_completion, relay, start
+from .execution import Running, abandon, finish_completion, first_answer, relay
 from .fairness import refusal
-from .parsing import validate
-from .sse import final_chunk
+from .pipeline import start
+from .state import Exchange
 
 _STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -78,11 +79,11 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
                 request_id=request_id,
                 account_id=account_id,
                 client_request_id=str(metadata.get("x-request-id", ""))[:128],
+                dialect=OpenAIChatCodec.dialect,
             )
-            parsed, upstream = validate(chat_wire.to_openai(request, stream=stream))
-            running = await start(deps, exchange, parsed, upstream)
+            running = await start(deps, exchange, Parsed(*validate(chat_wire.to_openai(request, stream=stream))))
             try:
-                return exchange, running, await running.first_answer(exchange)
+                return exchange, running, await first_answer(running, exchange)
             except BaseException:
                 abandon(deps, exchange, running)
                 raise
@@ -127,6 +128,6 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             if broke is not None:
                 await context.abort_with_status(status_of(broke))
                 return
-            yield chat_wire.chunk(final_chunk(exchange), exchange.request_id)
+            yield chat_wire.chunk(final_chunk(exchange, exchange.include_usage), exchange.request_id)
         finally:
             self._deps.in_flight.release(exchange.account_id)

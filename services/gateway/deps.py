@@ -7,21 +7,24 @@ from dataclasses import dataclass, field
 import grpc
 from nats.aio.client import Client as NATS
 
+from services.common.cache import TtlCache
 from services.common.config import Settings
 from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from .auth import Keyring, Verifier
-from .caches import AccountStatus, ModelList, TtlCache
+from .caches import AccountStatus, ModelList
 from .fairness import InFlight
 from .features import Encoding
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .rpc import Metadata
+from .settings import GatewaySettings
 
 
 @dataclass
 class Deps:
     settings: Settings
+    gateway: GatewaySettings
     keyring: Keyring
     verifier: Verifier
     encoding: Encoding
@@ -29,8 +32,8 @@ class Deps:
     providers: providers_pb2_grpc.ProvidersStub
     keys: providers_pb2_grpc.KeysStub
     billing: billing_pb2_grpc.BillingStub
-    accounts: TtlCache[AccountStatus]
-    connected: TtlCache[tuple[str, ...]]
+    accounts: TtlCache[str, AccountStatus]
+    connected: TtlCache[str, tuple[str, ...]]
     outbox: Outbox
     nats: NATS
     channels: dict[str, grpc.aio.Channel]

@@ -1,14 +1,12 @@
-"""Admitting a routed request and running it on providers: the part of the path
-every transport (HTTP and the gRPC chat API) shares.
+"""Execution: providers' event stream for one admitted request.
 
-`start` admits and starts providers' Execute (streamed) or Complete call;
-`Running.first_answer` consumes failed attempts until a chunk or a completion
-arrives (or raises the error if none does); `finish_completion` and `relay` read
-the rest; `abandon` cancels upstream and settles. From `start` on the request
-holds a reservation, and every way out settles it (Exchange.finish).
-
-Providers sends the events that are ready together in one message; a streamed
-answer keeps them together: the chunks of one message are one write to the client.
+Providers walks the candidates and sends attempts, then the answer (chunks, or a
+whole completion), usage and late attempts; the events that are ready together
+come in one message. Here that stream is read in three phases: up to the first
+answer (`first_answer`, which raises the error when every candidate failed), the
+rest of a whole completion (`finish_completion`), or the rest of a stream
+(`relay`, a message's chunks at a time). Every way out settles the request
+(`usage.finish`), and cancels upstream if it is still running (`abandon`).
 """
 
 from __future__ import annotations
@@ -24,24 +22,15 @@ import orjson
 
 from stepblend.v1 import providers_pb2, router_pb2
 
-from . import errors
-from .admission import admit
+from . import errors, usage
 from .deps import Deps
 from .errors import ApiError
-from .exchange import Exchange
-from .routing import route
 from .rpc import rpc_error
-from .schemas import ChatRequest
+from .state import Exchange
 
-__all__ = ["Running", "abandon", "finish_completion", "relay", "start"]
+__all__ = ["Running", "abandon", "execute", "finish_completion", "first_answer", "relay"]
 
 log = logging.getLogger(__name__)
-
-
-def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = None) -> ApiError:
-    return ApiError(
-        event.status or 502, event.message, event.type or "api_error", event.code or None, event.param or None, headers
-    )
 
 
 @dataclass
@@ -54,9 +43,6 @@ class Running:
     # What `first_answer` left of the message the answer came in: the answer on.
     unread: Sequence[providers_pb2.ExecuteEvent] = ()
 
-    def first_answer(self, exchange: Exchange) -> Awaitable[providers_pb2.ExecuteEvent]:
-        return _first_answer(self, exchange)
-
     async def batches(self) -> AsyncIterator[Sequence[providers_pb2.ExecuteEvent]]:
         """The events from the first answer on, a message's worth at a time."""
         yield self.unread
@@ -64,39 +50,25 @@ class Running:
             yield message.events
 
 
-async def start(
-    deps: Deps, exchange: Exchange, request: ChatRequest, upstream: dict[str, Any], *, offload: bool = False
-) -> Running:
-    """Route, admit and start executing: the part of the path every transport shares.
-    `offload`: a large request, whose tokens are counted off the event loop."""
-    exchange.stream = request.stream
-    exchange.requested_model = request.model
-    exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    exchange.telemetry = deps.telemetry
-    exchange.max_cost_usd = request.stepblend_max_cost
-    decision = await route(deps, request, upstream, exchange.account_id, offload=offload)
-    exchange.strategy_used = decision.strategy_used
-    exchange.catalog_version = decision.catalog_version
-    exchange.candidates = len(decision.candidates)
-    if deps.outbox.is_full():
-        raise errors.unavailable("StepBlend cannot record usage right now (event bus unreachable); try again shortly.")
-    exchange.rate_headers = await admit(deps, exchange.account_id, exchange.request_id)
-    # From here the request holds a reservation: every way out settles it (Exchange.finish).
-    execute = providers_pb2.ExecuteRequest(
+def execute(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision, upstream: dict[str, Any]) -> Running:
+    """Start providers' call for the routed candidates."""
+    request = providers_pb2.ExecuteRequest(
         request_id=exchange.request_id,
         account_id=exchange.account_id,
         candidates=decision.candidates,
         body=orjson.dumps(upstream),
-        stream=request.stream,
+        stream=exchange.stream,
         include_usage=exchange.include_usage,
-        created=int(exchange.admitted_at),
+        created=exchange.created,
     )
     candidates = {(c.provider, c.model): c for c in decision.candidates}
-    if request.stream:
-        stream = deps.providers.Execute(execute, metadata=deps.metadata)
+    # Providers bounds each attempt itself; the deadline is the backstop (rpc.py).
+    deadline_s = deps.gateway.providers_deadline_s(len(decision.candidates))
+    if exchange.stream:
+        stream = deps.providers.Execute(request, timeout=deadline_s, metadata=deps.metadata)
         return Running(stream, stream.__aiter__(), candidates)
     # A whole answer is one message: a unary call, which costs half a stream's.
-    unary = deps.providers.Complete(execute, metadata=deps.metadata)
+    unary = deps.providers.Complete(request, timeout=deadline_s, metadata=deps.metadata)
     return Running(unary, _one(unary), candidates)
 
 
@@ -105,12 +77,18 @@ async def _one(call: Awaitable[providers_pb2.ExecuteEvents]) -> AsyncIterator[pr
 
 
 def abandon(deps: Deps, exchange: Exchange, running: Running) -> None:
-    """The request ended before an answer was relayed: cancel upstream, settle."""
+    """The request ended before (or after) an answer was relayed: cancel upstream, settle."""
     running.call.cancel()
-    exchange.finish(deps.outbox)
+    usage.finish(deps, exchange)
 
 
-async def _first_answer(running: Running, exchange: Exchange) -> providers_pb2.ExecuteEvent:
+def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(
+        event.status or 502, event.message, event.type or "api_error", event.code or None, event.param or None, headers
+    )
+
+
+async def first_answer(running: Running, exchange: Exchange) -> providers_pb2.ExecuteEvent:
     """Consume attempts until a chunk or completion arrives; raise the error if none
     does. The answer and the events that came with it stay unread (`Running.batches`)."""
     try:
@@ -158,7 +136,7 @@ async def finish_completion(deps: Deps, exchange: Exchange, running: Running) ->
     except grpc.aio.AioRpcError:
         # The answer is complete; a lost trailer costs only the usage figures.
         log.warning("usage of a completed request was lost", extra={"request_id": exchange.request_id})
-    exchange.finish(deps.outbox)
+    usage.finish(deps, exchange)
     if exchange.serving is None:
         raise errors.unavailable("The providers service answered without naming the attempt.", "no_answer")
 
@@ -166,7 +144,7 @@ async def finish_completion(deps: Deps, exchange: Exchange, running: Running) ->
 async def relay(deps: Deps, exchange: Exchange, running: Running) -> AsyncIterator[list[bytes] | ApiError]:
     """A streamed answer from its first chunk: the chunks (JSON bytes) of each message
     from providers together, and an ApiError last where the stream broke after it
-    started; when it ends without one, StepBlend's `final_chunk` is the caller's to
+    started; when it ends without one, the dialect's ending is the caller's to
     send. Settles when done."""
     try:
         async for events in running.batches():

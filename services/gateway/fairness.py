@@ -19,30 +19,25 @@ them 401.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import ApiError
+from .settings import DEFAULT_MAX_CONCURRENT, GatewaySettings
 
 ENV_NAME = "STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT"
-DEFAULT_LIMIT = 64
+DEFAULT_LIMIT = DEFAULT_MAX_CONCURRENT
 # Every route that parses and counts a request body before admission: its work is
 # charged to the account's slots (the Routing API is free of quota, not of work).
 LIMITED_PATHS = frozenset({"/api/v1/chat/completions", "/v1/chat/completions", "/api/v1/route", "/v1/route"})
 RETRY_AFTER_S = 1
 
 
-def limit_from_env(environ: Mapping[str, str] = os.environ) -> int:
-    """The configured limit; ValueError (start-up fails) when it is not a count."""
-    raw = environ.get(ENV_NAME, "").strip()
-    if not raw:
-        return DEFAULT_LIMIT
-    limit = int(raw)
-    if limit < 0:
-        raise ValueError(f"{ENV_NAME} must be 0 (no limit) or more, got {raw!r}")
-    return limit
+def limit_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """The configured limit (GatewaySettings); ValueError (ConfigError: start-up
+    fails) when it is not a count."""
+    return GatewaySettings.from_env(environ).max_concurrent_per_account
 
 
 class InFlight:
@@ -85,7 +80,7 @@ class AccountConcurrencyLimit:
 
     It sits inside the request-id middleware (so its 429 has an `x-request-id`) and
     finds the account with the app's token verifier, whose cache makes that a
-    dictionary lookup for a token already seen.
+    lookup for a token already seen.
     """
 
     def __init__(self, app: ASGIApp, in_flight: InFlight) -> None:
@@ -102,7 +97,7 @@ class AccountConcurrencyLimit:
         ):
             await self.app(scope, receive, send)
             return
-        account_id = _account_id(scope)
+        account_id = await _account_id(scope)
         if account_id is None:
             await self.app(scope, receive, send)
             return
@@ -115,12 +110,12 @@ class AccountConcurrencyLimit:
             self.in_flight.release(account_id)
 
 
-def _account_id(scope: Scope) -> str | None:
+async def _account_id(scope: Scope) -> str | None:
     authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
     if authorization is None:
         return None
     try:
-        account_id: str = scope["app"].state.deps.verifier.account_id(authorization.decode("latin-1"))
+        account_id: str = await scope["app"].state.deps.verifier.account_id(authorization.decode("latin-1"))
     except ApiError:
         return None
     return account_id

@@ -10,13 +10,14 @@ import uvicorn
 from services.common.config import Settings
 
 from .app import create_app
+from .settings import GatewaySettings
 
 GRACEFUL_S = 30
 
 
 async def serve(settings: Settings) -> None:
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, GatewaySettings.from_env()),
         host=settings.host,
         port=settings.port or 8080,
         http="httptools",

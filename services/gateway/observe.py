@@ -3,7 +3,8 @@ attributes and metrics, in the `stepblend.*` namespace.
 
 On the request's server span (the HTTP route's, or the gRPC Chat call's), when it ends:
 
-    stepblend.request_id, stepblend.strategy, stepblend.candidates (how many the
+    stepblend.request_id, stepblend.dialect (openai_chat, anthropic_messages,
+    openai_responses), stepblend.strategy, stepblend.candidates (how many the
     router ranked), stepblend.fallbacks (attempts after the first),
     stepblend.admission (admitted, fail_open, plan_limit_exceeded,
     account_disabled, account_not_found, billing_unavailable), stepblend.outcome
@@ -42,14 +43,15 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 
 from services.common import telemetry
 from services.common.events import UsageEvent
 
-from .exchange import Exchange
+if TYPE_CHECKING:
+    from .state import Exchange
 
 __all__ = ["RequestTelemetry"]
 
@@ -168,6 +170,7 @@ class RequestTelemetry:
             span.set_attributes(
                 {
                     "stepblend.request_id": event.request_id,
+                    "stepblend.dialect": exchange.dialect,
                     "stepblend.strategy": event.strategy_used,
                     "stepblend.candidates": exchange.candidates,
                     "stepblend.fallbacks": len(fallbacks),

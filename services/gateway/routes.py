@@ -10,22 +10,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from . import accounts, console, routing_api
-from .completions import complete
+from . import accounts, console, pipeline, routing_api
+from .codecs.openai_chat import OpenAIChatCodec
 from .deps import Deps
 from .errors import ApiError
-from .exchange import Exchange
 from .render import JsonResponse
 from .schemas import MAX_BODY_BYTES, ChatRequest, Credentials, NewAccount, PutKeyBody
+from .state import Exchange
+
+OPENAI_CHAT = OpenAIChatCodec()
 
 router = APIRouter()
 health = APIRouter()
-
-
-def _client(request: Request) -> str:
-    """The client's address, for the sign-in rate limits (behind a proxy, uvicorn's
-    proxy headers make it the real client's)."""
-    return request.client.host if request.client else ""
 
 
 def _deps(request: Request) -> Deps:
@@ -78,7 +74,7 @@ async def chat_completions(request: Request) -> Response:
         account_id=account_id,
         client_request_id=request.headers.get("x-request-id", "")[:128],
     )
-    return await complete(deps, exchange, await _body(request))
+    return await pipeline.run(OPENAI_CHAT, deps, exchange, await _body(request))
 
 
 @router.post("/route", openapi_extra=_json_body(ChatRequest))
@@ -103,6 +99,12 @@ async def signup(body: NewAccount, request: Request) -> dict[str, Any]:
 @router.post("/auth/login")
 async def login(body: Credentials, request: Request) -> dict[str, Any]:
     return await accounts.login(_deps(request), body.email, body.password, _client(request))
+
+
+def _client(request: Request) -> str:
+    """The client's address, for the sign-in rate limits (behind a proxy, uvicorn's
+    proxy headers make it the real client's)."""
+    return request.client.host if request.client else ""
 
 
 @router.get("/account")

@@ -1,11 +1,10 @@
-"""Asking the router for ranked candidates; a refusal becomes its HTTP error."""
+"""The Route call: a request's features to the router, ranked candidates back; a
+refusal becomes the HTTP error SPEC.md §4 gives it."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-
-import grpc
 
 from stepblend.v1 import router_pb2
 
@@ -13,7 +12,7 @@ from . import errors
 from .deps import Deps
 from .errors import ApiError
 from .features import features
-from .rpc import rpc_error
+from .rpc import call
 from .schemas import ChatRequest
 
 __all__ = ["route"]
@@ -45,10 +44,9 @@ async def route(
         connected_providers=connected,
         explain=explain,
     )
-    try:
-        response = await deps.router.Route(route_request, timeout=_ROUTE_TIMEOUT_S, metadata=deps.metadata)
-    except grpc.aio.AioRpcError as exc:
-        raise rpc_error("router", exc) from exc
+    response = await call(
+        deps.router.Route, route_request, service="router", timeout_s=_ROUTE_TIMEOUT_S, metadata=deps.metadata
+    )
     if response.WhichOneof("result") == "refusal":
         refusal = response.refusal
         status = errors.REFUSAL_STATUS.get(refusal.code, 400)

@@ -8,13 +8,14 @@ of the plan's quota.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from stepblend.v1 import router_pb2
 
+from .codecs.openai_chat import parse
 from .deps import Deps
 from .features import features
-from .parsing import parse_off_loop
 from .routing import route
 from .schemas import OFFLOAD_BYTES
 
@@ -33,8 +34,9 @@ def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
 
 
 async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
-    request, upstream = await parse_off_loop(raw)
-    decision = await route(deps, request, upstream, account_id, explain=True, offload=len(raw) >= OFFLOAD_BYTES)
+    offload = len(raw) >= OFFLOAD_BYTES
+    request, upstream = await asyncio.to_thread(parse, raw) if offload else parse(raw)
+    decision = await route(deps, request, upstream, account_id, explain=True, offload=offload)
     feats = features(request, deps.encoding, upstream)
     ranked = [_candidate(c) for c in decision.candidates]
     return {

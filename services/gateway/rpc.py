@@ -1,18 +1,67 @@
-"""gRPC failures of StepBlend's own services, as the client sees them."""
+"""Calls to StepBlend's own services (router, billing, providers, keys), one way:
+every call has a deadline, and a failure becomes the domain error the client sees.
+
+`call` is the whole of a unary call: the deadline applied, the metadata sent, and
+an `AioRpcError` turned into an `ApiError` — the one `errors` names for its status
+(a refusal the caller expects, such as ALREADY_EXISTS), else `rpc_error`'s 503/504
+as a `ServiceFailed` that keeps the gRPC status for a caller that tells them apart.
+Providers' Execute stream gets its deadline where it is opened (execution.py) and
+its errors mapped by `rpc_error` where they surface, mid-stream.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
 import grpc
 
-from .errors import ApiError, unavailable
+from .errors import ApiError
+
+__all__ = ["Metadata", "ServiceFailed", "call", "rpc_error"]
 
 # Call metadata: the internal token, sent explicitly on every call (cheaper than
 # a client interceptor, which costs an extra task per call in grpc.aio).
 Metadata = tuple[tuple[str, str], ...]
 
+R = TypeVar("R")
 
-def rpc_error(service: str, exc: grpc.aio.AioRpcError) -> ApiError:
-    code = exc.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ApiError(504, f"StepBlend's {service} service timed out.", "api_error", "timeout")
-    return unavailable(f"StepBlend's {service} service is unavailable; try again shortly.", f"{service}_unavailable")
+
+class ServiceFailed(ApiError):
+    """One of StepBlend's services could not answer: 503, or 504 when it timed out."""
+
+    def __init__(self, service: str, code: grpc.StatusCode) -> None:
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            super().__init__(504, f"StepBlend's {service} service timed out.", "api_error", "timeout")
+        else:
+            super().__init__(
+                503,
+                f"StepBlend's {service} service is unavailable; try again shortly.",
+                "api_error",
+                f"{service}_unavailable",
+            )
+        self.grpc_code = code
+
+
+def rpc_error(service: str, exc: grpc.aio.AioRpcError) -> ServiceFailed:
+    return ServiceFailed(service, exc.code())
+
+
+async def call(
+    method: Callable[..., Awaitable[R]],
+    request: Any,
+    *,
+    service: str,
+    timeout_s: float,
+    metadata: Metadata,
+    errors: Mapping[grpc.StatusCode, Callable[[str], ApiError]] | None = None,
+) -> R:
+    """`method(request)` within `timeout_s`; an error status as the domain error:
+    `errors[status](details)` when named there, else `ServiceFailed`."""
+    try:
+        return await method(request, timeout=timeout_s, metadata=metadata)
+    except grpc.aio.AioRpcError as exc:
+        expected = errors.get(exc.code()) if errors else None
+        if expected is not None:
+            raise expected(exc.details() or "") from exc
+        raise rpc_error(service, exc) from exc

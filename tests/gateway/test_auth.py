@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -50,9 +51,13 @@ def rsa_files(tmp_path: Path, name: str) -> tuple[str, str]:
     return str(private_path), str(public_path)
 
 
+def account_id(verifier: Verifier, authorization: str | None) -> str:
+    return asyncio.run(verifier.account_id(authorization))
+
+
 def rejects(verifier: Verifier, token: str) -> ApiError:
     with pytest.raises(ApiError) as caught:
-        verifier.account_id(f"Bearer {token}")
+        account_id(verifier, f"Bearer {token}")
     assert caught.value.status == 401 and caught.value.type == "authentication_error"
     return caught.value
 
@@ -63,7 +68,7 @@ def test_hs256_token_verifies_to_its_account() -> None:
     assert jwt.get_unverified_header(token)["kid"] == keyring.current.kid
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="stepblend")
     assert claims["exp"] - claims["iat"] == 30 * 24 * 3600
-    assert Verifier(keyring).account_id(f"Bearer {token}") == "acct-1"
+    assert account_id(Verifier(keyring), f"Bearer {token}") == "acct-1"
 
 
 def now_claims(**extra: object) -> dict[str, object]:
@@ -112,13 +117,13 @@ def test_tampered_payload_is_401() -> None:
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer "])
 def test_missing_or_malformed_header_is_401(header: str | None) -> None:
     with pytest.raises(ApiError) as caught:
-        Verifier(Keyring.from_settings(settings())).account_id(header)
+        account_id(Verifier(Keyring.from_settings(settings())), header)
     assert caught.value.status == 401
 
 
 def test_audience_when_configured() -> None:
     keyring = Keyring.from_settings(settings(jwt_audience="team-a"))
-    assert Verifier(keyring).account_id(f"Bearer {keyring.issue('acct')}") == "acct"
+    assert account_id(Verifier(keyring), f"Bearer {keyring.issue('acct')}") == "acct"
     other = Keyring.from_settings(settings(jwt_audience="team-b")).issue("acct")
     rejects(Verifier(keyring), other)
     rejects(Verifier(keyring), jwt.encode(now_claims(), SECRET, "HS256"))
@@ -130,7 +135,7 @@ def test_rs256_and_no_hs_rs_confusion(tmp_path: Path) -> None:
     token = keyring.issue("acct-rs")
     assert jwt.get_unverified_header(token)["alg"] == "RS256"
     verifier = Verifier(keyring)
-    assert verifier.account_id(f"Bearer {token}") == "acct-rs"
+    assert account_id(verifier, f"Bearer {token}") == "acct-rs"
 
     # The public key used as an HMAC secret under the same kid must not verify.
     def b64(data: bytes) -> bytes:
@@ -145,7 +150,7 @@ def test_rs256_and_no_hs_rs_confusion(tmp_path: Path) -> None:
     rejects(verifier, (signing_input + b"." + b64(mac)).decode())
     # A verify-only gateway (public key alone) accepts tokens but cannot issue.
     verify_only = Keyring.from_settings(settings(jwt_secret="", jwt_public_key_file=public))
-    assert Verifier(verify_only).account_id(f"Bearer {token}") == "acct-rs"
+    assert account_id(Verifier(verify_only), f"Bearer {token}") == "acct-rs"
     with pytest.raises(ValueError):
         verify_only.issue("x")
 
@@ -158,8 +163,8 @@ def test_rotation_keeps_previous_tokens_verifying(tmp_path: Path) -> None:
         settings(jwt_secret="", jwt_private_key_file=private, jwt_public_key_file=public, jwt_previous_secret=SECRET)
     )
     verifier = Verifier(rotated)
-    assert verifier.account_id(f"Bearer {old_token}") == "acct"
-    assert verifier.account_id(f"Bearer {rotated.issue('acct2')}") == "acct2"
+    assert account_id(verifier, f"Bearer {old_token}") == "acct"
+    assert account_id(verifier, f"Bearer {rotated.issue('acct2')}") == "acct2"
     # Once the previous key is dropped, its tokens stop verifying.
     dropped = Keyring.from_settings(settings(jwt_secret="", jwt_private_key_file=private, jwt_public_key_file=public))
     rejects(Verifier(dropped), old_token)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import orjson
 
+from services.gateway.codecs.openai_chat import parse
 from services.gateway.features import TOKENS_PER_IMAGE, count_tokens, features
-from services.gateway.parsing import parse
 from services.gateway.tokens import o200k_base
 
 ENCODING = o200k_base()

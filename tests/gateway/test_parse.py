@@ -5,8 +5,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from services.gateway.codecs.openai_chat import parse
 from services.gateway.errors import ApiError
-from services.gateway.parsing import parse
 
 
 def body(**fields: object) -> bytes:
