@@ -31,6 +31,7 @@ from services.billing.migrate import upgrade
 from services.billing.models import LedgerEntry
 from services.billing.settlement import settle
 from services.billing.writer import Writer
+from services.common import events
 from tests.billing.conftest import NewDatabase, usage_event
 from tests.support.procs import NatsServer
 
@@ -209,7 +210,7 @@ async def test_a_poison_event_is_dead_lettered_while_the_others_are_recorded(lan
             "WHEN NEW.request_id LIKE 'poison-%' BEGIN SELECT RAISE(ABORT, 'a row the database refuses'); END"
         )
     dead_subject = f"deadletter.{lane.options.subject.removesuffix('>')}>"
-    await lane.js.add_stream(StreamConfig(name=f"DEAD_{lane.options.stream}", subjects=[dead_subject]))
+    await events.ensure_streams(lane.js)  # the DEADLETTER stream, as every service makes it at start
     account = f"acct-{uuid.uuid4().hex[:8]}"
     poison = usage_event(account, request_id=f"poison-{uuid.uuid4().hex}")
     await lane.publish(poison.model_dump_json().encode(), msg_id=poison.request_id)
