@@ -38,6 +38,8 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from services.common.cache import TtlCache
+
 _NONCE_BYTES = 12
 _KEK_ID_LABEL = b"stepblend.v1 key-encryption-key id"
 
@@ -255,30 +257,24 @@ class KeyCache:
 
     Ciphertext is cached, never plaintext. Entries (absent keys too) live for a
     short TTL and are dropped at once by a Put or Delete here and by the
-    `keys.v1.changed` event every replica receives.
+    `keys.v1.changed` event every replica receives. The cache is the shared
+    `TtlCache`: concurrent misses share one database read, and a key dropped while
+    its read was in flight is never put back by that read.
     """
 
     def __init__(self, vault: KeyVault, ttl_s: float = 30.0, max_entries: int = 100_000) -> None:
         self._vault = vault
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._entries: dict[tuple[str, str], tuple[float, Sealed | None]] = {}
+        self._cache: TtlCache[tuple[str, str], Sealed | None] = TtlCache(self._load, ttl_s, max_entries=max_entries)
+
+    async def _load(self, key: tuple[str, str]) -> Sealed | None:
+        return await asyncio.to_thread(self._vault.sealed, *key)
 
     async def plaintext(self, account_id: str, provider: str) -> str | None:
-        key = (account_id, provider)
-        now = time.monotonic()
-        hit = self._entries.get(key)
-        if hit is None or hit[0] < now:
-            found = await asyncio.to_thread(self._vault.sealed, account_id, provider)
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-            hit = (now + self._ttl, found)
-            self._entries[key] = hit
-        found = hit[1]
+        found = await self._cache.get((account_id, provider))
         return None if found is None else self._vault.open(account_id, provider, found)
 
     def drop(self, account_id: str, provider: str) -> None:
-        self._entries.pop((account_id, provider), None)
+        self._cache.drop((account_id, provider))
 
 
 def _aad(account_id: str, provider: str) -> bytes:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,4 +166,24 @@ async def test_key_cache_serves_from_memory_until_a_change_drops_it(vault: KeyVa
     assert await cache.plaintext("a1", "openai") == KEY
     vault.put("a1", "openai", KEY + "2")
     cache.drop("a1", "openai")
+    assert await cache.plaintext("a1", "openai") == KEY + "2"
+
+
+async def test_a_key_dropped_while_its_read_is_in_flight_is_not_put_back(
+    vault: KeyVault, engine: Engine, tmp_path: Path
+) -> None:
+    vault.put("a1", "openai", KEY)
+    cache = KeyCache(vault)
+    # Another connection holds the database's lock: the cache's read waits on it.
+    blocker = sqlite3.connect(tmp_path / "sub" / "providers.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    reading = asyncio.ensure_future(cache.plaintext("a1", "openai"))
+    await asyncio.sleep(0.2)  # the read is in its thread, waiting on the lock
+    assert not reading.done()
+    cache.drop("a1", "openai")  # a keys.v1.changed arrives meanwhile
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert await reading == KEY  # asked before the change: what was there
+    vault.put("a1", "openai", KEY + "2")
+    # The read that raced the drop was not kept: the next one reads the new key.
     assert await cache.plaintext("a1", "openai") == KEY + "2"
