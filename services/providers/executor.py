@@ -52,6 +52,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+from pydantic import SecretStr
 
 from services.providers.adapters import (
     RequestRefused,
@@ -86,7 +87,11 @@ log = logging.getLogger(__name__)
 
 
 class KeySource(Protocol):
-    async def plaintext(self, account_id: str, provider: str) -> str | None: ...
+    """Where an account's provider keys come from (the vault's cache): a key is a
+    `SecretStr`, whose repr and str never show it; it is revealed only where a
+    request's headers are built and where a provider's text is scrubbed of it."""
+
+    async def plaintext(self, account_id: str, provider: str) -> SecretStr | None: ...
 
 
 def completion_id_for(request_id: str) -> str:
@@ -100,7 +105,7 @@ class _Call:
     request: providers_pb2.ExecuteRequest
     candidate: router_pb2.Candidate
     vendor: Vendor
-    api_key: str
+    api_key: SecretStr
     upstream: UpstreamRequest
     completion_id: str
     created: int
@@ -109,7 +114,11 @@ class _Call:
 
     def headers(self, stream: bool) -> dict[str, str]:
         accept = "text/event-stream" if stream else "application/json"
-        return {**self.vendor.adapter.auth_headers(self.api_key), "content-type": "application/json", "accept": accept}
+        return {
+            **self.vendor.adapter.auth_headers(self.api_key.get_secret_value()),
+            "content-type": "application/json",
+            "accept": accept,
+        }
 
     def ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -263,7 +272,7 @@ class Executor:
 
     async def _refusal(self, call: _Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
         said = call.vendor.adapter.error_details(await read_some(response, deadline))
-        return http_failure(response.status, said, call.candidate.provider, call.api_key)
+        return http_failure(response.status, said, call.candidate.provider, call.api_key.get_secret_value())
 
     async def _complete(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         deadline = asyncio.get_running_loop().time() + self._timeouts.total
@@ -335,7 +344,7 @@ class Executor:
                 try:
                     events = decoder.feed(data) if data is not None else decoder.finish()
                 except UpstreamFormatError as exc:
-                    outcome, detail = stream_failure(exc, call.api_key)
+                    outcome, detail = stream_failure(exc, call.api_key.get_secret_value())
                     if not served:
                         raise Failed(outcome, status, detail) from None
                     yield self._break(call, translator.usage, outcome, detail)
@@ -344,7 +353,7 @@ class Executor:
                     try:
                         chunks = translator.feed(sse)
                     except (UpstreamStreamError, UpstreamFormatError) as exc:
-                        outcome, detail = stream_failure(exc, call.api_key)
+                        outcome, detail = stream_failure(exc, call.api_key.get_secret_value())
                         if not served:
                             raise Failed(outcome, status, detail) from None
                         yield [*batch, *self._break(call, translator.usage, "provider_error", detail)]

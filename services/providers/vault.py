@@ -34,6 +34,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -269,9 +270,10 @@ class KeyCache:
     async def _load(self, key: tuple[str, str]) -> Sealed | None:
         return await asyncio.to_thread(self._vault.sealed, *key)
 
-    async def plaintext(self, account_id: str, provider: str) -> str | None:
+    async def plaintext(self, account_id: str, provider: str) -> SecretStr | None:
+        """The key, as a `SecretStr` (its repr and str never show it), or None."""
         found = await self._cache.get((account_id, provider))
-        return None if found is None else self._vault.open(account_id, provider, found)
+        return None if found is None else SecretStr(self._vault.open(account_id, provider, found))
 
     def drop(self, account_id: str, provider: str) -> None:
         self._cache.drop((account_id, provider))

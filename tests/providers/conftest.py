@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.common import grpcio
 from services.common.config import Settings
@@ -145,8 +146,9 @@ class MemoryKeys:
     def __init__(self, keys: dict[str, str]) -> None:
         self.keys = keys
 
-    async def plaintext(self, account_id: str, provider: str) -> str | None:
-        return self.keys.get(provider)
+    async def plaintext(self, account_id: str, provider: str) -> SecretStr | None:
+        key = self.keys.get(provider)
+        return None if key is None else SecretStr(key)
 
 
 def key_for(provider: str, account: str) -> str:

@@ -13,6 +13,7 @@ import grpc
 import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
 from services.providers.executor import Executor
 from services.providers.timeouts import Timeouts
@@ -401,8 +402,9 @@ class Keys:
     def __init__(self, keys: dict[str, str]) -> None:
         self._keys = keys
 
-    async def plaintext(self, account_id: str, provider: str) -> str | None:
-        return self._keys.get(provider)
+    async def plaintext(self, account_id: str, provider: str) -> SecretStr | None:
+        key = self._keys.get(provider)
+        return None if key is None else SecretStr(key)
 
 
 async def test_unreachable_provider_is_a_connect_error_and_falls_back(mock: Mock) -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from services.providers.vault import (
@@ -163,10 +165,10 @@ async def test_key_cache_serves_from_memory_until_a_change_drops_it(vault: KeyVa
     vault.put("a1", "openai", KEY)
     assert await cache.plaintext("a1", "openai") is None  # the absence was cached
     cache.drop("a1", "openai")
-    assert await cache.plaintext("a1", "openai") == KEY
+    assert _reveal(await cache.plaintext("a1", "openai")) == KEY
     vault.put("a1", "openai", KEY + "2")
     cache.drop("a1", "openai")
-    assert await cache.plaintext("a1", "openai") == KEY + "2"
+    assert _reveal(await cache.plaintext("a1", "openai")) == KEY + "2"
 
 
 async def test_a_key_dropped_while_its_read_is_in_flight_is_not_put_back(
@@ -183,7 +185,20 @@ async def test_a_key_dropped_while_its_read_is_in_flight_is_not_put_back(
     cache.drop("a1", "openai")  # a keys.v1.changed arrives meanwhile
     blocker.execute("ROLLBACK")
     blocker.close()
-    assert await reading == KEY  # asked before the change: what was there
+    assert _reveal(await reading) == KEY  # asked before the change: what was there
     vault.put("a1", "openai", KEY + "2")
     # The read that raced the drop was not kept: the next one reads the new key.
-    assert await cache.plaintext("a1", "openai") == KEY + "2"
+    assert _reveal(await cache.plaintext("a1", "openai")) == KEY + "2"
+
+
+def _reveal(key: SecretStr | None) -> str | None:
+    return None if key is None else key.get_secret_value()
+
+
+async def test_a_key_from_the_cache_never_shows_itself(vault: KeyVault, caplog: pytest.LogCaptureFixture) -> None:
+    vault.put("a1", "openai", KEY)
+    key = await KeyCache(vault).plaintext("a1", "openai")
+    assert key is not None and key.get_secret_value() == KEY
+    logging.getLogger("test").warning("key %s %r", key, key)
+    shown = " ".join([repr(key), str(key), f"{key}", caplog.text])
+    assert KEY not in shown and KEY[-6:] not in shown
