@@ -150,7 +150,10 @@ def test_provider_names_follow_the_convention() -> None:
 
 
 def test_off_without_an_sdk_provider() -> None:
+    # With only OpenTelemetry's no-op providers, create() is off: every attempt is the
+    # one shared no-op, no span or instrument is made per request, and using it is safe.
     attempt = GenAiTelemetry.create().attempt(OPENAI, True)
+    assert attempt is GenAiTelemetry.off().attempt(OPENAI, False)
     with attempt.sending():
         attempt.saw(providers_pb2.ExecuteEvent(chunk=b"{}"))
     attempt.end()
