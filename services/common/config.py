@@ -52,7 +52,12 @@ class ServiceSettings(BaseSettings):
             for error in exc.errors():
                 name = str(error["loc"][0]) if error["loc"] else ""
                 field = cls.model_fields.get(name)
-                variable = _env_names(name, field.validation_alias if field else None)[0]
+                # Read from the environment, a renamed field's error names its variable already.
+                variable = (
+                    name
+                    if name.startswith("STEPBLEND_")
+                    else _env_names(name, field.validation_alias if field else None)[0]
+                )
                 problems.append(f"{variable}={error.get('input')!r}: {error['msg']}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 

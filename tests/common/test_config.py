@@ -71,3 +71,9 @@ def test_a_service_refuses_to_start_on_a_bad_boolean(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "STEPBLEND_SIGNUP_ENABLED='maybe'" in result.stderr
+
+
+def test_a_renamed_variable_from_the_process_environment_is_named_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPBLEND_JWT_LIFETIME_SECONDS", "soon")
+    with pytest.raises(ConfigError, match=r"^invalid configuration: STEPBLEND_JWT_LIFETIME_SECONDS='soon'"):
+        Settings.from_env()
