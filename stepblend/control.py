@@ -39,7 +39,8 @@ class Control:
         if not billing or not providers:
             raise SystemExit(
                 f"No running StepBlend found: {services} is missing and STEPBLEND_BILLING_ADDR / "
-                "STEPBLEND_PROVIDERS_ADDR are unset."
+                "STEPBLEND_PROVIDERS_ADDR are unset. Point at the data dir `stepblend up` uses with "
+                "`stepblend --data-dir DIR ...` or STEPBLEND_DATA_DIR=DIR, or start it with `stepblend up`."
             )
         return cls(
             billing_addr=billing,
