@@ -100,10 +100,8 @@ def run(python: str, args: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(OSError):
                     os.killpg(child.pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(child.pid, signal.SIGKILL)  # whatever is left in pytest's own group
-        except OSError:
-            pass
         stopped = sweep(run_id, root)
         if stopped and not interrupted:
             print(f"harness: stopped {len(stopped)} process(es) the tests left running", file=sys.stderr)
