@@ -6,7 +6,9 @@
                                                # chromium for the console tests if missing)
 
 Creates .venv beside this file and installs the project into it (again only
-when pyproject.toml changed), then runs `stepblend up` or pytest inside it.
+when pyproject.toml changed), then runs `stepblend up` or pytest inside it. pytest
+runs under tests/support/harness.py: Ctrl-C or SIGTERM stops every process the
+tests started and removes their temporary directories.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def main() -> None:
         os.execv(BIN / "stepblend", [str(BIN / "stepblend"), "up", *args])
     ensure_venv("test")
     ensure_chromium()
-    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+    from tests.support.harness import run  # standard library only
+
+    sys.exit(run(str(BIN / "python"), args))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class Control:
             raise SystemExit(
                 f"No running StepBlend found: {services} is missing and STEPBLEND_BILLING_ADDR / "
                 "STEPBLEND_PROVIDERS_ADDR are unset. Point at the data dir `stepblend up` uses with "
-                "--data-dir DIR or STEPBLEND_DATA_DIR (default .stepblend, relative to where it was started)."
+                "`stepblend --data-dir DIR ...` or STEPBLEND_DATA_DIR=DIR, or start it with `stepblend up`."
             )
         return cls(
             billing_addr=billing,
