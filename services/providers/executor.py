@@ -48,7 +48,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -77,21 +77,13 @@ from services.providers.outcomes import (
 )
 from services.providers.timeouts import Timeouts
 from services.providers.upstream import AnswerTooLarge, drain, environment_proxy, read_answer, read_some
-from services.providers.vault import KeyDecryptionError
+from services.providers.vault import KeyDecryptionError, KeySource
 from services.providers.vendors import Vendor
 from stepblend.v1 import providers_pb2, router_pb2
 
 __all__ = ["Executor", "KeySource", "Timeouts", "completion_id_for", "final_error"]
 
 log = logging.getLogger(__name__)
-
-
-class KeySource(Protocol):
-    """Where an account's provider keys come from (the vault's cache): a key is a
-    `SecretStr`, whose repr and str never show it; it is revealed only where a
-    request's headers are built and where a provider's text is scrubbed of it."""
-
-    async def plaintext(self, account_id: str, provider: str) -> SecretStr | None: ...
 
 
 def completion_id_for(request_id: str) -> str:

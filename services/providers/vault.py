@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -250,6 +251,14 @@ class KeyVault:
 class Sealed:
     ciphertext: bytes
     kek_id: str | None
+
+
+class KeySource(Protocol):
+    """Where an account's provider keys come from (the vault's cache): a key is a
+    `SecretStr`, whose repr and str never show it; it is revealed only where a
+    request's headers are built and where a provider's text is scrubbed of it."""
+
+    async def plaintext(self, account_id: str, provider: str) -> SecretStr | None: ...
 
 
 class KeyCache:
