@@ -6,6 +6,7 @@ them and only ever sees the masked form coming back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -184,54 +185,46 @@ async def signup(deps: Deps, email: str, password: str, client_address: str = ""
         raise ApiError(
             403, "Signup is turned off on this StepBlend; ask its operator for an account.", code="signup_disabled"
         )
-    try:
-        response = await _create(deps, email, password, client_address)
-    except ServiceFailed as failed:
-        if failed.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise _too_many(failed) from failed
-        raise
-    account_id = response.account.account_id
-    return {"account_id": account_id, "token": deps.keyring.issue(account_id)}
-
-
-async def _create(deps: Deps, email: str, password: str, client_address: str) -> billing_pb2.CreateAccountResponse:
-    return await call(
+    response: billing_pb2.CreateAccountResponse = await _sign_in_call(
+        deps,
         deps.billing.CreateAccount,
         billing_pb2.CreateAccountRequest(email=email, password=password, client_address=client_address),
-        service="billing",
-        timeout_s=_TIMEOUT_S,
-        metadata=deps.metadata,
-        errors={
+        {
             grpc.StatusCode.ALREADY_EXISTS: lambda _: ApiError(
                 409, "An account with this email already exists.", code="account_exists", param="email"
             ),
             grpc.StatusCode.INVALID_ARGUMENT: lambda details: invalid(details or "Invalid signup.", param="email"),
         },
     )
+    account_id = response.account.account_id
+    return {"account_id": account_id, "token": deps.keyring.issue(account_id)}
 
 
 async def login(deps: Deps, email: str, password: str, client_address: str = "") -> dict[str, Any]:
-    try:
-        response = await _verify(deps, email, password, client_address)
-    except ServiceFailed as failed:
-        if failed.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise _too_many(failed) from failed
-        raise
-    if response.account.disabled:
-        raise unauthenticated("This account is disabled.")
-    return {"token": deps.keyring.issue(response.account.account_id)}
-
-
-async def _verify(deps: Deps, email: str, password: str, client_address: str) -> billing_pb2.VerifyPasswordResponse:
-    return await call(
+    response: billing_pb2.VerifyPasswordResponse = await _sign_in_call(
+        deps,
         deps.billing.VerifyPassword,
         billing_pb2.VerifyPasswordRequest(email=email, password=password, client_address=client_address),
-        service="billing",
-        timeout_s=_TIMEOUT_S,
-        metadata=deps.metadata,
-        errors={
+        {
             grpc.StatusCode.UNAUTHENTICATED: lambda _: unauthenticated("Wrong email or password."),
             grpc.StatusCode.NOT_FOUND: lambda _: unauthenticated("Wrong email or password."),
             grpc.StatusCode.PERMISSION_DENIED: lambda _: unauthenticated("This account is disabled."),
         },
     )
+    if response.account.disabled:
+        raise unauthenticated("This account is disabled.")
+    return {"token": deps.keyring.issue(response.account.account_id)}
+
+
+async def _sign_in_call(
+    deps: Deps, method: Any, request: Any, errors: dict[grpc.StatusCode, Callable[[str], ApiError]]
+) -> Any:
+    """A sign-up or sign-in call to billing; over its rate limit, a 429 with `retry-after`."""
+    try:
+        return await call(
+            method, request, service="billing", timeout_s=_TIMEOUT_S, metadata=deps.metadata, errors=errors
+        )
+    except ServiceFailed as failed:
+        if failed.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise _too_many(failed) from failed
+        raise
