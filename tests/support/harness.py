@@ -83,6 +83,9 @@ def run(python: str, args: list[str]) -> int:
     """pytest with `args`; its exit status (128 + signal when it died of one)."""
     run_id = uuid.uuid4().hex
     root = os.path.realpath(tempfile.mkdtemp(prefix="stepblend-tests-"))
+    # Traversable by others, like /tmp itself: run as root, the PostgreSQL fixture
+    # runs initdb as the postgres user inside a directory of its own under here.
+    os.chmod(root, 0o755)
     env = dict(os.environ, **{MARKER: run_id, "TMPDIR": root})
     child = subprocess.Popen([python, "-m", "pytest", *args], env=env, start_new_session=True)
     interrupted: list[int] = []
