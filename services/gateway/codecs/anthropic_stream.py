@@ -101,8 +101,8 @@ class AnthropicStream:
         for call in delta.get("tool_calls") or []:
             key = int(call.get("index", 0))
             function = call.get("function") or {}
-            if self._open != key or call.get("id"):
-                block = {
+            if self._open != key:
+                block: dict[str, Any] = {
                     "type": "tool_use",
                     "id": call.get("id") or "",
                     "name": function.get("name") or "",
