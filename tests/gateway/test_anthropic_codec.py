@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -256,11 +256,11 @@ def test_text_stream_has_the_published_event_sequence() -> None:
 
 
 def _sdk_final(sse: bytes) -> anthropic.types.Message:
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
     )
     client = anthropic.Anthropic(
-        api_key="sb-test", base_url="http://gateway.test", http_client=httpx.Client(transport=transport)
+        api_key="sb-test", base_url="http://gateway.test", http_client=httpx2.Client(transport=transport)
     )
     with client.messages.stream(
         model="balanced", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]
