@@ -3,7 +3,7 @@ streams rendered so the official `anthropic` SDK reads them, errors in Anthropic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,10 @@ import httpx2
 import orjson
 import pytest
 
-from services.gateway.codecs.anthropic import AnthropicCodec
+from services.gateway.codecs.anthropic import AnthropicCodec, count_tokens
 from services.gateway.codecs.base import TokenCounts
 from services.gateway.errors import ApiError
+from services.gateway.tokens import o200k_base
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
 codec = AnthropicCodec()
@@ -25,7 +26,7 @@ class Done:
     request_id: str = "req_abc123"
     created: int = 1_700_000_000
     routed_model: str = "gpt-4o"
-    tokens: TokenCounts | None = TokenCounts(12, 7)
+    tokens: TokenCounts | None = field(default_factory=lambda: TokenCounts(12, 7))
 
     def stepblend(self) -> dict[str, Any]:
         return {"routed_model": self.routed_model, "provider": "openai", "cost_usd": "0.0001"}
@@ -325,3 +326,12 @@ def test_broken_stream_ends_with_an_anthropic_error_event_the_sdk_raises() -> No
     )
     with pytest.raises(anthropic.APIStatusError, match="upstream gone"):
         _sdk_final(sse)
+
+
+def test_count_tokens_counts_what_the_router_estimates() -> None:
+
+    encoding = o200k_base()
+    short = count_tokens(codec.parse(body()), encoding)["input_tokens"]
+    longer = count_tokens(codec.parse(body(system="You are a helpful assistant who answers in French.")), encoding)
+    assert short > 0 and longer["input_tokens"] > short
+    assert set(longer) == {"input_tokens"}
