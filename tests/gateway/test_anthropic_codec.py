@@ -335,3 +335,52 @@ def test_count_tokens_counts_what_the_router_estimates() -> None:
     longer = count_tokens(codec.parse(body(system="You are a helpful assistant who answers in French.")), encoding)
     assert short > 0 and longer["input_tokens"] > short
     assert set(longer) == {"input_tokens"}
+
+
+def test_tool_result_error_flag_reaches_the_model() -> None:
+    messages = [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "boom", "is_error": True}],
+        },
+    ]
+    upstream = codec.parse(body(messages=[{"role": "user", "content": "go"}, *messages])).upstream
+    assert upstream["messages"][2] == {"role": "tool", "tool_call_id": "t1", "content": "Error: boom"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "t1",
+                                "content": [
+                                    {"type": "image", "source": {"type": "url", "url": "https://x.test/i.png"}}
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages.0.content.0.content.0",
+        ),
+        (
+            {
+                "tools": [{"name": "f", "input_schema": {}}],
+                "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
+            },
+            "tool_choice",
+        ),
+    ],
+)
+def test_more_refusals(fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        codec.parse(body(**fields))
+    assert caught.value.status == 400 and caught.value.param == param

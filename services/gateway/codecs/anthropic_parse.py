@@ -3,14 +3,18 @@
 Translated for any model: `system` (string or text blocks), text / image (base64 and
 url sources) / tool_use / tool_result blocks, `tools` (input_schema → parameters),
 `tool_choice` auto/any/tool/none, `stop_sequences` → stop, `max_tokens` (required),
-temperature, top_p, `top_k` (kept as `top_k`: the catalog's params decide which models
-take it, so a model that cannot is excluded by routing, never sent it silently),
-`metadata.user_id` → user, `stream`, `stepblend_max_cost`, `stepblend_strategy`.
+temperature, top_p, `top_k` (kept as `top_k`; the Anthropic adapter sends it, and
+a model whose catalog entry lists `top_k` in unsupported_params is excluded by routing),
+`metadata.user_id` → user, `stream`, `stepblend_max_cost`, `stepblend_strategy`. A
+tool_result with `is_error` becomes a tool message prefixed "Error: ". Earlier turns' thinking blocks are dropped (other models do
+not take them back, and they are not part of the question).
 
 Refused with 400 (they would change the answer if dropped, and only Anthropic serves
 them): `thinking` (enabled), document / search_result / container_upload blocks,
-server tools (any tool with a `type` other than custom), `mcp_servers`, `container`.
-Harmless annotations are dropped: `cache_control`, `citations: null`, `service_tier`.
+server tools (any tool with a `type` other than custom), images inside a tool_result,
+`tool_choice.disable_parallel_tool_use`, `mcp_servers`, `container`.
+Dropped as not changing the answer: `cache_control` and other block annotations,
+`service_tier`, `thinking: {"type": "disabled"}`, other top-level fields.
 The raw body is kept in `Parsed.native` so an Anthropic model gets all of it.
 """
 
