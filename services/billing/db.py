@@ -32,9 +32,7 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +47,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, create_engine
 
+from services.common import retry
 from services.common.config import Settings
 
 __all__ = [
@@ -260,17 +259,15 @@ def retrying(work: Callable[[], T], *, attempts: int = 8, first_delay_s: float =
     is idempotent by request id or sets a value). Other errors, and a transient
     one on the last attempt, propagate.
     """
-    delay = first_delay_s
-    for attempt in range(1, attempts + 1):
-        try:
-            return work()
-        except DBAPIError as exc:
-            if attempt == attempts or not _transient(exc):
-                raise
-            log.info("transient database error (attempt %d of %d); retrying: %s", attempt, attempts, exc.orig)
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 1.0)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    return retry.call(
+        work,
+        attempts=attempts,
+        first_delay_s=first_delay_s,
+        retry_if=lambda exc: isinstance(exc, DBAPIError) and _transient(exc),
+        on_retry=lambda attempt, exc: log.info(
+            "transient database error (attempt %d of %d); retrying: %s", attempt, attempts, exc
+        ),
+    )
 
 
 def is_locked(exc: DBAPIError) -> bool:
