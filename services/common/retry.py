@@ -38,7 +38,7 @@ def call(
 
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=first_delay_s, max=max_delay_s, jitter=first_delay_s),
+        wait=wait_exponential_jitter(multiplier=first_delay_s, max=max_delay_s, jitter=first_delay_s),
         retry=retry_if_exception(retry_if),
         before_sleep=before_sleep,
         reraise=True,
