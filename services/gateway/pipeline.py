@@ -19,14 +19,13 @@ from starlette.responses import Response, StreamingResponse
 
 from stepblend.v1 import providers_pb2
 
-from . import errors
+from . import errors, offload
 from .admission import admit
 from .codecs.base import Codec, Parsed, StreamRenderer
 from .deps import Deps
 from .errors import ApiError
 from .execution import Running, abandon, execute, finish_completion, first_answer, relay
-from .routing import route
-from .schemas import OFFLOAD_BYTES
+from .routing import count, route
 from .state import Exchange
 
 __all__ = ["run", "start"]
@@ -34,15 +33,16 @@ __all__ = ["run", "start"]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-async def start(deps: Deps, exchange: Exchange, parsed: Parsed, *, offload: bool = False) -> Running:
+async def start(deps: Deps, exchange: Exchange, parsed: Parsed, *, large: bool = False) -> Running:
     """Route, admit and start executing: the part of the path every transport shares.
-    `offload`: a large request, whose tokens are counted off the event loop."""
+    `large`: a large body, whose tokens are counted off the event loop (offload.py)."""
     request = parsed.request
     exchange.stream = request.stream
     exchange.requested_model = request.model
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
     exchange.max_cost_usd = request.stepblend_max_cost
-    decision = await route(deps, request, parsed.upstream, exchange.account_id, offload=offload)
+    counted = await count(deps, request, parsed.upstream, large=large)
+    decision = await route(deps, request, counted, exchange.account_id)
     exchange.strategy_used = decision.strategy_used
     exchange.catalog_version = decision.catalog_version
     exchange.candidates = len(decision.candidates)
@@ -57,18 +57,16 @@ async def run(codec: Codec, deps: Deps, exchange: Exchange, raw: bytes) -> Respo
     """One request of `codec`'s dialect, from its body to the response; an error in
     the dialect's shape."""
     exchange.dialect = codec.dialect
-    # A large body is parsed and counted off the event loop, so it does not hold up
-    # the other tenants' small requests (its account's slot is held meanwhile).
-    offload = len(raw) >= OFFLOAD_BYTES
+    large = offload.is_large(raw)
     try:
-        parsed = await asyncio.to_thread(codec.parse, raw) if offload else codec.parse(raw)
-        return await _answer(codec, deps, exchange, parsed, offload)
+        parsed = await offload.run(large, codec.parse, raw)
+        return await _answer(codec, deps, exchange, parsed, large)
     except ApiError as exc:
         return codec.error(exc)
 
 
-async def _answer(codec: Codec, deps: Deps, exchange: Exchange, parsed: Parsed, offload: bool) -> Response:
-    running = await start(deps, exchange, parsed, offload=offload)
+async def _answer(codec: Codec, deps: Deps, exchange: Exchange, parsed: Parsed, large: bool) -> Response:
+    running = await start(deps, exchange, parsed, large=large)
     first_task: asyncio.Future[providers_pb2.ExecuteEvent] | None = None
     try:
         if parsed.request.stream and deps.settings.sse_keepalive_s > 0:

@@ -3,39 +3,39 @@ refusal becomes the HTTP error SPEC.md §4 gives it."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from stepblend.v1 import router_pb2
 
-from . import errors
+from . import errors, offload
 from .deps import Deps
 from .errors import ApiError
 from .features import features
 from .rpc import call
 from .schemas import ChatRequest
 
-__all__ = ["route"]
+__all__ = ["count", "route"]
 
 _ROUTE_TIMEOUT_S = 5.0
+
+
+async def count(
+    deps: Deps, request: ChatRequest, upstream: dict[str, Any], *, large: bool
+) -> router_pb2.RequestFeatures:
+    """The request's features (prompt tokens counted), off the loop for a large body."""
+    return await offload.run(large, features, request, deps.encoding, upstream)
 
 
 async def route(
     deps: Deps,
     request: ChatRequest,
-    upstream: dict[str, Any],
+    counted: router_pb2.RequestFeatures,
     account_id: str,
     explain: bool = False,
-    *,
-    offload: bool = False,
 ) -> router_pb2.RouteDecision:
-    """Ask the router for ranked candidates; a refusal becomes its HTTP error.
-    `offload`: count the prompt's tokens off the event loop (a large body)."""
+    """Ask the router for ranked candidates for a request with these features; a
+    refusal becomes its HTTP error."""
     connected = await deps.connected.get(account_id)
-    if offload:
-        counted = await asyncio.to_thread(features, request, deps.encoding, upstream)
-    else:
-        counted = features(request, deps.encoding, upstream)
     route_request = router_pb2.RouteRequest(
         model=request.model,
         strategy=request.stepblend_strategy or "",

@@ -8,16 +8,14 @@ of the plan's quota.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from stepblend.v1 import router_pb2
 
+from . import offload
 from .codecs.openai_chat import parse
 from .deps import Deps
-from .features import features
-from .routing import route
-from .schemas import OFFLOAD_BYTES
+from .routing import count, route
 
 
 def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
@@ -34,10 +32,10 @@ def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
 
 
 async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
-    offload = len(raw) >= OFFLOAD_BYTES
-    request, upstream = await asyncio.to_thread(parse, raw) if offload else parse(raw)
-    decision = await route(deps, request, upstream, account_id, explain=True, offload=offload)
-    feats = features(request, deps.encoding, upstream)
+    large = offload.is_large(raw)
+    request, upstream = await offload.run(large, parse, raw)
+    feats = await count(deps, request, upstream, large=large)
+    decision = await route(deps, request, feats, account_id, explain=True)
     ranked = [_candidate(c) for c in decision.candidates]
     return {
         "object": "route",

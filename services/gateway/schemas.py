@@ -17,9 +17,7 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 MAX_MESSAGES = 2048
 # The largest request body, over HTTP (413 past it) and over the gRPC chat API.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-# Bodies from this size on are parsed and counted off the event loop, so one large
-# request does not hold up the other tenants' small ones.
-OFFLOAD_BYTES = 256 * 1024
+
 # Levels of JSON nesting a chat body may have (the body object is level 1). The
 # body is written again for the provider, and orjson writes at most 254 levels; no
 # real chat body needs more than a few dozen.
