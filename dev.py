@@ -36,9 +36,19 @@ def ensure_venv(extras: str) -> None:
     if stamp.exists() and stamp.read_text() == want:
         return
     target = f"{ROOT}[{extras}]" if extras else str(ROOT)
-    subprocess.run([BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([BIN / "python", "-m", "pip", "install", "--quiet", "-e", target], check=True)
+    print(f"Installing StepBlend into {VENV} (the first time takes a few minutes)...", flush=True)
+    _pip("install", "--quiet", "--upgrade", "pip")
+    _pip("install", "--quiet", "-e", target)
     stamp.write_text(want)
+
+
+def _pip(*args: str) -> None:
+    """pip, its output shown only when it fails: the build backend's warnings (e.g.
+    setuptools' "Editable installation" banner) are not the user's business."""
+    done = subprocess.run([BIN / "python", "-m", "pip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"pip {' '.join(args)} failed (exit code {done.returncode})")
 
 
 def ensure_chromium() -> None:

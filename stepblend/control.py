@@ -94,7 +94,7 @@ class Control:
     def set_key(self, account_id: str, provider: str, api_key: str) -> str:
         with grpc.insecure_channel(self.providers_addr) as channel:
             response = providers_pb2_grpc.KeysStub(channel).Put(
-                providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key),
+                providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key, operator=True),
                 metadata=self._metadata,
                 timeout=TIMEOUT_S,
             )

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .datadir import GENERATORS, read_or_create
+from .demo import DEMO_EMAIL, write_demo_catalog
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 35.0
-DEMO_EMAIL = "demo@stepblend.local"
 
 
 def free_port() -> int:
@@ -160,8 +160,12 @@ class Supervisor:
                 "demo-provider", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], env
             )
             wait_tcp(mock_port, proc, "demo provider")
-            env["STEPBLEND_OPENAI_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
-            addresses["demo_provider"] = env["STEPBLEND_OPENAI_BASE_URL"]
+            # Its own vendor (stepblend/demo.py): OpenAI's base URL stays OpenAI's.
+            env["STEPBLEND_DEMO_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
+            addresses["demo_provider"] = env["STEPBLEND_DEMO_BASE_URL"]
+            operator_catalog = os.environ.get("STEPBLEND_CATALOG_FILE", "").strip()
+            catalog = write_demo_catalog(self.data_dir, Path(operator_catalog) if operator_catalog else None)
+            env["STEPBLEND_CATALOG_FILE"] = str(catalog)
 
         for name in ("router", "providers", "billing"):
             addresses[name] = f"127.0.0.1:{free_port()}"
@@ -213,32 +217,17 @@ class Supervisor:
         return 0
 
 
-def demo_account(data_dir: Path) -> str:
-    """Create (or find) the demo account, connect the demo provider, return a token."""
-    import grpc
-
-    from .control import Control
-
-    control = Control.find(data_dir)
-    try:
-        account_id = control.create_account(DEMO_EMAIL, "free")
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-            raise
-        account_id = control.account_id(DEMO_EMAIL)
-    control.set_key(account_id, "openai", "sk-demo-" + os.urandom(12).hex())
-    return control.token(account_id)
-
-
-def _demo_token(data_dir: Path) -> str:
+def _demo_account(data_dir: Path) -> tuple[str, str]:
     # In a child process: the supervisor stays small, without gRPC loaded for good.
     script = (
-        "import sys, pathlib; from stepblend.up import demo_account; print(demo_account(pathlib.Path(sys.argv[1])))"
+        "import sys, pathlib; from stepblend.demo import demo_account; "
+        "print(*demo_account(pathlib.Path(sys.argv[1])), sep='\\n')"
     )
     done = subprocess.run([sys.executable, "-c", script, str(data_dir)], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"creating the demo account failed:\n{done.stderr.strip()}")
-    return done.stdout.strip()
+    token, _, password = done.stdout.strip().partition("\n")
+    return token, password
 
 
 def up(data_dir: Path, port: int, demo: bool) -> int:
@@ -248,9 +237,23 @@ def up(data_dir: Path, port: int, demo: bool) -> int:
         base_url = addresses["gateway"] + "/api/v1"
         print(f"StepBlend is up: {base_url}", flush=True)
         print(f"Data dir: {supervisor.data_dir} (logs in logs/)", flush=True)
+        print(f"Console: {addresses['gateway']}/", flush=True)
         if demo:
+            token, password = _demo_account(supervisor.data_dir)
             print("Demo account token (use it as the OpenAI api_key):", flush=True)
-            print(_demo_token(supervisor.data_dir), flush=True)
+            print(token, flush=True)
+            if password:
+                print(f"Console sign-in: {DEMO_EMAIL} / {password}", flush=True)
+            print(
+                f'Next: run the example in README.md ("Use it") with that token and base_url={base_url}',
+                flush=True,
+            )
+        else:
+            print(
+                "Next: create an account and connect a provider key "
+                "(.venv/bin/stepblend account create you@example.com; see README.md)",
+                flush=True,
+            )
         print("Ctrl-C stops everything.", flush=True)
         return supervisor.watch()
     finally:

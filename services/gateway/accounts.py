@@ -144,7 +144,16 @@ async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> d
         timeout_s=_TIMEOUT_S,
         metadata=deps.metadata,
         errors={
-            grpc.StatusCode.INVALID_ARGUMENT: lambda details: invalid(details or "Invalid provider key.", "provider")
+            grpc.StatusCode.INVALID_ARGUMENT: lambda details: invalid(details or "Invalid provider key.", "provider"),
+            # An endpoint the operator runs (the demo provider, a self-hosted server).
+            grpc.StatusCode.PERMISSION_DENIED: lambda details: ApiError(
+                403,
+                f"Provider '{provider}' is run by this StepBlend's operator, who connects it for the accounts "
+                "they choose; an account cannot connect it itself.",
+                "permission_error",
+                "provider_operator_only",
+                "provider",
+            ),
         },
     )
     deps.connected.drop(account_id)

@@ -95,7 +95,15 @@ async def serve(
         )
         usable = frozenset(name for name, vendor in vendors.items() if vendor.configured)
         providers_pb2_grpc.add_KeysServicer_to_server(
-            KeysServicer(vault, frozenset(vendors), js, usable, on_change=keys.drop), server
+            KeysServicer(
+                vault,
+                frozenset(vendors),
+                js,
+                usable,
+                on_change=keys.drop,
+                operator_only=frozenset(name for name, vendor in vendors.items() if vendor.operator_only),
+            ),
+            server,
         )
         port, _ = await grpcio.start_server(server, f"{settings.host}:{settings.port}", SERVICE_NAMES)
         log.info("providers listening on %s:%d (%s)", settings.host, port, ", ".join(sorted(usable)))

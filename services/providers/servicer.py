@@ -75,7 +75,9 @@ _INTERNAL_ERROR = providers_pb2.ExecuteEvents(
 class KeysServicer(providers_pb2_grpc.KeysServicer):
     """`providers` are the names a key may be stored for; `usable` (default: all)
     those with an endpoint, the only ones `Connected` reports — a key for `local`
-    can be stored before STEPBLEND_LOCAL_BASE_URL is set, but is not routed to."""
+    can be stored before STEPBLEND_LOCAL_BASE_URL is set, but is not routed to.
+    `operator_only` vendors take a key only from the operator's tools (the request's
+    `operator` flag), so no account connects itself to an endpoint the operator runs."""
 
     def __init__(
         self,
@@ -84,8 +86,10 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         js: JetStreamContext,
         usable: Collection[str] | None = None,
         on_change: Callable[[str, str], None] | None = None,
+        operator_only: Collection[str] = (),
     ) -> None:
         self._vault = vault
+        self._operator_only = frozenset(operator_only)
         self._on_change = on_change
         self._providers = providers
         self._usable = providers if usable is None else usable
@@ -95,6 +99,11 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         self, request: providers_pb2.PutKeyRequest, context: grpc.aio.ServicerContext
     ) -> providers_pb2.PutKeyResponse:
         account_id, provider = await self._check(request.account_id, request.provider, context)
+        if provider in self._operator_only and not request.operator:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Provider '{provider}' is connected by the operator only (stepblend keys set EMAIL {provider} -).",
+            )
         api_key = request.api_key.strip()
         if not api_key:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_key is empty")

@@ -3,7 +3,9 @@
 A vendor is a name, a wire format (which adapter speaks to it), a base URL (the
 default from the table, or `STEPBLEND_<NAME>_BASE_URL`) and the adapter's quirks.
 A vendor without a base URL (`local` until STEPBLEND_LOCAL_BASE_URL is set) is
-known — its key can be stored — but not `configured`: it is never called.
+known — its key can be stored — but not `configured`: it is never called. An
+`operator_only` vendor (an endpoint the operator runs) is connected for an account by
+the operator's tools only, never by the account itself.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Vendor:
     wire_format: str
     base_url: str
     adapter: Adapter
+    operator_only: bool = False
 
     @property
     def configured(self) -> bool:
@@ -62,7 +65,7 @@ def _vendor(name: str, row: Any, override: str | None) -> Vendor:
         raise ValueError("names are lowercase letters, digits and underscores")
     if not isinstance(row, dict):
         raise TypeError("must be a table")
-    unknown = set(row) - {"wire_format", "base_url", "quirks"}
+    unknown = set(row) - {"wire_format", "base_url", "quirks", "operator_only"}
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     base_url = (override or row.get("base_url") or "").rstrip("/")
@@ -74,4 +77,7 @@ def _vendor(name: str, row: Any, override: str | None) -> Vendor:
     wire_format = row.get("wire_format")
     if not isinstance(wire_format, str):
         raise TypeError("wire_format is required (a string)")
-    return Vendor(name, wire_format, base_url, make_adapter(wire_format, quirks))
+    operator_only = row.get("operator_only", False)
+    if not isinstance(operator_only, bool):
+        raise TypeError("operator_only must be true or false")
+    return Vendor(name, wire_format, base_url, make_adapter(wire_format, quirks), operator_only)

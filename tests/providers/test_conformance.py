@@ -50,6 +50,7 @@ ROWS = [
     Row("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo", "/together/v1"),
     Row("xai", "grok-3-mini", "/xai/v1"),
     Row("local", "llama3.1:8b", "/local/v1"),
+    Row("demo", "gpt-4o-mini", "/v1"),
     Row("anthropic", "claude-3-5-haiku-20241022", ""),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]

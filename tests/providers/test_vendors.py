@@ -22,11 +22,15 @@ def test_shipped_table_loads_with_the_real_endpoints() -> None:
         "together",
         "xai",
         "local",
+        "demo",
     }
     assert vendors["anthropic"].wire_format == "anthropic"
-    # The local endpoint has no default: only STEPBLEND_LOCAL_BASE_URL gives it one.
-    assert not vendors["local"].configured
-    assert all(v.configured for name, v in vendors.items() if name != "local")
+    # The operator's endpoints have no default: only STEPBLEND_<NAME>_BASE_URL gives one,
+    # and only the operator connects them for an account.
+    operators = {"local", "demo"}
+    assert not any(vendors[name].configured for name in operators)
+    assert {name for name, v in vendors.items() if v.operator_only} == operators
+    assert all(v.configured for name, v in vendors.items() if name not in operators)
 
 
 def test_environment_overrides_the_base_url() -> None:
@@ -46,6 +50,7 @@ def test_environment_overrides_the_base_url() -> None:
         ('wire_format = "openai_compatible"\nbase_url = "https://x"\nprice = 3', "unknown keys"),
         ('wire_format = "openai_compatible"\nquirks = { refused_params = "n" }', "list of strings"),
         ('wire_format = "anthropic"\nquirks = { default_max_tokens = 0 }', "positive integer"),
+        ('wire_format = "openai_compatible"\noperator_only = "yes"', "operator_only must be true or false"),
     ],
 )
 def test_bad_rows_are_refused_naming_the_provider(tmp_path: Path, row: str, error: str) -> None:

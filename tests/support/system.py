@@ -91,8 +91,8 @@ def make_account(system: System, plan: str = "free") -> Account:
 
 
 @contextmanager
-def running_system(data_dir: Path, **extra_env: str) -> Iterator[System]:
-    """Start the mock provider and `stepblend up`; stop both on exit."""
+def running_system(data_dir: Path, *up_args: str, **extra_env: str) -> Iterator[System]:
+    """Start the mock provider and `stepblend up [up_args]`; stop both on exit."""
     mock_port = free_port()
     mock = subprocess.Popen(
         [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port), "--reject-key", REJECTED_KEY],
@@ -119,7 +119,7 @@ def running_system(data_dir: Path, **extra_env: str) -> Iterator[System]:
         env["STEPBLEND_AUTH_ATTEMPTS_PER_ADDRESS"] = "1000"
         env.update(extra_env)
         up = subprocess.Popen(
-            [sys.executable, "-m", "stepblend", "up", "--port", str(free_port())],
+            [sys.executable, "-m", "stepblend", "up", "--port", str(free_port()), *up_args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
