@@ -1,7 +1,7 @@
 """`stepblend up --demo`: the demo provider is its own vendor, connected for the demo
 account only. Another account's real OpenAI key keeps going to OpenAI (here the
 shared mock's OpenAI flavour, standing in for api.openai.com), and no account can
-connect itself to the demo provider."""
+connect itself to the demo provider (or to `local`, the operator's own server)."""
 
 from __future__ import annotations
 
@@ -100,13 +100,15 @@ def test_another_accounts_openai_key_still_goes_to_openai(demo: tuple[System, li
 def test_no_account_connects_itself_to_the_demo_provider(demo: tuple[System, list[str]]) -> None:
     system, _ = demo
     token = system.cli("account", "create", f"user-{uuid.uuid4().hex[:12]}@example.com")
-    put = httpx.put(
-        f"{system.base_url}/account/keys/demo",
-        headers={"authorization": f"Bearer {token}"},
-        json={"api_key": "sk-demo-anything"},
-    )
-    assert put.status_code == 403, put.text
-    assert put.json()["error"]["code"] == "provider_operator_only"
+    # Nor to a self-hosted server the operator runs (`local`).
+    for provider in ("demo", "local"):
+        put = httpx.put(
+            f"{system.base_url}/account/keys/{provider}",
+            headers={"authorization": f"Bearer {token}"},
+            json={"api_key": "sk-anything-0123456789"},
+        )
+        assert put.status_code == 403, put.text
+        assert put.json()["error"]["code"] == "provider_operator_only"
     listed = httpx.get(f"{system.base_url}/account/keys", headers={"authorization": f"Bearer {token}"})
     assert listed.json() == {"object": "list", "data": []}
     # Without a connected provider the demo's models are not this account's either.
