@@ -89,7 +89,9 @@ async def serve(
             ProvidersServicer(
                 Executor(
                     client, keys, vendors, timeouts, genai=GenAiTelemetry.create(), max_attempts=settings.max_attempts
-                )
+                ),
+                # The most its attempts may take; the gateway's own deadline is sooner.
+                deadline_s=timeouts.total * settings.max_attempts,
             ),
             server,
         )

@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 
 from services.common import events, telemetry
 from services.providers.executor import Executor
+from services.providers.timeouts import Timeouts
 from services.providers.vault import KeyVault
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
 
@@ -26,20 +27,34 @@ log = logging.getLogger(__name__)
 
 _MAX_KEY_CHARS = 4096
 _PUBLISH_TIMEOUT = 2.0
+_CALLER_MARGIN_S = 0.1
 
 
 class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
-    def __init__(self, executor: Executor) -> None:
+    """Each call runs within one deadline: `deadline_s` (what all its attempts may
+    take) from when it arrived, or a tenth of a second before the caller's gRPC deadline
+    when that is sooner. When it passes, the upstream is closed and the call ends
+    with a 504 `timeout` Error event after whatever was already sent, so a caller
+    gets a readable error rather than a bare DEADLINE_EXCEEDED, and a caller that set
+    no deadline cannot hold a call (and its upstream connection) open for ever."""
+
+    def __init__(self, executor: Executor, deadline_s: float = Timeouts.total) -> None:
         self._executor = executor
+        self._deadline_s = deadline_s
 
     async def Execute(self, request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext) -> None:
         # Writing from here (rather than yielding) means a cancelled call raises
         # inside this coroutine, and `aclosing` closes the upstream response at once.
         # One message per batch: a write costs far more than the events in it.
+        budget = self._budget(context)
         try:
-            async with contextlib.aclosing(self._executor.execute(request)) as batches:
+            async with asyncio.timeout(budget), contextlib.aclosing(self._executor.execute(request)) as batches:
                 async for batch in batches:
                     await context.write(providers_pb2.ExecuteEvents(events=batch))
+        except TimeoutError:
+            log.warning("Execute ran out of its %gs deadline", budget, extra={"request_id": request.request_id})
+            with contextlib.suppress(Exception):
+                await context.write(_deadline_passed(budget))
         except Exception:
             log.exception("Execute failed", extra={"request_id": request.request_id})
             with contextlib.suppress(Exception):
@@ -50,14 +65,31 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
     ) -> providers_pb2.ExecuteEvents:
         # A cancelled call cancels this coroutine, and `aclosing` closes the upstream too.
         answer = providers_pb2.ExecuteEvents()
+        budget = self._budget(context)
         try:
-            async with contextlib.aclosing(self._executor.execute(request)) as batches:
+            async with asyncio.timeout(budget), contextlib.aclosing(self._executor.execute(request)) as batches:
                 async for batch in batches:
                     answer.events.extend(batch)
+        except TimeoutError:
+            log.warning("Complete ran out of its %gs deadline", budget, extra={"request_id": request.request_id})
+            answer.events.extend(_deadline_passed(budget).events)
         except Exception:
             log.exception("Complete failed", extra={"request_id": request.request_id})
             return _INTERNAL_ERROR
         return answer
+
+    def _budget(self, context: grpc.aio.ServicerContext) -> float:
+        """Seconds this call may take: the service's bound, or the caller's deadline if sooner."""
+        remaining: float | None = context.time_remaining()
+        if remaining is None:
+            return self._deadline_s
+        return max(0.0, min(self._deadline_s, remaining - _CALLER_MARGIN_S))
+
+
+def _deadline_passed(budget: float) -> providers_pb2.ExecuteEvents:
+    message = f"The request did not finish within its {budget:.3g}s deadline."
+    error = providers_pb2.Error(status=504, type="api_error", code="timeout", message=message)
+    return providers_pb2.ExecuteEvents(events=[providers_pb2.ExecuteEvent(error=error)])
 
 
 # A bug of ours still ends the request the way the gateway expects.

@@ -11,7 +11,10 @@
 - `total` (STEPBLEND_PROVIDER_TOTAL_TIMEOUT, 600 s): one attempt, start to end. It
   is also the whole bound of a non-streaming call: a provider answers those only
   when the whole answer is written, which for a long or reasoning answer takes
-  minutes, so there is no first token to time.
+  minutes, so there is no first token to time. Times STEPBLEND_MAX_ATTEMPTS it
+  bounds one request, every fallback included (the servicer's deadline; sooner when
+  the caller's gRPC deadline is): a caller that sets none still cannot hold a call
+  open for ever.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from services.common import grpcio
 from services.providers.executor import Executor
 from services.providers.servicer import ProvidersServicer
+from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
@@ -166,3 +168,54 @@ async def test_a_cancelled_complete_closes_the_upstream_request(service: Service
             break
         await asyncio.sleep(0.02)
     assert seen[0]["disconnected"] is True
+
+
+@contextlib.asynccontextmanager
+async def serving(mock: Mock, account: str, timeouts: Timeouts) -> AsyncIterator[providers_pb2_grpc.ProvidersStub]:
+    """The Providers service over real gRPC with `timeouts`, straight to the mock."""
+    keys = MemoryKeys({"openai": key_for("openai", account)})
+    async with make_client(timeouts) as client:
+        executor = Executor(client, keys, load_vendors({"openai": mock.base_url}), timeouts)
+        server = grpc.aio.server()
+        providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersServicer(executor, timeouts.total), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield providers_pb2_grpc.ProvidersStub(channel)
+        finally:
+            await server.stop(None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_without_a_caller_deadline_still_ends_at_the_total_timeout(
+    mock: Mock, account: str, stream: bool
+) -> None:
+    # Every candidate is slow; each attempt alone fits its own bounds (0.8 s), but
+    # four of them in a row would take 3.2 s: the request as a whole gets 1 s.
+    timeouts = Timeouts(connect=2.0, read=0.8, total=1.0, first_token=0.8)
+    await mock.behave(model="*", ttft_ms=5000)
+    request = providers_pb2.ExecuteRequest(**execute(account, OPENAI, OPENAI, OPENAI, OPENAI, stream=stream))
+    async with serving(mock, account, timeouts) as stub:
+        started = time.monotonic()
+        if stream:
+            got = events([m async for m in stub.Execute(request)])
+        else:
+            got = list((await stub.Complete(request)).events)
+        elapsed = time.monotonic() - started
+    error = got[-1].error
+    assert (error.status, error.code) == (504, "timeout")
+    assert error.message == "The request did not finish within its 1s deadline."
+    assert elapsed < 2.5
+
+
+async def test_a_shorter_caller_deadline_is_the_requests_deadline(mock: Mock, account: str) -> None:
+    # The service's own bound is 20 s; the caller gives the request 1 s, and gets a
+    # readable 504 before its deadline rather than a bare DEADLINE_EXCEEDED.
+    await mock.behave(model="*", ttft_ms=5000)
+    request = providers_pb2.ExecuteRequest(**execute(account, OPENAI, OPENAI))
+    async with serving(mock, account, TIMEOUTS) as stub:
+        answer = await stub.Complete(request, timeout=1.0)
+    error = answer.events[-1].error
+    assert (error.status, error.code) == (504, "timeout")
+    assert "deadline" in error.message
