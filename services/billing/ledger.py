@@ -74,6 +74,8 @@ def entry_from_event(event: UsageEvent) -> dict[str, Any]:
         "catalog_version": event.catalog_version,
         "latency_ms": event.latency_ms,
         "error_code": event.error_code,
+        "dialect": event.dialect[:32],
+        "stream": event.stream,
         "admitted_at": admitted_at,
         "created_at": utcnow(),
     }

@@ -131,6 +131,10 @@ class LedgerEntry(SQLModel, table=True):
     catalog_version: str = Field(default="")
     latency_ms: int = Field(default=0)
     error_code: str = Field(default="")
+    # The front door: "openai_chat", "anthropic_messages", ...
+    dialect: str = Field(default="openai_chat", max_length=32, sa_column_kwargs={"server_default": "openai_chat"})
+    # Whether it streamed; None for rows from before it was recorded.
+    stream: bool | None = Field(default=None)
     admitted_at: datetime = Field(sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 

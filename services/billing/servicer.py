@@ -301,6 +301,8 @@ def _render_usage(row: usage.UsageRow) -> billing_pb2.UsageRecord:
         outcome=row.outcome,
         counted=row.counted,
         error_code=row.error_code,
+        dialect=row.dialect,
+        stream=row.stream,
     )
 
 

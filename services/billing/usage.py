@@ -43,6 +43,8 @@ class UsageRow:
     outcome: str  # "completed" | "failed"
     counted: bool
     error_code: str
+    dialect: str = "openai_chat"
+    stream: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ def _row(entry: LedgerEntry) -> UsageRow:
         outcome=entry.outcome,
         counted=entry.counted,
         error_code=entry.error_code,
+        dialect=entry.dialect,
+        stream=entry.stream,
     )
 
 

@@ -62,6 +62,8 @@ class UsageEvent(_Event):
     requested_model: str = ""
     provider: str = ""
     stream: bool = False
+    # The front door it came through: "openai_chat", "anthropic_messages", ...
+    dialect: str = "openai_chat"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0

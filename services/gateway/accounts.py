@@ -106,8 +106,9 @@ async def usage(deps: Deps, account_id: str, limit: int) -> dict[str, Any]:
                 "latency_ms": r.latency_ms,
                 "status": r.outcome,
                 "error_code": r.error_code or None,
-                # The ledger does not record whether a request streamed (yet): unknown.
-                "stream": None,
+                "dialect": r.dialect,
+                # Unknown (null) for requests from before the ledger recorded it.
+                "stream": r.stream if r.HasField("stream") else None,
             }
             for r in response.requests
         ],

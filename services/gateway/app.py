@@ -52,8 +52,9 @@ GRACEFUL_CHAT_S = 30.0
 
 
 class RequestIdMiddleware:
-    """Give every request StepBlend's own id and send it back as `x-request-id`,
-    errors included. A client's `x-request-id` is only recorded."""
+    """Give every request StepBlend's own id and send it back as `x-request-id` and
+    as `request-id` (where the anthropic SDKs read it), errors included. A client's
+    `x-request-id` is only recorded."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,11 +65,11 @@ class RequestIdMiddleware:
             return
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
+        headers = [(b"x-request-id", request_id.encode()), (b"request-id", b"req_" + request_id.encode())]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

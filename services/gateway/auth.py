@@ -113,6 +113,16 @@ class Keyring:
         return claims
 
 
+def presented(authorization: str | None, api_key: str | None) -> str | None:
+    """The credential a request presents: its `Authorization` header, else Anthropic's
+    `x-api-key` header (the anthropic SDKs and Claude Code send that) as a bearer token."""
+    if authorization:
+        return authorization
+    if api_key and api_key.strip():
+        return "Bearer " + api_key.strip()
+    return None
+
+
 class Verifier:
     """`Authorization` header → account id, with a bounded cache of verified tokens."""
 

@@ -10,7 +10,8 @@ limit off) a request is refused at once with 429 `rate_limit_error`, code
 it carries `retry-after` and no `x-should-retry: false`; it uses none of the plan's
 quota and publishes no usage event, since the request never reached the router.
 
-The Routing API (`/route`) takes a slot too: it parses and counts a body as a
+Anthropic's Messages API and its `count_tokens` take slots like chat completions
+(their refusal in Anthropic's shape). The Routing API (`/route`) takes a slot too: it parses and counts a body as a
 completion does, before any quota is involved. The gRPC chat API takes its slots from
 the same `InFlight`, and accepts messages no larger than the HTTP body limit. The limit is per gateway process: N replicas let an account have N × the limit in
 flight. Requests without a valid token pass through untouched; the route answers
@@ -23,6 +24,8 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .auth import presented
+from .codecs.anthropic import anthropic_error
 from .errors import ApiError
 from .settings import DEFAULT_MAX_CONCURRENT, GatewaySettings
 
@@ -30,7 +33,13 @@ ENV_NAME = "STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT"
 DEFAULT_LIMIT = DEFAULT_MAX_CONCURRENT
 # Every route that parses and counts a request body before admission: its work is
 # charged to the account's slots (the Routing API is free of quota, not of work).
-LIMITED_PATHS = frozenset({"/api/v1/chat/completions", "/v1/chat/completions", "/api/v1/route", "/v1/route"})
+LIMITED_PATHS = frozenset(
+    prefix + path
+    for prefix in ("/api/v1", "/v1")
+    for path in ("/chat/completions", "/route", "/messages", "/messages/count_tokens")
+)
+# Routes whose errors are in Anthropic's shape.
+ANTHROPIC_PATHS = frozenset(path for path in LIMITED_PATHS if "/messages" in path)
 RETRY_AFTER_S = 1
 
 
@@ -102,7 +111,9 @@ class AccountConcurrencyLimit:
             await self.app(scope, receive, send)
             return
         if not self.in_flight.acquire(account_id):
-            await refusal(self.in_flight.limit).response()(scope, receive, send)
+            error = refusal(self.in_flight.limit)
+            response = anthropic_error(error) if scope["path"] in ANTHROPIC_PATHS else error.response()
+            await response(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
@@ -111,11 +122,12 @@ class AccountConcurrencyLimit:
 
 
 async def _account_id(scope: Scope) -> str | None:
-    authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-    if authorization is None:
+    headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"authorization", b"x-api-key")}
+    credential = presented(headers.get(b"authorization"), headers.get(b"x-api-key"))
+    if credential is None:
         return None
     try:
-        account_id: str = await scope["app"].state.deps.verifier.account_id(authorization.decode("latin-1"))
+        account_id: str = await scope["app"].state.deps.verifier.account_id(credential)
     except ApiError:
         return None
     return account_id

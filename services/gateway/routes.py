@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from . import accounts, console, pipeline, routing_api
+from .auth import presented
+from .codecs.anthropic import AnthropicCodec
 from .codecs.openai_chat import OpenAIChatCodec
 from .deps import Deps
 from .errors import ApiError
@@ -19,9 +21,14 @@ from .schemas import MAX_BODY_BYTES, ChatRequest, Credentials, NewAccount, PutKe
 from .state import Exchange
 
 OPENAI_CHAT = OpenAIChatCodec()
+ANTHROPIC = AnthropicCodec()
 
 router = APIRouter()
 health = APIRouter()
+
+
+def _credential(request: Request) -> str | None:
+    return presented(request.headers.get("authorization"), request.headers.get("x-api-key"))
 
 
 def _deps(request: Request) -> Deps:
@@ -68,7 +75,7 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
 @router.post("/chat/completions", openapi_extra=_json_body(ChatRequest))
 async def chat_completions(request: Request) -> Response:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    account_id = await accounts.authenticate(deps, _credential(request))
     exchange = Exchange(
         request_id=request.state.request_id,
         account_id=account_id,
@@ -77,17 +84,47 @@ async def chat_completions(request: Request) -> Response:
     return await pipeline.run(OPENAI_CHAT, deps, exchange, await _body(request))
 
 
+@router.post("/messages")
+async def messages(request: Request) -> Response:
+    """Anthropic's Messages API (SPEC.md §8): every error in Anthropic's shape."""
+    try:
+        deps = _deps(request)
+        account_id = await accounts.authenticate(deps, _credential(request))
+        raw = await _body(request)
+    except ApiError as exc:
+        return ANTHROPIC.error(exc)
+    exchange = Exchange(
+        request_id=request.state.request_id,
+        account_id=account_id,
+        client_request_id=request.headers.get("x-request-id", "")[:128],
+    )
+    return await pipeline.run(ANTHROPIC, deps, exchange, raw)
+
+
+@router.post("/messages/count_tokens")
+async def count_message_tokens(request: Request) -> Response:
+    """`{"input_tokens": N}` for the body's model, free of charge and of quota."""
+    try:
+        deps = _deps(request)
+        account_id = await accounts.authenticate(deps, _credential(request))
+        return JsonResponse(
+            await routing_api.count_tokens(deps, account_id, ANTHROPIC.parse_count, await _body(request))
+        )
+    except ApiError as exc:
+        return ANTHROPIC.error(exc)
+
+
 @router.post("/route", openapi_extra=_json_body(ChatRequest))
 async def route_explain(request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    account_id = await accounts.authenticate(deps, _credential(request))
     return await routing_api.explain(deps, account_id, await _body(request))
 
 
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    await accounts.authenticate(deps, request.headers.get("authorization"))
+    await accounts.authenticate(deps, _credential(request))
     return await deps.models.get(deps.router, deps.metadata)
 
 
@@ -110,35 +147,35 @@ def _client(request: Request) -> str:
 @router.get("/account")
 async def get_account(request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    account_id = await accounts.authenticate(deps, _credential(request))
     return await accounts.account_summary(deps, account_id)
 
 
 @router.get("/account/usage")
 async def get_usage(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 50) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    account_id = await accounts.authenticate(deps, _credential(request))
     return await accounts.usage(deps, account_id, limit)
 
 
 @router.get("/account/keys")
 async def list_keys(request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    account_id = await accounts.authenticate(deps, _credential(request))
     return await accounts.list_keys(deps, account_id)
 
 
 @router.put("/account/keys/{provider}")
 async def put_key(provider: str, body: PutKeyBody, request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    account_id = await accounts.authenticate(deps, _credential(request))
     return await accounts.put_key(deps, account_id, provider, body.api_key)
 
 
 @router.delete("/account/keys/{provider}")
 async def delete_key(provider: str, request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, request.headers.get("authorization"))
+    account_id = await accounts.authenticate(deps, _credential(request))
     return await accounts.delete_key(deps, account_id, provider)
 
 

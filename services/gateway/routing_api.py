@@ -1,4 +1,4 @@
-"""The Routing API (`POST /route`) and the model list (`GET /models`).
+"""The Routing API (`POST /route`), Anthropic's `count_tokens`, and the model list (`GET /models`).
 
 `/route` takes a chat completions body and answers with the decision and its
 explanation — chosen model, ranked candidates with estimated cost and score,
@@ -8,12 +8,14 @@ of the plan's quota.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from stepblend.v1 import router_pb2
 
 from . import offload
-from .codecs.openai_chat import parse
+from .codecs.base import Parsed
+from .codecs.openai_chat import parse as parse_chat
 from .deps import Deps
 from .routing import count, route
 
@@ -33,7 +35,7 @@ def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
 
 async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
     large = offload.is_large(raw)
-    request, upstream = await offload.run(large, parse, raw)
+    request, upstream = await offload.run(large, parse_chat, raw)
     feats = await count(deps, request, upstream, large=large)
     decision = await route(deps, request, feats, account_id, explain=True)
     ranked = [_candidate(c) for c in decision.candidates]
@@ -57,3 +59,13 @@ async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
             "needs_json_schema": feats.needs_json_schema,
         },
     }
+
+
+async def count_tokens(deps: Deps, account_id: str, parse: Callable[[bytes], Parsed], raw: bytes) -> dict[str, int]:
+    """The prompt tokens the router prices the body's model with (the gateway's count
+    with that model's tokenizer margin): Anthropic's `count_tokens`. Uses no quota."""
+    large = offload.is_large(raw)
+    parsed = await offload.run(large, parse, raw)
+    feats = await count(deps, parsed.request, parsed.upstream, large=large)
+    decision = await route(deps, parsed.request, feats, account_id, explain=True)
+    return {"input_tokens": decision.candidates[0].prompt_tokens if decision.candidates else feats.prompt_tokens}

@@ -38,7 +38,7 @@ def usage_event(exchange: Exchange) -> UsageEvent:
         requested_model=exchange.requested_model,
         provider=serving.provider if serving else "",
         stream=exchange.stream,
-        # The event's dialect field (exchange.dialect) goes here once UsageEvent has it.
+        dialect=exchange.dialect,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
         cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,

@@ -88,6 +88,7 @@ def _candidate_pb(candidate: Candidate) -> router_pb2.Candidate:
         unsupported_params=list(candidate.unsupported_params),
         score=candidate.score,
         cached_input_price_per_mtok="" if cached is None else decimal_str(cached),
+        prompt_tokens=candidate.prompt_tokens,
     )
 
 

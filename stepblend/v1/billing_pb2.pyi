@@ -149,7 +149,7 @@ class ListUsageResponse(_message.Message):
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., requests: _Optional[_Iterable[_Union[UsageRecord, _Mapping]]] = ..., daily: _Optional[_Iterable[_Union[DailyUsage, _Mapping]]] = ..., month: _Optional[str] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("request_id", "created", "model", "provider", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "outcome", "counted", "error_code")
+    __slots__ = ("request_id", "created", "model", "provider", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "outcome", "counted", "error_code", "dialect", "stream")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,8 @@ class UsageRecord(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     COUNTED_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    DIALECT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     created: int
     model: str
@@ -172,7 +174,9 @@ class UsageRecord(_message.Message):
     outcome: str
     counted: bool
     error_code: str
-    def __init__(self, request_id: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., counted: _Optional[bool] = ..., error_code: _Optional[str] = ...) -> None: ...
+    dialect: str
+    stream: bool
+    def __init__(self, request_id: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., counted: _Optional[bool] = ..., error_code: _Optional[str] = ..., dialect: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
 
 class DailyUsage(_message.Message):
     __slots__ = ("date", "requests")

@@ -39,7 +39,7 @@ class RouteRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., strategy: _Optional[str] = ..., features: _Optional[_Union[RequestFeatures, _Mapping]] = ..., max_cost_usd: _Optional[str] = ..., connected_providers: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("provider", "model", "upstream_model", "estimated_cost_usd", "input_price_per_mtok", "output_price_per_mtok", "output_budget", "param_renames", "unsupported_params", "score", "cached_input_price_per_mtok")
+    __slots__ = ("provider", "model", "upstream_model", "estimated_cost_usd", "input_price_per_mtok", "output_price_per_mtok", "output_budget", "param_renames", "unsupported_params", "score", "cached_input_price_per_mtok", "prompt_tokens")
     class ParamRenamesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Candidate(_message.Message):
     UNSUPPORTED_PARAMS_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     upstream_model: str
@@ -69,7 +70,8 @@ class Candidate(_message.Message):
     unsupported_params: _containers.RepeatedScalarFieldContainer[str]
     score: float
     cached_input_price_per_mtok: str
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., upstream_model: _Optional[str] = ..., estimated_cost_usd: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., output_budget: _Optional[int] = ..., param_renames: _Optional[_Mapping[str, str]] = ..., unsupported_params: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., cached_input_price_per_mtok: _Optional[str] = ...) -> None: ...
+    prompt_tokens: int
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., upstream_model: _Optional[str] = ..., estimated_cost_usd: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., output_budget: _Optional[int] = ..., param_renames: _Optional[_Mapping[str, str]] = ..., unsupported_params: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., cached_input_price_per_mtok: _Optional[str] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class Exclusion(_message.Message):
     __slots__ = ("provider", "model", "reason", "detail")

@@ -72,6 +72,15 @@ def test_sign_up_copy_the_token_connect_a_key_and_see_the_request(system: System
     assert page.evaluate("navigator.clipboard.readText()") == token
     shot(page, "03-token-copied")
 
+    # The examples show the OpenAI SDK, the Anthropic SDK and Claude Code, each with
+    # this gateway's base URL (the anthropic SDK's is /api: it appends /v1/messages).
+    page.get_by_text("Examples: OpenAI SDK, Anthropic SDK, Claude Code").click()
+    example = page.locator("#example").inner_text()
+    origin = system.base_url.removesuffix("/api/v1")
+    assert f'OpenAI(api_key="YOUR_STEPBLEND_TOKEN", base_url="{system.base_url}")' in example
+    assert f'Anthropic(api_key="YOUR_STEPBLEND_TOKEN", base_url="{origin}/api")' in example
+    assert f"ANTHROPIC_BASE_URL={origin}/api ANTHROPIC_AUTH_TOKEN=YOUR_STEPBLEND_TOKEN claude" in example
+
     key = f"sk-console-{uuid.uuid4().hex}"
     page.get_by_label("OpenAI API key", exact=True).fill(key)
     page.get_by_role("button", name="Connect OpenAI key").click()

@@ -2,7 +2,7 @@
 
 Parsing lives in `anthropic_parse` (its docstring lists what is translated for
 non-Anthropic models and what is refused), streaming in `anthropic_stream`; this
-module renders a whole answer, errors, and the count_tokens answer.
+module renders a whole answer and errors.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from services.gateway.codecs.anthropic_parse import parse
 from services.gateway.codecs.anthropic_stream import AnthropicStream, error_type, message_id, stop_reason
 from services.gateway.codecs.base import Answer, Parsed
 from services.gateway.errors import ApiError
-from services.gateway.features import Encoding, features
 
-__all__ = ["AnthropicCodec", "count_tokens"]
+__all__ = ["AnthropicCodec", "anthropic_error"]
 
 
 def _input(arguments: str) -> Any:
@@ -28,17 +27,15 @@ def _input(arguments: str) -> Any:
         return {}
 
 
-def count_tokens(parsed: Parsed, encoding: Encoding) -> dict[str, int]:
-    """`{"input_tokens": N}`: the prompt estimate the router uses for this request."""
-    found = features(parsed.request, encoding, parsed.upstream)
-    return {"input_tokens": int(found.prompt_tokens)}
-
-
 class AnthropicCodec:
     dialect = "anthropic_messages"
 
     def parse(self, raw: bytes) -> Parsed:
         return parse(raw)
+
+    def parse_count(self, raw: bytes) -> Parsed:
+        """A `count_tokens` body: a Messages body without `max_tokens`."""
+        return parse(raw, counting=True)
 
     def completion(self, body: bytes, answer: Answer, parsed: Parsed) -> bytes:
         completion = orjson.loads(body)
@@ -79,6 +76,12 @@ class AnthropicCodec:
         return AnthropicStream(answer, parsed)
 
     def error(self, error: ApiError) -> Response:
-        body = {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
-        headers = {k: v for k, v in error.response().headers.items() if k in ("x-should-retry", "retry-after")}
-        return Response(orjson.dumps(body), error.status, headers, media_type="application/json")
+        return anthropic_error(error)
+
+
+def anthropic_error(error: ApiError) -> Response:
+    """`{"type": "error", "error": {"type", "message"}}` with the error's status and its
+    retry headers (`x-should-retry`, `retry-after`), which the anthropic SDKs obey too."""
+    body = {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
+    headers = {k: v for k, v in error.response().headers.items() if k in ("x-should-retry", "retry-after")}
+    return Response(orjson.dumps(body), error.status, headers, media_type="application/json")

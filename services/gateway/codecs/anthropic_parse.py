@@ -194,13 +194,16 @@ def _body(raw: Any) -> dict[str, Any]:
     return body
 
 
-def parse(raw: bytes) -> Parsed:
+def parse(raw: bytes, *, counting: bool = False) -> Parsed:
+    """`counting`: a count_tokens body, which has no `max_tokens` (nothing is generated)."""
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise invalid("Request body is not valid JSON") from None
     if nested_deeper_than(decoded):
         raise invalid("Request body is nested too deeply")
+    if counting and isinstance(decoded, dict):
+        decoded = {**decoded, "max_tokens": 1, "stream": False}
     body = _body(decoded)
     try:
         request = ChatRequest.model_validate(body)

@@ -215,6 +215,17 @@
       "response = client.chat.completions.create(",
       '    model="lowest-cost", messages=[{"role": "user", "content": "Hello!"}])',
       "print(response.choices[0].message.content)",
+      "",
+      "# Claude clients: Anthropic's Messages API, routed to any connected model",
+      "from anthropic import Anthropic",
+      "",
+      `client = Anthropic(api_key="YOUR_STEPBLEND_TOKEN", base_url="${window.location.origin}/api")`,
+      'message = client.messages.create(model="balanced", max_tokens=256,',
+      '    messages=[{"role": "user", "content": "Hello!"}])',
+      "print(message.content[0].text)",
+      "",
+      "# Claude Code, in a shell:",
+      `# ANTHROPIC_BASE_URL=${window.location.origin}/api ANTHROPIC_AUTH_TOKEN=YOUR_STEPBLEND_TOKEN claude`,
     ].join("\n");
   }
 
