@@ -160,15 +160,15 @@ def test_auth_by_x_api_key_and_errors_in_anthropics_shape(system: System, accoun
     with pytest.raises(anthropic.NotFoundError) as unknown:
         client.messages.create(model="no-such-model", max_tokens=16, messages=[{"role": "user", "content": "Hi"}])
     assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
-    with pytest.raises(anthropic.BadRequestError) as thinking:
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A memo."}}
+    with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(
             model="gpt-4o-mini",
-            max_tokens=2048,
-            thinking={"type": "enabled", "budget_tokens": 1024},
-            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=256,
+            messages=[{"role": "user", "content": [document, {"type": "text", "text": "Summarise it"}]}],
         )
-    assert thinking.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
-    assert "thinking" in thinking.value.message
+    assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "document" in refused.value.message
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="gpt-4o-mini", max_tokens=16, messages=[])
 

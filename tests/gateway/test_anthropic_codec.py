@@ -116,7 +116,6 @@ def test_tool_choice_maps(choice: dict[str, Any], expected: Any) -> None:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0"),
         (
             {
@@ -374,3 +373,10 @@ def test_more_refusals(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(ApiError) as caught:
         codec.parse(body(**fields))
     assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_thinking_is_a_permission_not_a_requirement() -> None:
+    # Claude Code asks for extended thinking on every request: a model without it answers anyway.
+    parsed = codec.parse(body(thinking={"type": "enabled", "budget_tokens": 1024}, max_tokens=2048))
+    assert "thinking" not in parsed.upstream
+    assert parsed.upstream["max_tokens"] == 2048

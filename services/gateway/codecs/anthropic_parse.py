@@ -9,12 +9,15 @@ a model whose catalog entry lists `top_k` in unsupported_params is excluded by r
 tool_result with `is_error` becomes a tool message prefixed "Error: ". Earlier turns' thinking blocks are dropped (other models do
 not take them back, and they are not part of the question).
 
+`thinking` is a permission, not a requirement (Claude Code sends it on every request):
+a model without Anthropic's extended thinking answers without it, so it is dropped.
+
 Refused with 400 (they would change the answer if dropped, and only Anthropic serves
-them): `thinking` (enabled), document / search_result / container_upload blocks,
+them): document / search_result / container_upload blocks,
 server tools (any tool with a `type` other than custom), images inside a tool_result,
 `tool_choice.disable_parallel_tool_use`, `mcp_servers`, `container`.
 Dropped as not changing the answer: `cache_control` and other block annotations,
-`service_tier`, `thinking: {"type": "disabled"}`, other top-level fields.
+`service_tier`, `thinking`, other top-level fields.
 The raw body is kept in `Parsed.native` so an Anthropic model gets all of it.
 """
 
@@ -164,9 +167,6 @@ def _body(raw: Any) -> dict[str, Any]:
     for name in _REFUSED_FIELDS:
         if raw.get(name):
             raise _refuse(f"`{name}`", name)
-    thinking = raw.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
-        raise _refuse("extended thinking (`thinking`)", "thinking")
     if "max_tokens" not in raw:
         raise invalid("max_tokens: Field required", "max_tokens")
     messages: list[dict[str, Any]] = []
