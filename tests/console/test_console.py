@@ -79,7 +79,8 @@ def test_sign_up_copy_the_token_connect_a_key_and_see_the_request(system: System
     origin = system.base_url.removesuffix("/api/v1")
     assert f'OpenAI(api_key="YOUR_STEPBLEND_TOKEN", base_url="{system.base_url}")' in example
     assert f'Anthropic(api_key="YOUR_STEPBLEND_TOKEN", base_url="{origin}/api")' in example
-    assert f"ANTHROPIC_BASE_URL={origin}/api ANTHROPIC_AUTH_TOKEN=YOUR_STEPBLEND_TOKEN claude" in example
+    assert f"ANTHROPIC_BASE_URL={origin}/api ANTHROPIC_AUTH_TOKEN=YOUR_STEPBLEND_TOKEN \\" in example
+    assert "ANTHROPIC_MODEL=claude-sonnet-4-5 claude" in example
 
     key = f"sk-console-{uuid.uuid4().hex}"
     page.get_by_label("OpenAI API key", exact=True).fill(key)

@@ -225,7 +225,8 @@
       "print(message.content[0].text)",
       "",
       "# Claude Code, in a shell:",
-      `# ANTHROPIC_BASE_URL=${window.location.origin}/api ANTHROPIC_AUTH_TOKEN=YOUR_STEPBLEND_TOKEN claude`,
+      `# ANTHROPIC_BASE_URL=${window.location.origin}/api ANTHROPIC_AUTH_TOKEN=YOUR_STEPBLEND_TOKEN \\`,
+      "#   ANTHROPIC_MODEL=claude-sonnet-4-5 claude",
     ].join("\n");
   }
 
