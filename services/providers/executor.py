@@ -47,22 +47,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import SecretStr
 
 from services.providers.adapters import (
     RequestRefused,
     TokenUsage,
     UpstreamFormatError,
-    UpstreamRequest,
     UpstreamStreamError,
     parse_body,
 )
 from services.providers.adapters.sse import SseDecoder
+from services.providers.call import Call, completion_id_for, native_body, speaker
 from services.providers.genai import AttemptTelemetry, GenAiTelemetry
 from services.providers.outcomes import (
     Failed,
@@ -84,40 +82,6 @@ from stepblend.v1 import providers_pb2, router_pb2
 __all__ = ["Executor", "KeySource", "Timeouts", "completion_id_for", "final_error"]
 
 log = logging.getLogger(__name__)
-
-
-def completion_id_for(request_id: str) -> str:
-    return request_id if request_id.startswith("chatcmpl-") else f"chatcmpl-{request_id}"
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One attempt's fixed inputs."""
-
-    request: providers_pb2.ExecuteRequest
-    candidate: router_pb2.Candidate
-    vendor: Vendor
-    api_key: SecretStr
-    upstream: UpstreamRequest
-    completion_id: str
-    created: int
-    started: float
-    telemetry: AttemptTelemetry
-
-    def headers(self, stream: bool) -> dict[str, str]:
-        accept = "text/event-stream" if stream else "application/json"
-        return {
-            **self.vendor.adapter.auth_headers(self.api_key.get_secret_value()),
-            "content-type": "application/json",
-            "accept": accept,
-        }
-
-    def ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000)
-
-    def ok(self, status: int) -> providers_pb2.ExecuteEvent:
-        elapsed = self.ms()
-        return attempt(self.candidate, "ok", status, elapsed, elapsed)
 
 
 class Executor:
@@ -145,6 +109,7 @@ class Executor:
         docstring gives."""
         try:
             body = parse_body(request.body)
+            native = native_body(request)
         except RequestRefused as exc:
             yield [error(400, "invalid_request_error", exc.code, exc.message, exc.param)]
             return
@@ -169,7 +134,7 @@ class Executor:
             started = time.monotonic()
             observed = self._genai.attempt(candidate, request.stream, body)
             try:
-                call = await self._prepare(request, body, candidate, completion_id, created, started, observed)
+                call = await self._prepare(request, body, native, candidate, completion_id, created, started, observed)
                 run = self._stream(call) if request.stream else self._complete(call)
                 async with contextlib.aclosing(run) as batches:
                     async for batch in batches:
@@ -211,12 +176,13 @@ class Executor:
         self,
         request: providers_pb2.ExecuteRequest,
         body: dict[str, Any],
+        native: dict[str, Any] | None,
         candidate: router_pb2.Candidate,
         completion_id: str,
         created: int,
         started: float,
         observed: AttemptTelemetry,
-    ) -> _Call:
+    ) -> Call:
         vendor = self._vendors.get(candidate.provider)
         if vendor is None:
             log.warning("the catalog names provider %r, which vendors.toml lacks", candidate.provider)
@@ -235,11 +201,12 @@ class Executor:
             raise Failed("provider_key_invalid", detail="the stored key does not decrypt") from None
         if api_key is None:
             raise Failed("provider_not_connected", detail=f"no {candidate.provider} key connected")
-        upstream = vendor.adapter.build_request(body, candidate, request.stream)
+        adapter, sent = speaker(vendor, request, body, native)
+        upstream = adapter.build_request(sent, candidate, request.stream)
         observed.prepared(vendor.base_url)
-        return _Call(request, candidate, vendor, api_key, upstream, completion_id, created, started, observed)
+        return Call(request, candidate, vendor, adapter, api_key, upstream, completion_id, created, started, observed)
 
-    async def _open(self, call: _Call, stream: bool, until: float) -> aiohttp.ClientResponse:
+    async def _open(self, call: Call, stream: bool, until: float) -> aiohttp.ClientResponse:
         """Send the request and wait for the response to start, until `until` (loop time)."""
         try:
             async with asyncio.timeout_at(until):
@@ -262,11 +229,11 @@ class Executor:
         except aiohttp.ClientError as exc:
             raise Failed("provider_error", detail=f"the request failed ({type(exc).__name__})") from None
 
-    async def _refusal(self, call: _Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
-        said = call.vendor.adapter.error_details(await read_some(response, deadline))
+    async def _refusal(self, call: Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
+        said = call.adapter.error_details(await read_some(response, deadline))
         return http_failure(response.status, said, call.candidate.provider, call.api_key.get_secret_value())
 
-    async def _complete(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
+    async def _complete(self, call: Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         deadline = asyncio.get_running_loop().time() + self._timeouts.total
         response = await self._open(call, False, deadline)
         status = response.status
@@ -285,7 +252,7 @@ class Executor:
         finally:
             response.release()
         try:
-            completion, usage = call.vendor.adapter.parse_completion(
+            completion, usage = call.adapter.parse_completion(
                 data, call.completion_id, call.candidate.model, created=call.created
             )
         except UpstreamFormatError as exc:
@@ -293,7 +260,7 @@ class Executor:
         answer = [call.ok(status), providers_pb2.ExecuteEvent(completion=completion)]
         yield answer if usage is None else [*answer, usage_event(usage)]
 
-    async def _stream(self, call: _Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
+    async def _stream(self, call: Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total
         first_deadline = min(deadline, loop.time() + self._timeouts.first_token)
@@ -302,7 +269,7 @@ class Executor:
         try:
             if status != 200:
                 raise await self._refusal(call, response, deadline)
-            translator = call.vendor.adapter.stream_translator(
+            translator = call.adapter.stream_translator(
                 call.completion_id,
                 call.candidate.model,
                 created=call.created,
@@ -377,7 +344,7 @@ class Executor:
             response.release()
 
     def _break(
-        self, call: _Call, usage: TokenUsage | None, outcome: str, detail: str
+        self, call: Call, usage: TokenUsage | None, outcome: str, detail: str
     ) -> list[providers_pb2.ExecuteEvent]:
         """The end of a stream that broke after its first chunk: the usage reported
         so far (the request was served, so it is billed), then the error."""

@@ -8,7 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("request_id", "account_id", "candidates", "body", "stream", "include_usage", "created")
+    __slots__ = ("request_id", "account_id", "candidates", "body", "stream", "include_usage", "created", "native_body", "native_dialect", "native_headers")
+    class NativeHeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +23,9 @@ class ExecuteRequest(_message.Message):
     STREAM_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_USAGE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_BODY_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_DIALECT_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_HEADERS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     account_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[_router_pb2.Candidate]
@@ -23,7 +33,10 @@ class ExecuteRequest(_message.Message):
     stream: bool
     include_usage: bool
     created: int
-    def __init__(self, request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_router_pb2.Candidate, _Mapping]]] = ..., body: _Optional[bytes] = ..., stream: _Optional[bool] = ..., include_usage: _Optional[bool] = ..., created: _Optional[int] = ...) -> None: ...
+    native_body: bytes
+    native_dialect: str
+    native_headers: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_router_pb2.Candidate, _Mapping]]] = ..., body: _Optional[bytes] = ..., stream: _Optional[bool] = ..., include_usage: _Optional[bool] = ..., created: _Optional[int] = ..., native_body: _Optional[bytes] = ..., native_dialect: _Optional[str] = ..., native_headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("provider", "model", "outcome", "status", "latency_ms", "ttft_ms", "detail")

@@ -1,0 +1,77 @@
+"""One attempt's fixed inputs, and which adapter speaks for it.
+
+A candidate is spoken to in OpenAI's dialect through its vendor's adapter, unless
+the client's own dialect is the one the vendor speaks: an Anthropic Messages body
+for a vendor of wire format `anthropic` passes through (adapters/anthropic_native).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+
+from services.providers.adapters import Adapter, UpstreamRequest, parse_body
+from services.providers.adapters.anthropic import Anthropic
+from services.providers.adapters.anthropic_native import NATIVE_DIALECT, NativeAnthropic
+from services.providers.genai import AttemptTelemetry
+from services.providers.outcomes import attempt
+from services.providers.vendors import Vendor
+from stepblend.v1 import providers_pb2, router_pb2
+
+__all__ = ["Call", "completion_id_for", "native_body", "speaker"]
+
+
+def completion_id_for(request_id: str) -> str:
+    return request_id if request_id.startswith("chatcmpl-") else f"chatcmpl-{request_id}"
+
+
+def native_body(request: providers_pb2.ExecuteRequest) -> dict[str, Any] | None:
+    """The client's own-dialect body, when it sent one StepBlend can pass through;
+    raises `RequestRefused` when it is not a JSON object."""
+    if request.native_dialect != NATIVE_DIALECT or not request.native_body:
+        return None
+    return parse_body(request.native_body)
+
+
+def speaker(
+    vendor: Vendor, request: providers_pb2.ExecuteRequest, body: dict[str, Any], native: dict[str, Any] | None
+) -> tuple[Adapter, dict[str, Any]]:
+    """The adapter for `vendor` and the body it takes: the native one when the vendor
+    speaks the client's dialect, else the OpenAI one."""
+    if native is not None and isinstance(vendor.adapter, Anthropic):
+        return NativeAnthropic(vendor.adapter, dict(request.native_headers)), native
+    return vendor.adapter, body
+
+
+@dataclass(frozen=True)
+class Call:
+    """One attempt's fixed inputs."""
+
+    request: providers_pb2.ExecuteRequest
+    candidate: router_pb2.Candidate
+    vendor: Vendor
+    adapter: Adapter
+    api_key: SecretStr
+    upstream: UpstreamRequest
+    completion_id: str
+    created: int
+    started: float
+    telemetry: AttemptTelemetry
+
+    def headers(self, stream: bool) -> dict[str, str]:
+        accept = "text/event-stream" if stream else "application/json"
+        return {
+            **self.adapter.auth_headers(self.api_key.get_secret_value()),
+            "content-type": "application/json",
+            "accept": accept,
+        }
+
+    def ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def ok(self, status: int) -> providers_pb2.ExecuteEvent:
+        elapsed = self.ms()
+        return attempt(self.candidate, "ok", status, elapsed, elapsed)
