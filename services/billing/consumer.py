@@ -1,6 +1,8 @@
 """The usage consumer: settles `usage.v1.*` events from JetStream (settlement.py).
 
-Each fetched batch is settled in one transaction. Delivery semantics, per message:
+Each fetched batch is settled in one transaction; fetching, answering and
+dead-lettering are the shared pull loop's (services/common/pull.py). Delivery
+semantics, per message:
 - recorded (or already there)    → ack, after the batch's commit;
 - not a UsageEvent, or an event
   that can never be recorded     → term: redelivering it cannot help; logged;
@@ -24,16 +26,12 @@ redelivery, which the idempotent settlement absorbs.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -46,6 +44,7 @@ from services.billing import ledger
 from services.billing.settlement import settle
 from services.billing.writer import Writer
 from services.common import events, telemetry
+from services.common.pull import ACK, TERM, PullLoop, PullOptions, Verdict, retry
 
 __all__ = ["ConsumerOptions", "UsageConsumer"]
 
@@ -83,44 +82,33 @@ class UsageConsumer:
     def __init__(self, js: JetStreamContext, writer: Writer, options: ConsumerOptions | None = None) -> None:
         self._js = js
         self._writer = writer
-        self._options = options or ConsumerOptions()
-        self._stopping = asyncio.Event()
-        self._recorded_at: float | None = None
+        self._options = options = options or ConsumerOptions()
+        self._loop = PullLoop(
+            self._settle,
+            PullOptions(
+                stream=options.stream,
+                batch=options.batch,
+                fetch_timeout_s=options.fetch_timeout_s,
+                linger_s=options.linger_s,
+                retry_delay_s=options.retry_delay_s,
+                max_deliveries=options.max_deliveries,
+                healthy_within_s=options.healthy_within_s,
+            ),
+            what="usage events",
+        )
         self._tracer = trace.get_tracer(__name__) if telemetry.tracing_enabled() else None
 
     def stop(self) -> None:
         """Ask `run()` to return once the batch in hand is settled."""
-        self._stopping.set()
+        self._loop.stop()
 
     async def run(self) -> None:
         """Consume until stopped; NATS and database failures are waited out, never raised."""
-        subscription = await self._subscribe()
-        if subscription is None:
-            return
-        try:
-            while not self._stopping.is_set():
-                try:
-                    messages = await subscription.fetch(self._options.batch, timeout=self._options.fetch_timeout_s)
-                except nats.errors.TimeoutError:
-                    continue
-                except Exception:
-                    # Disconnected or reconnecting: nats.py reconnects by itself.
-                    log.warning("fetching usage events failed; retrying", exc_info=True)
-                    await self._pause()
-                    continue
-                await self._settle(messages)
-                if len(messages) < self._options.batch:
-                    await self._pause(self._options.linger_s)
-        finally:
-            try:
-                await subscription.unsubscribe()
-            except Exception:
-                # Unacked messages are redelivered after ack_wait whatever happens here.
-                log.debug("unsubscribing the usage consumer failed", exc_info=True)
+        await self._loop.run(self._js, self._config)
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+    def _config(self) -> ConsumerConfig:
         options = self._options
-        config = ConsumerConfig(
+        return ConsumerConfig(
             durable_name=options.durable,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
@@ -129,41 +117,36 @@ class UsageConsumer:
             max_deliver=-1,
             filter_subject=options.subject,
         )
-        while not self._stopping.is_set():
-            try:
-                return await self._js.pull_subscribe(
-                    options.subject, durable=options.durable, stream=options.stream, config=config
-                )
-            except Exception:
-                log.warning("binding the usage consumer failed; retrying", exc_info=True)
-                await self._pause()
-        return None
 
-    async def _settle(self, messages: list[Msg]) -> None:
-        """Settle a fetched batch in one transaction, then answer each message."""
-        batch: list[tuple[Msg, dict[str, Any]]] = []
-        for message in messages:
+    async def _settle(self, messages: list[Msg]) -> list[Verdict]:
+        """Settle a fetched batch in one transaction; a verdict for each message."""
+        verdicts = [TERM] * len(messages)
+        batch: list[tuple[int, Msg, dict[str, Any]]] = []
+        for i, message in enumerate(messages):
             entry = self._entry(message)
-            if entry is None:
-                await self._reply(message.term, message)
-            else:
-                batch.append((message, entry))
+            if entry is not None:
+                batch.append((i, message, entry))
         if not batch:
-            return
+            return verdicts
         # In account order, so that two replicas' batches lock counters in the same order.
-        batch.sort(key=lambda item: item[1]["account_id"])
-        if not await self._record(batch) and len(batch) > 1:
+        batch.sort(key=lambda item: item[2]["account_id"])
+        failed = await self._record(batch)
+        if failed is not None and len(batch) > 1:
             # One event the database refuses must not hold back the others: each on its own.
             for one in batch:
-                await self._record([one])
+                verdicts[one[0]] = _verdict(await self._record([one]))
+        else:
+            for i, _, _ in batch:
+                verdicts[i] = _verdict(failed)
+        return verdicts
 
-    async def _record(self, batch: list[tuple[Msg, dict[str, Any]]]) -> bool:
-        """Settle `batch` in one transaction and ack it; nak it (False) if that failed."""
+    async def _record(self, batch: list[tuple[int, Msg, dict[str, Any]]]) -> Exception | None:
+        """Settle `batch` in one transaction; the error if that failed."""
         with contextlib.ExitStack() as spans:
-            for message, _ in batch:
+            for _, message, _ in batch:
                 spans.enter_context(self._span(message))
             try:
-                written = await self._writer.run(partial(_settle_all, [entry for _, entry in batch]), attempts=3)
+                written = await self._writer.run(partial(_settle_all, [entry for _, _, entry in batch]), attempts=3)
             except Exception as exc:
                 # Lock timeouts were retried briefly; anything longer is a nak. The
                 # events come back later (settling again is harmless).
@@ -174,45 +157,14 @@ class UsageConsumer:
                     len(batch),
                     exc_info=True,
                 )
-                if len(batch) == 1:
-                    message = batch[0][0]
-                    if self._poison(message):
-                        await self._dead_letter(message, exc)
-                    else:
-                        await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
-                return False
-        self._recorded_at = time.monotonic()
-        for (message, entry), new in zip(batch, written, strict=True):
+                return exc
+        for (_, _, entry), new in zip(batch, written, strict=True):
             if not new:
                 log.info(
                     "usage event already recorded",
                     extra={"request_id": entry["request_id"], "account_id": entry["account_id"]},
                 )
-            await self._reply(message.ack, message)
-        return True
-
-    def _poison(self, message: Msg) -> bool:
-        """Whether `message` failed often enough, while the database records others."""
-        recorded = self._recorded_at
-        healthy = recorded is not None and time.monotonic() - recorded < self._options.healthy_within_s
-        return healthy and message.metadata.num_delivered >= self._options.max_deliveries
-
-    async def _dead_letter(self, message: Msg, error: Exception) -> None:
-        """Park a poison event on the dead-letter subject, then terminate it; if the
-        dead-letter publish fails, nak it instead (it is never dropped)."""
-        headers = {**(message.headers or {}), "StepBlend-Dead-Letter-Reason": f"{type(error).__name__}: {error}"[:500]}
-        try:
-            await self._js.publish(f"{events.DEAD_LETTER_PREFIX}{message.subject}", message.data, headers=headers)
-        except Exception:
-            log.warning("dead-lettering a usage event failed; it will be redelivered", exc_info=True)
-            await self._reply(lambda: message.nak(delay=self._options.retry_delay_s), message)
-            return
-        log.error(
-            "usage event on %s failed %d times while others were recorded: dead-lettered",
-            message.subject,
-            message.metadata.num_delivered,
-        )
-        await self._reply(message.term, message)
+        return None
 
     def _entry(self, message: Msg) -> dict[str, Any] | None:
         """The ledger row of `message`, or None (logged) for one that can never be recorded."""
@@ -242,17 +194,9 @@ class UsageConsumer:
             return contextlib.nullcontext()
         return telemetry.consuming(self._tracer, message.subject, message.headers, self._options.durable)
 
-    async def _reply(self, action: Callable[[], Awaitable[None]], message: Msg) -> None:
-        try:
-            await action()
-        except Exception:
-            # A lost ack means one redelivery, which the ledger ignores.
-            log.warning("replying to usage event on %s failed", message.subject, exc_info=True)
 
-    async def _pause(self, seconds: float | None = None) -> None:
-        """Wait `seconds` (default: the retry delay), or until stopped."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), self._options.retry_delay_s if seconds is None else seconds)
+def _verdict(error: Exception | None) -> Verdict:
+    return ACK if error is None else retry(f"{type(error).__name__}: {error}")
 
 
 def _settle_all(entries: list[dict[str, Any]], connection: Connection) -> list[bool]:

@@ -1,6 +1,7 @@
 """Feeds the router's live statistics from the `usage.v1.*` events on JetStream.
 
-Delivery semantics (every router replica has its own consumer and sees every event):
+Delivery semantics (every router replica has its own consumer and sees every event;
+the fetch loop itself is the shared one in services/common/pull.py):
 - one ephemeral pull consumer per replica on stream USAGE, subject `usage.v1.>`, with
   no acks (AckPolicy NONE): statistics are best effort, a lost sample only nudges an
   average, and a redelivery would count one twice. The server removes the consumer
@@ -26,7 +27,6 @@ skew), so a late event (an outbox flushing after an outage) counts as old, not n
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import logging
@@ -34,16 +34,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 from pydantic import ValidationError
 
 from services.common import events, telemetry
+from services.common.pull import ACK, TERM, PullLoop, PullOptions, Verdict
 from services.router.stats import StatsBook
 
 __all__ = ["ConsumerOptions", "StatsConsumer"]
@@ -89,13 +89,23 @@ class StatsConsumer:
     ) -> None:
         self._url = nats_url
         self._book = book
-        self._options = options or ConsumerOptions()
+        self._options = options = options or ConsumerOptions()
         self._clock = clock
         self._wall_clock = wall_clock
-        self._stopping = asyncio.Event()
+        self._loop = PullLoop(
+            self._fold_batch,
+            PullOptions(
+                stream=options.stream,
+                batch=options.batch,
+                fetch_timeout_s=options.fetch_timeout_s,
+                linger_s=options.linger_s,
+                retry_delay_s=options.retry_delay_s,
+                idle_fetches_before_check=options.idle_fetches_before_check,
+            ),
+            what="usage events for routing statistics",
+        )
         self._last_sequence = 0
         self._folded = 0
-        self._connected = asyncio.Event()
         # Each fold is a span in the request's trace (its traceparent header), when tracing is on.
         self._tracer = trace.get_tracer(__name__) if telemetry.tracing_enabled() else None
 
@@ -111,43 +121,24 @@ class StatsConsumer:
 
     async def wait_connected(self) -> None:
         """Return once the consumer is bound to the stream (tests and start-up logs)."""
-        await self._connected.wait()
+        await self._loop.wait_bound()
 
     def stop(self) -> None:
         """Ask `run()` to return after the batch in hand."""
-        self._stopping.set()
+        self._loop.stop()
 
     async def run(self) -> None:
-        """Consume until stopped; NATS failures are waited out and retried, never raised."""
-        nc: NATS | None = None
-        failing = False
+        """Consume until stopped; NATS failures are waited out and retried, never raised.
+        Meanwhile the router routes on what it knows."""
+        nc = await self._connect()
+        if nc is None:
+            return
         try:
-            while not self._stopping.is_set():
-                try:
-                    if nc is None or nc.is_closed:
-                        nc = await events.connect(self._url, self._options.client_name)
-                    js = nc.jetstream()
-                    await events.ensure_streams(js)
-                    await self._consume(js)
-                except Exception as exc:
-                    self._connected.clear()
-                    # Once per outage at warning level: retries every few seconds
-                    # would otherwise fill the log with the same line.
-                    log.log(
-                        logging.DEBUG if failing else logging.WARNING,
-                        "usage events unavailable (%s); routing on what is known, retrying",
-                        type(exc).__name__,
-                        exc_info=not failing,
-                    )
-                    failing = True
-                    await self._pause()
-                else:
-                    failing = False
+            js = nc.jetstream()
+            await self._loop.run(js, self._consumer_config, prepare=partial(events.ensure_streams, js))
         finally:
-            self._connected.clear()
-            if nc is not None:
-                with contextlib.suppress(Exception):
-                    await nc.close()
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     def fold(self, data: bytes) -> bool:
         """Fold one message body; False when it was skipped (malformed or too old)."""
@@ -167,42 +158,29 @@ class StatsConsumer:
         self._folded += 1
         return True
 
-    async def _consume(self, js: JetStreamContext) -> None:
-        options = self._options
-        name = f"router-{uuid.uuid4().hex[:16]}"
-        await js.add_consumer(options.stream, self._consumer_config(name))
-        subscription = await js.pull_subscribe_bind(consumer=name, stream=options.stream)
-        self._connected.set()
-        log.info("folding usage events from %s (consumer %s)", options.stream, name)
-        try:
-            idle = 0
-            while not self._stopping.is_set():
-                try:
-                    messages = await subscription.fetch(options.batch, timeout=options.fetch_timeout_s)
-                except nats.errors.TimeoutError:
-                    idle += 1
-                    if idle >= options.idle_fetches_before_check:
-                        idle = 0
-                        # Raises NotFoundError when the server lost the consumer, which
-                        # an idle fetch alone does not always reveal.
-                        await js.consumer_info(options.stream, name)
-                    continue
-                idle = 0
-                for message in messages:
-                    self._handle(message)
-                if len(messages) < options.batch:
-                    await self._pause(options.linger_s)
-        finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-            # Best effort: the server expires it after inactive_threshold_s anyway.
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(options.stream, name)
+    async def _connect(self) -> NATS | None:
+        """A connection (which then reconnects by itself), or None when stopped first."""
+        failing = False
+        while not self._loop.stopping:
+            try:
+                return await events.connect(self._url, self._options.client_name)
+            except Exception as exc:
+                # Once per outage at warning level, as the pull loop logs.
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "NATS unreachable (%s); routing on what is known, retrying",
+                    type(exc).__name__,
+                    exc_info=not failing,
+                )
+                failing = True
+                await self._loop.pause()
+        return None
 
-    def _consumer_config(self, name: str) -> ConsumerConfig:
+    def _consumer_config(self) -> ConsumerConfig:
+        """This replica's consumer: from the next event after the last one seen, or the last `replay_s`."""
         options = self._options
         config = ConsumerConfig(
-            name=name,
+            name=f"router-{uuid.uuid4().hex[:16]}",
             ack_policy=AckPolicy.NONE,
             filter_subject=options.subject,
             inactive_threshold=options.inactive_threshold_s,
@@ -217,20 +195,21 @@ class StatsConsumer:
             config.opt_start_time = datetime.datetime.fromtimestamp(self._wall_clock() - options.replay_s, datetime.UTC)
         return config
 
-    def _handle(self, message: Msg) -> None:
+    async def _fold_batch(self, messages: list[Msg]) -> list[Verdict]:
+        # No acks (AckPolicy NONE): the verdicts only say what became of each event.
+        return [self._handle(message) for message in messages]
+
+    def _handle(self, message: Msg) -> Verdict:
         with contextlib.suppress(Exception):
             self._last_sequence = max(self._last_sequence, message.metadata.sequence.stream)
         try:
             if self._tracer is None:
-                self.fold(message.data)
+                folded = self.fold(message.data)
             else:
                 with telemetry.consuming(self._tracer, message.subject, message.headers):
-                    self.fold(message.data)
+                    folded = self.fold(message.data)
         except Exception:
             # A bug in folding must not stop the consumer: the next event may be fine.
             log.exception("folding a usage event failed; skipped")
-
-    async def _pause(self, seconds: float | None = None) -> None:
-        """Wait `seconds` (default: the retry delay), or until stopped."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), self._options.retry_delay_s if seconds is None else seconds)
+            return TERM
+        return ACK if folded else TERM

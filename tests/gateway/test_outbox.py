@@ -3,16 +3,17 @@ order, and survives an outage of the server."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 
 import nats
+import pytest
 
 from services.common import events
 from services.common.events import UsageEvent
 from services.gateway.outbox import Outbox
 from tests.support.procs import NatsServer
+from tests.support.waiting import eventually
 
 
 def event(outcome: str = "completed") -> UsageEvent:
@@ -50,7 +51,7 @@ async def test_events_are_published_with_their_id(nats_server: NatsServer) -> No
     await nc.close()
 
 
-async def test_events_wait_out_a_nats_outage(tmp_path: Path) -> None:
+async def test_events_wait_out_a_nats_outage(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     server = NatsServer(tmp_path / "store").start()
     nc = await events.connect(server.url, "test")
     js = nc.jetstream()
@@ -61,8 +62,14 @@ async def test_events_wait_out_a_nats_outage(tmp_path: Path) -> None:
     queued = [event() for _ in range(20)]
     for e in queued:
         outbox.put(e)
-    await asyncio.sleep(1.0)
-    assert len(outbox) == 20  # nothing is acked while the server is down, nothing dropped
+
+    def failed_publishes() -> int:
+        return sum("usage publish failed" in r.getMessage() for r in caplog.records)
+
+    # Two rounds of publishing have failed, the second after a backoff: the outbox
+    # has tried and is retrying, and still holds every event.
+    await eventually(lambda: failed_publishes() >= 2, timeout=30, what="two failed rounds of publishing")
+    assert len(outbox) == 20 and outbox.published == 0  # nothing is acked while the server is down, nothing dropped
     restarted = NatsServer(server.store, port=server.port).start()
     try:
         await outbox.drain(15)

@@ -25,6 +25,7 @@ import pytest
 
 from services.gateway.fairness import DEFAULT_LIMIT, InFlight, limit_from_env
 from tests.hardening.stack import Account, Stack, error_of, running
+from tests.support.waiting import eventually, wait_until
 
 LIMIT = 4
 SLOW_MODEL = "openai:gpt-4o"  # the mock is told to make this one slow or long
@@ -45,6 +46,19 @@ def reset_mock(stack: Stack) -> Iterator[None]:
 
 def body(model: str, content: str = "hello", **extra: object) -> dict[str, object]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+async def at_provider(stack: Stack, account: Account) -> int:
+    """How many of the account's requests the (mock) provider has received: each
+    holds one of the account's slots until the provider answers."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        seen = (await client.get(f"{stack.mock_url}/_mock/requests")).json()
+    keys = tuple(account.keys.values())
+    return sum(
+        1
+        for request in seen
+        if (request["headers"].get("authorization") or request["headers"].get("x-api-key", "")).endswith(keys)
+    )
 
 
 def test_limit_setting() -> None:
@@ -70,7 +84,13 @@ def test_an_account_over_its_limit_gets_retryable_429s_while_another_is_served(s
                 asyncio.ensure_future(client.post("/chat/completions", json=body(SLOW_MODEL), headers=busy.headers))
                 for _ in range(3 * LIMIT)
             ]
-            await asyncio.sleep(0.5)  # every busy request is in, the first LIMIT are waiting on the provider
+
+            async def every_busy_request_is_in() -> bool:
+                refused = sum(call.done() for call in busy_calls)
+                return refused == 2 * LIMIT and await at_provider(stack, busy) == LIMIT
+
+            # The first LIMIT are waiting on the provider, the others were refused.
+            await eventually(every_busy_request_is_in, what=f"{LIMIT} busy requests at the provider")
             other_times: list[float] = []
             other_responses = []
             for _ in range(LIMIT):
@@ -101,11 +121,17 @@ def test_an_account_over_its_limit_gets_retryable_429s_while_another_is_served(s
     )
     served = {r.headers["x-request-id"] for r in busy_responses if r.status_code == 200}
     refused = {r.headers["x-request-id"] for r in busy_responses if r.status_code == 429}
-    deadline = time.monotonic() + 20
-    while not served <= set(stack.ledger(busy.account_id)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    ledger = stack.ledger(busy.account_id)
-    assert served <= set(ledger) and not refused & set(ledger)
+
+    def billed() -> dict[str, bool]:
+        rows = stack.ledger(busy.account_id)
+        return rows if served <= rows.keys() else {}
+
+    ledger = wait_until(billed, timeout=20, what="the served requests in the ledger")
+    assert not refused & set(ledger)
+
+
+async def _all_held(stack: Stack, account: Account) -> bool:
+    return await at_provider(stack, account) == LIMIT
 
 
 def _stream_request(stack: Stack, account: Account, payload: dict[str, object]) -> bytes:
@@ -151,13 +177,12 @@ def test_a_stream_holds_its_slot_until_it_ends_or_its_client_leaves(stack: Stack
     assert over.status_code == 429 and error_of(over)["code"] == "concurrency_limit_exceeded"
     for sock in streams:
         sock.close()  # the client walks away mid-stream
-    deadline = time.monotonic() + 5
-    while True:
+
+    def served() -> bool:
         response = httpx.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=account.headers)
-        if response.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert response.status_code == 200, "slots of abandoned streams were not given back"
+        return response.status_code == 200
+
+    wait_until(served, timeout=5, interval=0.1, what="slots of abandoned streams given back")
 
 
 def _cpu_s(pid: int) -> float:
@@ -246,7 +271,7 @@ def test_the_grpc_chat_api_shares_the_accounts_slots(stack: Stack) -> None:
                 asyncio.create_task(client.post("/chat/completions", headers=busy.headers, json=body("gpt-4o")))
                 for _ in range(LIMIT)
             ]
-            await asyncio.sleep(0.7)
+            await eventually(lambda: _all_held(stack, busy), what=f"{LIMIT} requests at the provider")
             async with grpc.aio.insecure_channel(stack.addresses["chat"]) as channel:
                 request = chat_pb2.ChatRequest(
                     model="gpt-4o", messages=[chat_pb2.ChatMessage(role="user", content="hi")]
@@ -275,7 +300,7 @@ def test_the_routing_api_shares_the_accounts_slots(stack: Stack) -> None:
                 asyncio.create_task(client.post("/chat/completions", headers=busy.headers, json=body("gpt-4o")))
                 for _ in range(LIMIT)
             ]
-            await asyncio.sleep(0.7)  # the held requests are waiting on the provider
+            await eventually(lambda: _all_held(stack, busy), what=f"{LIMIT} requests at the provider")
             refused = await client.post("/route", headers=busy.headers, json=body(FAST_MODEL))
             await asyncio.gather(*held)
             return refused

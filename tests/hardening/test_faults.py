@@ -33,12 +33,15 @@ import httpx
 import pytest
 
 from tests.hardening.stack import Account, Stack, is_openai_error, running
+from tests.support.waiting import wait_until
 
 DOWN_S = 3.0
 # The longest a request may take while a dependency is down: the gateway's own
 # gRPC deadlines are 3-5 s, and a killed process fails calls at once.
 BOUND_S = 6.0
 RECOVERY_S = 5.0
+# How long NATS stays down after the gateway began its SIGTERM drain (the drain waits up to 10 s).
+DRAIN_OUTAGE_S = 1.0
 WORKERS = 6
 MODELS = ("openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-20241022", "groq:llama-3.1-8b-instant")
 
@@ -219,10 +222,7 @@ def test_nats_killed_mid_load_requests_go_on_and_events_wait_in_the_outbox(
     )
     assert statuses == {200: len(outcomes)}, statuses
     assert len(during) > 10 and held[0] > 10
-    deadline = time.monotonic() + 20
-    while _outbox(stack) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _outbox(stack) == 0, "the outbox did not drain after NATS came back"
+    wait_until(lambda: _outbox(stack) == 0, timeout=20, interval=0.1, what="the outbox drained after NATS came back")
 
 
 def test_sigterm_publishes_what_the_outbox_kept_when_nats_returns_during_the_drain(
@@ -243,14 +243,22 @@ def test_sigterm_publishes_what_the_outbox_kept_when_nats_returns_during_the_dra
     held = _outbox(stack)
     assert held >= len(kept)
     gateway = stack.proc("gateway")
-    log_before = len(stack.logs()["gateway.log"])
-    stack.proc("gateway").send_signal(15)  # SIGTERM, while NATS is still down
-    time.sleep(1.5)
+    gateway_log = stack.root / "logs" / "gateway.log"
+    log_before = len(gateway_log.read_text(errors="replace"))
+    gateway.send_signal(15)  # SIGTERM, while NATS is still down
+    wait_until(
+        lambda: "Waiting for application shutdown." in gateway_log.read_text(errors="replace")[log_before:],
+        what="the gateway began its shutdown",
+    )
+    draining = time.monotonic()
+    # The scenario, not a wait for an event: NATS stays down a while into the drain.
+    time.sleep(DRAIN_OUTAGE_S)
     assert gateway.poll() is None, "the gateway exited without waiting for its outbox"
     stack.restart("nats")
+    back = time.monotonic() - draining
     code = gateway.wait(40)
-    log = stack.logs()["gateway.log"][log_before:]
-    print(f"\nSIGTERM with {held} events held: NATS back 1.5 s later, gateway exited {code}")
+    log = gateway_log.read_text(errors="replace")[log_before:]
+    print(f"\nSIGTERM with {held} events held: NATS back {back:.1f} s into the drain, gateway exited {code}")
     assert "unpublished" not in log, log[-2000:]
     served.update(kept)
     stack.restart("gateway")

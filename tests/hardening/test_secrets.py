@@ -17,8 +17,8 @@ configured address; a second server standing by as the attacker's sees nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +28,10 @@ import httpx
 import nats
 import pytest
 
-from services.common.events import CHANGES_STREAM, USAGE_STREAM
+from services.common.events import CHANGES_STREAM, KEYS_CHANGED, USAGE_STREAM, KeysChanged
 from tests.hardening.stack import PROVIDERS, Account, Stack, running
 from tests.support.procs import free_port, wait_port
+from tests.support.waiting import wait_until
 
 MODELS = {
     "openai": "openai:gpt-4o-mini",
@@ -73,8 +74,7 @@ class NatsTap:
         await nc.subscribe(">", cb=keep)
         await nc.flush()
         self._ready.set()
-        while not self._stop.is_set():  # noqa: ASYNC110 - a threading.Event, set from the test thread
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(self._stop.wait)  # a threading.Event, set from the test thread
         await nc.drain()
 
     def __enter__(self) -> Self:
@@ -101,6 +101,25 @@ async def _stream_contents(url: str) -> list[tuple[str, bytes, dict[str, str]]]:
     return kept
 
 
+def _everything_out(stack: Stack, tap: NatsTap, chat_ids: list[str], last_trace: str, change: KeysChanged) -> bool:
+    """Whether everything the run makes is there to scan: each chat completion's usage
+    event seen on NATS and settled by billing and folded by the router (their spans
+    exported: spans are exported in the order they end, so each service's log lines
+    before them are written too), the last request's spans exported by the gateway
+    and the providers, and the key change it made published."""
+    seen = list(tap.messages)
+    published = {json.loads(data)["request_id"] for subject, data, _ in seen if subject.startswith("usage.v1.")}
+    if not published >= set(chat_ids):
+        return False
+    logs = stack.logs()
+    for service in ("billing", "router"):
+        if not all(f'"messaging.message.id": "{rid}"' in logs[f"{service}.log"] for rid in chat_ids):
+            return False
+    if not all(f'"trace_id": "0x{last_trace}"' in logs[f"{service}.log"] for service in ("gateway", "providers")):
+        return False
+    return any(subject == KEYS_CHANGED and KeysChanged.model_validate_json(data) == change for subject, data, _ in seen)
+
+
 def _connect_over_http(stack: Stack, client: httpx.Client) -> Account:
     email = f"http-{uuid.uuid4().hex[:10]}@example.com"
     signup = client.post(f"{stack.base_url}/auth/signup", json={"email": email, "password": "correct horse battery"})
@@ -119,10 +138,13 @@ def _connect_over_http(stack: Stack, client: httpx.Client) -> Account:
 
 def test_no_provider_key_in_any_response_log_span_or_event(stack: Stack) -> None:
     answers: list[bytes] = []
+    chat_ids: list[str] = []  # each chat completion's request id: each ends in a usage event
 
     def keep(response: httpx.Response) -> httpx.Response:
         head = f"{response.status_code}\n" + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
         answers.append(head.encode() + b"\n\n" + response.read())
+        if response.request.url.path.endswith("/chat/completions"):
+            chat_ids.append(response.headers["x-request-id"])
         return response
 
     with NatsTap(stack.addresses["nats"]) as tap, httpx.Client(timeout=30) as client:
@@ -200,8 +222,19 @@ def test_no_provider_key_in_any_response_log_span_or_event(stack: Stack) -> None
             )
         )
         victim.keys["mistral-replaced"] = victim.keys["mistral"] + "x"
-        keep(client.delete(f"{stack.base_url}/account/keys/xai", headers=victim.headers))
-        time.sleep(1.5)  # usage events settle, spans are exported, logs are written
+        # The last request, in a trace of the test's own: its spans mark how far each service's export got.
+        last_trace = uuid.uuid4().hex
+        traceparent = f"00-{last_trace}-{uuid.uuid4().hex[:16]}-01"
+        keep(
+            client.delete(f"{stack.base_url}/account/keys/xai", headers={**victim.headers, "traceparent": traceparent})
+        )
+        deleted = KeysChanged(account_id=victim.account_id, provider="xai")
+        wait_until(
+            lambda: _everything_out(stack, tap, chat_ids, last_trace, deleted),
+            timeout=60,
+            interval=0.2,
+            what="usage events settled, spans exported, the key change published",
+        )
     kept = asyncio.run(_stream_contents(stack.addresses["nats"]))
     # The providers did echo the keys back, and what reached the client was scrubbed.
     assert any(b"Incorrect API key provided: [key]" in answer for answer in answers)

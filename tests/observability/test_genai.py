@@ -58,13 +58,13 @@ class Recorded:
 
 
 async def run(
-    upstream: RunningMockProvider, recorded: Recorded, stream: bool, *candidates: Any, take: int | None = None
+    upstream: RunningMockProvider, genai: GenAiTelemetry, stream: bool, *candidates: Any, take: int | None = None
 ) -> list[providers_pb2.ExecuteEvent]:
     """The events of one execution; with `take`, of that many batches, then the
     generator is closed as a cancelled call closes it."""
     vendors = load_vendors({"openai": upstream.base_url, "groq": upstream.base_url})
     client = make_client(TIMEOUTS)
-    executor = Executor(client, MemoryKeys(KEYS), vendors, TIMEOUTS, genai=recorded.genai)
+    executor = Executor(client, MemoryKeys(KEYS), vendors, TIMEOUTS, genai=genai)
     body = {"model": "x", "messages": [{"role": "user", "content": "Hello"}], "temperature": 0.2, "stream": stream}
     request = providers_pb2.ExecuteRequest(
         request_id="r", account_id="a", candidates=list(candidates), body=orjson.dumps(body), stream=stream
@@ -86,7 +86,7 @@ async def run(
 
 async def test_a_streamed_attempt_is_a_genai_client_span(upstream: RunningMockProvider) -> None:
     recorded = Recorded()
-    await run(upstream, recorded, True, OPENAI)
+    await run(upstream, recorded.genai, True, OPENAI)
     (span,) = recorded.spans.get_finished_spans()
     assert span.name == "chat gpt-4o-mini-2024-07-18" and span.kind is SpanKind.CLIENT
     a = dict(span.attributes or {})
@@ -114,7 +114,7 @@ async def test_a_failed_attempt_then_a_fallback(upstream: RunningMockProvider) -
         failing = {"model": "gpt-4o-mini-2024-07-18", "status": 503}
         (await control.post("/_mock/behaviour", json=failing)).raise_for_status()
         try:
-            events = await run(upstream, recorded, False, OPENAI, GROQ)
+            events = await run(upstream, recorded.genai, False, OPENAI, GROQ)
         finally:
             (await control.delete("/_mock/behaviour")).raise_for_status()
     assert [e.attempt.outcome for e in events if e.WhichOneof("event") == "attempt"] == ["provider_error", "ok"]
@@ -133,7 +133,7 @@ async def test_a_failed_attempt_then_a_fallback(upstream: RunningMockProvider) -
 
 async def test_a_stream_closed_mid_way_still_ends_its_span(upstream: RunningMockProvider) -> None:
     recorded = Recorded()
-    await run(upstream, recorded, True, OPENAI, take=1)
+    await run(upstream, recorded.genai, True, OPENAI, take=1)
     (span,) = recorded.spans.get_finished_spans()
     assert span.attributes["error.type"] == "cancelled"
 
@@ -149,11 +149,13 @@ def test_provider_names_follow_the_convention() -> None:
     ]
 
 
-def test_off_without_an_sdk_provider() -> None:
+async def test_off_without_an_sdk_provider(upstream: RunningMockProvider) -> None:
     # With only OpenTelemetry's no-op providers, create() is off: every attempt is the
-    # one shared no-op, no span or instrument is made per request, and using it is safe.
-    attempt = GenAiTelemetry.create().attempt(OPENAI, True)
-    assert attempt is GenAiTelemetry.off().attempt(OPENAI, False)
-    with attempt.sending():
-        attempt.saw(providers_pb2.ExecuteEvent(chunk=b"{}"))
-    attempt.end()
+    # one shared no-op, no span or instrument is made per request...
+    off = GenAiTelemetry.create()
+    assert off.attempt(OPENAI, True) is GenAiTelemetry.off().attempt(OPENAI, False)
+    # ...and a request executed with it is served just the same: streamed, answered, ok.
+    events = await run(upstream, off, True, OPENAI)
+    assert [e.attempt.outcome for e in events if e.WhichOneof("event") == "attempt"] == ["ok"]
+    chunks = [orjson.loads(e.chunk) for e in events if e.WhichOneof("event") == "chunk"]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))

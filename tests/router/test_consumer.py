@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -24,6 +24,7 @@ from services.router.main import RouterOptions, serve, start
 from services.router.stats import StatsBook
 from stepblend.v1 import router_pb2, router_pb2_grpc
 from tests.support.procs import NatsServer, free_port, wait_port
+from tests.support.waiting import eventually
 
 TOKEN = "router-consumer-test"
 CONNECTED = ["openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"]
@@ -95,20 +96,12 @@ def usage(
     )
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 async def test_events_are_folded(bus: Bus, running: tuple[StatsConsumer, StatsBook], catalog: Catalog) -> None:
     consumer, book = running
     (gpt4o,) = catalog.resolve("gpt-4o")
     for n in range(3):
         await bus.publish(usage(n, [AttemptRecord(provider="openai", model="gpt-4o", outcome="ok", ttft_ms=2000)]))
-    await until(lambda: consumer.folded == 3)
+    await eventually(lambda: consumer.folded == 3)
     assert book.ttft_ms(gpt4o) > 1000
 
 
@@ -119,8 +112,8 @@ async def test_a_malformed_event_is_skipped(
     await bus.publish(b"not json at all")
     await bus.publish(b'{"request_id": "x"}')
     await bus.publish(usage(1, [AttemptRecord(provider="openai", model="gpt-4o", outcome="ok")]))
-    await until(lambda: consumer.folded == 1)
-    await until(lambda: consumer.last_sequence == 3)
+    await eventually(lambda: consumer.folded == 1)
+    await eventually(lambda: consumer.last_sequence == 3)
     assert sum("malformed usage event" in r.message for r in caplog.records) == 2
 
 
@@ -132,7 +125,7 @@ async def test_a_new_replica_replays_the_last_minutes_only(bus: Bus, nats_server
     consumer = StatsConsumer(nats_server.url, book, bus.options)
     task = asyncio.create_task(consumer.run())
     try:
-        await until(lambda: consumer.last_sequence == 2)
+        await eventually(lambda: consumer.last_sequence == 2)
         assert consumer.folded == 1
     finally:
         consumer.stop()
@@ -145,15 +138,18 @@ async def test_a_lost_consumer_is_recreated_where_it_left_off(
     consumer, _ = running
     ok = [AttemptRecord(provider="openai", model="gpt-4o", outcome="ok")]
     await bus.publish(usage(1, ok))
-    await until(lambda: consumer.folded == 1)
+    await eventually(lambda: consumer.folded == 1)
     # As after a NATS restart: the server no longer knows the consumer.
     for name in await bus.js.consumers_info(bus.options.stream):
         await bus.js.delete_consumer(bus.options.stream, name.name)
     await bus.publish(usage(2, ok))
     await bus.publish(usage(3, ok))
-    await until(lambda: consumer.folded == 3)
-    await asyncio.sleep(0.5)
-    assert consumer.folded == 3  # nothing replayed twice
+    await eventually(lambda: consumer.folded == 3)
+    # A replay of events 1-3 would come before event 4, which is delivered in stream order:
+    # once it is folded, nothing earlier can still arrive.
+    await bus.publish(usage(4, ok))
+    await eventually(lambda: consumer.last_sequence == 4)
+    assert consumer.folded == 4  # nothing replayed twice
 
 
 async def test_the_router_serves_while_nats_is_down(catalog: Catalog) -> None:
@@ -224,7 +220,7 @@ async def test_fastest_and_max_reliability_move_away_within_a_few_events(
                 failed = AttemptRecord(provider=steady.provider, model=steady.model, outcome="timeout", latency_ms=5000)
                 backup = AttemptRecord(provider="openai", model="gpt-4.1", outcome="ok", ttft_ms=400)
                 await bus.publish(usage(published, [failed, backup], latency_ms=6000))
-                await until(lambda: consumer.folded == 2 * published)  # noqa: B023 - awaited here
+                await eventually(lambda: consumer.folded == 2 * published)  # noqa: B023 - awaited here
                 if not moved_fast and (await first_choice(stub, "fastest")).model != fast.model:
                     moved_fast = published
                 now_steady = await first_choice(stub, "max-reliability")
@@ -241,7 +237,7 @@ async def test_fastest_and_max_reliability_move_away_within_a_few_events(
                 published += 1
                 failed = AttemptRecord(provider=steady.provider, model=steady.model, outcome="timeout", latency_ms=5000)
                 await bus.publish(usage(published, [failed]))
-            await until(lambda: consumer.folded >= 2 * moved_steady + (5 - moved_steady))
+            await eventually(lambda: consumer.folded >= 2 * moved_steady + (5 - moved_steady))
             response = await stub.Route(
                 router_pb2.RouteRequest(model="max-reliability", connected_providers=CONNECTED, explain=True),
                 timeout=5,
@@ -287,10 +283,7 @@ async def test_serve_folds_the_production_subject(nats_server: NatsServer, monke
                 reasons = {(e.model, e.reason) for e in reply.decision.excluded}
                 return ("grok-3-mini", "circuit_open") in reasons
 
-            deadline = asyncio.get_running_loop().time() + 10
-            while not await circuit_open():
-                assert asyncio.get_running_loop().time() < deadline, "the event never arrived"
-                await asyncio.sleep(0.05)
+            await eventually(circuit_open, what="the events opened the model's circuit")
             # Named directly, the model stays routable: its only host is the one failing.
             named = await stub.Route(request, timeout=5)
             assert [c.model for c in named.decision.candidates] == ["grok-3-mini"]
