@@ -23,6 +23,7 @@ import orjson
 from stepblend.v1 import providers_pb2, router_pb2
 
 from . import errors, usage
+from .codecs.base import Parsed
 from .deps import Deps
 from .errors import ApiError
 from .rpc import rpc_error
@@ -50,17 +51,22 @@ class Running:
             yield message.events
 
 
-def execute(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision, upstream: dict[str, Any]) -> Running:
-    """Start providers' call for the routed candidates."""
+def execute(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision, parsed: Parsed) -> Running:
+    """Start providers' call for the routed candidates. The client's own body goes
+    too when a candidate's provider speaks its dialect (it is then passed through)."""
     request = providers_pb2.ExecuteRequest(
         request_id=exchange.request_id,
         account_id=exchange.account_id,
         candidates=decision.candidates,
-        body=orjson.dumps(upstream),
+        body=orjson.dumps(parsed.upstream),
         stream=exchange.stream,
         include_usage=exchange.include_usage,
         created=exchange.created,
     )
+    if parsed.native and any(c.provider in parsed.native_providers for c in decision.candidates):
+        request.native_body = parsed.native
+        request.native_dialect = exchange.dialect
+        request.native_headers.update(exchange.native_headers)
     candidates = {(c.provider, c.model): c for c in decision.candidates}
     # Providers bounds each attempt itself; the deadline is the backstop (rpc.py).
     deadline_s = deps.gateway.providers_deadline_s(len(decision.candidates))

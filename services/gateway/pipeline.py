@@ -42,7 +42,7 @@ async def start(deps: Deps, exchange: Exchange, parsed: Parsed, *, large: bool =
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
     exchange.max_cost_usd = request.stepblend_max_cost
     counted = await count(deps, request, parsed.upstream, large=large)
-    decision = await route(deps, request, counted, exchange.account_id)
+    decision = await route(deps, request, counted, exchange.account_id, parsed.native_providers, parsed.native_only)
     exchange.strategy_used = decision.strategy_used
     exchange.catalog_version = decision.catalog_version
     exchange.candidates = len(decision.candidates)
@@ -50,7 +50,7 @@ async def start(deps: Deps, exchange: Exchange, parsed: Parsed, *, large: bool =
         raise errors.unavailable("StepBlend cannot record usage right now (event bus unreachable); try again shortly.")
     exchange.rate_headers = await admit(deps, exchange.account_id, exchange.request_id)
     # From here the request holds a reservation: every way out settles it (usage.finish).
-    return execute(deps, exchange, decision, parsed.upstream)
+    return execute(deps, exchange, decision, parsed)
 
 
 async def run(codec: Codec, deps: Deps, exchange: Exchange, raw: bytes) -> Response:

@@ -98,6 +98,10 @@ async def messages(request: Request) -> Response:
         account_id=account_id,
         client_request_id=request.headers.get("x-request-id", "")[:128],
     )
+    beta = request.headers.get("anthropic-beta")
+    if beta:
+        # Features of the body a natively served request keeps (prompt caching, ...).
+        exchange.native_headers["anthropic-beta"] = beta[:1024]
     return await pipeline.run(ANTHROPIC, deps, exchange, raw)
 
 

@@ -26,16 +26,26 @@ async def count(
     return await offload.run(large, features, request, deps.encoding, upstream)
 
 
+# A request that only some providers can serve, when none of them can.
+_NONE_LEFT = frozenset({"provider_not_connected", "no_eligible_model"})
+
+
 async def route(
     deps: Deps,
     request: ChatRequest,
     counted: router_pb2.RequestFeatures,
     account_id: str,
+    only: frozenset[str] = frozenset(),
+    only_error: ApiError | None = None,
+    *,
     explain: bool = False,
 ) -> router_pb2.RouteDecision:
     """Ask the router for ranked candidates for a request with these features; a
-    refusal becomes its HTTP error."""
+    refusal becomes its HTTP error. With `only_error`, only the providers in `only`
+    may serve it, and `only_error` is the answer when none of them can."""
     connected = await deps.connected.get(account_id)
+    if only_error is not None:
+        connected = tuple(p for p in connected if p in only)
     route_request = router_pb2.RouteRequest(
         model=request.model,
         strategy=request.stepblend_strategy or "",
@@ -49,6 +59,8 @@ async def route(
     )
     if response.WhichOneof("result") == "refusal":
         refusal = response.refusal
+        if only_error is not None and refusal.code in _NONE_LEFT:
+            raise only_error
         status = errors.REFUSAL_STATUS.get(refusal.code, 400)
         code = None if refusal.code == "invalid_request" else refusal.code
         raise ApiError(status, refusal.message, "invalid_request_error", code, refusal.param or None)

@@ -28,8 +28,10 @@ class Exchange:
     account_id: str
     client_request_id: str
     # The front door's dialect ("openai_chat", "anthropic_messages", ...): set by
-    # the pipeline from its codec; a span attribute, and the usage event's later.
+    # the pipeline from its codec; a span attribute, and the usage event's.
     dialect: str = "openai_chat"
+    # Client headers a natively served body needs (`anthropic-beta`).
+    native_headers: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     admitted_at: float = field(default_factory=time.time)
     stream: bool = False

@@ -20,6 +20,7 @@ tool_result placement, temperature range, image sources.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -32,6 +33,13 @@ FIELDS = frozenset(
     {
         "model", "messages", "max_tokens", "system", "stop_sequences", "stream", "temperature", "top_p",
         "top_k", "tools", "tool_choice", "metadata", "thinking", "service_tier", "container", "mcp_servers",
+    }
+)  # fmt: skip
+_SERVER_TOOL = re.compile(r"^[a-z_]+_\d{8}$")
+_BLOCK_TYPES = frozenset(
+    {
+        "text", "image", "tool_use", "tool_result", "document", "search_result", "thinking", "redacted_thinking",
+        "server_tool_use", "web_search_tool_result", "container_upload",
     }
 )  # fmt: skip
 ERROR_TYPES = {
@@ -104,8 +112,15 @@ def invalid(headers: dict[str, str], body: Any, reject_keys: frozenset[str]) -> 
     if body.get("tool_choice") is not None and not body.get("tools"):
         return 400, "tool_choice: tool_choice may only be specified while providing tools"
     for i, tool in enumerate(body.get("tools") or []):
-        if not isinstance(tool, dict) or not tool.get("name") or not isinstance(tool.get("input_schema"), dict):
-            return 400, f"tools.{i}: name and input_schema are required"
+        if not isinstance(tool, dict) or not tool.get("name"):
+            return 400, f"tools.{i}.name: Field required"
+        # A custom tool has an input_schema; Anthropic's own (web_search_20250305,
+        # bash_20250124...) are named by a versioned `type` instead.
+        kind = tool.get("type")
+        if kind in (None, "custom") and not isinstance(tool.get("input_schema"), dict):
+            return 400, f"tools.{i}.custom.input_schema: Field required"
+        if kind not in (None, "custom") and not _SERVER_TOOL.match(str(kind)):
+            return 400, f"tools.{i}: Input tag '{kind}' does not match any of the expected tags"
     return _invalid_messages(body["messages"], body.get("system"))
 
 
@@ -151,7 +166,7 @@ def _invalid_messages(messages: Any, system: Any) -> tuple[int, str] | None:
                     )
             else:
                 seen_other = True
-            if kind not in ("text", "image", "tool_use", "tool_result", "document", "thinking"):
+            if kind not in _BLOCK_TYPES:
                 return 400, f"messages.{i}.content.{j}.type: Input tag '{kind}' does not match any expected tag"
         if previous_uses and message["role"] == "user":
             answered = {b.get("tool_use_id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"}

@@ -58,7 +58,11 @@ def test_messages_create_on_any_provider(system: System, account: Account, model
     assert info["actual_cost_usd"] > 0
     # Anthropic's request-id header, and StepBlend's own id beside it.
     assert raw.headers["request-id"] == "req_" + raw.headers["x-request-id"]
-    assert message.id == "msg_" + raw.headers["x-request-id"]
+    if provider == "anthropic":
+        # Served natively: Anthropic's own message, its id included, as it came.
+        assert message.id.startswith("msg_") and message.id != "msg_" + raw.headers["x-request-id"]
+    else:
+        assert message.id == "msg_" + raw.headers["x-request-id"]
     # The provider got the request in its own wire format, under its own model id.
     seen = [r for r in system.mock_requests() if account.keys[provider] in json.dumps(r["headers"])]
     assert seen and seen[-1]["body"]["model"] in (model, "gpt-4o-mini-2024-07-18")
@@ -194,3 +198,100 @@ def test_the_ledger_records_the_front_door(system: System, account: Account) -> 
         assert row["dialect"] == "anthropic_messages"
         assert row["stream"] is ids[row["request_id"]]
         assert row["status"] == "completed" and row["cost_usd"] > 0
+
+
+# A request only Anthropic can serve in full: prompt caching, extended thinking, a
+# document, a server tool, and a beta flag.
+NATIVE_ONLY: dict[str, Any] = {
+    "max_tokens": 2048,
+    "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+    "thinking": {"type": "enabled", "budget_tokens": 1024},
+    "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Memo: ship it."}},
+                {"type": "text", "text": "What does the memo say?", "cache_control": {"type": "ephemeral"}},
+            ],
+        }
+    ],
+}
+BETA = "prompt-caching-2024-07-31,interleaved-thinking-2025-05-14"
+
+
+def _sent_to_anthropic(system: System, account: Account) -> dict[str, Any]:
+    seen = [r for r in system.mock_requests() if r["headers"].get("x-api-key") == account.keys["anthropic"]]
+    assert seen, "Anthropic got no request"
+    last: dict[str, Any] = seen[-1]
+    return last
+
+
+# A strategy takes no tools (SPEC §1): the same request without the server tool.
+NO_TOOLS = {k: v for k, v in NATIVE_ONLY.items() if k != "tools"}
+
+
+@pytest.mark.parametrize(("model", "request_body"), [("claude-sonnet-4-5", NATIVE_ONLY), ("lowest-cost", NO_TOOLS)])
+def test_anthropic_serves_what_only_it_can_untouched(
+    system: System, account: Account, model: str, request_body: dict[str, Any]
+) -> None:
+    client = claude(system, account.token)
+    message = client.messages.create(model=model, extra_headers={"anthropic-beta": BETA}, **request_body)
+    # A strategy ranks only the models that can serve it: Anthropic's.
+    assert stepblend(message)["provider"] == "anthropic"
+    sent = _sent_to_anthropic(system, account)
+    # Every field as the client sent it; only the model id is the provider's.
+    assert sent["body"] == {**request_body, "model": stepblend(message)["routed_model"]}
+    assert sent["headers"]["anthropic-beta"] == BETA
+    assert sent["path"] == "/v1/messages"
+
+
+def test_a_native_stream_is_anthropics_own_with_the_report_at_its_end(system: System, account: Account) -> None:
+    client = claude(system, account.token)
+    with client.messages.stream(
+        model="claude-3-5-haiku-20241022", extra_headers={"anthropic-beta": BETA}, **NATIVE_ONLY
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert kinds.count("message_stop") == 1
+    assert final.content and final.stop_reason in ("end_turn", "tool_use")
+    sent = _sent_to_anthropic(system, account)
+    assert sent["body"]["stream"] is True and sent["body"]["thinking"] == NATIVE_ONLY["thinking"]
+    # The report rides on the last event, after usage is known.
+    with client.messages.with_streaming_response.create(
+        model="claude-3-5-haiku-20241022", stream=True, **NATIVE_ONLY
+    ) as raw:
+        frames = raw.read().decode().strip().split("\n\n")
+    last = json.loads(frames[-1].split("\ndata: ", 1)[1])
+    assert last["type"] == "message_stop" and last["stepblend"]["provider"] == "anthropic"
+    assert last["stepblend"]["actual_cost_usd"] > 0
+
+
+def test_what_only_anthropic_serves_is_refused_for_other_models(system: System, account: Account) -> None:
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude(system, account.token).messages.create(model="gpt-4o-mini", **NATIVE_ONLY)
+    assert "only supported when an Anthropic model serves the request" in refused.value.message
+    # The other models never heard of it.
+    assert not [
+        r for r in system.mock_requests() if "Memo: ship it." in json.dumps(r["body"]) and r["path"] != "/v1/messages"
+    ]
+
+
+def test_a_cost_cap_bounds_a_native_request_too(system: System, account: Account) -> None:
+    client = claude(system, account.token)
+    ask: dict[str, Any] = {
+        "model": "claude-3-5-haiku-20241022",
+        "max_tokens": 8192,
+        "messages": [{"role": "user", "content": "Be cheap"}],
+    }
+    # Anthropic's max_tokens is the worst case: 8192 tokens at $4/M is about $0.033.
+    message = client.messages.create(**ask, extra_body={"stepblend_max_cost": 0.05})
+    sent = _sent_to_anthropic(system, account)
+    assert sent["body"]["max_tokens"] == 8192 and "stepblend_max_cost" not in sent["body"]
+    assert 0 < stepblend(message)["estimated_cost_usd"] <= 0.05
+    before = len(system.mock_requests())
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(**ask, extra_body={"stepblend_max_cost": 0.002})
+    assert "stepblend_max_cost" in refused.value.message
+    assert len(system.mock_requests()) == before

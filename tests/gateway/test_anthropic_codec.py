@@ -133,11 +133,21 @@ def test_tool_choice_maps(choice: dict[str, Any], expected: Any) -> None:
         ({"mcp_servers": [{"type": "url", "url": "https://m.test", "name": "m"}]}, "mcp_servers"),
     ],
 )
-def test_features_other_models_cannot_honour_are_refused(fields: dict[str, Any], param: str) -> None:
-    with pytest.raises(ApiError) as caught:
-        codec.parse(body(**fields))
-    assert caught.value.status == 400 and caught.value.param == param
-    assert "only supported when an Anthropic model" in caught.value.message
+def test_features_only_anthropic_serves_keep_the_request_to_anthropic(fields: dict[str, Any], param: str) -> None:
+    parsed = codec.parse(body(**fields))
+    # The client's body goes to Anthropic as it came; other providers are ruled out,
+    # and the refusal (when no Anthropic model can serve it) names the feature.
+    assert parsed.native == body(**fields)
+    assert parsed.native_providers == {"anthropic"}
+    refusal = parsed.native_only
+    assert refusal is not None and refusal.status == 400 and refusal.param == param
+    assert "only supported when an Anthropic model" in refusal.message
+
+
+def test_a_plain_request_may_go_to_any_provider() -> None:
+    parsed = codec.parse(body(system="Be brief."))
+    assert parsed.native_only is None
+    assert parsed.native_providers == {"anthropic"}
 
 
 def test_missing_max_tokens_is_400_in_anthropics_words() -> None:
@@ -360,19 +370,23 @@ def test_tool_result_error_flag_reaches_the_model() -> None:
             },
             "messages.0.content.0.content.0",
         ),
+        ({"container": "container_011"}, "container"),
         (
-            {
-                "tools": [{"name": "f", "input_schema": {}}],
-                "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
-            },
-            "tool_choice",
+            {"tools": [{"name": "f", "input_schema": {}}, {"type": "bash_20250124", "name": "bash"}]},
+            "tools.1",
         ),
     ],
 )
-def test_more_refusals(fields: dict[str, Any], param: str) -> None:
-    with pytest.raises(ApiError) as caught:
-        codec.parse(body(**fields))
-    assert caught.value.status == 400 and caught.value.param == param
+def test_more_anthropic_only_features(fields: dict[str, Any], param: str) -> None:
+    refusal = codec.parse(body(**fields)).native_only
+    assert refusal is not None and refusal.status == 400 and refusal.param == param
+
+
+def test_disable_parallel_tool_use_is_openais_parallel_tool_calls_false() -> None:
+    tools = [{"name": "f", "input_schema": {"type": "object"}}]
+    parsed = codec.parse(body(tools=tools, tool_choice={"type": "auto", "disable_parallel_tool_use": True}))
+    assert parsed.native_only is None
+    assert parsed.upstream["parallel_tool_calls"] is False and parsed.upstream["tool_choice"] == "auto"
 
 
 def test_thinking_is_a_permission_not_a_requirement() -> None:

@@ -39,6 +39,10 @@ class AnthropicCodec:
 
     def completion(self, body: bytes, answer: Answer, parsed: Parsed) -> bytes:
         completion = orjson.loads(body)
+        if completion.get("type") == "message":
+            # Served natively: Anthropic's own message, as it came, with the report.
+            completion["stepblend"] = answer.stepblend()
+            return orjson.dumps(completion)
         choice = (completion.get("choices") or [{}])[0]
         message = choice.get("message") or {}
         content: list[dict[str, Any]] = []

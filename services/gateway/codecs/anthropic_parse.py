@@ -1,24 +1,29 @@
 """Anthropic Messages request → the internal OpenAI chat completions body.
 
-Translated for any model: `system` (string or text blocks), text / image (base64 and
-url sources) / tool_use / tool_result blocks, `tools` (input_schema → parameters),
-`tool_choice` auto/any/tool/none, `stop_sequences` → stop, `max_tokens` (required),
-temperature, top_p, `top_k` (kept as `top_k`; the Anthropic adapter sends it, and
-a model whose catalog entry lists `top_k` in unsupported_params is excluded by routing),
-`metadata.user_id` → user, `stream`, `stepblend_max_cost`, `stepblend_strategy`. A
-tool_result with `is_error` becomes a tool message prefixed "Error: ". Earlier turns' thinking blocks are dropped (other models do
-not take them back, and they are not part of the question).
+A provider whose wire format is Anthropic's (`NATIVE_PROVIDERS`) gets the body as
+the client sent it (`Parsed.native`, passed through by providers with only the model
+id rewritten): nothing below applies to it. For every other model:
 
-`thinking` is a permission, not a requirement (Claude Code sends it on every request):
-a model without Anthropic's extended thinking answers without it, so it is dropped.
+Translated: `system` (string or text blocks), text / image (base64 and url sources) /
+tool_use / tool_result blocks, `tools` (input_schema → parameters), `tool_choice`
+auto/any/tool/none (`disable_parallel_tool_use` → parallel_tool_calls false),
+`stop_sequences` → stop, `max_tokens` (required), temperature, top_p, `top_k` (kept as
+`top_k`; a model whose catalog entry lists it in unsupported_params is excluded by
+routing), `metadata.user_id` → user, `stream`, `stepblend_max_cost`,
+`stepblend_strategy`. A tool_result with `is_error` becomes a tool message prefixed
+"Error: ".
 
-Refused with 400 (they would change the answer if dropped, and only Anthropic serves
-them): document / search_result / container_upload blocks,
-server tools (any tool with a `type` other than custom), images inside a tool_result,
-`tool_choice.disable_parallel_tool_use`, `mcp_servers`, `container`.
-Dropped as not changing the answer: `cache_control` and other block annotations,
-`service_tier`, `thinking`, other top-level fields.
-The raw body is kept in `Parsed.native` so an Anthropic model gets all of it.
+Dropped, as not changing what is asked: `cache_control` and other block annotations,
+`service_tier`, other top-level fields, earlier turns' thinking blocks (other models
+neither take them back nor need them), and `thinking` itself — a permission, not a
+requirement (Claude Code sends it on every request): a model without Anthropic's
+extended thinking answers without it.
+
+Anthropic-only (`Parsed.native_only`: routing keeps the request to Anthropic's models,
+and answers a 400 naming the feature when none can serve it): document / search_result
+/ container_upload / server_tool_use / redacted_thinking blocks, server tools (a tool
+with a `type` other than custom), images inside a tool_result, `mcp_servers`,
+`container`. Their translation is only ever counted (as JSON text, which errs high).
 """
 
 from __future__ import annotations
@@ -34,14 +39,25 @@ from services.gateway.schemas import ChatRequest, nested_deeper_than
 
 __all__ = ["parse"]
 
-_REFUSED_FIELDS = ("mcp_servers", "container")
-_REFUSED_BLOCKS = frozenset({"document", "search_result", "container_upload", "server_tool_use", "redacted_thinking"})
+#: Providers whose wire format is Anthropic's own (vendors.toml): they get the body as sent.
+NATIVE_PROVIDERS = frozenset({"anthropic"})
+_NATIVE_FIELDS = ("mcp_servers", "container")
+_NATIVE_BLOCKS = frozenset({"document", "search_result", "container_upload", "server_tool_use", "redacted_thinking"})
 
 
-def _refuse(what: str, param: str) -> ApiError:
+def _native_only(what: str, param: str) -> ApiError:
     return invalid(
-        f"{what} is only supported when an Anthropic model serves the request", param, "unsupported_parameter"
+        f"{what} is only supported when an Anthropic model serves the request: name a Claude model (or a "
+        "strategy) with an Anthropic key connected",
+        param,
+        "unsupported_parameter",
     )
+
+
+def _as_text(block: Any) -> dict[str, Any]:
+    """A block other models cannot take, as text: only ever counted (a request that
+    has one is served natively), and JSON errs high, as a cost cap's estimate must."""
+    return {"type": "text", "text": orjson.dumps(block).decode()}
 
 
 def _text(content: Any, param: str) -> str:
@@ -69,13 +85,14 @@ def _image(source: Any, param: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _tool_result(block: dict[str, Any], param: str) -> dict[str, Any]:
+def _tool_result(block: dict[str, Any], param: str, only: list[ApiError]) -> dict[str, Any]:
     content = block.get("content", "")
     if isinstance(content, list):
         for i, part in enumerate(content):
             if isinstance(part, dict) and part.get("type") == "image":
-                raise _refuse("an image inside tool_result", f"{param}.content.{i}")
-        content = _text(content, f"{param}.content")
+                only.append(_native_only("an image inside tool_result", f"{param}.content.{i}"))
+        texts = [part for part in content if not (isinstance(part, dict) and part.get("type") == "image")]
+        content = _text(texts, f"{param}.content")
     elif not isinstance(content, str):
         raise invalid(f"{param}.content: Input should be a valid string or list", param)
     if block.get("is_error"):
@@ -83,7 +100,7 @@ def _tool_result(block: dict[str, Any], param: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": content}
 
 
-def _message(message: Any, index: int) -> list[dict[str, Any]]:
+def _message(message: Any, index: int, only: list[ApiError]) -> list[dict[str, Any]]:
     param = f"messages.{index}"
     if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
         raise invalid(f"{param}.role: Input should be 'user' or 'assistant'", param)
@@ -113,11 +130,12 @@ def _message(message: Any, index: int) -> list[dict[str, Any]]:
                 }
             )
         elif kind == "tool_result" and role == "user":
-            out.append(_tool_result(block, where))
+            out.append(_tool_result(block, where, only))
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             continue  # earlier reasoning of another turn: other models neither take nor need it
-        elif kind in _REFUSED_BLOCKS:
-            raise _refuse(f"a {kind} block", where)
+        elif kind in _NATIVE_BLOCKS:
+            only.append(_native_only(f"a {kind} block", where))
+            parts.append(_as_text(block))
         else:
             raise invalid(f"{where}.type: unknown or misplaced content block type {kind!r}", where)
     if parts or calls:
@@ -133,16 +151,17 @@ def _message(message: Any, index: int) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, only: list[ApiError]) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise invalid("tools: Input should be a valid list", "tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise invalid(f"tools.{i}.name: Field required", f"tools.{i}")
-        if tool.get("type") not in (None, "custom"):
-            raise _refuse(f"the server tool {tool.get('type')!r}", f"tools.{i}")
         function: dict[str, Any] = {"name": tool["name"], "parameters": tool.get("input_schema", {"type": "object"})}
+        if tool.get("type") not in (None, "custom"):
+            only.append(_native_only(f"the server tool {tool.get('type')!r}", f"tools.{i}"))
+            function["description"] = orjson.dumps(tool).decode()  # counted, never sent
         if tool.get("description"):
             function["description"] = tool["description"]
         out.append({"type": "function", "function": function})
@@ -156,17 +175,15 @@ def _tool_choice(choice: Any) -> str | dict[str, Any]:
     mapped = {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
     if mapped is None:
         raise invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'", "tool_choice")
-    if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
-        raise _refuse("tool_choice.disable_parallel_tool_use", "tool_choice")
     return mapped
 
 
-def _body(raw: Any) -> dict[str, Any]:
+def _body(raw: Any, only: list[ApiError]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise invalid("Request body must be a JSON object")
-    for name in _REFUSED_FIELDS:
+    for name in _NATIVE_FIELDS:
         if raw.get(name):
-            raise _refuse(f"`{name}`", name)
+            only.append(_native_only(f"`{name}`", name))
     if "max_tokens" not in raw:
         raise invalid("max_tokens: Field required", "max_tokens")
     messages: list[dict[str, Any]] = []
@@ -175,7 +192,7 @@ def _body(raw: Any) -> dict[str, Any]:
     if not isinstance(raw.get("messages"), list):
         raise invalid("messages: Field required", "messages")
     for i, message in enumerate(raw["messages"]):
-        messages.extend(_message(message, i))
+        messages.extend(_message(message, i, only))
     body: dict[str, Any] = {"model": raw.get("model"), "messages": messages, "max_tokens": raw["max_tokens"]}
     for name in ("temperature", "top_p", "top_k", "stream", "stepblend_max_cost", "stepblend_strategy"):
         if raw.get(name) is not None:
@@ -183,9 +200,12 @@ def _body(raw: Any) -> dict[str, Any]:
     if raw.get("stop_sequences"):
         body["stop"] = raw["stop_sequences"]
     if raw.get("tools"):
-        body["tools"] = _tools(raw["tools"])
-    if raw.get("tool_choice") is not None:
-        body["tool_choice"] = _tool_choice(raw["tool_choice"])
+        body["tools"] = _tools(raw["tools"], only)
+    choice = raw.get("tool_choice")
+    if choice is not None:
+        body["tool_choice"] = _tool_choice(choice)
+        if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
+            body["parallel_tool_calls"] = False
     metadata = raw.get("metadata")
     if isinstance(metadata, dict) and metadata.get("user_id"):
         body["user"] = str(metadata["user_id"])
@@ -204,7 +224,8 @@ def parse(raw: bytes, *, counting: bool = False) -> Parsed:
         raise invalid("Request body is nested too deeply")
     if counting and isinstance(decoded, dict):
         decoded = {**decoded, "max_tokens": 1, "stream": False}
-    body = _body(decoded)
+    only: list[ApiError] = []
+    body = _body(decoded, only)
     try:
         request = ChatRequest.model_validate(body)
     except ValidationError as exc:
@@ -213,5 +234,10 @@ def parse(raw: bytes, *, counting: bool = False) -> Parsed:
         raise invalid(f"{where}: {first['msg']}", where) from None
     upstream = {k: v for k, v in body.items() if not k.startswith("stepblend_")}
     return Parsed(
-        request, upstream, native=raw, extra={"max_tokens": body["max_tokens"], "stream": bool(body.get("stream"))}
+        request,
+        upstream,
+        native=raw,
+        native_providers=NATIVE_PROVIDERS,
+        native_only=only[0] if only else None,
+        extra={"max_tokens": body["max_tokens"], "stream": bool(body.get("stream"))},
     )

@@ -4,6 +4,11 @@
 (`text_delta`, or `input_json_delta` for a tool call's arguments; each tool call its own
 block, indexes increasing) / `content_block_stop`, then `message_delta` (stop_reason,
 usage) and `message_stop` carrying `stepblend`. Framed `event: NAME\\ndata: JSON\\n\\n`.
+
+A stream that an Anthropic model served natively arrives as Anthropic's own SSE
+frames (they start `event: `, where a translated chunk is a JSON object): they go out
+as they came, but for the provider's `message_stop`, which the renderer sends itself
+at the end, with `stepblend` (the usage, and so the cost, is known only then).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from services.gateway.errors import ApiError
 
 __all__ = ["AnthropicStream", "error_type", "event", "message_id", "stop_reason"]
 
+#: How a natively served stream's frames begin (a translated chunk is a JSON object).
+NATIVE_FRAME = b"event: "
+_NATIVE_STOP = b"event: message_stop\n"
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 
 
@@ -58,8 +66,14 @@ class AnthropicStream:
         self._open: str | int | None = None  # "text", or the OpenAI index of the open tool call
         self._finish: str | None = None
         self._output_tokens = 0
+        # Whether the answer comes as Anthropic's own frames; known at the first chunk.
+        self._native: bool | None = None
 
     def start(self) -> bytes:
+        # The opening depends on the first chunk (a native stream brings its own).
+        return b""
+
+    def _message_start(self) -> bytes:
         tokens = self._answer.tokens
         message: dict[str, Any] = {
             "id": message_id(self._answer.request_id),
@@ -117,6 +131,12 @@ class AnthropicStream:
 
     def chunks(self, chunks: Sequence[bytes]) -> bytes:
         out = b""
+        if self._native is None and chunks:
+            self._native = chunks[0].startswith(NATIVE_FRAME)
+            if not self._native:
+                out = self._message_start()
+        if self._native:
+            return out + b"".join(raw for raw in chunks if not raw.startswith(_NATIVE_STOP))
         for raw in chunks:
             chunk = orjson.loads(raw)
             for choice in chunk.get("choices") or []:
@@ -128,6 +148,8 @@ class AnthropicStream:
         return out
 
     def end(self) -> bytes:
+        if self._native:
+            return event("message_stop", {"type": "message_stop", "stepblend": self._answer.stepblend()})
         tokens = self._answer.tokens
         output = tokens.completion_tokens if tokens else self._output_tokens
         usage: dict[str, Any] = {"output_tokens": output}

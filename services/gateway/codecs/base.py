@@ -49,6 +49,11 @@ class Parsed:
     # (an Anthropic-dialect request served by Anthropic passes through untouched,
     # only the model id rewritten); None when there is no such provider.
     native: bytes | None = None
+    # The providers that speak this dialect natively (they get `native`).
+    native_providers: frozenset[str] = frozenset()
+    # The request uses a feature only those providers serve: routing keeps to them,
+    # and answers this error when none of them can serve it.
+    native_only: ApiError | None = None
     # Dialect-specific facts the renderer needs later (e.g. Anthropic's requested
     # `max_tokens`, the Responses API's `metadata`); opaque to the pipeline.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -89,7 +94,8 @@ class Answer(Protocol):
 
 class StreamRenderer(Protocol):
     def start(self) -> bytes:
-        """Bytes before the first chunk (Anthropic's `message_start`; nothing for OpenAI)."""
+        """Bytes before the first chunk (nothing for OpenAI; nothing for Anthropic
+        either, whose opening depends on whether the first chunk is a native frame)."""
         ...
 
     def chunks(self, chunks: Sequence[bytes]) -> bytes:
