@@ -295,3 +295,18 @@ def test_a_cost_cap_bounds_a_native_request_too(system: System, account: Account
         client.messages.create(**ask, extra_body={"stepblend_max_cost": 0.002})
     assert "stepblend_max_cost" in refused.value.message
     assert len(system.mock_requests()) == before
+
+
+def test_top_k_goes_only_to_models_that_honour_it(system: System, account: Account) -> None:
+    client = claude(system, account.token)
+    ask: dict[str, Any] = {
+        "max_tokens": 64,
+        "extra_body": {"top_k": 5},
+        "messages": [{"role": "user", "content": "Pick one"}],
+    }
+    message = client.messages.create(model="claude-3-5-haiku-20241022", **ask)
+    assert _sent_to_anthropic(system, account)["body"]["top_k"] == 5
+    assert stepblend(message)["provider"] == "anthropic"
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="gpt-4o-mini", **ask)
+    assert "top_k" in refused.value.message
