@@ -16,7 +16,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.e2e.conftest import Account, System
+from tests.e2e.conftest import Account, System, make_account
 
 # One model per wire format behind the door: OpenAI's, Anthropic's, Groq's flavour.
 SERVED = [("gpt-4o-mini", "openai"), ("claude-3-5-haiku-20241022", "anthropic"), ("llama-3.1-8b-instant", "groq")]
@@ -310,3 +310,16 @@ def test_top_k_goes_only_to_models_that_honour_it(system: System, account: Accou
     with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(model="gpt-4o-mini", **ask)
     assert "top_k" in refused.value.message
+
+
+def test_the_plan_limit_holds_for_claude_clients(system: System) -> None:
+    tiny = make_account(system, plan="tiny")  # 3 requests a month
+    client = claude(system, tiny.token)
+    ask: dict[str, Any] = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
+    for _ in range(3):
+        client.messages.create(**ask)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.create(**ask)
+    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    # Retrying cannot help until next month: the SDKs are told not to.
+    assert limited.value.response.headers["x-should-retry"] == "false"
