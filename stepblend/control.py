@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import grpc
@@ -26,7 +27,13 @@ class Control:
     billing_addr: str
     providers_addr: str
     internal_token: str
-    keyring: Keyring
+    data_dir: Path
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        """Only the commands that print a token need it (and the JWT secret): the
+        others run where only the operator's internal token is (Kubernetes' billing pod)."""
+        return Keyring.from_settings(_token_settings(self.data_dir))
 
     @classmethod
     def find(cls, data_dir: Path) -> Control:
@@ -46,7 +53,7 @@ class Control:
             billing_addr=billing,
             providers_addr=providers,
             internal_token=read_or_create(data_dir, "STEPBLEND_INTERNAL_TOKEN", create=False),
-            keyring=Keyring.from_settings(_token_settings(data_dir)),
+            data_dir=data_dir,
         )
 
     @property
@@ -93,8 +100,9 @@ class Control:
 
     def set_key(self, account_id: str, provider: str, api_key: str) -> str:
         with grpc.insecure_channel(self.providers_addr) as channel:
-            response = providers_pb2_grpc.KeysStub(channel).Put(
-                providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key, operator=True),
+            # The operator's own Put: it may also connect the operator's vendors (local, demo).
+            response = providers_pb2_grpc.KeysStub(channel).PutOperatorKey(
+                providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key),
                 metadata=self._metadata,
                 timeout=TIMEOUT_S,
             )

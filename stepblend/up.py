@@ -22,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import natsauth
 from .datadir import GENERATORS, read_or_create
 from .demo import DEMO_EMAIL, write_demo_catalog
 
@@ -132,14 +133,19 @@ class Supervisor:
         env = self.base_env()
         addresses: dict[str, str] = {}
 
+        # Each service's NATS URL: its own user (natsauth) on the embedded server.
+        nats_urls: dict[str, str] = {}
         if os.environ.get("STEPBLEND_NATS_URL"):
             addresses["nats"] = os.environ["STEPBLEND_NATS_URL"]
         else:
             nats_port = free_port()
+            config, users = natsauth.write_config(self.data_dir)
             proc = self.spawn(
                 "nats",
                 [
                     nats_server_binary(),
+                    "-c",
+                    str(config),
                     "-a",
                     "127.0.0.1",
                     "-p",
@@ -151,8 +157,15 @@ class Supervisor:
                 env,
             )
             wait_tcp(nats_port, proc, "nats-server")
-            addresses["nats"] = f"nats://127.0.0.1:{nats_port}"
+            address = f"127.0.0.1:{nats_port}"
+            # services.json (0600) carries the operator's credentials, for the CLI and tools.
+            addresses["nats"] = natsauth.url_for(address, natsauth.OPERATOR, users)
+            nats_urls = {name: natsauth.url_for(address, name, users) for name in natsauth.SERVICES}
         env["STEPBLEND_NATS_URL"] = addresses["nats"]
+        # Internal gRPC: the data dir's internal token is the operator's (the CLI's); the
+        # gateway calls with a token of its own, which the services admit to its methods only.
+        gateway_token = env.pop("STEPBLEND_GATEWAY_TOKEN")
+        env["STEPBLEND_CALLER_TOKENS"] = json.dumps({"gateway": gateway_token})
 
         if demo:
             mock_port = free_port()
@@ -176,6 +189,7 @@ class Supervisor:
             children[name]["STEPBLEND_DATABASE_URL"] = f"sqlite:///{self.data_dir / (name + '.db')}"
         for name, child_env in children.items():
             child_env["STEPBLEND_HOST"], _, child_env["STEPBLEND_PORT"] = addresses[name].partition(":")
+            child_env["STEPBLEND_NATS_URL"] = nats_urls.get(name, addresses["nats"])
             proc = self.spawn(name, [sys.executable, "-m", "stepblend", "serve", name], child_env)
         # A service binds its port once its database and NATS are ready, and reports
         # SERVING in the same breath; the gateway's /readyz checks them properly below.
@@ -186,8 +200,14 @@ class Supervisor:
 
         chat_port = free_port()
         gateway_env = dict(
-            env, STEPBLEND_HOST=self.host, STEPBLEND_PORT=str(self.port), STEPBLEND_CHAT_PORT=str(chat_port)
+            env,
+            STEPBLEND_HOST=self.host,
+            STEPBLEND_PORT=str(self.port),
+            STEPBLEND_CHAT_PORT=str(chat_port),
+            STEPBLEND_NATS_URL=nats_urls.get("gateway", addresses["nats"]),
+            STEPBLEND_INTERNAL_TOKEN=gateway_token,
         )
+        gateway_env.pop("STEPBLEND_CALLER_TOKENS")
         proc = self.spawn("gateway", [sys.executable, "-m", "stepblend", "serve", "gateway"], gateway_env)
         addresses["gateway"] = f"http://{self.host}:{self.port}"
         addresses["chat"] = f"{self.host}:{chat_port}"

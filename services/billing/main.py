@@ -64,7 +64,7 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
             consumer_task = asyncio.create_task(consumer.run(), name="billing-usage-consumer")
             reaper = Reaper(engine, clock, options.reap_interval_s)
             reaper_task = asyncio.create_task(reaper.run(), name="billing-reaper")
-            server = make_server(settings.internal_token)
+            server = make_server(settings.internal_token, caller_tokens=settings.caller_tokens)
             servicer = BillingServicer(engine, writer, plans, JetStreamAccountEvents(js), options=options, clock=clock)
             billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
             health: health_aio.HealthServicer | None = None

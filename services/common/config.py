@@ -13,12 +13,13 @@ Tests build variants with `settings.model_copy(update={...})`.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ConfigError", "ServiceSettings", "Settings", "provider_base_urls"]
@@ -103,7 +104,12 @@ def provider_base_urls(environ: Mapping[str, str] | None = None) -> dict[str, st
 class Settings(ServiceSettings):
     data_dir: Path = Path(".stepblend")
     nats_url: str = "nats://127.0.0.1:4222"
+    # The operator's token for internal gRPC (every method), and what a service sends
+    # on its own calls unless it has a caller token; see services/common/grpcio.py.
     internal_token: str = ""
+    # Other callers' own tokens, JSON {"gateway": "..."}: each may call only its
+    # grpcio.CALLER_METHODS.
+    caller_tokens: dict[str, str] = Field(default_factory=dict)
     jwt_secret: str = ""
     jwt_issuer: str = "stepblend"
     jwt_lifetime_s: int = Field(30 * 24 * 3600, gt=0, validation_alias=AliasChoices("STEPBLEND_JWT_LIFETIME_SECONDS"))
@@ -128,6 +134,12 @@ class Settings(ServiceSettings):
     # Candidates one request may call upstream (providers), fallbacks included.
     max_attempts: int = Field(4, ge=1, le=64)
     provider_base_urls: dict[str, str] = Field(default_factory=dict, validation_alias=AliasChoices("__never_set__"))
+
+    @field_validator("caller_tokens", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        # From os.environ pydantic-settings decodes it; from a mapping it is still text.
+        return json.loads(value) if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

@@ -2,14 +2,23 @@
 internal-token check, and client channels that send the token.
 
 Internal gRPC is not for the world: every call carries `x-stepblend-internal-token`
-metadata, and a server refuses a call without the right one (UNAUTHENTICATED).
+metadata, and a server refuses a call without a token it knows (UNAUTHENTICATED).
 The health service stays open so that probes need no secret.
+
+Who may call what (least privilege). `STEPBLEND_INTERNAL_TOKEN` is the operator's
+token (the CLI's): it may call every method. `STEPBLEND_CALLER_TOKENS` gives other
+callers tokens of their own (a JSON object, caller → token; `stepblend up` and the
+Kubernetes manifests give the gateway one), and such a caller may call only the
+methods `CALLER_METHODS` lists for it (PERMISSION_DENIED otherwise): the gateway can
+route, execute, admit, sign up and manage an account's own keys, but not change a
+plan, disable an account or connect an operator's vendor. A caller without a row may
+call nothing. With no caller tokens, the internal token is the only one, as before.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -21,6 +30,28 @@ from services.common import telemetry
 TOKEN_HEADER = "x-stepblend-internal-token"
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
+#: The methods each non-operator caller may call; everything else is the operator's.
+CALLER_METHODS: dict[str, frozenset[str]] = {
+    "gateway": frozenset(
+        {
+            "/stepblend.v1.Router/Route",
+            "/stepblend.v1.Router/ListModels",
+            "/stepblend.v1.Providers/Execute",
+            "/stepblend.v1.Providers/Complete",
+            "/stepblend.v1.Keys/Put",
+            "/stepblend.v1.Keys/Delete",
+            "/stepblend.v1.Keys/List",
+            "/stepblend.v1.Keys/Connected",
+            "/stepblend.v1.Billing/CreateAccount",
+            "/stepblend.v1.Billing/GetAccount",
+            "/stepblend.v1.Billing/VerifyPassword",
+            "/stepblend.v1.Billing/Admit",
+            "/stepblend.v1.Billing/ListUsage",
+        }
+    ),
+}
+_OPERATOR = "operator"
+
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -29,15 +60,30 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def _denials(code: grpc.StatusCode, message: str) -> tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]:
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(deny), grpc.unary_stream_rpc_method_handler(deny)
+
+
 class _TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
+    def __init__(self, operator_token: str, caller_tokens: Mapping[str, str]) -> None:
+        tokens = {caller: token for caller, token in caller_tokens.items() if token}
+        if operator_token:
+            tokens[_OPERATOR] = operator_token
+        self._tokens = [(caller, token.encode()) for caller, token in tokens.items()]
+        self._unknown = _denials(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong internal token")
+        self._forbidden = _denials(grpc.StatusCode.PERMISSION_DENIED, "this caller may not call this method")
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong internal token")
-
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+    def _caller(self, details: grpc.HandlerCallDetails) -> str | None:
+        for key, value in details.invocation_metadata or ():
+            if key == TOKEN_HEADER:
+                sent = value.encode() if isinstance(value, str) else value
+                # Every token compared, in constant time: which one matched stays secret.
+                matches = [caller for caller, token in self._tokens if hmac.compare_digest(sent, token)]
+                return matches[0] if matches else None
+        return None
 
     async def intercept_service(
         self,
@@ -46,25 +92,24 @@ class _TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         if details.method.startswith(_OPEN_PREFIXES):
             return await continuation(details)
-        for key, value in details.invocation_metadata or ():
-            if key == TOKEN_HEADER:
-                sent = value.encode() if isinstance(value, str) else value
-                if hmac.compare_digest(sent, self._token):
-                    return await continuation(details)
-                break
+        caller = self._caller(details)
+        if caller == _OPERATOR or (caller is not None and details.method in CALLER_METHODS.get(caller, ())):
+            return await continuation(details)
         handler = await continuation(details)
-        if handler is not None and handler.response_streaming:
-            return self._deny_stream
-        return self._deny_unary
+        unary, stream = self._unknown if caller is None else self._forbidden
+        return stream if handler is not None and handler.response_streaming else unary
 
 
-def make_server(internal_token: str, max_message_bytes: int | None = None) -> grpc.aio.Server:
+def make_server(
+    internal_token: str, max_message_bytes: int | None = None, caller_tokens: Mapping[str, str] | None = None
+) -> grpc.aio.Server:
     """A server with the tracing and internal-token interceptors; `max_message_bytes`
-    bounds what one call may send it (the channels' 32 MiB otherwise)."""
+    bounds what one call may send it (the channels' 32 MiB otherwise); `caller_tokens`
+    admit other callers to their `CALLER_METHODS`."""
     # Tracing first (when on), so that a refused call is traced too.
     interceptors: list[grpc.aio.ServerInterceptor] = telemetry.server_interceptors()
-    if internal_token:
-        interceptors.append(_TokenCheck(internal_token))
+    if internal_token or caller_tokens:
+        interceptors.append(_TokenCheck(internal_token, caller_tokens or {}))
     options = dict(_CHANNEL_OPTIONS)
     if max_message_bytes is not None:
         options["grpc.max_receive_message_length"] = max_message_bytes

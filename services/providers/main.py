@@ -72,7 +72,7 @@ async def serve(
         js = nc.jetstream()
         await events.ensure_streams(js)
         client = make_client(timeouts, telemetry.http_client_trace_configs())
-        server = grpcio.make_server(settings.internal_token)
+        server = grpcio.make_server(settings.internal_token, caller_tokens=settings.caller_tokens)
         keys = KeyCache(vault)
 
         async def on_keys_changed(msg: Msg) -> None:

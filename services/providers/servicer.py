@@ -108,8 +108,9 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
     """`providers` are the names a key may be stored for; `usable` (default: all)
     those with an endpoint, the only ones `Connected` reports — a key for `local`
     can be stored before STEPBLEND_LOCAL_BASE_URL is set, but is not routed to.
-    `operator_only` vendors take a key only from the operator's tools (the request's
-    `operator` flag), so no account connects itself to an endpoint the operator runs."""
+    `operator_only` vendors take a key only through `PutOperatorKey`, which only the
+    operator's token may call (grpcio.OPERATOR_METHODS), so no account connects itself
+    to an endpoint the operator runs."""
 
     def __init__(
         self,
@@ -130,8 +131,18 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
     async def Put(
         self, request: providers_pb2.PutKeyRequest, context: grpc.aio.ServicerContext
     ) -> providers_pb2.PutKeyResponse:
+        return await self._put(request, context, operator=False)
+
+    async def PutOperatorKey(
+        self, request: providers_pb2.PutKeyRequest, context: grpc.aio.ServicerContext
+    ) -> providers_pb2.PutKeyResponse:
+        return await self._put(request, context, operator=True)
+
+    async def _put(
+        self, request: providers_pb2.PutKeyRequest, context: grpc.aio.ServicerContext, *, operator: bool
+    ) -> providers_pb2.PutKeyResponse:
         account_id, provider = await self._check(request.account_id, request.provider, context)
-        if provider in self._operator_only and not request.operator:
+        if provider in self._operator_only and not operator:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"Provider '{provider}' is connected by the operator only (stepblend keys set EMAIL {provider} -).",

@@ -96,7 +96,7 @@ def catalog_from_env() -> Catalog:
 
 async def start(settings: Settings, catalog: Catalog, book: StatsBook | None = None) -> tuple[grpc.aio.Server, int]:
     """Build and start the gRPC server; return it and the port it listens on."""
-    server = make_server(settings.internal_token)
+    server = make_server(settings.internal_token, caller_tokens=settings.caller_tokens)
     servicer = RouterServicer(catalog, book, book)
     # The generated registration function carries no annotations.
     router_pb2_grpc.add_RouterServicer_to_server(servicer, server)

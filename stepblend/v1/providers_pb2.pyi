@@ -103,16 +103,14 @@ class ExecuteEvent(_message.Message):
     def __init__(self, attempt: _Optional[_Union[Attempt, _Mapping]] = ..., chunk: _Optional[bytes] = ..., completion: _Optional[bytes] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class PutKeyRequest(_message.Message):
-    __slots__ = ("account_id", "provider", "api_key", "operator")
+    __slots__ = ("account_id", "provider", "api_key")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
-    OPERATOR_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     provider: str
     api_key: str
-    operator: bool
-    def __init__(self, account_id: _Optional[str] = ..., provider: _Optional[str] = ..., api_key: _Optional[str] = ..., operator: _Optional[bool] = ...) -> None: ...
+    def __init__(self, account_id: _Optional[str] = ..., provider: _Optional[str] = ..., api_key: _Optional[str] = ...) -> None: ...
 
 class PutKeyResponse(_message.Message):
     __slots__ = ("masked_key",)

