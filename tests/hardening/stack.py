@@ -229,3 +229,17 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert is_openai_error(body), f"not an OpenAI error: {response.status_code} {response.text[:500]}"
     error: dict[str, Any] = body["error"]
     return error
+
+
+def is_anthropic_error(body: Any) -> bool:
+    """`{"type": "error", "error": {"type", "message"}}` with string type and message."""
+    if not isinstance(body, dict) or body.get("type") != "error" or not isinstance(body.get("error"), dict):
+        return False
+    error = body["error"]
+    return (
+        set(body) == {"type", "error"}
+        and set(error) == {"type", "message"}
+        and isinstance(error["type"], str)
+        and isinstance(error["message"], str)
+        and bool(error["message"])
+    )

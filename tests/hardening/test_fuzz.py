@@ -38,7 +38,7 @@ from schemathesis import GenerationMode
 from services.common.config import Settings
 from services.gateway.app import create_app
 from services.gateway.schemas import MAX_BODY_BYTES, MAX_DEPTH, MAX_MESSAGES
-from tests.hardening.stack import Account, Stack, error_of, is_openai_error, running
+from tests.hardening.stack import Account, Stack, error_of, is_anthropic_error, is_openai_error, running
 
 RANDOM = bool(os.environ.get("STEPBLEND_FUZZ_RANDOM"))
 EXAMPLES = int(os.environ.get("STEPBLEND_FUZZ_EXAMPLES", "0") or 0)
@@ -78,19 +78,21 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def check_answer(status: int, headers: Any, content: bytes, what: str) -> None:
-    """No 5xx; an x-request-id; errors (a stream's too) in OpenAI's shape."""
+def check_answer(status: int, headers: Any, content: bytes, what: str, anthropic: bool = False) -> None:
+    """No 5xx; an x-request-id; errors (a stream's too) in the dialect's shape: OpenAI's,
+    or Anthropic's on the Messages API."""
     SEEN[str(status)] += 1
+    shaped = is_anthropic_error if anthropic else is_openai_error
     assert status < 500, f"{what}: {status} {content[:600]!r}"
     assert headers.get("x-request-id"), f"{what}: no x-request-id"
     if status >= 400:
-        assert is_openai_error(json.loads(content)), f"{what}: {status} {content[:600]!r}"
+        assert shaped(json.loads(content)), f"{what}: {status} {content[:600]!r}"
     elif headers.get("content-type", "").startswith("text/event-stream"):
         for line in content.split(b"\n"):
             if line.startswith(b"data: ") and line != b"data: [DONE]":
                 event = json.loads(line[6:])
                 if "error" in event:
-                    assert is_openai_error(event), f"{what}: stream error {line[:600]!r}"
+                    assert shaped(event), f"{what}: stream error {line[:600]!r}"
     else:
         json.loads(content)
 
@@ -131,6 +133,7 @@ def test_openapi_operations_answer_no_5xx_and_openai_errors(
         headers,
         response.content,
         f"{label} {case.path_parameters} {case.query} body={case.body!r:.300}",
+        anthropic="/messages" in label,
     )
 
 
@@ -298,6 +301,91 @@ def test_chat_bodies_built_to_hurt_get_no_5xx_and_openai_errors(
     check_answer(response.status_code, response.headers, response.content, f"body {raw[:300]!r}")
     # No body may hold the gateway (whose event loop serves everyone) for long.
     assert time.monotonic() - started < 5, f"{time.monotonic() - started:.1f}s for {raw[:200]!r}"
+
+
+# -- hypothesis: Anthropic Messages bodies ----------------------------------------
+
+block = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": text}),
+    st.fixed_dictionaries(
+        {"type": st.just("image"), "source": st.fixed_dictionaries({"type": st.just("url"), "url": text})}
+    ),
+    st.fixed_dictionaries({"type": st.just("tool_use"), "id": text, "name": text, "input": anything}),
+    st.fixed_dictionaries({"type": st.just("tool_result"), "tool_use_id": text, "content": anything}),
+    st.fixed_dictionaries({"type": st.sampled_from(["document", "thinking", "server_tool_use", "x"])}),
+    st.dictionaries(st.sampled_from(["type", "text", "source", "cache_control"]), anything, max_size=3),
+)
+claude_message = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(["user", "assistant", "system", "x"]),
+        "content": st.one_of(text, st.lists(block, max_size=3), anything),
+    }
+)
+claude_fields = {
+    "system": st.one_of(text, st.lists(block, max_size=2), anything),
+    "stream": st.one_of(st.booleans(), anything),
+    "stop_sequences": st.one_of(st.lists(text, max_size=3), anything),
+    "temperature": huge,
+    "top_k": huge,
+    "tools": st.one_of(
+        st.lists(st.fixed_dictionaries({"name": text, "input_schema": anything}), max_size=2),
+        st.lists(st.fixed_dictionaries({"type": text, "name": text}), max_size=2),
+        anything,
+    ),
+    "tool_choice": st.one_of(
+        st.fixed_dictionaries({"type": st.sampled_from(["auto", "any", "tool", "none"])}), anything
+    ),
+    "thinking": anything,
+    "metadata": anything,
+    "stepblend_max_cost": st.one_of(huge, text),
+}
+# Bodies that should be served (or refused for what they ask, never for their shape).
+sane_claude = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(MODELS),
+        "max_tokens": st.integers(1, 64),
+        "messages": st.lists(
+            st.fixed_dictionaries({"role": st.just("user"), "content": st.text(min_size=1, max_size=60)}),
+            min_size=1,
+            max_size=3,
+        ),
+    },
+    optional={
+        "system": st.text(max_size=60),
+        "stream": st.booleans(),
+        "temperature": st.floats(0, 1),
+        "stop_sequences": st.lists(st.text(min_size=1, max_size=8), max_size=3),
+        "thinking": st.just({"type": "enabled", "budget_tokens": 1024}),
+    },
+)
+claude_bodies = st.one_of(
+    sane_claude,
+    sane_claude,
+    st.fixed_dictionaries(
+        {"model": model, "max_tokens": st.integers(1, 64), "messages": st.lists(claude_message, max_size=3)},
+        optional=claude_fields,
+    ),
+    st.fixed_dictionaries(
+        {"model": model, "messages": st.lists(claude_message, max_size=3)},
+        optional={**claude_fields, "max_tokens": st.one_of(huge, anything)},
+    ),
+    anything,
+)
+
+
+@given(body=claude_bodies, path=st.sampled_from(["/messages", "/messages/count_tokens"]))
+@settings(FUZZ, max_examples=EXAMPLES or 120)
+def test_anthropic_bodies_get_no_5xx_and_anthropic_errors(
+    body: Any, path: str, stack: Stack, chat_account: Account, client: httpx.Client
+) -> None:
+    raw = json.dumps(body, ensure_ascii=True).encode()
+    response = client.post(
+        f"{stack.base_url}{path}",
+        content=raw,
+        headers={"x-api-key": chat_account.token, "content-type": "application/json"},
+    )
+    SEEN[f"POST {path} bodies"] += 1
+    check_answer(response.status_code, response.headers, response.content, f"{path} {raw[:300]!r}", anthropic=True)
 
 
 # -- the documented limits ------------------------------------------------------
