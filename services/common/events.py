@@ -17,6 +17,8 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from pydantic import BaseModel, ConfigDict
 
+from services.common.vocab import Outcome
+
 USAGE_STREAM = "USAGE"
 USAGE_SUBJECTS = ["usage.v1.>"]
 USAGE_COMPLETED = "usage.v1.completed"
@@ -40,7 +42,9 @@ class _Event(BaseModel):
 class AttemptRecord(_Event):
     provider: str
     model: str
-    outcome: str
+    # An outcome this version does not know makes the event invalid (it is dead-lettered,
+    # not folded as if it meant nothing).
+    outcome: Outcome
     status: int = 0
     latency_ms: int = 0
     ttft_ms: int = 0

@@ -14,11 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.vocab import Strategy, strategy_spellings
 from stepblend.v1 import router_pb2, router_pb2_grpc
 
 from .rpc import Metadata, call
 
-STRATEGIES = ("lowest-cost", "balanced", "fastest", "max-reliability")
+# The names /models lists: the hyphenated spelling of each strategy.
+STRATEGIES = tuple(strategy_spellings(s)[1] for s in Strategy)
 _MODELS_TTL_S = 60.0
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import orjson
 from starlette.responses import Response
 
-# The router's refusal codes and the HTTP status each maps to (SPEC.md §4).
-REFUSAL_STATUS = {
-    "model_not_found": 404,
-    "provider_not_connected": 409,
-    "no_model_under_cost_cap": 400,
-    "no_eligible_model": 400,
-    "invalid_request": 400,
+from services.common.vocab import RefusalCode
+
+# The router's refusal codes and the HTTP status each maps to (SPEC.md §4); a test
+# checks every RefusalCode has one.
+REFUSAL_STATUS: dict[str, int] = {
+    RefusalCode.MODEL_NOT_FOUND: 404,
+    RefusalCode.PROVIDER_NOT_CONNECTED: 409,
+    RefusalCode.NO_MODEL_UNDER_COST_CAP: 400,
+    RefusalCode.NO_ELIGIBLE_MODEL: 400,
+    RefusalCode.INVALID_REQUEST: 400,
 }
 # Errors that retrying cannot fix: the OpenAI SDKs obey `x-should-retry: false`. A
 # rejected stored key stays rejected (a retry would only hit the provider again).

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import orjson
 
+from services.common.vocab import Outcome
 from stepblend.v1 import providers_pb2, router_pb2
 
 from . import errors, usage
@@ -124,7 +125,7 @@ def _record_attempt(
     exchange: Exchange, attempt: providers_pb2.Attempt, candidates: dict[tuple[str, str], router_pb2.Candidate]
 ) -> None:
     exchange.attempts.append(attempt)
-    if attempt.outcome == "ok":
+    if attempt.outcome == Outcome.OK:
         exchange.serving = candidates.get((attempt.provider, attempt.model))
         exchange.ttft_ms = attempt.ttft_ms
 

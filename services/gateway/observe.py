@@ -49,6 +49,7 @@ from opentelemetry import metrics, trace
 
 from services.common import telemetry
 from services.common.events import UsageEvent
+from services.common.vocab import Outcome
 
 if TYPE_CHECKING:
     from .state import Exchange
@@ -140,7 +141,7 @@ class RequestTelemetry:
         self._overhead.record(overhead_s, attributes)
         if event.stream and exchange.answered_at:
             self._first_chunk.record(exchange.answered_at - exchange.started, attributes)
-        fallbacks = [a for a in exchange.attempts[:-1] if a.outcome != "ok"]
+        fallbacks = [a for a in exchange.attempts[:-1] if a.outcome != Outcome.OK]
         for failed in fallbacks:
             self._fallbacks.add(
                 1,

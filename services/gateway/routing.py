@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.common.vocab import RefusalCode
 from stepblend.v1 import router_pb2
 
 from . import errors, offload
@@ -27,7 +28,7 @@ async def count(
 
 
 # A request that only some providers can serve, when none of them can.
-_NONE_LEFT = frozenset({"provider_not_connected", "no_eligible_model"})
+_NONE_LEFT = frozenset({RefusalCode.PROVIDER_NOT_CONNECTED, RefusalCode.NO_ELIGIBLE_MODEL})
 
 
 async def route(
@@ -62,7 +63,7 @@ async def route(
         if only_error is not None and refusal.code in _NONE_LEFT:
             raise only_error
         status = errors.REFUSAL_STATUS.get(refusal.code, 400)
-        code = None if refusal.code == "invalid_request" else refusal.code
+        code = None if refusal.code == RefusalCode.INVALID_REQUEST else refusal.code
         raise ApiError(status, refusal.message, "invalid_request_error", code, refusal.param or None)
     decision: router_pb2.RouteDecision = response.decision
     return decision

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from services.common.vocab import Outcome
 from services.providers.adapters import Adapter, UpstreamRequest, parse_body
 from services.providers.adapters.anthropic import Anthropic
 from services.providers.adapters.anthropic_native import NATIVE_DIALECT, NativeAnthropic
@@ -74,4 +75,4 @@ class Call:
 
     def ok(self, status: int) -> providers_pb2.ExecuteEvent:
         elapsed = self.ms()
-        return attempt(self.candidate, "ok", status, elapsed, elapsed)
+        return attempt(self.candidate, Outcome.OK, status, elapsed, elapsed)

@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from services.common.vocab import Outcome
 from services.providers.adapters import (
     RequestRefused,
     TokenUsage,
@@ -144,10 +145,10 @@ class Executor:
                 observed.end()
                 return
             except RequestRefused as exc:
-                observed.end("bad_request")
+                observed.end(Outcome.BAD_REQUEST)
                 elapsed = int((time.monotonic() - started) * 1000)
                 yield [
-                    attempt(candidate, "bad_request", 0, elapsed, detail=scrub(exc.message, "")),
+                    attempt(candidate, Outcome.BAD_REQUEST, 0, elapsed, detail=scrub(exc.message, "")),
                     error(400, "invalid_request_error", exc.code, exc.message, exc.param),
                 ]
                 return
@@ -156,9 +157,9 @@ class Executor:
                 elapsed = int((time.monotonic() - started) * 1000)
                 event = attempt(candidate, failure.outcome, failure.status, elapsed, detail=failure.detail)
                 failures.append(event.attempt)
-                if failure.outcome != "provider_not_connected":
+                if failure.outcome != Outcome.PROVIDER_NOT_CONNECTED:
                     called += 1
-                if failure.outcome in ("provider_key_invalid", "connect_error"):
+                if failure.outcome in (Outcome.PROVIDER_KEY_INVALID, Outcome.CONNECT_ERROR):
                     dead.add(candidate.provider)
                 failed_at = f"{candidate.provider}/{candidate.model}"
                 detail = f"{failure.outcome} (HTTP {failure.status}) {failure.detail}"
@@ -186,10 +187,10 @@ class Executor:
         vendor = self._vendors.get(candidate.provider)
         if vendor is None:
             log.warning("the catalog names provider %r, which vendors.toml lacks", candidate.provider)
-            raise Failed("provider_not_connected", detail=f"no provider {candidate.provider!r} in vendors.toml")
+            raise Failed(Outcome.PROVIDER_NOT_CONNECTED, detail=f"no provider {candidate.provider!r} in vendors.toml")
         if not vendor.configured:
             variable = f"STEPBLEND_{vendor.name.upper()}_BASE_URL"
-            raise Failed("provider_not_connected", detail=f"{variable} is not set")
+            raise Failed(Outcome.PROVIDER_NOT_CONNECTED, detail=f"{variable} is not set")
         try:
             api_key = await self._keys.plaintext(request.account_id, candidate.provider)
         except KeyDecryptionError:
@@ -198,9 +199,9 @@ class Executor:
                 candidate.provider,
                 extra={"request_id": request.request_id, "account_id": request.account_id},
             )
-            raise Failed("provider_key_invalid", detail="the stored key does not decrypt") from None
+            raise Failed(Outcome.PROVIDER_KEY_INVALID, detail="the stored key does not decrypt") from None
         if api_key is None:
-            raise Failed("provider_not_connected", detail=f"no {candidate.provider} key connected")
+            raise Failed(Outcome.PROVIDER_NOT_CONNECTED, detail=f"no {candidate.provider} key connected")
         adapter, sent = speaker(vendor, request, body, native)
         upstream = adapter.build_request(sent, candidate, request.stream)
         observed.prepared(vendor.base_url)
@@ -220,14 +221,14 @@ class Executor:
                         allow_redirects=False,
                     )
         except aiohttp.ConnectionTimeoutError:
-            raise Failed("timeout", detail=f"no connection within {self._timeouts.connect:g}s") from None
+            raise Failed(Outcome.TIMEOUT, detail=f"no connection within {self._timeouts.connect:g}s") from None
         except TimeoutError:
-            raise Failed("timeout", detail=self._waited(stream, started=False)) from None
+            raise Failed(Outcome.TIMEOUT, detail=self._waited(stream, started=False)) from None
         except aiohttp.ClientConnectorError:
             host = urlsplit(call.vendor.base_url).netloc
-            raise Failed("connect_error", detail=f"could not connect to {host}") from None
+            raise Failed(Outcome.CONNECT_ERROR, detail=f"could not connect to {host}") from None
         except aiohttp.ClientError as exc:
-            raise Failed("provider_error", detail=f"the request failed ({type(exc).__name__})") from None
+            raise Failed(Outcome.PROVIDER_ERROR, detail=f"the request failed ({type(exc).__name__})") from None
 
     async def _refusal(self, call: Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
         said = call.adapter.error_details(await read_some(response, deadline))
@@ -244,11 +245,11 @@ class Executor:
                 async with asyncio.timeout_at(deadline):
                     data = await read_answer(response)
             except AnswerTooLarge as exc:
-                raise Failed("provider_error", status, str(exc)) from None
+                raise Failed(Outcome.PROVIDER_ERROR, status, str(exc)) from None
             except TimeoutError:
-                raise Failed("timeout", status, self._waited(False, started=True)) from None
+                raise Failed(Outcome.TIMEOUT, status, self._waited(False, started=True)) from None
             except aiohttp.ClientError as exc:
-                raise Failed("provider_error", status, f"the answer broke off ({type(exc).__name__})") from None
+                raise Failed(Outcome.PROVIDER_ERROR, status, f"the answer broke off ({type(exc).__name__})") from None
         finally:
             response.release()
         try:
@@ -256,7 +257,7 @@ class Executor:
                 data, call.completion_id, call.candidate.model, created=call.created
             )
         except UpstreamFormatError as exc:
-            raise Failed("provider_error", status, f"unreadable answer: {exc}") from None
+            raise Failed(Outcome.PROVIDER_ERROR, status, f"unreadable answer: {exc}") from None
         answer = [call.ok(status), providers_pb2.ExecuteEvent(completion=completion)]
         yield answer if usage is None else [*answer, usage_event(usage)]
 
@@ -289,14 +290,14 @@ class Executor:
                 except TimeoutError:
                     detail = self._waited(True, started=served, total=limit >= deadline)
                     if not served:
-                        raise Failed("timeout", status, detail) from None
-                    yield self._break(call, translator.usage, "timeout", detail)
+                        raise Failed(Outcome.TIMEOUT, status, detail) from None
+                    yield self._break(call, translator.usage, Outcome.TIMEOUT, detail)
                     return
                 except aiohttp.ClientError as exc:
                     detail = f"the stream broke ({type(exc).__name__})"
                     if not served:
-                        raise Failed("provider_error", status, detail) from None
-                    yield self._break(call, translator.usage, "provider_error", detail)
+                        raise Failed(Outcome.PROVIDER_ERROR, status, detail) from None
+                    yield self._break(call, translator.usage, Outcome.PROVIDER_ERROR, detail)
                     return
                 # The events of this read, sent together.
                 batch: list[providers_pb2.ExecuteEvent] = []
@@ -315,7 +316,7 @@ class Executor:
                         outcome, detail = stream_failure(exc, call.api_key.get_secret_value())
                         if not served:
                             raise Failed(outcome, status, detail) from None
-                        yield [*batch, *self._break(call, translator.usage, "provider_error", detail)]
+                        yield [*batch, *self._break(call, translator.usage, Outcome.PROVIDER_ERROR, detail)]
                         return
                     if chunks and not served:
                         served = True
@@ -329,9 +330,12 @@ class Executor:
                     yield batch
             # The end of the stream travels with the last read's chunks.
             if not served:
-                raise Failed("provider_error", status, "the stream ended before its first chunk")
+                raise Failed(Outcome.PROVIDER_ERROR, status, "the stream ended before its first chunk")
             if not translator.complete:
-                yield [*batch, *self._break(call, translator.usage, "provider_error", "the stream ended unfinished")]
+                yield [
+                    *batch,
+                    *self._break(call, translator.usage, Outcome.PROVIDER_ERROR, "the stream ended unfinished"),
+                ]
                 return
             if translator.usage is not None:
                 batch.append(usage_event(translator.usage))
@@ -344,7 +348,7 @@ class Executor:
             response.release()
 
     def _break(
-        self, call: Call, usage: TokenUsage | None, outcome: str, detail: str
+        self, call: Call, usage: TokenUsage | None, outcome: Outcome, detail: str
     ) -> list[providers_pb2.ExecuteEvent]:
         """The end of a stream that broke after its first chunk: the usage reported
         so far (the request was served, so it is billed), then the error."""

@@ -27,6 +27,7 @@ error type and message — never a key: a provider's 401/403 text is never used
 
 from __future__ import annotations
 
+from services.common.vocab import Outcome
 from services.providers.adapters import ProviderError, TokenUsage, UpstreamFormatError, UpstreamStreamError
 from stepblend.v1 import providers_pb2, router_pb2
 
@@ -38,7 +39,7 @@ class Failed(Exception):
     `refusal` is set (the provider refused the request itself: answer it)."""
 
     def __init__(
-        self, outcome: str, status: int = 0, detail: str = "", refusal: providers_pb2.Error | None = None
+        self, outcome: Outcome, status: int = 0, detail: str = "", refusal: providers_pb2.Error | None = None
     ) -> None:
         super().__init__(outcome)
         self.outcome = outcome
@@ -56,7 +57,7 @@ def scrub(text: str, api_key: str) -> str:
 
 
 def attempt(
-    candidate: router_pb2.Candidate, outcome: str, status: int, latency_ms: int, ttft_ms: int = 0, detail: str = ""
+    candidate: router_pb2.Candidate, outcome: Outcome, status: int, latency_ms: int, ttft_ms: int = 0, detail: str = ""
 ) -> providers_pb2.ExecuteEvent:
     return providers_pb2.ExecuteEvent(
         attempt=providers_pb2.Attempt(
@@ -77,10 +78,10 @@ def error(status: int, kind: str, code: str, message: str, param: str = "") -> p
     )
 
 
-def broken(candidate: router_pb2.Candidate, outcome: str) -> providers_pb2.ExecuteEvent:
+def broken(candidate: router_pb2.Candidate, outcome: Outcome) -> providers_pb2.ExecuteEvent:
     """The error that ends a stream that broke after its first chunk."""
     where = f"{candidate.provider} ({candidate.model})"
-    if outcome == "timeout":
+    if outcome == Outcome.TIMEOUT:
         return error(504, "api_error", "timeout", f"The provider {where} timed out in the middle of its answer.")
     return error(502, "api_error", "stream_interrupted", f"The stream from {where} broke in the middle of its answer.")
 
@@ -97,7 +98,7 @@ def final_error(failures: list[providers_pb2.Attempt]) -> providers_pb2.Error:
         + (f" ({a.detail})" if a.outcome == "connect_error" and a.detail else "")
         for a in failures
     )
-    tried = [a for a in failures if a.outcome != "provider_not_connected"]
+    tried = [a for a in failures if a.outcome != Outcome.PROVIDER_NOT_CONNECTED]
     if not tried:
         providers = ", ".join(dict.fromkeys(a.provider for a in failures))
         return providers_pb2.Error(
@@ -107,18 +108,18 @@ def final_error(failures: list[providers_pb2.Attempt]) -> providers_pb2.Error:
             message=f"No provider key is connected for {providers}. Connect one with PUT /api/v1/account/keys/{{provider}}.",
         )
     last = tried[-1].outcome
-    if last == "rate_limited":
+    if last == Outcome.RATE_LIMITED:
         return providers_pb2.Error(
             status=429,
             type="rate_limit_error",
             code="rate_limit_exceeded",
             message=f"The providers are rate-limiting these requests; retry later. Tried: {summary}.",
         )
-    if last == "timeout":
+    if last == Outcome.TIMEOUT:
         return providers_pb2.Error(
             status=504, type="api_error", code="timeout", message=f"The provider timed out. Tried: {summary}."
         )
-    if last == "provider_key_invalid":
+    if last == Outcome.PROVIDER_KEY_INVALID:
         return providers_pb2.Error(
             status=502,
             type="api_error",
@@ -138,12 +139,12 @@ def http_failure(status: int, said: ProviderError, provider: str, api_key: str) 
     """The failure for a provider's non-200 answer, from its status and error body."""
     if status in (401, 403):
         # Never the provider's text: a 401 quotes (part of) the key it was sent.
-        return Failed("provider_key_invalid", status, f"{provider} rejected the stored key (HTTP {status})")
+        return Failed(Outcome.PROVIDER_KEY_INVALID, status, f"{provider} rejected the stored key (HTTP {status})")
     said_kind = f" {said.kind}" if said.kind else ""
     said_message = f": {said.message}" if said.message else ""
     detail = scrub(f"HTTP {status}{said_kind}{said_message}", api_key)
     if status == 429:
-        return Failed("rate_limited", status, detail)
+        return Failed(Outcome.RATE_LIMITED, status, detail)
     if status in (400, 404, 413, 422):
         message = said.message.replace(api_key, "[key]") if said.message and api_key else said.message
         refusal = providers_pb2.Error(
@@ -153,15 +154,15 @@ def http_failure(status: int, said: ProviderError, provider: str, api_key: str) 
             message=message or f"{provider} refused the request (HTTP {status})",
             param=said.param,
         )
-        return Failed("bad_request", status, detail, refusal)
-    return Failed("provider_error", status, detail)
+        return Failed(Outcome.BAD_REQUEST, status, detail, refusal)
+    return Failed(Outcome.PROVIDER_ERROR, status, detail)
 
 
-def stream_failure(exc: UpstreamStreamError | UpstreamFormatError, api_key: str) -> tuple[str, str]:
+def stream_failure(exc: UpstreamStreamError | UpstreamFormatError, api_key: str) -> tuple[Outcome, str]:
     """The outcome and detail of a stream that reported an error or spoke nonsense."""
     if isinstance(exc, UpstreamFormatError):
-        return "provider_error", f"unreadable stream: {exc}"
-    outcome = "rate_limited" if exc.kind == "rate_limit_error" else "provider_error"
+        return Outcome.PROVIDER_ERROR, f"unreadable stream: {exc}"
+    outcome = Outcome.RATE_LIMITED if exc.kind == "rate_limit_error" else Outcome.PROVIDER_ERROR
     said = f"{exc.kind}: {exc.message}" if exc.kind else exc.message
     return outcome, scrub(f"error event: {said}", api_key)
 

@@ -12,15 +12,9 @@ from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 
+from services.common.vocab import RefusalCode
 
-class RefusalCode(StrEnum):
-    """Stable refusal codes; the gateway maps each to an HTTP status."""
-
-    INVALID_REQUEST = "invalid_request"
-    MODEL_NOT_FOUND = "model_not_found"
-    PROVIDER_NOT_CONNECTED = "provider_not_connected"
-    NO_MODEL_UNDER_COST_CAP = "no_model_under_cost_cap"
-    NO_ELIGIBLE_MODEL = "no_eligible_model"
+__all__ = ["RefusalCode"]  # re-exported: the router's modules import it from here
 
 
 class Reason(StrEnum):

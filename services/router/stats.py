@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.events import AttemptRecord, UsageEvent
+from services.common.vocab import Outcome
 from services.router.breaker import (
     ALLOWED,
     Admission,
@@ -49,8 +50,11 @@ from services.router.catalog import Catalog, ModelEntry
 from services.router.strategies import TYPICAL_OUTPUT_TOKENS
 
 #: Attempt outcomes that count against a provider:model (success rate and breaker).
-FAILURE_OUTCOMES = frozenset({"timeout", "connect_error", "rate_limited", "provider_error"})
-SUCCESS_OUTCOME = "ok"
+FAILURE_OUTCOMES = frozenset({Outcome.TIMEOUT, Outcome.CONNECT_ERROR, Outcome.RATE_LIMITED, Outcome.PROVIDER_ERROR})
+SUCCESS_OUTCOME = Outcome.OK
+#: The rest say nothing about the model: the account's key or request was at fault,
+#: or nothing was called. A test checks the three sets cover every Outcome.
+NEUTRAL_OUTCOMES = frozenset({Outcome.PROVIDER_NOT_CONNECTED, Outcome.PROVIDER_KEY_INVALID, Outcome.BAD_REQUEST})
 #: Throughput samples below these are timer noise, not a measurement.
 MIN_THROUGHPUT_TOKENS = 16
 MIN_GENERATION_MS = 50.0

@@ -43,27 +43,17 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 
+from services.common.vocab import Strategy, strategy_spellings
 from services.router.catalog import ModelEntry
-
-
-class Strategy(StrEnum):
-    """A strategy's canonical name, as reported in `strategy_used`."""
-
-    LOWEST_COST = "lowest_cost"
-    BALANCED = "balanced"
-    FASTEST = "fastest"
-    MAX_RELIABILITY = "max_reliability"
-
 
 #: `strategy_used` when the client named a model.
 FORCE_MODEL = "force_model"
 
 #: Every accepted spelling (`lowest-cost` and `lowest_cost`...): no model may use one.
-STRATEGY_NAMES = frozenset(spelling for s in Strategy for spelling in (s.value, s.value.replace("_", "-")))
+STRATEGY_NAMES = frozenset(spelling for s in Strategy for spelling in strategy_spellings(s))
 
 #: Output tokens of a typical answer, for the expected-time estimate.
 TYPICAL_OUTPUT_TOKENS = 300

@@ -1,0 +1,36 @@
+"""The shared vocabulary (services/common/vocab.py) is complete wherever it is
+looked up: a value one service sends is never one another silently ignores."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.common.events import AttemptRecord
+from services.common.vocab import Outcome, RefusalCode, Strategy
+from services.gateway.caches import STRATEGIES
+from services.gateway.errors import REFUSAL_STATUS
+from services.router.stats import FAILURE_OUTCOMES, NEUTRAL_OUTCOMES, SUCCESS_OUTCOME
+from services.router.strategies import STRATEGY_NAMES
+
+
+def test_every_refusal_code_has_an_http_status() -> None:
+    assert set(REFUSAL_STATUS) == set(RefusalCode)
+
+
+def test_the_router_classifies_every_outcome_once() -> None:
+    classes = [{SUCCESS_OUTCOME}, set(FAILURE_OUTCOMES), set(NEUTRAL_OUTCOMES)]
+    assert set().union(*classes) == set(Outcome)
+    assert sum(len(c) for c in classes) == len(Outcome)
+
+
+def test_an_outcome_nobody_knows_makes_the_event_invalid() -> None:
+    assert AttemptRecord(provider="openai", model="gpt-4o", outcome="timeout").outcome is Outcome.TIMEOUT
+    with pytest.raises(ValidationError):
+        AttemptRecord(provider="openai", model="gpt-4o", outcome="melted")
+
+
+def test_every_strategy_is_listed_and_accepted_in_both_spellings() -> None:
+    assert STRATEGIES == ("lowest-cost", "balanced", "fastest", "max-reliability")
+    for strategy in Strategy:
+        assert {strategy.value, strategy.value.replace("_", "-")} <= STRATEGY_NAMES
