@@ -28,12 +28,14 @@ class Control:
     providers_addr: str
     internal_token: str
     data_dir: Path
+    # The environment's settings as `find` saw them; the JWT ones are read on first use.
+    settings: Settings
 
     @cached_property
     def keyring(self) -> Keyring:
         """Only the commands that print a token need it (and the JWT secret): the
         others run where only the operator's internal token is (Kubernetes' billing pod)."""
-        return Keyring.from_settings(_token_settings(self.data_dir))
+        return Keyring.from_settings(_token_settings(self.settings, self.data_dir))
 
     @classmethod
     def find(cls, data_dir: Path) -> Control:
@@ -54,6 +56,7 @@ class Control:
             providers_addr=providers,
             internal_token=read_or_create(data_dir, "STEPBLEND_INTERNAL_TOKEN", create=False),
             data_dir=data_dir,
+            settings=Settings.from_env(),
         )
 
     @property
@@ -127,9 +130,8 @@ class Control:
         return bool(response.deleted)
 
 
-def _token_settings(data_dir: Path) -> Settings:
+def _token_settings(settings: Settings, data_dir: Path) -> Settings:
     """The environment's JWT settings; the data dir's secret when none is set."""
-    settings = Settings.from_env()
     if settings.jwt_secret or settings.jwt_private_key_file:
         return settings
     return settings.model_copy(update={"jwt_secret": read_or_create(data_dir, "STEPBLEND_JWT_SECRET", create=False)})
