@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from services.common.vocab import RefusalCode
+from stepblend.v1 import providers_pb2
 
 # The router's refusal codes and the HTTP status each maps to (SPEC.md §4); a test
 # checks every RefusalCode has one.
@@ -23,6 +24,19 @@ REFUSAL_STATUS: dict[str, int] = {
 # Errors that retrying cannot fix: the OpenAI SDKs obey `x-should-retry: false`. A
 # rejected stored key stays rejected (a retry would only hit the provider again).
 _NO_RETRY_CODES = frozenset({"plan_limit_exceeded", "provider_not_connected", "provider_key_invalid"})
+
+
+# Providers' domain errors at the HTTP edge: the status and OpenAI error type of each
+# kind (the gRPC chat edge maps the status on, chat.py).
+DOMAIN_HTTP: dict[int, tuple[int, str]] = {
+    providers_pb2.ERROR_KIND_INVALID_REQUEST: (400, "invalid_request_error"),
+    providers_pb2.ERROR_KIND_NOT_CONNECTED: (409, "invalid_request_error"),
+    providers_pb2.ERROR_KIND_RATE_LIMITED: (429, "rate_limit_error"),
+    providers_pb2.ERROR_KIND_TIMEOUT: (504, "api_error"),
+    providers_pb2.ERROR_KIND_UPSTREAM_FAILED: (502, "api_error"),
+    providers_pb2.ERROR_KIND_UNAVAILABLE: (503, "api_error"),
+    providers_pb2.ERROR_KIND_INTERNAL: (500, "api_error"),
+}
 
 
 class ApiError(Exception):
@@ -63,3 +77,13 @@ def unauthenticated(message: str) -> ApiError:
 
 def unavailable(message: str, code: str = "service_unavailable") -> ApiError:
     return ApiError(503, message, "api_error", code)
+
+
+def from_domain(error: providers_pb2.Error, headers: dict[str, str] | None = None) -> ApiError:
+    """A providers `Error` as the HTTP error the client gets; one that retrying cannot
+    fix carries `x-should-retry: false`."""
+    status, kind = DOMAIN_HTTP.get(error.kind, (502, "api_error"))
+    extra = dict(headers or {})
+    if not error.retryable:
+        extra["x-should-retry"] = "false"
+    return ApiError(status, error.message, kind, error.code or None, error.param or None, extra)

@@ -89,12 +89,6 @@ def abandon(deps: Deps, exchange: Exchange, running: Running) -> None:
     usage.finish(deps, exchange)
 
 
-def _error_from(event: providers_pb2.Error, headers: dict[str, str] | None = None) -> ApiError:
-    return ApiError(
-        event.status or 502, event.message, event.type or "api_error", event.code or None, event.param or None, headers
-    )
-
-
 async def first_answer(running: Running, exchange: Exchange) -> providers_pb2.ExecuteEvent:
     """Consume attempts until a chunk or completion arrives; raise the error if none
     does. The answer and the events that came with it stay unread (`Running.batches`)."""
@@ -110,8 +104,8 @@ async def first_answer(running: Running, exchange: Exchange) -> providers_pb2.Ex
                     running.unread = message.events[i:]
                     return event
                 elif kind == "error":
-                    exchange.error_code = event.error.code or event.error.type
-                    raise _error_from(event.error, exchange.rate_headers)
+                    exchange.error_code = event.error.code or "provider_error"
+                    raise errors.from_domain(event.error, exchange.rate_headers)
                 elif kind == "usage":
                     exchange.usage = event.usage
     except grpc.aio.AioRpcError as exc:
@@ -166,8 +160,8 @@ async def relay(deps: Deps, exchange: Exchange, running: Running) -> AsyncIterat
                 elif kind == "attempt":
                     exchange.attempts.append(event.attempt)
                 elif kind == "error":
-                    exchange.error_code = event.error.code or event.error.type or "stream_error"
-                    broke = _error_from(event.error)
+                    exchange.error_code = event.error.code or "stream_error"
+                    broke = errors.from_domain(event.error)
                     break
             if chunks:
                 yield chunks

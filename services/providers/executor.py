@@ -112,7 +112,7 @@ class Executor:
             body = parse_body(request.body)
             native = native_body(request)
         except RequestRefused as exc:
-            yield [error(400, "invalid_request_error", exc.code, exc.message, exc.param)]
+            yield [error(providers_pb2.ERROR_KIND_INVALID_REQUEST, exc.code, exc.message, exc.param)]
             return
         completion_id = completion_id_for(request.request_id)
         created = request.created or int(self._clock())
@@ -149,7 +149,7 @@ class Executor:
                 elapsed = int((time.monotonic() - started) * 1000)
                 yield [
                     attempt(candidate, Outcome.BAD_REQUEST, 0, elapsed, detail=scrub(exc.message, "")),
-                    error(400, "invalid_request_error", exc.code, exc.message, exc.param),
+                    error(providers_pb2.ERROR_KIND_INVALID_REQUEST, exc.code, exc.message, exc.param),
                 ]
                 return
             except Failed as failure:

@@ -213,7 +213,7 @@ class _Attempt:
         elif kind == "completion":
             self._finish_reasons.extend(_finish_reasons(event.completion))
         elif kind == "error":
-            self._error = event.error.code or event.error.type or "error"
+            self._error = event.error.code or "error"
 
     def end(self, error: str | None = None) -> None:
         if self._ended:

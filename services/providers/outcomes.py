@@ -72,66 +72,89 @@ def attempt(
     )
 
 
-def error(status: int, kind: str, code: str, message: str, param: str = "") -> providers_pb2.ExecuteEvent:
-    return providers_pb2.ExecuteEvent(
-        error=providers_pb2.Error(status=status, type=kind, code=code, message=message, param=param)
-    )
+Kind = providers_pb2.ErrorKind
+#: Whether the same request may succeed later, by kind (the key or the request itself
+#: must change first for the others).
+_RETRYABLE: dict[Kind, bool] = {
+    providers_pb2.ERROR_KIND_INVALID_REQUEST: False,
+    providers_pb2.ERROR_KIND_NOT_CONNECTED: False,
+    providers_pb2.ERROR_KIND_RATE_LIMITED: True,
+    providers_pb2.ERROR_KIND_TIMEOUT: True,
+    providers_pb2.ERROR_KIND_UPSTREAM_FAILED: True,
+    providers_pb2.ERROR_KIND_UNAVAILABLE: True,
+    providers_pb2.ERROR_KIND_INTERNAL: True,
+}
+
+
+def domain_error(
+    kind: Kind, code: str, message: str, param: str = "", *, retryable: bool | None = None
+) -> providers_pb2.Error:
+    """An `Error` in the domain's words; `retryable` defaults to the kind's."""
+    again = _RETRYABLE[kind] if retryable is None else retryable
+    return providers_pb2.Error(kind=kind, code=code, message=message, param=param, retryable=again)
+
+
+def error(kind: Kind, code: str, message: str, param: str = "") -> providers_pb2.ExecuteEvent:
+    return providers_pb2.ExecuteEvent(error=domain_error(kind, code, message, param))
 
 
 def broken(candidate: router_pb2.Candidate, outcome: Outcome) -> providers_pb2.ExecuteEvent:
     """The error that ends a stream that broke after its first chunk."""
     where = f"{candidate.provider} ({candidate.model})"
     if outcome == Outcome.TIMEOUT:
-        return error(504, "api_error", "timeout", f"The provider {where} timed out in the middle of its answer.")
-    return error(502, "api_error", "stream_interrupted", f"The stream from {where} broke in the middle of its answer.")
+        return error(
+            providers_pb2.ERROR_KIND_TIMEOUT, "timeout", f"The provider {where} timed out in the middle of its answer."
+        )
+    return error(
+        providers_pb2.ERROR_KIND_UPSTREAM_FAILED,
+        "stream_interrupted",
+        f"The stream from {where} broke in the middle of its answer.",
+    )
 
 
 def final_error(failures: list[providers_pb2.Attempt]) -> providers_pb2.Error:
     """The error for a request whose every candidate failed (see the module docstring)."""
     if not failures:
-        return providers_pb2.Error(
-            status=503, type="api_error", code="no_candidates", message="No candidate model to run the request on."
+        return domain_error(
+            providers_pb2.ERROR_KIND_UNAVAILABLE, "no_candidates", "No candidate model to run the request on."
         )
     summary = "; ".join(
         f"{a.provider} ({a.model}): {a.outcome}"
         + (f" (HTTP {a.status})" if a.status else "")
-        + (f" ({a.detail})" if a.outcome == "connect_error" and a.detail else "")
+        + (f" ({a.detail})" if a.outcome == Outcome.CONNECT_ERROR and a.detail else "")
         for a in failures
     )
     tried = [a for a in failures if a.outcome != Outcome.PROVIDER_NOT_CONNECTED]
     if not tried:
         providers = ", ".join(dict.fromkeys(a.provider for a in failures))
-        return providers_pb2.Error(
-            status=409,
-            type="invalid_request_error",
-            code="provider_not_connected",
-            message=f"No provider key is connected for {providers}. Connect one with PUT /api/v1/account/keys/{{provider}}.",
+        return domain_error(
+            providers_pb2.ERROR_KIND_NOT_CONNECTED,
+            "provider_not_connected",
+            f"No provider key is connected for {providers}. Connect one with PUT /api/v1/account/keys/{{provider}}.",
         )
     last = tried[-1].outcome
     if last == Outcome.RATE_LIMITED:
-        return providers_pb2.Error(
-            status=429,
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            message=f"The providers are rate-limiting these requests; retry later. Tried: {summary}.",
+        return domain_error(
+            providers_pb2.ERROR_KIND_RATE_LIMITED,
+            "rate_limit_exceeded",
+            f"The providers are rate-limiting these requests; retry later. Tried: {summary}.",
         )
     if last == Outcome.TIMEOUT:
-        return providers_pb2.Error(
-            status=504, type="api_error", code="timeout", message=f"The provider timed out. Tried: {summary}."
-        )
+        return domain_error(providers_pb2.ERROR_KIND_TIMEOUT, "timeout", f"The provider timed out. Tried: {summary}.")
     if last == Outcome.PROVIDER_KEY_INVALID:
-        return providers_pb2.Error(
-            status=502,
-            type="api_error",
-            code="provider_key_invalid",
-            message=f"The provider rejected the stored API key; connect a valid one. Tried: {summary}.",
+        # Retrying resends the key the provider just rejected: not until it is replaced.
+        return domain_error(
+            providers_pb2.ERROR_KIND_UPSTREAM_FAILED,
+            "provider_key_invalid",
+            f"The provider rejected the stored API key; connect a valid one. Tried: {summary}.",
+            retryable=False,
         )
     if len(tried) == 1:
-        return providers_pb2.Error(
-            status=502, type="api_error", code="provider_error", message=f"The provider failed. Tried: {summary}."
+        return domain_error(
+            providers_pb2.ERROR_KIND_UPSTREAM_FAILED, "provider_error", f"The provider failed. Tried: {summary}."
         )
-    return providers_pb2.Error(
-        status=503, type="api_error", code="all_providers_failed", message=f"Every provider failed. Tried: {summary}."
+    return domain_error(
+        providers_pb2.ERROR_KIND_UNAVAILABLE, "all_providers_failed", f"Every provider failed. Tried: {summary}."
     )
 
 
@@ -147,12 +170,11 @@ def http_failure(status: int, said: ProviderError, provider: str, api_key: str) 
         return Failed(Outcome.RATE_LIMITED, status, detail)
     if status in (400, 404, 413, 422):
         message = said.message.replace(api_key, "[key]") if said.message and api_key else said.message
-        refusal = providers_pb2.Error(
-            status=400,
-            type="invalid_request_error",
-            code=said.code or "invalid_request",
-            message=message or f"{provider} refused the request (HTTP {status})",
-            param=said.param,
+        refusal = domain_error(
+            providers_pb2.ERROR_KIND_INVALID_REQUEST,
+            said.code or "invalid_request",
+            message or f"{provider} refused the request (HTTP {status})",
+            said.param,
         )
         return Failed(Outcome.BAD_REQUEST, status, detail, refusal)
     return Failed(Outcome.PROVIDER_ERROR, status, detail)

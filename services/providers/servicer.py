@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 
 from services.common import events, telemetry
 from services.providers.executor import Executor
+from services.providers.outcomes import error
 from services.providers.timeouts import Timeouts
 from services.providers.vault import KeyVault
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
@@ -88,19 +89,12 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
 
 def _deadline_passed(budget: float) -> providers_pb2.ExecuteEvents:
     message = f"The request did not finish within its {budget:.3g}s deadline."
-    error = providers_pb2.Error(status=504, type="api_error", code="timeout", message=message)
-    return providers_pb2.ExecuteEvents(events=[providers_pb2.ExecuteEvent(error=error)])
+    return providers_pb2.ExecuteEvents(events=[error(providers_pb2.ERROR_KIND_TIMEOUT, "timeout", message)])
 
 
 # A bug of ours still ends the request the way the gateway expects.
 _INTERNAL_ERROR = providers_pb2.ExecuteEvents(
-    events=[
-        providers_pb2.ExecuteEvent(
-            error=providers_pb2.Error(
-                status=500, type="api_error", code="internal_error", message="The providers service failed."
-            )
-        )
-    ]
+    events=[error(providers_pb2.ERROR_KIND_INTERNAL, "internal_error", "The providers service failed.")]
 )
 
 

@@ -1,11 +1,31 @@
 from stepblend.v1 import router_pb2 as _router_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_KIND_UNSPECIFIED: _ClassVar[ErrorKind]
+    ERROR_KIND_INVALID_REQUEST: _ClassVar[ErrorKind]
+    ERROR_KIND_NOT_CONNECTED: _ClassVar[ErrorKind]
+    ERROR_KIND_RATE_LIMITED: _ClassVar[ErrorKind]
+    ERROR_KIND_TIMEOUT: _ClassVar[ErrorKind]
+    ERROR_KIND_UPSTREAM_FAILED: _ClassVar[ErrorKind]
+    ERROR_KIND_UNAVAILABLE: _ClassVar[ErrorKind]
+    ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
+ERROR_KIND_UNSPECIFIED: ErrorKind
+ERROR_KIND_INVALID_REQUEST: ErrorKind
+ERROR_KIND_NOT_CONNECTED: ErrorKind
+ERROR_KIND_RATE_LIMITED: ErrorKind
+ERROR_KIND_TIMEOUT: ErrorKind
+ERROR_KIND_UPSTREAM_FAILED: ErrorKind
+ERROR_KIND_UNAVAILABLE: ErrorKind
+ERROR_KIND_INTERNAL: ErrorKind
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("request_id", "account_id", "candidates", "body", "stream", "include_usage", "created", "native_body", "native_dialect", "native_headers")
@@ -69,18 +89,18 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("status", "type", "code", "message", "param")
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    TYPE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("code", "message", "param", "kind", "retryable")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PARAM_FIELD_NUMBER: _ClassVar[int]
-    status: int
-    type: str
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     code: str
     message: str
     param: str
-    def __init__(self, status: _Optional[int] = ..., type: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
+    kind: ErrorKind
+    retryable: bool
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ..., kind: _Optional[_Union[ErrorKind, str]] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class ExecuteEvents(_message.Message):
     __slots__ = ("events",)

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from services.common import grpcio
 from services.common.config import Settings
+from services.gateway.errors import ApiError, from_domain
 from services.providers.main import serve
 from services.providers.timeouts import Timeouts
 from services.providers.vault import new_kek
@@ -154,3 +155,8 @@ class MemoryKeys:
 def key_for(provider: str, account: str) -> str:
     """A distinct, realistic-looking key per provider and account."""
     return f"sk-{provider}-{account}-0123456789abcdef"
+
+
+def http(error: providers_pb2.Error) -> ApiError:
+    """A providers error as the gateway's HTTP edge answers it: what the client sees."""
+    return from_domain(error)

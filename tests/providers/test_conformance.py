@@ -21,7 +21,7 @@ from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, router_pb2
-from tests.providers.conftest import REJECTED_KEY, MemoryKeys, Mock, candidate
+from tests.providers.conftest import REJECTED_KEY, MemoryKeys, Mock, candidate, http
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ async def test_rejected_key_is_provider_key_invalid_and_falls_back(
     assert outcomes(events) == [(row.provider, "provider_key_invalid", 401), (row.backup.provider, "ok", 200)]
     events = await run(executor, row.candidate)
     error = events[-1].error
-    assert (error.status, error.type, error.code) == (502, "api_error", "provider_key_invalid")
+    assert (http(error).status, http(error).type, error.code) == (502, "api_error", "provider_key_invalid")
     for event in events:
         assert REJECTED_KEY not in str(event) and REJECTED_KEY[-4:] not in str(event)
 
@@ -235,7 +235,7 @@ async def test_rate_limited_falls_back_then_is_a_429(executor: Executor, mock: M
     events = await run(executor, row.candidate, row.backup, stream=stream)
     assert outcomes(events) == [(row.provider, "rate_limited", 429), (row.backup.provider, "ok", 200)]
     events = await run(executor, row.candidate, stream=stream)
-    assert (events[-1].error.status, events[-1].error.type) == (429, "rate_limit_error")
+    assert (http(events[-1].error).status, http(events[-1].error).type) == (429, "rate_limit_error")
 
 
 @rows
@@ -255,7 +255,11 @@ async def test_bad_request_is_answered_without_fallback(executor: Executor, mock
     assert kinds(events) == ["attempt", "error"]
     assert outcomes(events) == [(row.provider, "bad_request", 400)]
     error = events[-1].error
-    assert (error.status, error.type, error.message) == (400, "invalid_request_error", "messages: roles must alternate")
+    assert (http(error).status, http(error).type, error.message) == (
+        400,
+        "invalid_request_error",
+        "messages: roles must alternate",
+    )
     assert len(await mock.requests()) == 1
 
 
@@ -276,7 +280,7 @@ async def test_stream_breaking_after_its_first_chunk_ends_with_an_error(
     events = await run(executor, row.candidate, row.backup, stream=True)
     assert outcomes(events) == [(row.provider, "ok", 200)]
     assert kinds(events)[-1] == "error" and "chunk" in kinds(events)
-    assert (events[-1].error.status, events[-1].error.code) == (502, "stream_interrupted")
+    assert (http(events[-1].error).status, events[-1].error.code) == (502, "stream_interrupted")
     assert len(await mock.requests()) == 1
 
 

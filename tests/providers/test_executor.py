@@ -26,6 +26,7 @@ from tests.providers.conftest import (
     Mock,
     Service,
     candidate,
+    http,
     key_for,
 )
 from tests.support.procs import free_port
@@ -167,7 +168,7 @@ async def test_rejected_stored_key_is_provider_key_invalid(service: Service, moc
     events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI], body=body())
     assert kinds(events) == ["attempt", "error"]
     error = events[-1].error
-    assert (error.status, error.type, error.code) == (502, "api_error", "provider_key_invalid")
+    assert (http(error).status, http(error).type, error.code) == (502, "api_error", "provider_key_invalid")
     assert REJECTED_KEY not in error.message and REJECTED_KEY[-4:] not in error.message
 
 
@@ -227,11 +228,11 @@ async def test_every_candidate_failing_is_an_error(service: Service, mock: Mock,
     events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI, GROQ], body=body())
     assert kinds(events) == ["attempt", "attempt", "error"]
     error = events[-1].error
-    assert (error.status, error.type, error.code) == (503, "api_error", "all_providers_failed")
+    assert (http(error).status, http(error).type, error.code) == (503, "api_error", "all_providers_failed")
     assert "openai" in error.message and "groq" in error.message
 
     events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI], body=body(), stream=True)
-    assert (events[-1].error.status, events[-1].error.code) == (502, "provider_error")
+    assert (http(events[-1].error).status, events[-1].error.code) == (502, "provider_error")
 
 
 async def test_rate_limited_everywhere_is_a_429(service: Service, mock: Mock, account: str) -> None:
@@ -239,12 +240,12 @@ async def test_rate_limited_everywhere_is_a_429(service: Service, mock: Mock, ac
     await mock.behave(model="*", status=429)
     events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI, GROQ], body=body())
     assert attempts(events) == [("openai", "rate_limited", 429), ("groq", "rate_limited", 429)]
-    assert (events[-1].error.status, events[-1].error.type) == (429, "rate_limit_error")
+    assert (http(events[-1].error).status, http(events[-1].error).type) == (429, "rate_limit_error")
 
 
 async def test_no_key_anywhere_is_provider_not_connected(service: Service, mock: Mock, account: str) -> None:
     events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI], body=body())
-    assert (events[-1].error.status, events[-1].error.code) == (409, "provider_not_connected")
+    assert (http(events[-1].error).status, events[-1].error.code) == (409, "provider_not_connected")
     assert await mock.requests() == []
 
 
@@ -263,7 +264,7 @@ async def test_no_first_token_in_time_falls_back_then_is_a_504(service: Service,
         request_id="r", account_id=account, candidates=[OPENAI], body=body(stream=True), stream=True
     )
     assert attempts(events) == [("openai", "timeout", 200)]
-    assert (events[-1].error.status, events[-1].error.code) == (504, "timeout")
+    assert (http(events[-1].error).status, events[-1].error.code) == (504, "timeout")
 
 
 async def test_silence_mid_stream_ends_it_with_a_timeout_error(service: Service, mock: Mock, account: str) -> None:
@@ -274,7 +275,7 @@ async def test_silence_mid_stream_ends_it_with_a_timeout_error(service: Service,
     )
     assert kinds(events) == ["attempt", "chunk", "error"]
     assert attempts(events) == [("openai", "ok", 200)]
-    assert (events[-1].error.status, events[-1].error.code) == (504, "timeout")
+    assert (http(events[-1].error).status, events[-1].error.code) == (504, "timeout")
 
 
 async def openai_then_groq(timeouts: Timeouts, openai_url: str, groq_url: str) -> list[providers_pb2.ExecuteEvent]:
@@ -307,7 +308,7 @@ async def test_provider_refusing_the_request_is_a_400_without_fallback(
     events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI, GROQ], body=body())
     assert attempts(events) == [("openai", "bad_request", 400)]
     error = events[-1].error
-    assert (error.status, error.type) == (400, "invalid_request_error")
+    assert (http(error).status, http(error).type) == (400, "invalid_request_error")
     assert error.message == "Invalid 'messages[0].content': too long."
     assert len(await mock.requests()) == 1
 
@@ -318,7 +319,7 @@ async def test_unsupported_parameter_is_refused_before_any_call(service: Service
     events = await service.execute(request_id="r", account_id=account, candidates=[o1], body=body(temperature=0.3))
     assert attempts(events) == [("openai", "bad_request", 0)]
     error = events[-1].error
-    assert (error.status, error.type, error.param) == (400, "invalid_request_error", "temperature")
+    assert (http(error).status, http(error).type, error.param) == (400, "invalid_request_error", "temperature")
     assert await mock.requests() == []
 
 
@@ -339,7 +340,7 @@ async def test_stream_breaking_after_it_started_ends_with_an_error(service: Serv
     )
     assert kinds(events) == ["attempt", "chunk", "chunk", "chunk", "error"]
     assert attempts(events) == [("openai", "ok", 200)]
-    assert (events[-1].error.status, events[-1].error.code) == (502, "stream_interrupted")
+    assert (http(events[-1].error).status, events[-1].error.code) == (502, "stream_interrupted")
     assert len(await mock.requests()) == 1
 
 
@@ -385,7 +386,7 @@ async def test_cancelled_call_closes_an_anthropic_stream_too(service: Service, m
 async def test_invalid_body_is_a_400(service: Service, account: str) -> None:
     events = await service.execute(request_id="r", account_id=account, candidates=[OPENAI], body=b"[]")
     assert kinds(events) == ["error"]
-    assert (events[0].error.status, events[0].error.type) == (400, "invalid_request_error")
+    assert (http(events[0].error).status, http(events[0].error).type) == (400, "invalid_request_error")
 
 
 async def test_calls_without_the_internal_token_are_refused(service: Service) -> None:
@@ -417,7 +418,7 @@ async def test_unreachable_provider_is_a_connect_error_and_falls_back(mock: Mock
         assert attempts(events) == [("openai", "connect_error", 0), ("groq", "ok", 200)]
         request.candidates.pop()
         events = [event async for batch in executor.execute(request) for event in batch]
-        assert (events[-1].error.status, events[-1].error.code) == (502, "provider_error")
+        assert (http(events[-1].error).status, events[-1].error.code) == (502, "provider_error")
     finally:
         await client.close()
 

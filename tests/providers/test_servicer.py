@@ -24,7 +24,7 @@ from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
-from tests.providers.conftest import INTERNAL_TOKEN, TIMEOUTS, MemoryKeys, Mock, Service, candidate, key_for
+from tests.providers.conftest import INTERNAL_TOKEN, TIMEOUTS, MemoryKeys, Mock, Service, candidate, http, key_for
 
 OPENAI = candidate("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
 GROQ = candidate("groq", "llama-3.1-8b-instant")
@@ -204,7 +204,7 @@ async def test_a_request_without_a_caller_deadline_still_ends_at_the_total_timeo
             got = list((await stub.Complete(request)).events)
         elapsed = time.monotonic() - started
     error = got[-1].error
-    assert (error.status, error.code) == (504, "timeout")
+    assert (http(error).status, error.code) == (504, "timeout")
     assert error.message == "The request did not finish within its 1s deadline."
     assert elapsed < 2.5
 
@@ -217,5 +217,5 @@ async def test_a_shorter_caller_deadline_is_the_requests_deadline(mock: Mock, ac
     async with serving(mock, account, TIMEOUTS) as stub:
         answer = await stub.Complete(request, timeout=1.0)
     error = answer.events[-1].error
-    assert (error.status, error.code) == (504, "timeout")
+    assert (http(error).status, error.code) == (504, "timeout")
     assert "deadline" in error.message

@@ -15,7 +15,7 @@ from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, router_pb2
-from tests.providers.conftest import MemoryKeys, Mock, candidate
+from tests.providers.conftest import MemoryKeys, Mock, candidate, http
 
 TIMEOUTS = Timeouts(connect=2.0, read=2.0, total=20.0, first_token=2.0)
 PATHS = {
@@ -86,7 +86,7 @@ async def test_mistral_refusals_are_ours_not_a_422(executor: Executor, mock: Moc
     mistral = candidate("mistral", "mistral-small", "mistral-small-2503")
     events = await run(executor, mistral, logit_bias={"1": 5})
     error = events[-1].error
-    assert (error.status, error.code, error.param) == (400, "unsupported_parameter", "logit_bias")
+    assert (http(error).status, error.code, error.param) == (400, "unsupported_parameter", "logit_bias")
     assert "mistral" in error.message
     assert await mock.requests() == []
 
@@ -118,7 +118,7 @@ async def test_groq_refusals_are_ours(executor: Executor, mock: Mock) -> None:
     for fields in refused:
         [param] = fields
         events = await run(executor, groq, False, **fields)
-        assert (events[-1].error.status, events[-1].error.param) == (400, param)
+        assert (http(events[-1].error).status, events[-1].error.param) == (400, param)
     assert await mock.requests() == []
 
 
@@ -159,7 +159,7 @@ async def test_local_without_a_base_url_is_skipped(executor: Executor, mock: Moc
     events = await run(executor, candidate("local", "llama3.1:8b"))
     attempt = events[0].attempt
     assert (attempt.outcome, attempt.detail) == ("provider_not_connected", "STEPBLEND_LOCAL_BASE_URL is not set")
-    assert (events[-1].error.status, events[-1].error.code) == (409, "provider_not_connected")
+    assert (http(events[-1].error).status, events[-1].error.code) == (409, "provider_not_connected")
 
 
 async def test_anthropic_request_on_the_wire(executor: Executor, mock: Mock) -> None:
