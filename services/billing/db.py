@@ -86,15 +86,16 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; for a SQLite file, creates its directory, enables WAL, takes over BEGIN."""
+def make_engine(url: str, synchronous: str = "NORMAL") -> Engine:
+    """An engine for `url`; for a SQLite file, creates its directory, enables WAL, takes
+    over BEGIN, and syncs as `synchronous` says (STEPBLEND_SQLITE_SYNCHRONOUS)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # pool_pre_ping: a PostgreSQL restart should cost one retry, not a stuck pool.
         # The pool is sized for the worker threads that run billing's queries.
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
-    synchronous = os.environ.get("STEPBLEND_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+    synchronous = synchronous.upper()
     if synchronous not in ("NORMAL", "FULL", "EXTRA"):
         raise ValueError("STEPBLEND_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA")
     if parsed.database and parsed.database != ":memory:":

@@ -54,12 +54,12 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
     """
     plans = load_plans(settings.plans_file)  # a bad plans file stops start-up, loudly
     options = options or BillingOptions.from_env()
-    engine, writer = await asyncio.to_thread(open_database, database_url(settings))
+    engine, writer = await asyncio.to_thread(open_database, database_url(settings), options.sqlite_synchronous)
     try:
         nc = await events.connect(settings.nats_url, "billing")
         try:
             js = nc.jetstream()
-            await events.ensure_streams(js)
+            await events.ensure_streams(js, settings.nats_stream_replicas)
             consumer = UsageConsumer(js, writer)
             consumer_task = asyncio.create_task(consumer.run(), name="billing-usage-consumer")
             reaper = Reaper(engine, clock, options.reap_interval_s)
@@ -89,13 +89,13 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
         engine.dispose()
 
 
-def open_database(url: str) -> tuple[Engine, Writer]:
+def open_database(url: str, synchronous: str = "NORMAL") -> tuple[Engine, Writer]:
     """Billing's database at `url`, migrated to the newest schema, and its writer.
 
     Replicas starting together on one database take turns (db.startup_lock,
     migrate.upgrade); none of them fails for another's lock.
     """
-    engine = make_engine(url)
+    engine = make_engine(url, synchronous)
     try:
         writer = Writer(engine)
     except BaseException:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
 from services.billing.db import database_url, make_engine, retrying, startup_lock, write_session
+from services.billing.options import BillingSettings
 from services.common.config import Settings
 
 __all__ = ["MigrationError", "current_revision", "downgrade", "main", "upgrade"]
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     Prints the revision the schema is at afterwards. Returns the exit code.
     """
     del argv  # no options yet; the database comes from the environment as for `serve`
-    engine = make_engine(database_url(Settings.from_env()))
+    engine = make_engine(database_url(Settings.from_env()), BillingSettings.from_env().sqlite_synchronous)
     try:
         upgrade(engine)
         print(f"billing schema at revision {current_revision(engine)}")

@@ -12,6 +12,8 @@ read once at start by pydantic-settings, strictly.
   `STEPBLEND_AUTH_WINDOW_SECONDS` (60); 0 turns a limit off (auth_limits.py).
 - `STEPBLEND_PASSWORD_HASHING_THREADS` (2): the pool password hashing runs on,
   apart from the one that serves admission and account reads.
+- `STEPBLEND_SQLITE_SYNCHRONOUS` (NORMAL): SQLite's `PRAGMA synchronous` for
+  billing's file (FULL or EXTRA trade speed for durability across a power loss).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 
@@ -35,6 +38,8 @@ class BillingSettings(ServiceSettings):
     auth_attempts_per_email: int = Field(10, ge=0)
     auth_window_s: int = Field(60, gt=0, validation_alias=AliasChoices("STEPBLEND_AUTH_WINDOW_SECONDS"))
     password_hashing_threads: int = Field(2, ge=1, le=64)
+    # SQLite's PRAGMA synchronous for billing's file: NORMAL (WAL's usual), FULL or EXTRA.
+    sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "NORMAL"
 
     @field_validator("reservation_ttl_s")
     @classmethod
@@ -51,6 +56,7 @@ class BillingOptions:
     reservation_ttl: timedelta = timedelta(minutes=15)
     auth_limits: AuthLimits = field(default_factory=AuthLimits)
     password_hashing_threads: int = 2
+    sqlite_synchronous: str = "NORMAL"
 
     @property
     def reap_interval_s(self) -> float:
@@ -69,4 +75,5 @@ class BillingOptions:
                 window_s=settings.auth_window_s,
             ),
             password_hashing_threads=settings.password_hashing_threads,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )

@@ -131,6 +131,8 @@ class Settings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
+    # JetStream servers holding each stream (3 on a three-node cluster).
+    nats_stream_replicas: int = Field(1, ge=1, le=5)
     # Candidates one request may call upstream (providers), fallbacks included.
     max_attempts: int = Field(4, ge=1, le=64)
     provider_base_urls: dict[str, str] = Field(default_factory=dict, validation_alias=AliasChoices("__never_set__"))

@@ -7,7 +7,6 @@ idempotent by id. Payloads are JSON; readers ignore unknown fields.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import nats
@@ -105,15 +104,13 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create or update the streams; every service may call this at start.
 
-    `replicas` (default STEPBLEND_NATS_STREAM_REPLICAS, else 1) is the number of
+    `replicas` (the services pass STEPBLEND_NATS_STREAM_REPLICAS) is the number of
     JetStream servers holding each stream: 3 in a cluster, so losing one server
     loses no event.
     """
-    if replicas is None:
-        replicas = int(os.environ.get("STEPBLEND_NATS_STREAM_REPLICAS", "1") or 1)
     configs = [
         StreamConfig(
             name=USAGE_STREAM,

@@ -124,7 +124,7 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
         keyring = Keyring.from_settings(settings)
         nc = await events.connect(settings.nats_url, "gateway")
         js = nc.jetstream()
-        await events.ensure_streams(js)
+        await events.ensure_streams(js, settings.nats_stream_replicas)
         outbox = Outbox(js)
         outbox.start()
         metadata = call_metadata(settings.internal_token)

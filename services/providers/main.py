@@ -1,12 +1,8 @@
 """Wiring of the providers service: everything is built here and passed down.
 
-Environment (besides `services.common.config.Settings`):
-- `STEPBLEND_PROVIDER_CONNECT_TIMEOUT` (5 s), `STEPBLEND_PROVIDER_TTFT_TIMEOUT`
-  (60 s: a stream's wait for its first token), `STEPBLEND_PROVIDER_READ_TIMEOUT`
-  (60 s: the longest silence mid-stream), `STEPBLEND_PROVIDER_TOTAL_TIMEOUT` (600 s:
-  one attempt, start to end) — see `timeouts`;
-- `STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS`: earlier key-encryption keys
-  (comma-separated) that still open rows not yet rotated — see `vault`, `rotate`.
+Environment: `services.common.config.Settings`, and what only this service reads,
+`services.providers.settings.ProvidersSettings` (the provider timeouts, the previous
+key-encryption keys), each read once at start.
 """
 
 from __future__ import annotations
@@ -14,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 
@@ -24,6 +19,7 @@ from services.common.config import Settings
 from services.providers.executor import Executor
 from services.providers.genai import GenAiTelemetry
 from services.providers.servicer import KeysServicer, ProvidersServicer
+from services.providers.settings import ProvidersSettings
 from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vault import (
@@ -32,7 +28,6 @@ from services.providers.vault import (
     default_database_url,
     make_engine,
     parse_kek,
-    parse_keks,
 )
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2_grpc
@@ -44,22 +39,22 @@ SERVICE_NAMES = ("stepblend.v1.Providers", "stepblend.v1.Keys")
 
 async def serve(
     settings: Settings,
+    own: ProvidersSettings | None = None,
     *,
     timeouts: Timeouts | None = None,
-    previous_keks: Sequence[bytes] | None = None,
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Run the service until cancelled; `on_ready(port)` once it listens. Timeouts
-    and previous keys default to the environment's."""
+    """Run the service until cancelled; `on_ready(port)` once it listens. `own`
+    defaults to the environment's, read here once; `timeouts` (tests) overrides its."""
+    own = own or ProvidersSettings.from_env()
     if not settings.key_encryption_key:
         raise RuntimeError(
             "STEPBLEND_KEY_ENCRYPTION_KEY is required: 32 random bytes, URL-safe base64 "
             '(python -c "import base64,os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())")'
         )
     kek = parse_kek(settings.key_encryption_key)
-    if previous_keks is None:
-        previous_keks = parse_keks(os.environ.get("STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS", ""))
-    timeouts = timeouts or Timeouts.from_env(os.environ)
+    previous_keks = own.previous_keks()
+    timeouts = timeouts or own.timeouts()
     vendors = load_vendors(settings.provider_base_urls)
     engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
     vault = KeyVault(engine, kek, previous=previous_keks)
@@ -70,7 +65,7 @@ async def serve(
         await asyncio.to_thread(vault.create_tables)
         nc = await events.connect(settings.nats_url, "providers")
         js = nc.jetstream()
-        await events.ensure_streams(js)
+        await events.ensure_streams(js, settings.nats_stream_replicas)
         client = make_client(timeouts, telemetry.http_client_trace_configs())
         server = grpcio.make_server(settings.internal_token, caller_tokens=settings.caller_tokens)
         keys = KeyCache(vault)
@@ -127,11 +122,12 @@ async def serve(
 def main() -> None:
     """`stepblend serve providers` without the CLI: settings from the environment."""
     settings = Settings.from_env()
+    own = ProvidersSettings.from_env()
     logs.setup("providers", settings.log_level)
     tracing = telemetry.setup("providers")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, own))
     finally:
         tracing.shutdown()
 

@@ -1,4 +1,4 @@
-"""Upstream timeouts, from the environment.
+"""Upstream timeouts (read from the environment by `settings.ProvidersSettings`).
 
 - `connect` (STEPBLEND_PROVIDER_CONNECT_TIMEOUT, 5 s): opening the connection.
 - `first_token` (STEPBLEND_PROVIDER_TTFT_TIMEOUT, 60 s): a stream's wait for its
@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -31,25 +30,3 @@ class Timeouts:
     read: float = 60.0
     total: float = 600.0
     first_token: float = 60.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Timeouts:
-        """From `STEPBLEND_PROVIDER_{CONNECT,TTFT,READ,TOTAL}_TIMEOUT` (seconds)."""
-
-        def seconds(name: str, default: float) -> float:
-            variable = f"STEPBLEND_PROVIDER_{name}_TIMEOUT"
-            raw = env.get(variable, "").strip()
-            try:
-                value = float(raw) if raw else default
-            except ValueError:
-                raise ValueError(f"{variable} must be a number of seconds, not {raw!r}") from None
-            if value <= 0:
-                raise ValueError(f"{variable} must be positive")
-            return value
-
-        return cls(
-            connect=seconds("CONNECT", cls.connect),
-            read=seconds("READ", cls.read),
-            total=seconds("TOTAL", cls.total),
-            first_token=seconds("TTFT", cls.first_token),
-        )

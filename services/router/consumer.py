@@ -73,6 +73,8 @@ class ConsumerOptions:
     idle_fetches_before_check: int = 10
     inactive_threshold_s: float = 60.0
     client_name: str = "router"
+    #: STEPBLEND_NATS_STREAM_REPLICAS, for the streams it declares.
+    stream_replicas: int = 1
 
 
 class StatsConsumer:
@@ -135,7 +137,9 @@ class StatsConsumer:
             return
         try:
             js = nc.jetstream()
-            await self._loop.run(js, self._consumer_config, prepare=partial(events.ensure_streams, js))
+            await self._loop.run(
+                js, self._consumer_config, prepare=partial(events.ensure_streams, js, self._options.stream_replicas)
+            )
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from services.router.breaker import BreakerConfig
 from services.router.catalog import Catalog, load_catalog
 from services.router.consumer import ConsumerOptions, StatsConsumer
 from services.router.servicer import RouterServicer
+from services.router.settings import RouterSettings
 from services.router.stats import StatsBook
 from services.router.strategies import STRATEGY_NAMES
 from stepblend.v1 import router_pb2, router_pb2_grpc
@@ -55,42 +55,21 @@ class RouterOptions:
 
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     consumer: ConsumerOptions = field(default_factory=ConsumerOptions)
+    catalog_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterOptions:
-        """Read the STEPBLEND_ROUTER_* variables; a malformed value stops the router."""
-        source = os.environ if env is None else env
-        breaker = BreakerConfig(
-            consecutive_failures=int(
-                _number(source, "STEPBLEND_ROUTER_BREAKER_FAILURES", BreakerConfig.consecutive_failures)
-            ),
-            cooldown_s=_number(source, "STEPBLEND_ROUTER_BREAKER_COOLDOWN_S", BreakerConfig.cooldown_s),
-            min_accounts=int(_number(source, "STEPBLEND_ROUTER_BREAKER_MIN_ACCOUNTS", BreakerConfig.min_accounts)),
-        )
-        replay = _number(source, "STEPBLEND_ROUTER_STATS_REPLAY_S", ConsumerOptions.replay_s)
-        consumer = ConsumerOptions(replay_s=replay, max_age_s=max(ConsumerOptions.max_age_s, replay))
-        return cls(breaker=breaker, consumer=consumer)
+        """Read the router's variables (RouterSettings); a malformed value stops the router."""
+        own = RouterSettings.from_env(env)
+        return cls(breaker=own.breaker(), consumer=own.consumer(), catalog_file=own.catalog_file)
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return float(default)
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {text!r}") from None
-    if not 0 <= value < 10**7:
-        raise ValueError(f"{name} must be a non-negative number, got {text!r}")
-    return value
-
-
-def catalog_from_env() -> Catalog:
-    """The catalog named by STEPBLEND_CATALOG_FILE, or the packaged one.
+def catalog_from_env(options: RouterOptions | None = None) -> Catalog:
+    """The catalog STEPBLEND_CATALOG_FILE names, or the packaged one.
 
     Raises `CatalogError` on a bad file: the router must not start with it.
     """
-    path = os.environ.get("STEPBLEND_CATALOG_FILE", "").strip()
+    path = (options or RouterOptions.from_env()).catalog_file.strip()
     return load_catalog(Path(path) if path else None, reserved_names=STRATEGY_NAMES)
 
 
@@ -106,11 +85,12 @@ async def start(settings: Settings, catalog: Catalog, book: StatsBook | None = N
 
 async def serve(settings: Settings, options: RouterOptions | None = None) -> None:
     """Serve until cancelled; then stop with a grace period and re-raise."""
-    catalog = catalog_from_env()
     options = options or RouterOptions.from_env()
+    catalog = catalog_from_env(options)
     book = StatsBook(catalog, breaker=options.breaker)
     server, port = await start(settings, catalog, book)
-    consumer = StatsConsumer(settings.nats_url, book, options.consumer)
+    consumer_options = dataclasses.replace(options.consumer, stream_replicas=settings.nats_stream_replicas)
+    consumer = StatsConsumer(settings.nats_url, book, consumer_options)
     consuming = asyncio.create_task(consumer.run(), name="router-usage-events")
     log.info(
         "router listening on %s:%d (catalog %s, %d models; %s)",

@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 
 from services.billing import models
 from services.billing.db import database_url, make_engine
+from services.billing.options import BillingSettings
 from services.common.config import Settings
 
 
@@ -49,7 +50,7 @@ def _main() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(database_url(Settings.from_env()))
+    engine = make_engine(database_url(Settings.from_env()), BillingSettings.from_env().sqlite_synchronous)
     try:
         with engine.connect() as connection:
             _run(connection)

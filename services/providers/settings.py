@@ -1,0 +1,43 @@
+"""What only the providers service reads from the environment, read once at start.
+
+- `STEPBLEND_PROVIDER_CONNECT_TIMEOUT` (5 s), `STEPBLEND_PROVIDER_TTFT_TIMEOUT`
+  (60 s: a stream's wait for its first token), `STEPBLEND_PROVIDER_READ_TIMEOUT`
+  (60 s: the longest silence mid-stream), `STEPBLEND_PROVIDER_TOTAL_TIMEOUT` (600 s:
+  one attempt, start to end) — see `timeouts`; each a positive number of seconds;
+- `STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS`: earlier key-encryption keys
+  (comma-separated) that still open rows not yet rotated — see `vault`, `rotate`.
+
+Parsed strictly, like every service's settings (`services.common.config`): a value
+that does not parse stops the service at start, naming its variable.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from services.common.config import ServiceSettings
+from services.providers.timeouts import Timeouts
+from services.providers.vault import parse_keks
+
+__all__ = ["ProvidersSettings"]
+
+
+class ProvidersSettings(ServiceSettings):
+    # Named for their variables (STEPBLEND_ + the name): no aliases to keep in step.
+    provider_connect_timeout: float = Field(Timeouts.connect, gt=0)
+    provider_ttft_timeout: float = Field(Timeouts.first_token, gt=0)
+    provider_read_timeout: float = Field(Timeouts.read, gt=0)
+    provider_total_timeout: float = Field(Timeouts.total, gt=0)
+    key_encryption_key_previous: SecretStr = SecretStr("")
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(
+            connect=self.provider_connect_timeout,
+            read=self.provider_read_timeout,
+            total=self.provider_total_timeout,
+            first_token=self.provider_ttft_timeout,
+        )
+
+    def previous_keks(self) -> list[bytes]:
+        """The earlier key-encryption keys; ValueError for one that is not 32 bytes."""
+        return parse_keks(self.key_encryption_key_previous.get_secret_value())
