@@ -14,6 +14,7 @@ import grpc
 
 from services.common.config import Settings
 from services.common.grpcio import TOKEN_HEADER
+from services.common.tls import InternalTls
 from services.gateway.auth import Keyring
 from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers_pb2_grpc
 
@@ -59,6 +60,14 @@ class Control:
             settings=Settings.from_env(),
         )
 
+    def _channel(self, address: str) -> grpc.Channel:
+        """TLS when the environment names the internal CA (services/common/tls.py)."""
+        tls = InternalTls.from_settings(self.settings)
+        credentials = tls.channel_credentials() if tls else None
+        if credentials is not None:
+            return grpc.secure_channel(address, credentials)
+        return grpc.insecure_channel(address)
+
     @property
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return ((TOKEN_HEADER, self.internal_token),)
@@ -68,7 +77,7 @@ class Control:
 
     def create_account(self, email: str, plan: str, password: str = "") -> str:
         """Create the account; return its id."""
-        with grpc.insecure_channel(self.billing_addr) as channel:
+        with self._channel(self.billing_addr) as channel:
             response = self._billing(channel).CreateAccount(
                 billing_pb2.CreateAccountRequest(email=email, plan=plan, password=password),
                 metadata=self._metadata,
@@ -77,7 +86,7 @@ class Control:
         return str(response.account.account_id)
 
     def account_id(self, email: str) -> str:
-        with grpc.insecure_channel(self.billing_addr) as channel:
+        with self._channel(self.billing_addr) as channel:
             response = self._billing(channel).GetAccount(
                 billing_pb2.GetAccountRequest(email=email), metadata=self._metadata, timeout=TIMEOUT_S
             )
@@ -87,14 +96,14 @@ class Control:
         return self.keyring.issue(account_id)
 
     def set_plan(self, email: str, plan: str) -> str:
-        with grpc.insecure_channel(self.billing_addr) as channel:
+        with self._channel(self.billing_addr) as channel:
             response = self._billing(channel).SetPlan(
                 billing_pb2.SetPlanRequest(email=email, plan=plan), metadata=self._metadata, timeout=TIMEOUT_S
             )
         return str(response.account.plan)
 
     def set_disabled(self, email: str, disabled: bool) -> None:
-        with grpc.insecure_channel(self.billing_addr) as channel:
+        with self._channel(self.billing_addr) as channel:
             self._billing(channel).SetDisabled(
                 billing_pb2.SetDisabledRequest(email=email, disabled=disabled),
                 metadata=self._metadata,
@@ -102,7 +111,7 @@ class Control:
             )
 
     def set_key(self, account_id: str, provider: str, api_key: str) -> str:
-        with grpc.insecure_channel(self.providers_addr) as channel:
+        with self._channel(self.providers_addr) as channel:
             # The operator's own Put: it may also connect the operator's vendors (local, demo).
             response = providers_pb2_grpc.KeysStub(channel).PutOperatorKey(
                 providers_pb2.PutKeyRequest(account_id=account_id, provider=provider, api_key=api_key),
@@ -113,7 +122,7 @@ class Control:
 
     def list_keys(self, account_id: str) -> list[tuple[str, str]]:
         """(provider, masked key) for each connected provider."""
-        with grpc.insecure_channel(self.providers_addr) as channel:
+        with self._channel(self.providers_addr) as channel:
             response = providers_pb2_grpc.KeysStub(channel).List(
                 providers_pb2.ListKeysRequest(account_id=account_id), metadata=self._metadata, timeout=TIMEOUT_S
             )
@@ -121,7 +130,7 @@ class Control:
 
     def delete_key(self, account_id: str, provider: str) -> bool:
         """Whether a key was connected (and is now deleted)."""
-        with grpc.insecure_channel(self.providers_addr) as channel:
+        with self._channel(self.providers_addr) as channel:
             response = providers_pb2_grpc.KeysStub(channel).Delete(
                 providers_pb2.DeleteKeyRequest(account_id=account_id, provider=provider),
                 metadata=self._metadata,

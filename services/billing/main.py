@@ -30,6 +30,7 @@ from services.billing.writer import Writer
 from services.common import events
 from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
+from services.common.tls import InternalTls
 from stepblend.v1 import billing_pb2_grpc
 
 __all__ = ["open_database", "serve"]
@@ -56,7 +57,8 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
     options = options or BillingOptions.from_env()
     engine, writer = await asyncio.to_thread(open_database, database_url(settings), options.sqlite_synchronous)
     try:
-        nc = await events.connect(settings.nats_url, "billing")
+        tls = InternalTls.from_settings(settings)
+        nc = await events.connect(settings.nats_url, "billing", tls)
         try:
             js = nc.jetstream()
             await events.ensure_streams(js, settings.nats_stream_replicas)
@@ -69,7 +71,7 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
             billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
             health: health_aio.HealthServicer | None = None
             try:
-                port, health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME])
+                port, health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME], tls)
                 log.info("billing serving on %s:%d, plans: %s", settings.host, port, ", ".join(plans.plans))
                 # shield: cancelling serve must not cancel the consumer mid-batch;
                 # it is stopped gently below.

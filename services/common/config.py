@@ -131,6 +131,10 @@ class Settings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
+    # TLS for internal gRPC and NATS (services/common/tls.py); empty: plaintext.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # JetStream servers holding each stream (3 on a three-node cluster).
     nats_stream_replicas: int = Field(1, ge=1, le=5)
     # Candidates one request may call upstream (providers), fallbacks included.

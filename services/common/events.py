@@ -16,6 +16,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from pydantic import BaseModel, ConfigDict
 
+from services.common.tls import InternalTls
 from services.common.vocab import Outcome
 
 USAGE_STREAM = "USAGE"
@@ -92,8 +93,10 @@ class AccountsChanged(_Event):
     account_id: str
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect with reconnects forever: a NATS outage is waited out, not fatal."""
+async def connect(url: str, name: str, tls: InternalTls | None = None) -> NATS:
+    """Connect with reconnects forever: a NATS outage is waited out, not fatal. TLS,
+    verifying the server against the internal CA, when `tls` has one."""
+    context = tls.client_context() if tls else None
     return await nats.connect(
         url,
         name=name,
@@ -101,6 +104,7 @@ async def connect(url: str, name: str) -> NATS:
         reconnect_time_wait=0.5,
         connect_timeout=2,
         allow_reconnect=True,
+        **({"tls": context} if context else {}),
     )
 
 

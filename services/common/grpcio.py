@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import telemetry
+from services.common.tls import InternalTls
 
 TOKEN_HEADER = "x-stepblend-internal-token"
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -117,14 +118,16 @@ def make_server(
 
 
 async def start_server(
-    server: grpc.aio.Server, address: str, service_names: Iterable[str]
+    server: grpc.aio.Server, address: str, service_names: Iterable[str], tls: InternalTls | None = None
 ) -> tuple[int, health.HealthServicer]:
-    """Register health and reflection for `service_names`, bind, start; return the port."""
+    """Register health and reflection for `service_names`, bind (TLS only when `tls`
+    has this service's certificate), start; return the port."""
     names = list(service_names)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME, health.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    credentials = tls.server_credentials() if tls else None
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
     await server.start()
@@ -163,11 +166,14 @@ class _AddTokenStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[mi
         return await continuation(_with_token(details, self._header), request)
 
 
-def channel(address: str, internal_token: str = "") -> grpc.aio.Channel:
-    """A persistent channel to an internal service. With `internal_token`, every
-    call sends it (convenient for tools and tests); without, calls pass
-    `metadata=call_metadata(token)` themselves."""
+def channel(address: str, internal_token: str = "", tls: InternalTls | None = None) -> grpc.aio.Channel:
+    """A persistent channel to an internal service, TLS when `tls` has a CA. With
+    `internal_token`, every call sends it (convenient for tools and tests); without,
+    calls pass `metadata=call_metadata(token)` themselves."""
     interceptors: list[Any] = (
         [_AddTokenUnary(internal_token), _AddTokenStream(internal_token)] if internal_token else []
     )
+    credentials = tls.channel_credentials() if tls else None
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=_CHANNEL_OPTIONS, interceptors=interceptors)
     return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)

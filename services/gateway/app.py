@@ -25,6 +25,7 @@ from services.common import events, telemetry
 from services.common.cache import TtlCache
 from services.common.config import Settings
 from services.common.grpcio import call_metadata, channel, make_server, start_server
+from services.common.tls import InternalTls
 from stepblend.v1 import billing_pb2_grpc, chat_pb2, chat_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from . import accounts
@@ -122,16 +123,17 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keyring = Keyring.from_settings(settings)
-        nc = await events.connect(settings.nats_url, "gateway")
+        tls = InternalTls.from_settings(settings)
+        nc = await events.connect(settings.nats_url, "gateway", tls)
         js = nc.jetstream()
         await events.ensure_streams(js, settings.nats_stream_replicas)
         outbox = Outbox(js)
         outbox.start()
         metadata = call_metadata(settings.internal_token)
         channels = {
-            "router": channel(settings.router_addr),
-            "providers": channel(settings.providers_addr),
-            "billing": channel(settings.billing_addr),
+            "router": channel(settings.router_addr, tls=tls),
+            "providers": channel(settings.providers_addr, tls=tls),
+            "billing": channel(settings.billing_addr, tls=tls),
         }
         router_ch, providers_ch, billing_ch = channels["router"], channels["providers"], channels["billing"]
         keys = providers_pb2_grpc.KeysStub(providers_ch)

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 
 from services.common import events, grpcio, logs, telemetry
 from services.common.config import Settings
+from services.common.tls import InternalTls
 from services.providers.executor import Executor
 from services.providers.genai import GenAiTelemetry
 from services.providers.servicer import KeysServicer, ProvidersServicer
@@ -63,7 +64,8 @@ async def serve(
     server = None
     try:
         await asyncio.to_thread(vault.create_tables)
-        nc = await events.connect(settings.nats_url, "providers")
+        tls = InternalTls.from_settings(settings)
+        nc = await events.connect(settings.nats_url, "providers", tls)
         js = nc.jetstream()
         await events.ensure_streams(js, settings.nats_stream_replicas)
         client = make_client(timeouts, telemetry.http_client_trace_configs())
@@ -102,7 +104,7 @@ async def serve(
             ),
             server,
         )
-        port, _ = await grpcio.start_server(server, f"{settings.host}:{settings.port}", SERVICE_NAMES)
+        port, _ = await grpcio.start_server(server, f"{settings.host}:{settings.port}", SERVICE_NAMES, tls)
         log.info("providers listening on %s:%d (%s)", settings.host, port, ", ".join(sorted(usable)))
         if on_ready is not None:
             on_ready(port)

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from services.common import events, telemetry
 from services.common.pull import ACK, TERM, PullLoop, PullOptions, Verdict
+from services.common.tls import InternalTls
 from services.router.stats import StatsBook
 
 __all__ = ["ConsumerOptions", "StatsConsumer"]
@@ -75,6 +76,8 @@ class ConsumerOptions:
     client_name: str = "router"
     #: STEPBLEND_NATS_STREAM_REPLICAS, for the streams it declares.
     stream_replicas: int = 1
+    #: TLS to NATS (services/common/tls.py), when configured.
+    tls: InternalTls | None = None
 
 
 class StatsConsumer:
@@ -167,7 +170,7 @@ class StatsConsumer:
         failing = False
         while not self._loop.stopping:
             try:
-                return await events.connect(self._url, self._options.client_name)
+                return await events.connect(self._url, self._options.client_name, self._options.tls)
             except Exception as exc:
                 # Once per outage at warning level, as the pull loop logs.
                 log.log(

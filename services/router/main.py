@@ -33,6 +33,7 @@ import grpc
 
 from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
+from services.common.tls import InternalTls
 from services.router.breaker import BreakerConfig
 from services.router.catalog import Catalog, load_catalog
 from services.router.consumer import ConsumerOptions, StatsConsumer
@@ -79,7 +80,8 @@ async def start(settings: Settings, catalog: Catalog, book: StatsBook | None = N
     servicer = RouterServicer(catalog, book, book)
     # The generated registration function carries no annotations.
     router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
-    port, _health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME])
+    tls = InternalTls.from_settings(settings)
+    port, _health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME], tls)
     return server, port
 
 
@@ -89,7 +91,9 @@ async def serve(settings: Settings, options: RouterOptions | None = None) -> Non
     catalog = catalog_from_env(options)
     book = StatsBook(catalog, breaker=options.breaker)
     server, port = await start(settings, catalog, book)
-    consumer_options = dataclasses.replace(options.consumer, stream_replicas=settings.nats_stream_replicas)
+    consumer_options = dataclasses.replace(
+        options.consumer, stream_replicas=settings.nats_stream_replicas, tls=InternalTls.from_settings(settings)
+    )
     consumer = StatsConsumer(settings.nats_url, book, consumer_options)
     consuming = asyncio.create_task(consumer.run(), name="router-usage-events")
     log.info(

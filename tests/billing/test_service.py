@@ -109,13 +109,19 @@ async def test_usage_events_are_settled_once(billing: Billing, js: JetStreamCont
     assert not await publish(js, stream_of_events[0])
     # The same request under another message id: stored twice, settled once by the ledger.
     assert await publish(js, stream_of_events[1], msg_id=f"retry-{uuid.uuid4().hex}")
+    # Events are settled in stream order: once this later one is, every one above is
+    # too (whatever else other tests left on the shared stream).
+    marker = await billing.stub.CreateAccount(
+        billing_pb2.CreateAccountRequest(email=f"marker-{uuid.uuid4().hex[:8]}@x.io", plan="pro")
+    )
+    assert await publish(js, usage_event(marker.account.account_id, actual_cost_usd="0.01"))
 
     async def settled() -> bool:
-        info = await js.consumer_info(events.USAGE_STREAM, "billing")
-        account = await billing.account(account_id)
-        return account.requests_this_month == 4 and info.num_pending == 0 and info.num_ack_pending == 0
+        return billing.rows(marker.account.account_id) == 1
 
     await eventually(settled)
+    account = await billing.account(account_id)
+    assert account.requests_this_month == 4
     account = await billing.account(account_id)
     assert Decimal(account.spend_this_month_usd) == Decimal("0.251039000001")
     assert account.spend_this_month_usd == "0.251039000001"

@@ -107,9 +107,19 @@ async def _wait_serving(address: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def stack_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """The stack's own nats-server: its billing's durable consumer must not take the
+    usage events other suites' billings are waiting for on the shared one."""
+    server = NatsServer(Path(tmp_path_factory.mktemp("gateway-nats"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 async def stack(
-    nats_server: NatsServer, mock_provider: RunningMockProvider, tmp_path_factory: pytest.TempPathFactory
+    stack_nats: NatsServer, mock_provider: RunningMockProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
+    nats_server = stack_nats
     data_dir = Path(tmp_path_factory.mktemp("gateway-stack"))
     base = Settings.from_env().model_copy(
         update=dict(
