@@ -71,7 +71,9 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
             billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
             health: health_aio.HealthServicer | None = None
             try:
-                port, health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME], tls)
+                port, health = await start_server(
+                    server, f"{settings.host}:{settings.port}", [SERVICE_NAME], tls, settings.health_address
+                )
                 log.info("billing serving on %s:%d, plans: %s", settings.host, port, ", ".join(plans.plans))
                 # shield: cancelling serve must not cancel the consumer mid-batch;
                 # it is stopped gently below.

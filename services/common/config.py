@@ -135,11 +135,19 @@ class Settings(ServiceSettings):
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # With TLS on, a plaintext port that answers only health checks, for probes that
+    # cannot speak TLS (Kubernetes' native gRPC probes).
+    health_port: int | None = Field(None, ge=1, le=65535)
     # JetStream servers holding each stream (3 on a three-node cluster).
     nats_stream_replicas: int = Field(1, ge=1, le=5)
     # Candidates one request may call upstream (providers), fallbacks included.
     max_attempts: int = Field(4, ge=1, le=64)
     provider_base_urls: dict[str, str] = Field(default_factory=dict, validation_alias=AliasChoices("__never_set__"))
+
+    @property
+    def health_address(self) -> str | None:
+        """`host:STEPBLEND_HEALTH_PORT`, the probes' plaintext port, when there is one."""
+        return f"{self.host}:{self.health_port}" if self.health_port else None
 
     @field_validator("caller_tokens", mode="before")
     @classmethod

@@ -118,10 +118,16 @@ def make_server(
 
 
 async def start_server(
-    server: grpc.aio.Server, address: str, service_names: Iterable[str], tls: InternalTls | None = None
+    server: grpc.aio.Server,
+    address: str,
+    service_names: Iterable[str],
+    tls: InternalTls | None = None,
+    health_address: str | None = None,
 ) -> tuple[int, health.HealthServicer]:
     """Register health and reflection for `service_names`, bind (TLS only when `tls`
-    has this service's certificate), start; return the port."""
+    has this service's certificate), start; return the port. With TLS, `health_address`
+    is a plaintext port for probes; everything but health there still needs a token,
+    and network policies keep other pods off it."""
     names = list(service_names)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -130,6 +136,8 @@ async def start_server(
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
+    if credentials is not None and health_address and server.add_insecure_port(health_address) == 0:
+        raise RuntimeError(f"cannot listen on {health_address}")
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

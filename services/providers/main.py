@@ -104,7 +104,9 @@ async def serve(
             ),
             server,
         )
-        port, _ = await grpcio.start_server(server, f"{settings.host}:{settings.port}", SERVICE_NAMES, tls)
+        port, _ = await grpcio.start_server(
+            server, f"{settings.host}:{settings.port}", SERVICE_NAMES, tls, settings.health_address
+        )
         log.info("providers listening on %s:%d (%s)", settings.host, port, ", ".join(sorted(usable)))
         if on_ready is not None:
             on_ready(port)

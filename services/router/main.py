@@ -81,7 +81,9 @@ async def start(settings: Settings, catalog: Catalog, book: StatsBook | None = N
     # The generated registration function carries no annotations.
     router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
     tls = InternalTls.from_settings(settings)
-    port, _health = await start_server(server, f"{settings.host}:{settings.port}", [SERVICE_NAME], tls)
+    port, _health = await start_server(
+        server, f"{settings.host}:{settings.port}", [SERVICE_NAME], tls, settings.health_address
+    )
     return server, port
 
 

@@ -4,18 +4,12 @@ connections verify the server too. Real servers, certificates made here."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import events
@@ -24,52 +18,13 @@ from services.common.grpcio import channel
 from services.common.tls import InternalTls
 from services.router.catalog import load_catalog
 from services.router.main import start
+from tests.support.pki import make_pki
 from tests.support.procs import free_port, nats_server_binary, wait_port
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA and a certificate it signed for 127.0.0.1 and localhost, as PEM files."""
-    root = tmp_path_factory.mktemp("pki")
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("stepblend internal CA"))
-        .issuer_name(_name("stepblend internal CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("stepblend internal"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = {"ca": root / "ca.crt", "cert": root / "tls.crt", "key": root / "tls.key"}
-    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files["key"].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return files
+    return make_pki(tmp_path_factory.mktemp("pki"), ["localhost"], ["127.0.0.1"])
 
 
 def _settings(pki: dict[str, Path], **more: str) -> Settings:
@@ -91,7 +46,8 @@ async def _health(ch: grpc.aio.Channel) -> int:
 
 
 async def test_a_service_with_a_certificate_speaks_tls_only(pki: dict[str, Path]) -> None:
-    settings = _settings(pki, STEPBLEND_HOST="127.0.0.1")
+    health_port = free_port()
+    settings = _settings(pki, STEPBLEND_HOST="127.0.0.1", STEPBLEND_HEALTH_PORT=str(health_port))
     server, port = await start(settings, load_catalog())
     try:
         tls = InternalTls.from_settings(settings)
@@ -107,6 +63,13 @@ async def test_a_service_with_a_certificate_speaks_tls_only(pki: dict[str, Path]
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", untrusting) as stranger:
             with pytest.raises(grpc.aio.AioRpcError):
                 await _health(stranger)
+        # The probes' plaintext port answers health, and nothing else without a token.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as probe:
+            assert await _health(probe) == health_pb2.HealthCheckResponse.SERVING
+            route = probe.unary_unary("/stepblend.v1.Router/ListModels")
+            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+                await route(b"", timeout=5)
+        assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await server.stop(None)
 

@@ -22,6 +22,7 @@ import pytest
 
 from services.billing.plans import DEFAULT_LIMITS, load_plans
 from tests.deploy.conftest import K8S, OVERLAYS, ROOT, Doc, venv_tool
+from tests.support.pki import make_pki
 
 MIN_KUBERNETES = "1.30.0"
 SERVICES = ("gateway", "router", "providers", "billing")
@@ -252,9 +253,16 @@ def test_services_probe_grpc_health_and_http_health(overlay: str, rendered: dict
     assert {p["containerPort"] for p in gateway["ports"]} == {8080, 50060}  # HTTP and the gRPC chat API
     for service, port in GRPC_PORTS.items():
         _, c = stepblend_container(docs, service)
+        env = env_of(c, docs)
+        # The gRPC port speaks TLS only; Kubernetes' gRPC probes cannot, so they use the
+        # plaintext health port, which no Service exposes.
+        assert env["STEPBLEND_TLS_CERT_FILE"] and env["STEPBLEND_TLS_KEY_FILE"] and env["STEPBLEND_TLS_CA_FILE"]
+        health = int(env["STEPBLEND_HEALTH_PORT"])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            assert c[probe]["grpc"]["port"] == port, f"{service} {probe}: native gRPC health on {port}"
-        assert {p["containerPort"] for p in c["ports"]} == {port}
+            assert c[probe]["grpc"]["port"] == health, f"{service} {probe}: native gRPC health on {health}"
+        assert {p["containerPort"] for p in c["ports"]} == {port, health}
+        exposed = {p["port"] for p in named(docs, "Service", service)["spec"]["ports"]}
+        assert health not in exposed, f"{service}: the plaintext health port must not be a Service port"
 
 
 @all_overlays
@@ -510,7 +518,11 @@ def test_nats_config_is_accepted_by_nats_server(overlay: str, rendered: dict[str
     (c,) = pod_spec(nats)["containers"]
     config_path = c["command"][c["command"].index("--config") + 1]
     conf = tmp_path / "nats.conf"
-    conf.write_text(mounted_file(docs, nats, c, config_path))
+    # The internal certificate comes from a Secret: one made here stands in for it.
+    pki = make_pki(tmp_path, ["nats", "*.nats-headless"], [])
+    text = mounted_file(docs, nats, c, config_path)
+    assert text.count("/etc/stepblend/tls/tls.crt") == 2, "clients and routes over TLS"
+    conf.write_text(text.replace("/etc/stepblend/tls", str(pki["ca"].parent)))
     # The users' passwords come from a Secret: any value does for the syntax check.
     env = {k: v if isinstance(v, str) else "secret-from-a-Secret" for k, v in env_of(c, docs).items()}
     env["SERVER_NAME"] = "nats-0"
