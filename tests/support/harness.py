@@ -88,21 +88,24 @@ def run(python: str, args: list[str]) -> int:
     os.chmod(root, 0o755)
     env = dict(os.environ, **{MARKER: run_id, "TMPDIR": root})
     child = subprocess.Popen([python, "-m", "pytest", *args], env=env, start_new_session=True)
-    interrupted: list[int] = []
+    interrupted: list[float] = []  # when each signal came (monotonic)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        interrupted.append(signum)
+        interrupted.append(time.monotonic())
         with contextlib.suppress(OSError):
             os.kill(child.pid, signal.SIGINT if len(interrupted) == 1 else signal.SIGKILL)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        # Short waits, never an unbounded one: a wait begun before the signal would be
+        # resumed after it with no timeout, and a pytest stuck in teardown never killed.
         while child.poll() is None:
             try:
-                child.wait(timeout=GRACE_S if interrupted else None)
+                child.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(OSError):
-                    os.killpg(child.pid, signal.SIGKILL)
+                if interrupted and time.monotonic() - interrupted[0] > GRACE_S:
+                    with contextlib.suppress(OSError):
+                        os.killpg(child.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.killpg(child.pid, signal.SIGKILL)  # whatever is left in pytest's own group
         stopped = sweep(run_id, root)
