@@ -76,14 +76,16 @@ async def buffering(upstream_url: str) -> AsyncIterator[str]:
             yield str(server.make_url(""))
 
 
-@pytest.fixture
-async def buffered(mock: Mock, account: str) -> AsyncIterator[providers_pb2_grpc.ProvidersStub]:
-    """The Providers service over real gRPC, whose upstream answers arrive whole."""
+@contextlib.asynccontextmanager
+async def serving(
+    openai_url: str, account: str, timeouts: Timeouts = TIMEOUTS
+) -> AsyncIterator[providers_pb2_grpc.ProvidersStub]:
+    """The Providers service over real gRPC with `timeouts`, its OpenAI at `openai_url`."""
     keys = MemoryKeys({"openai": key_for("openai", account)})
-    async with buffering(mock.running.url) as proxy, make_client(TIMEOUTS) as client:
-        executor = Executor(client, keys, load_vendors({"openai": f"{proxy}/v1"}), TIMEOUTS)
+    async with make_client(timeouts) as client:
+        executor = Executor(client, keys, load_vendors({"openai": openai_url}), timeouts)
         server = grpc.aio.server()
-        providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersServicer(executor), server)
+        providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersServicer(executor, timeouts.total), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:
@@ -91,6 +93,13 @@ async def buffered(mock: Mock, account: str) -> AsyncIterator[providers_pb2_grpc
                 yield providers_pb2_grpc.ProvidersStub(channel)
         finally:
             await server.stop(None)
+
+
+@pytest.fixture
+async def buffered(mock: Mock, account: str) -> AsyncIterator[providers_pb2_grpc.ProvidersStub]:
+    """The Providers service over real gRPC, whose upstream answers arrive whole."""
+    async with buffering(mock.running.url) as proxy, serving(f"{proxy}/v1", account) as stub:
+        yield stub
 
 
 async def connect(service: Service, account: str) -> None:
@@ -170,23 +179,6 @@ async def test_a_cancelled_complete_closes_the_upstream_request(service: Service
     assert seen[0]["disconnected"] is True
 
 
-@contextlib.asynccontextmanager
-async def serving(mock: Mock, account: str, timeouts: Timeouts) -> AsyncIterator[providers_pb2_grpc.ProvidersStub]:
-    """The Providers service over real gRPC with `timeouts`, straight to the mock."""
-    keys = MemoryKeys({"openai": key_for("openai", account)})
-    async with make_client(timeouts) as client:
-        executor = Executor(client, keys, load_vendors({"openai": mock.base_url}), timeouts)
-        server = grpc.aio.server()
-        providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersServicer(executor, timeouts.total), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield providers_pb2_grpc.ProvidersStub(channel)
-        finally:
-            await server.stop(None)
-
-
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_request_without_a_caller_deadline_still_ends_at_the_total_timeout(
     mock: Mock, account: str, stream: bool
@@ -196,7 +188,7 @@ async def test_a_request_without_a_caller_deadline_still_ends_at_the_total_timeo
     timeouts = Timeouts(connect=2.0, read=0.8, total=1.0, first_token=0.8)
     await mock.behave(model="*", ttft_ms=5000)
     request = providers_pb2.ExecuteRequest(**execute(account, OPENAI, OPENAI, OPENAI, OPENAI, stream=stream))
-    async with serving(mock, account, timeouts) as stub:
+    async with serving(mock.base_url, account, timeouts) as stub:
         started = time.monotonic()
         if stream:
             got = events([m async for m in stub.Execute(request)])
@@ -214,7 +206,7 @@ async def test_a_shorter_caller_deadline_is_the_requests_deadline(mock: Mock, ac
     # readable 504 before its deadline rather than a bare DEADLINE_EXCEEDED.
     await mock.behave(model="*", ttft_ms=5000)
     request = providers_pb2.ExecuteRequest(**execute(account, OPENAI, OPENAI))
-    async with serving(mock, account, TIMEOUTS) as stub:
+    async with serving(mock.base_url, account) as stub:
         answer = await stub.Complete(request, timeout=1.0)
     error = answer.events[-1].error
     assert (http(error).status, error.code) == (504, "timeout")
