@@ -52,28 +52,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ConsumerOptions:
-    """Where the consumer reads and how it paces itself; the defaults are production's."""
+class ConsumerOptions(PullOptions):
+    """Where the consumer reads and how it paces itself (the pull loop's options and
+    billing's own); the defaults are production's.
 
-    durable: str = "billing"
+    `linger_s`: after a fetch short of a batch, events gather this long. A fetch
+    returns as soon as one event is there, and each costs two pull requests and a
+    flush of acks: one per event under steady traffic, several times what settling
+    the event costs. So an event is settled up to this much later."""
+
     stream: str = events.USAGE_STREAM
+    # Deliveries after which an event that fails while others are recorded is dead-lettered.
+    max_deliveries: int = 5
+    durable: str = "billing"
     subject: str = "usage.v1.>"
-    batch: int = 64
-    # How long one fetch waits for messages: also the longest a stop waits for it.
-    fetch_timeout_s: float = 1.0
     # Longer than recording a batch ever takes, so a slow batch is not redelivered
     # to another replica while still in hand.
     ack_wait_s: float = 30.0
-    retry_delay_s: float = 1.0
-    # Deliveries after which an event that fails while others are recorded is dead-lettered.
-    max_deliveries: int = 5
-    # "Others are recorded": a batch was recorded within this many seconds.
-    healthy_within_s: float = 60.0
-    # After a fetch short of a batch, wait this long for events to gather. A fetch
-    # returns as soon as one event is there, and each costs two pull requests and
-    # a flush of acks: one per event under steady traffic, several times what
-    # settling the event costs. So an event is settled up to this much later.
-    linger_s: float = 0.05
 
 
 class UsageConsumer:
@@ -83,19 +78,7 @@ class UsageConsumer:
         self._js = js
         self._writer = writer
         self._options = options = options or ConsumerOptions()
-        self._loop = PullLoop(
-            self._settle,
-            PullOptions(
-                stream=options.stream,
-                batch=options.batch,
-                fetch_timeout_s=options.fetch_timeout_s,
-                linger_s=options.linger_s,
-                retry_delay_s=options.retry_delay_s,
-                max_deliveries=options.max_deliveries,
-                healthy_within_s=options.healthy_within_s,
-            ),
-            what="usage events",
-        )
+        self._loop = PullLoop(self._settle, options, what="usage events")
         self._tracer = trace.get_tracer(__name__) if telemetry.tracing_enabled() else None
 
     def stop(self) -> None:

@@ -53,25 +53,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ConsumerOptions:
-    """Where the consumer reads and how it paces itself; the defaults are production's."""
+class ConsumerOptions(PullOptions):
+    """Where the consumer reads and how it paces itself (the pull loop's options and
+    the router's own); the defaults are production's. `linger_s`: a fetch returns with
+    the first event there, at two pull requests each, which under steady traffic costs
+    more than folding the event, so events gather that long after a short fetch."""
 
     stream: str = events.USAGE_STREAM
+    batch: int = 256
+    retry_delay_s: float = 2.0
+    #: Empty fetches in a row after which the consumer's existence is checked.
+    idle_fetches_before_check: int = 10
     subject: str = "usage.v1.>"
     #: Seconds of history a fresh consumer starts with.
     replay_s: float = 300.0
     #: Events older than this (by their end time) are not folded.
     max_age_s: float = 600.0
-    batch: int = 256
-    #: How long one fetch waits: also the longest a stop waits for it.
-    fetch_timeout_s: float = 1.0
-    #: After a fetch short of a batch, wait this long for events to gather: a
-    #: fetch returns with the first event there, at two pull requests each,
-    #: which under steady traffic costs more than folding the event.
-    linger_s: float = 0.05
-    retry_delay_s: float = 2.0
-    #: Empty fetches in a row after which the consumer's existence is checked.
-    idle_fetches_before_check: int = 10
     inactive_threshold_s: float = 60.0
     client_name: str = "router"
     #: STEPBLEND_NATS_STREAM_REPLICAS, for the streams it declares.
@@ -97,18 +94,7 @@ class StatsConsumer:
         self._options = options = options or ConsumerOptions()
         self._clock = clock
         self._wall_clock = wall_clock
-        self._loop = PullLoop(
-            self._fold_batch,
-            PullOptions(
-                stream=options.stream,
-                batch=options.batch,
-                fetch_timeout_s=options.fetch_timeout_s,
-                linger_s=options.linger_s,
-                retry_delay_s=options.retry_delay_s,
-                idle_fetches_before_check=options.idle_fetches_before_check,
-            ),
-            what="usage events for routing statistics",
-        )
+        self._loop = PullLoop(self._fold_batch, options, what="usage events for routing statistics")
         self._last_sequence = 0
         self._folded = 0
         # Each fold is a span in the request's trace (its traceparent header), when tracing is on.
