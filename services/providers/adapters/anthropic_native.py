@@ -82,15 +82,21 @@ class NativeAnthropic:
         return self.base.error_details(data)
 
 
+#: Events that carry only content: forwarded unread (the bulk of a stream; the reader
+#: would only translate them into chunks nobody sends).
+_CONTENT_EVENTS = frozenset({"content_block_start", "content_block_delta", "content_block_stop", "ping"})
+
+
 class PassThrough:
-    """A `StreamTranslator` that forwards each upstream event as it came, reading it
-    with the Anthropic translator for usage, errors and the end."""
+    """A `StreamTranslator` that forwards each upstream event as it came, reading the
+    others with the Anthropic translator for usage, errors and the end."""
 
     def __init__(self, reader: EventTranslator) -> None:
         self._reader = reader
 
     def feed(self, event: SseEvent) -> list[bytes]:
-        self._reader.feed(event)  # raises for an error event, or what is not Anthropic's format
+        if event.event not in _CONTENT_EVENTS:
+            self._reader.feed(event)  # raises for an error event, or what is not Anthropic's format
         return [frame(event)]
 
     @property
