@@ -11,7 +11,9 @@ Control API (not part of any provider's):
   200 answers that status with the wire format's error body (`message` overrides its
   text); `delay_ms` waits before the response starts; `ttft_ms` waits before the
   first chunk (non-streams: before the answer); `chunk_delay_ms` waits between
-  chunks; `break_after_chunks` drops the connection after that many SSE events, or,
+  chunks; `break_after_chunks` drops the connection after that many SSE events
+  (a short pause first, so a client has read them before the drop discards
+  what it has not read), or,
   with `stream_error` (an error type such as `overloaded_error`), sends that error
   as an in-stream error event there instead and ends the stream; `content` replaces
   the echoed text; `tool_calls` is how many tool calls a tool answer makes;
@@ -52,6 +54,9 @@ MESSAGES_PATH = "/v1/messages"
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _FLAVOUR_PATH = re.compile(r"^/(?P<flavour>[a-z]+)/v1/chat/completions$")
+
+
+_SETTLE_BEFORE_DROP_MS = 200
 
 
 class BrokenStream(Exception):
@@ -294,6 +299,10 @@ async def _stream(send: Send, receive: Receive, stream: _Stream, behaviour: Beha
                 if behaviour.stream_error:
                     await send({"type": "http.response.body", "body": stream.error, "more_body": False})
                     return True
+                # A client's HTTP library raises on a dropped connection before it
+                # hands over what it buffered; give it time to read the events sent.
+                if await wait(_SETTLE_BEFORE_DROP_MS):
+                    return False
                 raise BrokenStream
             if gone.done():
                 return False
