@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from services.billing import counters, ledger
 from services.billing.models import Account, utcnow
+from services.billing.money import parse_usd
 from services.billing.months import month_key
 from services.billing.passwords import hash_password, verify_password
 from services.billing.plans import PlanBook
@@ -42,6 +43,7 @@ __all__ = [
     "create_account",
     "get_account",
     "normalize_email",
+    "set_budget",
     "set_disabled",
     "set_plan",
 ]
@@ -92,6 +94,7 @@ class AccountView:
     requests_this_month: int
     monthly_limit: int | None  # None: unlimited
     spend_this_month_usd: Decimal
+    monthly_budget_usd: Decimal | None = None  # None: no account-wide budget
 
 
 def normalize_email(email: str) -> str:
@@ -187,6 +190,31 @@ def set_disabled(
     return _view(session, plans, account, now or utcnow())
 
 
+def set_budget(
+    session: Session, plans: PlanBook, *, account_id: str, budget_usd: str, now: datetime | None = None
+) -> AccountView:
+    """Set (a decimal string) or clear ("") the account-wide monthly budget, and commit.
+
+    Admission reads it on every request, so it holds from the next one; requests
+    in flight already hold their worst case of the month's spend.
+    """
+    account = _lookup(session, account_id, "")
+    account.monthly_budget_usd = parse_budget(budget_usd)
+    session.add(account)
+    session.commit()
+    return _view(session, plans, account, now or utcnow())
+
+
+def parse_budget(text: str) -> Decimal | None:
+    """A budget in USD from its decimal string; None for ""; InvalidAccountRequest otherwise."""
+    if not text.strip():
+        return None
+    try:
+        return parse_usd(text)
+    except ValueError as exc:
+        raise InvalidAccountRequest(f"monthly_budget_usd: {exc}") from None
+
+
 def authenticate(
     session: Session, plans: PlanBook, *, email: str, password: str, now: datetime | None = None
 ) -> AccountView:
@@ -229,7 +257,7 @@ def _view(session: Session, plans: PlanBook, account: Account, now: datetime) ->
     # client that got three answers sees three even before their usage events are
     # settled. The spend is summed from the ledger, which settlement writes in the
     # same transaction as the counter.
-    counts = counters.read(session.connection(), account.account_id, month)
+    counts = counters.read(session.connection(), counters.ACCOUNTS, account.account_id, month)
     spend = ledger.month_usage(session, account.account_id, month).spend_usd
     return AccountView(
         account_id=account.account_id,
@@ -239,4 +267,5 @@ def _view(session: Session, plans: PlanBook, account: Account, now: datetime) ->
         requests_this_month=counts.used + counts.reserved,
         monthly_limit=plans.plan_of(account.plan).monthly_limit,
         spend_this_month_usd=spend,
+        monthly_budget_usd=account.monthly_budget_usd,
     )

@@ -1,4 +1,5 @@
-"""Admission: reserve one request of the account's month, exactly, across replicas.
+"""Admission: reserve one request of the account's month (and of its API key's),
+and its worst-case cost of their budgets, exactly, across replicas.
 
 A request's reservation moves through these states (rows of `reservations`):
 
@@ -12,7 +13,20 @@ second Admit of the same request finds it and reserves nothing more), then one
 conditional UPDATE of the month's counter — `reserved + 1 WHERE used + reserved
 < limit` — which the database evaluates on the locked row, so the last slot goes
 to exactly one caller however many replicas ask at once. A refusal deletes the
-reservation again, so a later Admit of the same request id is asked afresh.
+reservation again (and undoes the account's counter when the key's refused), so
+a later Admit of the same request id is asked afresh.
+
+Budgets (SPEC.md §7) ride on the same UPDATEs: the reservation holds `amount`,
+the largest worst-case cost among the routed candidates that fit what is left of
+the account's and the key's budgets, under the condition `spent + reserved_usd +
+amount <= budget`; settlement swaps it for the actual cost. Candidates whose
+worst case does not fit are reported (`fits`), and the gateway never tries them,
+so no request can spend more than it reserved. With no budget the amount is
+still held, so a budget set mid-month bounds the requests already in flight.
+
+A key's `rpm` counts its reservations of the last 60 s. The key's row is locked
+first (FOR UPDATE on PostgreSQL; SQLite's writer holds the database), so two
+replicas cannot both see room for the last request of the minute.
 
 Unlimited plans (enterprise) reserve the same way without the condition, so
 that settlement is the same for every plan and the month's count is known.
@@ -24,21 +38,29 @@ arrives (SPEC.md §3).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from services.billing import counters
+from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import execute, insert_if_absent
-from services.billing.models import Account, Reservation, ReservationState
+from services.billing.models import Account, ApiKey, Reservation, ReservationState
+from services.billing.money import from_column
 from services.billing.months import month_key
 from services.billing.plans import Plan, PlanBook
 
 __all__ = [
     "ACCOUNT_DISABLED",
     "ACCOUNT_NOT_FOUND",
+    "BUDGET_EXCEEDED",
+    "KEY_LIMIT_EXCEEDED",
+    "KEY_REVOKED",
     "PLAN_LIMIT_EXCEEDED",
+    "RATE_LIMIT_EXCEEDED",
     "Admission",
     "InvalidAdmission",
     "admit",
@@ -48,11 +70,41 @@ __all__ = [
 PLAN_LIMIT_EXCEEDED = "plan_limit_exceeded"
 ACCOUNT_DISABLED = "account_disabled"
 ACCOUNT_NOT_FOUND = "account_not_found"
+KEY_REVOKED = "key_revoked"  # unknown, revoked or expired, or another account's
+KEY_LIMIT_EXCEEDED = "key_limit_exceeded"
+BUDGET_EXCEEDED = "budget_exceeded"
+RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
 _MAX_ID = 128  # the ledger's request_id column
+_MINUTE = timedelta(seconds=60)
+_LAST_USED_EVERY = timedelta(seconds=60)  # how stale a key's last_used may get
 
 _accounts = Account.__table__.c  # type: ignore[attr-defined]
+_keys = ApiKey.__table__  # type: ignore[attr-defined]
 _reservations = Reservation.__table__  # type: ignore[attr-defined]
-_ACCOUNT = select(_accounts.plan, _accounts.disabled).where(_accounts.account_id == bindparam("account_id"))
+_ACCOUNT = select(_accounts.plan, _accounts.disabled, _accounts.monthly_budget_usd).where(
+    _accounts.account_id == bindparam("account_id")
+)
+_KEY_COLUMNS = (
+    _keys.c.account_id,
+    _keys.c.revoked_at,
+    _keys.c.expires_at,
+    _keys.c.monthly_request_limit,
+    _keys.c.monthly_budget_usd,
+    _keys.c.rpm,
+)
+_KEY = select(*_KEY_COLUMNS).where(_keys.c.key_id == bindparam("key_id"))
+_KEY_LOCKED = _KEY.with_for_update()
+_TOUCH_KEY = (
+    update(_keys)
+    .where(
+        _keys.c.key_id == bindparam("b_key_id"),
+        (_keys.c.last_used_at.is_(None)) | (_keys.c.last_used_at < bindparam("b_stale")),
+    )
+    .values(last_used_at=bindparam("b_now"))
+)
+_LAST_MINUTE = select(func.count(), func.min(_reservations.c.created_at)).where(
+    _reservations.c.api_key_id == bindparam("key_id"), _reservations.c.created_at > bindparam("since")
+)
 _RESERVATION = select(_reservations.c.account_id, _reservations.c.month).where(
     _reservations.c.request_id == bindparam("request_id")
 )
@@ -73,6 +125,19 @@ class Admission:
     remaining: int  # requests left in the month after this one; 0 when refused or unlimited
     reason: str  # "" when allowed, else one of the reasons above
     month: str  # "YYYY-MM": the month the request counts in
+    # Per candidate worst case asked about: whether it fits the budgets.
+    fits: tuple[bool, ...] = ()
+    retry_after_s: int = 0  # for rate_limit_exceeded
+    budget_owner: str = ""  # for budget_exceeded: "key" or "account"
+    budget_left_usd: Decimal | None = None  # for budget_exceeded
+
+
+@dataclass(frozen=True)
+class _Key:
+    key_id: str
+    limit: int | None
+    budget: Decimal | None
+    rpm: int | None
 
 
 def check(account_id: str, request_id: str) -> None:
@@ -84,9 +149,18 @@ def check(account_id: str, request_id: str) -> None:
 
 
 def admit(
-    connection: Connection, plans: PlanBook, *, account_id: str, request_id: str, now: datetime, ttl: timedelta
+    connection: Connection,
+    plans: PlanBook,
+    *,
+    account_id: str,
+    request_id: str,
+    now: datetime,
+    ttl: timedelta,
+    api_key_id: str = "",
+    worst_costs: tuple[Decimal, ...] = (),
 ) -> Admission:
-    """Reserve one request of `account_id`'s month for `request_id`, or refuse.
+    """Reserve one request of `account_id`'s month (and of `api_key_id`'s) for
+    `request_id`, with the largest of `worst_costs` that fits the budgets, or refuse.
 
     Runs in the caller's transaction (a `Writer` unit of work, or one begun on a
     `db.write_options` engine), which commits it: the whole of it is safe to repeat.
@@ -96,10 +170,22 @@ def admit(
     account = execute(connection, _ACCOUNT, {"account_id": account_id}).fetchone()
     if account is None:
         return Admission(False, "", None, 0, ACCOUNT_NOT_FOUND, month)
-    plan_name, disabled = account
-    plan = plans.plan_of(plan_name)
-    if disabled:
+    plan = plans.plan_of(account[0])
+    if account[1]:
         return Admission(False, plan.name, plan.monthly_limit, 0, ACCOUNT_DISABLED, month)
+    refuse = _Refusal(plan, month)
+    key = _key(connection, account_id, api_key_id, now) if api_key_id else None
+    if api_key_id and key is None:
+        return refuse(KEY_REVOKED)
+    account_budget = from_column(connection, account[2])
+
+    # What is left of each budget, and which candidates' worst cases fit it.
+    lefts = [(account_budget, counters.read(connection, ACCOUNTS, account_id, month), "account")]
+    if key is not None:
+        lefts.append((key.budget, counters.read(connection, KEYS, key.key_id, month), "key"))
+    left, owner = _least_left(lefts)
+    fits = tuple(left is None or cost <= left for cost in worst_costs)
+    amount = max((cost for cost, fit in zip(worst_costs, fits, strict=True) if fit), default=Decimal(0))
 
     claimed = insert_if_absent(
         connection,
@@ -111,26 +197,118 @@ def admit(
             "state": ReservationState.RESERVED,
             "created_at": now,
             "expires_at": now + ttl,
+            "api_key_id": key.key_id if key else None,
+            "reserved_usd": amount,
         },
     )
     if not claimed:
-        return _readmitted(connection, plan, request_id)
-    counts = counters.try_reserve(connection, account_id, month, plan.monthly_limit)
+        return _readmitted(connection, plan, request_id, len(worst_costs))
+    if key is not None and key.rpm is not None:
+        wait = _minute_full(connection, key, now)
+        if wait:
+            execute(connection, _UNRESERVE, {"request_id": request_id})
+            return refuse(RATE_LIMIT_EXCEEDED, retry_after_s=wait)
+    if worst_costs and not any(fits):
+        execute(connection, _UNRESERVE, {"request_id": request_id})
+        return refuse(BUDGET_EXCEEDED, owner=owner, left=left)
+
+    counts = counters.try_reserve(
+        connection, ACCOUNTS, account_id, month, limit=plan.monthly_limit, amount=amount, budget=account_budget
+    )
     if counts is None:
         execute(connection, _UNRESERVE, {"request_id": request_id})
-        return Admission(False, plan.name, plan.monthly_limit, 0, PLAN_LIMIT_EXCEEDED, month)
-    return Admission(True, plan.name, plan.monthly_limit, _remaining(plan, counts), "", month)
+        taken = counters.read(connection, ACCOUNTS, account_id, month)
+        if plan.monthly_limit is not None and taken.taken >= plan.monthly_limit:
+            return refuse(PLAN_LIMIT_EXCEEDED)
+        return refuse(BUDGET_EXCEEDED, owner="account", left=_left(account_budget, taken))
+    if key is not None:
+        keyed = counters.try_reserve(
+            connection, KEYS, key.key_id, month, limit=key.limit, amount=amount, budget=key.budget
+        )
+        if keyed is None:
+            counters.adjust(connection, ACCOUNTS, account_id, month, reserved=-1, freed_usd=amount)
+            execute(connection, _UNRESERVE, {"request_id": request_id})
+            taken = counters.read(connection, KEYS, key.key_id, month)
+            if key.limit is not None and taken.taken >= key.limit:
+                return refuse(KEY_LIMIT_EXCEEDED)
+            return refuse(BUDGET_EXCEEDED, owner="key", left=_left(key.budget, taken))
+        execute(connection, _TOUCH_KEY, {"b_key_id": key.key_id, "b_stale": now - _LAST_USED_EVERY, "b_now": now})
+    return Admission(True, plan.name, plan.monthly_limit, _remaining(plan, counts), "", month, fits)
 
 
-def _readmitted(connection: Connection, plan: Plan, request_id: str) -> Admission:
+@dataclass(frozen=True)
+class _Refusal:
+    plan: Plan
+    month: str
+
+    def __call__(
+        self, reason: str, *, retry_after_s: int = 0, owner: str = "", left: Decimal | None = None
+    ) -> Admission:
+        plan = self.plan
+        return Admission(False, plan.name, plan.monthly_limit, 0, reason, self.month, (), retry_after_s, owner, left)
+
+
+def _key(connection: Connection, account_id: str, key_id: str, now: datetime) -> _Key | None:
+    """The key, locked for this transaction; None unless it is this account's, live and unrevoked."""
+    statement = _KEY_LOCKED if connection.dialect.name == "postgresql" else _KEY
+    row = execute(connection, statement, {"key_id": key_id}).fetchone()
+    if row is None or row[0] != account_id or row[1] is not None:
+        return None
+    expires_at = _moment(connection, row[2])
+    if expires_at is not None and expires_at <= now:
+        return None
+    limit, budget, rpm = row[3], from_column(connection, row[4]), row[5]
+    return _Key(key_id, None if limit is None else int(limit), budget, None if rpm is None else int(rpm))
+
+
+def _minute_full(connection: Connection, key: _Key, now: datetime) -> int:
+    """0 when the key's rolling minute has room for this request (already reserved,
+    so it counts itself), else the seconds until it has."""
+    assert key.rpm is not None
+    count, oldest = execute(connection, _LAST_MINUTE, {"key_id": key.key_id, "since": now - _MINUTE}).fetchone()
+    if int(count) <= key.rpm:
+        return 0
+    oldest_at = _moment(connection, oldest) or now
+    return max(1, math.ceil((oldest_at + _MINUTE - now).total_seconds()))
+
+
+def _least_left(
+    lefts: list[tuple[Decimal | None, counters.Counts, str]],
+) -> tuple[Decimal | None, str]:
+    """The smaller of what the budgets leave, and whose it is; None when there is no budget."""
+    best: tuple[Decimal | None, str] = (None, "")
+    for budget, counts, owner in lefts:
+        left = _left(budget, counts)
+        if left is not None and (best[0] is None or left < best[0]):
+            best = (left, owner)
+    return best
+
+
+def _left(budget: Decimal | None, counts: counters.Counts) -> Decimal | None:
+    return None if budget is None else max(budget - counts.committed_usd, Decimal(0))
+
+
+def _moment(connection: Connection, value: object) -> datetime | None:
+    """A timestamp column's value as `execute` hands it back (text on SQLite), in UTC."""
+    if value is None:
+        return None
+    column_type = _reservations.c.created_at.type.dialect_impl(connection.dialect)
+    processor = column_type.result_processor(connection.dialect, None)
+    result = processor(value) if processor is not None else value
+    assert isinstance(result, datetime)
+    return result if result.tzinfo is not None else result.replace(tzinfo=UTC)
+
+
+def _readmitted(connection: Connection, plan: Plan, request_id: str, candidates: int) -> Admission:
     # The same request admitted before (a retried call): answer as then, in the
     # month it was admitted in, whatever has become of its reservation since.
     existing = execute(connection, _RESERVATION, {"request_id": request_id}).fetchone()
     if existing is None:
         raise AssertionError("a conflicting reservation vanished inside the transaction")
     account_id, month = existing
-    counts = counters.read(connection, account_id, month)
-    return Admission(True, plan.name, plan.monthly_limit, _remaining(plan, counts), "", month)
+    counts = counters.read(connection, ACCOUNTS, account_id, month)
+    remaining = _remaining(plan, counts)
+    return Admission(True, plan.name, plan.monthly_limit, remaining, "", month, (True,) * candidates)
 
 
 def _remaining(plan: Plan, counts: counters.Counts) -> int:

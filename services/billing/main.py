@@ -19,6 +19,8 @@ from sqlalchemy import Engine
 
 from services.billing.consumer import UsageConsumer
 from services.billing.db import database_url, make_engine
+from services.billing.keys_servicer import SERVICE_NAME as KEYS_SERVICE_NAME
+from services.billing.keys_servicer import ApiKeysServicer
 from services.billing.migrate import upgrade
 from services.billing.months import Clock
 from services.billing.notify import JetStreamAccountEvents
@@ -69,10 +71,15 @@ async def serve(settings: Settings, *, options: BillingOptions | None = None, cl
             server = make_server(settings.internal_token, caller_tokens=settings.caller_tokens)
             servicer = BillingServicer(engine, writer, plans, JetStreamAccountEvents(js), options=options, clock=clock)
             billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
+            billing_pb2_grpc.add_ApiKeysServicer_to_server(ApiKeysServicer(servicer), server)
             health: health_aio.HealthServicer | None = None
             try:
                 port, health = await start_server(
-                    server, f"{settings.host}:{settings.port}", [SERVICE_NAME], tls, settings.health_address
+                    server,
+                    f"{settings.host}:{settings.port}",
+                    [SERVICE_NAME, KEYS_SERVICE_NAME],
+                    tls,
+                    settings.health_address,
                 )
                 log.info("billing serving on %s:%d, plans: %s", settings.host, port, ", ".join(plans.plans))
                 # shield: cancelling serve must not cancel the consumer mid-batch;

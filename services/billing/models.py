@@ -13,6 +13,12 @@ How the tables relate (the admission state machine is described once, in
   replicas.
 - `reservations`: one row per admitted request, keyed by request id, so that
   admitting twice reserves once and a usage event knows which month to settle.
+- `api_keys`: an account's API keys (SPEC.md §7), by the keyed hash of the key
+  (the gateway holds the pepper; the key itself is never here), with the key's
+  limits; `key_month_counters` are the month counters of each key, as
+  `month_counters` are the account's. Both counters also hold the month's spend
+  and the worst-case cost reserved by requests in flight, which is what makes a
+  budget a bound.
 - `ledger_entries`: one row per request's usage event, keyed by request id,
   which makes settlement idempotent. `month` (the month the request counts in)
   and `counted` (a provider answered) are stored so a month's totals are one
@@ -33,7 +39,9 @@ from services.billing.money import Money
 __all__ = [
     "TABLES",
     "Account",
+    "ApiKey",
     "AuthAttempt",
+    "KeyMonthCounter",
     "LedgerEntry",
     "MonthCounter",
     "Reservation",
@@ -42,7 +50,15 @@ __all__ = [
 ]
 
 # Billing's tables, the ones its migrations own.
-TABLES = ("accounts", "month_counters", "reservations", "ledger_entries", "auth_attempts")
+TABLES = (
+    "accounts",
+    "month_counters",
+    "reservations",
+    "ledger_entries",
+    "auth_attempts",
+    "api_keys",
+    "key_month_counters",
+)
 
 
 def utcnow() -> datetime:
@@ -63,6 +79,8 @@ class Account(SQLModel, table=True):
     password_hash: str | None = Field(default=None, max_length=255)
     disabled: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    # The account-wide monthly budget in USD; None: none.
+    monthly_budget_usd: Decimal | None = Field(default=None, sa_type=Money)
 
 
 class MonthCounter(SQLModel, table=True):
@@ -75,6 +93,45 @@ class MonthCounter(SQLModel, table=True):
     # BIGINT: an unlimited plan's month has no bound.
     used: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     reserved: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # What the counted requests cost (actual, else estimated), and the worst cases
+    # reserved by those in flight: a budget holds `spent_usd + reserved_usd <= budget`.
+    spent_usd: Decimal = Field(default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0)))
+    reserved_usd: Decimal = Field(default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0)))
+
+
+class KeyMonthCounter(SQLModel, table=True):
+    """An API key's requests and spend in one UTC month, as `MonthCounter` for its account."""
+
+    __tablename__ = "key_month_counters"
+
+    key_id: str = Field(primary_key=True, max_length=64)
+    month: str = Field(primary_key=True, max_length=7)
+    used: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    reserved: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    spent_usd: Decimal = Field(default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0)))
+    reserved_usd: Decimal = Field(default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0)))
+
+
+class ApiKey(SQLModel, table=True):
+    """An application's API key: its keyed hash, its limits, and whether it is revoked."""
+
+    __tablename__ = "api_keys"
+
+    key_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(max_length=36, index=True)
+    name: str = Field(max_length=100)
+    # HMAC-SHA256 of the key under the gateway's pepper, hex: how a presented key is found.
+    digest: str = Field(max_length=64, unique=True, index=True)
+    hint: str = Field(max_length=16)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    monthly_request_limit: int | None = Field(default=None, sa_type=BigInteger)
+    monthly_budget_usd: Decimal | None = Field(default=None, sa_type=Money)
+    rpm: int | None = Field(default=None)
+    # Model ids and strategy names, comma-separated; "" allows any.
+    allowed_models: str = Field(default="")
 
 
 class ReservationState:
@@ -87,11 +144,15 @@ class ReservationState:
 
 
 class Reservation(SQLModel, table=True):
-    """One admitted request: which account and month it holds a slot of, until when."""
+    """One admitted request: which account (and key) and month it holds a slot of, until when."""
 
     __tablename__ = "reservations"
     # Serves the reaper's scan for reservations past their expiry.
-    __table_args__ = (Index("ix_reservations_state_expires", "state", "expires_at"),)
+    # The first serves the reaper's scan; the second a key's rolling-minute count (rpm).
+    __table_args__ = (
+        Index("ix_reservations_state_expires", "state", "expires_at"),
+        Index("ix_reservations_key_created", "api_key_id", "created_at"),
+    )
 
     request_id: str = Field(primary_key=True, max_length=128)
     account_id: str = Field(max_length=64)
@@ -100,6 +161,9 @@ class Reservation(SQLModel, table=True):
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
     settled_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # The API key it came with (None: a JWT), and the worst case it holds of the budgets.
+    api_key_id: str | None = Field(default=None, max_length=64)
+    reserved_usd: Decimal = Field(default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0)))
 
 
 class LedgerEntry(SQLModel, table=True):
@@ -135,6 +199,8 @@ class LedgerEntry(SQLModel, table=True):
     dialect: str = Field(default="openai_chat", max_length=32, sa_column_kwargs={"server_default": "openai_chat"})
     # Whether it streamed; None for rows from before it was recorded.
     stream: bool | None = Field(default=None)
+    # The API key it came with; None for a JWT.
+    api_key_id: str | None = Field(default=None, max_length=64)
     admitted_at: datetime = Field(sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 

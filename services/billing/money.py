@@ -15,13 +15,13 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import BigInteger, Numeric, func, type_coerce
+from sqlalchemy import BigInteger, Connection, Numeric, func, type_coerce
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["MAX_USD", "PLACES", "Money", "parse_usd", "sum_usd"]
+__all__ = ["MAX_USD", "PLACES", "Money", "from_column", "parse_usd", "sum_usd"]
 
 PLACES = 12
 _QUANTUM = Decimal(1).scaleb(-PLACES)
@@ -77,3 +77,8 @@ class Money(TypeDecorator[Decimal]):
 def sum_usd(expression: ColumnElement[Any] | Mapped[Any]) -> ColumnElement[Decimal]:
     """SUM of a Money expression, read back as an exact `Decimal` (0 over no rows)."""
     return type_coerce(func.coalesce(func.sum(expression), 0), Money())
+
+
+def from_column(connection: Connection, value: Any) -> Decimal | None:
+    """A Money column's value as a raw driver row holds it (`db.execute`), as `Decimal`."""
+    return Money().process_result_value(value, connection.dialect)

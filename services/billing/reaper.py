@@ -3,7 +3,8 @@
 A gateway that crashes between Admit and publishing its usage event leaves a
 reservation behind. Once its `expires_at` has passed (the TTL is longer than the
 longest request may run) the reaper moves it to `expired` and gives its slot
-back (reserved −1). Every replica runs one; the conditional UPDATE on the
+back (reserved −1, and the worst case it held of the budgets, on the account's
+and its key's counters). Every replica runs one; the conditional UPDATE on the
 reservation's state lets exactly one of them — or the late event's settlement —
 free each slot. One transaction per reservation keeps locks short and ordered:
 expiries are rare, a crashed gateway's handful at a time.
@@ -22,6 +23,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from services.billing import counters
+from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import retrying, write_session
 from services.billing.models import Reservation, ReservationState, utcnow
 from services.billing.months import Clock, moment
@@ -60,16 +62,25 @@ def _expire(engine: Engine, request_id: str, now: datetime) -> int:
                 col(Reservation.expires_at) < now,
             )
             .values(state=ReservationState.EXPIRED, settled_at=utcnow())
-            .returning(col(Reservation.account_id), col(Reservation.month))
+            .returning(
+                col(Reservation.account_id),
+                col(Reservation.month),
+                col(Reservation.api_key_id),
+                col(Reservation.reserved_usd),
+            )
         ).first()
         if row is None:  # settled or expired meanwhile by someone else
             session.rollback()
             return 0
-        counters.adjust(session.connection(), row[0], row[1], reserved=-1)
+        account_id, month, key_id, held = row
+        connection = session.connection()
+        counters.adjust(connection, ACCOUNTS, account_id, month, reserved=-1, freed_usd=held)
+        if key_id:
+            counters.adjust(connection, KEYS, key_id, month, reserved=-1, freed_usd=held)
         session.commit()
         log.warning(
             "reservation expired without a usage event; its slot is free again",
-            extra={"request_id": request_id, "account_id": row[0]},
+            extra={"request_id": request_id, "account_id": account_id},
         )
         return 1
 

@@ -42,6 +42,7 @@ from sqlmodel import Session
 
 from services.billing import accounts, admission, auth_limits, usage
 from services.billing.db import retrying, write_session
+from services.billing.money import parse_usd
 from services.billing.months import Clock, moment, month_key, month_start
 from services.billing.notify import AccountEvents
 from services.billing.options import BillingOptions
@@ -95,6 +96,10 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self._hashing_queue = 0
         self._hashing_limit = threads * _HASHES_QUEUED_PER_THREAD
 
+    @property
+    def plans(self) -> PlanBook:
+        return self._plans
+
     async def CreateAccount(
         self, request: billing_pb2.CreateAccountRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.CreateAccountResponse:
@@ -105,8 +110,8 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
 
         if request.password:
             await self._charge_sign_in(context, request.client_address, request.email)
-        view = await self._call(context, create, write=True, hashing=bool(request.password))
-        return billing_pb2.CreateAccountResponse(account=_render(view))
+        view = await self.call(context, create, write=True, hashing=bool(request.password))
+        return billing_pb2.CreateAccountResponse(account=render(view))
 
     async def GetAccount(
         self, request: billing_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
@@ -114,22 +119,22 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         account_id, email = _key(request)
 
         def get(session: Session) -> accounts.AccountView:
-            return accounts.get_account(session, self._plans, account_id=account_id, email=email, now=self._now())
+            return accounts.get_account(session, self._plans, account_id=account_id, email=email, now=self.now())
 
-        view = await self._call(context, get)
-        return billing_pb2.GetAccountResponse(account=_render(view))
+        view = await self.call(context, get)
+        return billing_pb2.GetAccountResponse(account=render(view))
 
     async def VerifyPassword(
         self, request: billing_pb2.VerifyPasswordRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.VerifyPasswordResponse:
         def verify(session: Session) -> accounts.AccountView:
             return accounts.authenticate(
-                session, self._plans, email=request.email, password=request.password, now=self._now()
+                session, self._plans, email=request.email, password=request.password, now=self.now()
             )
 
         await self._charge_sign_in(context, request.client_address, request.email)
-        view = await self._call(context, verify, hashing=True)
-        return billing_pb2.VerifyPasswordResponse(account=_render(view))
+        view = await self.call(context, verify, hashing=True)
+        return billing_pb2.VerifyPasswordResponse(account=render(view))
 
     async def SetPlan(
         self, request: billing_pb2.SetPlanRequest, context: grpc.aio.ServicerContext
@@ -138,12 +143,12 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
 
         def set_plan(session: Session) -> accounts.AccountView:
             return accounts.set_plan(
-                session, self._plans, account_id=account_id, email=email, plan=request.plan, now=self._now()
+                session, self._plans, account_id=account_id, email=email, plan=request.plan, now=self.now()
             )
 
-        view = await self._call(context, set_plan, write=True)
-        await self._announce(context, view.account_id)
-        return billing_pb2.SetPlanResponse(account=_render(view))
+        view = await self.call(context, set_plan, write=True)
+        await self.announce(context, view.account_id)
+        return billing_pb2.SetPlanResponse(account=render(view))
 
     async def SetDisabled(
         self, request: billing_pb2.SetDisabledRequest, context: grpc.aio.ServicerContext
@@ -152,12 +157,12 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
 
         def set_disabled(session: Session) -> accounts.AccountView:
             return accounts.set_disabled(
-                session, self._plans, account_id=account_id, email=email, disabled=request.disabled, now=self._now()
+                session, self._plans, account_id=account_id, email=email, disabled=request.disabled, now=self.now()
             )
 
-        view = await self._call(context, set_disabled, write=True)
-        await self._announce(context, view.account_id)
-        return billing_pb2.SetDisabledResponse(account=_render(view))
+        view = await self.call(context, set_disabled, write=True)
+        await self.announce(context, view.account_id)
+        return billing_pb2.SetDisabledResponse(account=render(view))
 
     async def Admit(
         self, request: billing_pb2.AdmitRequest, context: grpc.aio.ServicerContext
@@ -166,15 +171,27 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         try:
             admission.check(account_id, request_id)
         except admission.InvalidAdmission as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        now, ttl = self._now(), self._options.reservation_ttl
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            worst = tuple(parse_usd(cost) for cost in request.worst_cost_usd)
+        except ValueError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"worst_cost_usd: {exc}")
+        now, ttl, key_id = self.now(), self._options.reservation_ttl, request.api_key_id
 
         def admit(connection: Connection) -> admission.Admission:
             return admission.admit(
-                connection, self._plans, account_id=account_id, request_id=request_id, now=now, ttl=ttl
+                connection,
+                self._plans,
+                account_id=account_id,
+                request_id=request_id,
+                now=now,
+                ttl=ttl,
+                api_key_id=key_id,
+                worst_costs=worst,
             )
 
         answer = await self._writer.run(admit)
+        left = answer.budget_left_usd
         return billing_pb2.AdmitResponse(
             allowed=answer.allowed,
             plan=answer.plan,
@@ -182,12 +199,16 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             remaining=answer.remaining,
             reason=answer.reason,
             month_start=month_start(answer.month),
+            fits=answer.fits,
+            retry_after_s=answer.retry_after_s,
+            budget_owner=answer.budget_owner,
+            budget_left_usd="" if left is None else usd(left),
         )
 
     async def ListUsage(
         self, request: billing_pb2.ListUsageRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.ListUsageResponse:
-        now = self._now()
+        now = self.now()
         month = month_key(now)
         limit = request.limit or usage.DEFAULT_LIMIT
 
@@ -195,19 +216,19 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             view = accounts.get_account(session, self._plans, account_id=request.account_id, now=now)
             return (
                 view,
-                usage.recent_requests(session, view.account_id, month, limit),
+                usage.recent_requests(session, view.account_id, month, limit, request.api_key_id),
                 usage.daily_counts(session, view.account_id, now),
             )
 
-        view, rows, days = await self._call(context, read)
+        view, rows, days = await self.call(context, read)
         return billing_pb2.ListUsageResponse(
-            account=_render(view),
+            account=render(view),
             requests=[_render_usage(row) for row in rows],
             daily=[billing_pb2.DailyUsage(date=d.day.isoformat(), requests=d.requests) for d in days],
             month=month,
         )
 
-    def _now(self) -> datetime:
+    def now(self) -> datetime:
         return moment(self._clock())
 
     async def _charge_sign_in(self, context: grpc.aio.ServicerContext, address: str, email: str) -> None:
@@ -221,12 +242,12 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             session.commit()
             return retry_after
 
-        retry_after = await self._call(context, charge, write=True)
+        retry_after = await self.call(context, charge, write=True)
         if retry_after:
             context.set_trailing_metadata((("retry-after", str(retry_after)),))
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-in attempts; retry later")
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-in attempts; retry later")
 
-    async def _call(
+    async def call(
         self,
         context: grpc.aio.ServicerContext,
         work: Callable[[Session], T],
@@ -243,21 +264,21 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
                 return await asyncio.to_thread(retrying, attempt)
             if self._hashing_queue >= self._hashing_limit:
                 context.set_trailing_metadata((("retry-after", "1"),))
-                await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-ins at once; retry shortly")
+                await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many sign-ins at once; retry shortly")
             self._hashing_queue += 1
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._hashing, retrying, attempt)
             finally:
                 self._hashing_queue -= 1
         except _ERRORS as exc:
-            await _abort(context, _STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+            await abort(context, _STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
 
-    async def _announce(self, context: grpc.aio.ServicerContext, account_id: str) -> None:
+    async def announce(self, context: grpc.aio.ServicerContext, account_id: str) -> None:
         try:
             await self._events.changed(account_id)
         except Exception:
             log.warning("announcing an account change failed", exc_info=True, extra={"account_id": account_id})
-            await _abort(
+            await abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
                 "the change is saved, but the gateways could not be told (NATS); call again to announce it",
@@ -271,12 +292,12 @@ def _key(
     return (request.account_id if key == "account_id" else "", request.email if key == "email" else "")
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
 
 
-def _render(view: accounts.AccountView) -> billing_pb2.Account:
+def render(view: accounts.AccountView) -> billing_pb2.Account:
     return billing_pb2.Account(
         account_id=view.account_id,
         email=view.email,
@@ -284,7 +305,8 @@ def _render(view: accounts.AccountView) -> billing_pb2.Account:
         disabled=view.disabled,
         requests_this_month=view.requests_this_month,
         monthly_limit=view.monthly_limit or 0,
-        spend_this_month_usd=_usd(view.spend_this_month_usd),
+        spend_this_month_usd=usd(view.spend_this_month_usd),
+        monthly_budget_usd="" if view.monthly_budget_usd is None else usd(view.monthly_budget_usd),
     )
 
 
@@ -296,16 +318,17 @@ def _render_usage(row: usage.UsageRow) -> billing_pb2.UsageRecord:
         provider=row.provider,
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
-        cost_usd=_usd(row.cost_usd),
+        cost_usd=usd(row.cost_usd),
         latency_ms=row.latency_ms,
         outcome=row.outcome,
         counted=row.counted,
         error_code=row.error_code,
         dialect=row.dialect,
         stream=row.stream,
+        api_key_id=row.api_key_id or "",
     )
 
 
-def _usd(amount: Decimal) -> str:
+def usd(amount: Decimal) -> str:
     # Plain notation without trailing zeros: "0.000042", "12.5", "0" (never "4.2E-5").
     return format(amount.normalize(), "f")

@@ -12,11 +12,13 @@ caller's transaction (the consumer settles a fetched batch in one):
    idempotency key of everything below, and on PostgreSQL a concurrent
    duplicate waits on it and then finds the row.
 3. The reservation, if any, leaves `reserved` (a conditional UPDATE, so the
-   reaper and settlement never both free one slot):
-   - counted  → used +1, reserved −1;
-   - released → reserved −1.
+   reaper and settlement never both free one slot), on the account's month
+   counter and, for a request that came with an API key, on the key's:
+   - counted  → used +1, reserved −1, spent + its cost, its worst case freed;
+   - released → reserved −1, its worst case freed.
    An `expired` reservation (the reaper freed its slot) or none at all: a
-   request a provider answered still counts, used +1. A reservation expires only
+   request a provider answered still counts, used +1 and spent + its cost.
+   Its cost is the actual cost, or the estimate where no usage was reported. A reservation expires only
    after STEPBLEND_RESERVATION_TTL_SECONDS, longer than any request runs, so a
    late event means the gateway's outbox held it through a NATS outage; its
    slot may meanwhile have been given to another request, and the month can end
@@ -26,20 +28,23 @@ caller's transaction (the consumer settles a fetched batch in one):
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
 from services.billing import counters
+from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import execute, insert_if_absent
 from services.billing.models import LedgerEntry, Reservation, ReservationState, utcnow
+from services.billing.money import from_column
 
 __all__ = ["settle"]
 
 _reservations = Reservation.__table__  # type: ignore[attr-defined]
 _r = _reservations.c
 _this_request = _r.request_id == bindparam("b_request_id")
-_RESERVATION = select(_r.account_id, _r.month).where(_this_request)
+_RESERVATION = select(_r.account_id, _r.month, _r.api_key_id, _r.reserved_usd).where(_this_request)
 _LEAVE_RESERVED = (
     update(_reservations)
     .where(_this_request, _r.state == ReservationState.RESERVED)
@@ -61,26 +66,40 @@ def settle(connection: Connection, entry: dict[str, Any]) -> bool:
     request_id = entry["request_id"]
     reservation = execute(connection, _RESERVATION, {"b_request_id": request_id}).fetchone()
     if reservation is not None:
-        # The month and account the request was admitted under are the ones it
+        # The month, account and key the request was admitted under are the ones it
         # counts in, whatever the gateway's clock said in admitted_at.
-        entry = {**entry, "month": reservation[1]}
+        entry = {**entry, "month": reservation[1], "api_key_id": reservation[2]}
     if not insert_if_absent(connection, LedgerEntry, entry):
         return False
 
     counted = bool(entry["counted"])
+    cost = _cost(entry) if counted else Decimal(0)
     if reservation is None:
         if counted:
-            counters.adjust(connection, entry["account_id"], entry["month"], used=1)
+            _move(connection, entry["account_id"], entry.get("api_key_id"), entry["month"], used=1, spent_usd=cost)
         return True
-    account_id, month = reservation
+    account_id, month, key_id = reservation[0], reservation[1], reservation[2]
+    held = from_column(connection, reservation[3]) or Decimal(0)
     if _leave_reserved(connection, request_id, counted):
-        counters.adjust(connection, account_id, month, used=int(counted), reserved=-1)
+        _move(connection, account_id, key_id, month, used=int(counted), reserved=-1, spent_usd=cost, freed_usd=held)
     elif counted:
         # Expired before its event came: the slot was freed, the request still counts.
         values = {"b_request_id": request_id, "b_state": ReservationState.COUNTED, "b_settled_at": utcnow()}
         execute(connection, _SET_STATE, values)
-        counters.adjust(connection, account_id, month, used=1)
+        _move(connection, account_id, key_id, month, used=1, spent_usd=cost)
     return True
+
+
+def _cost(entry: dict[str, Any]) -> Decimal:
+    actual: Decimal | None = entry["actual_cost_usd"]
+    return actual if actual is not None else entry["estimated_cost_usd"]
+
+
+def _move(connection: Connection, account_id: str, key_id: str | None, month: str, **change: Any) -> None:
+    """The same change to the account's month counter and, with one, the key's."""
+    counters.adjust(connection, ACCOUNTS, account_id, month, **change)
+    if key_id:
+        counters.adjust(connection, KEYS, key_id, month, **change)
 
 
 def _leave_reserved(connection: Connection, request_id: str, counted: bool) -> bool:

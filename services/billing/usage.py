@@ -45,6 +45,7 @@ class UsageRow:
     error_code: str
     dialect: str = "openai_chat"
     stream: bool | None = None
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,15 @@ class DayCount:
     requests: int
 
 
-def recent_requests(session: Session, account_id: str, month: str, limit: int = DEFAULT_LIMIT) -> list[UsageRow]:
-    """The newest `limit` (1 to MAX_LIMIT) requests of `account_id` in `month` ("YYYY-MM"), newest first."""
+def recent_requests(
+    session: Session, account_id: str, month: str, limit: int = DEFAULT_LIMIT, api_key_id: str = ""
+) -> list[UsageRow]:
+    """The newest `limit` (1 to MAX_LIMIT) requests of `account_id` in `month` ("YYYY-MM"),
+    newest first; only `api_key_id`'s when given."""
+    only_key = [col(LedgerEntry.api_key_id) == api_key_id] if api_key_id else []
     statement = (
         select(LedgerEntry)
-        .where(col(LedgerEntry.account_id) == account_id, col(LedgerEntry.month) == month)
+        .where(col(LedgerEntry.account_id) == account_id, col(LedgerEntry.month) == month, *only_key)
         .order_by(col(LedgerEntry.admitted_at).desc(), col(LedgerEntry.request_id).desc())
         .limit(max(1, min(limit, MAX_LIMIT)))
     )
@@ -107,6 +112,7 @@ def _row(entry: LedgerEntry) -> UsageRow:
         error_code=entry.error_code,
         dialect=entry.dialect,
         stream=entry.stream,
+        api_key_id=entry.api_key_id,
     )
 
 

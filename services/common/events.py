@@ -82,6 +82,8 @@ class UsageEvent(_Event):
     provider_answered: bool = False
     attempts: list[AttemptRecord] = []
     client_request_id: str = ""
+    # The API key the request came with (SPEC.md §7); "" for a JWT.
+    api_key_id: str = ""
 
 
 class KeysChanged(_Event):

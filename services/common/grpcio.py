@@ -48,6 +48,11 @@ CALLER_METHODS: dict[str, frozenset[str]] = {
             "/stepblend.v1.Billing/VerifyPassword",
             "/stepblend.v1.Billing/Admit",
             "/stepblend.v1.Billing/ListUsage",
+            "/stepblend.v1.ApiKeys/Create",
+            "/stepblend.v1.ApiKeys/List",
+            "/stepblend.v1.ApiKeys/Revoke",
+            "/stepblend.v1.ApiKeys/Verify",
+            "/stepblend.v1.ApiKeys/SetBudget",
         }
     ),
 }

@@ -64,6 +64,9 @@ class RouteRequest:
     connected_providers: frozenset[str] = frozenset()
     #: The Routing API: report every excluded row, and take no breaker probe.
     explain: bool = False
+    #: The caller's API key allows only these models (`gpt-4o`: every provider's row,
+    #: `openai:gpt-4o`: that row); empty: any.
+    allowed_models: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ class Candidate:
     cached_input_price_per_mtok: Decimal | None = None
     #: The prompt estimate this row was priced with (its tokenizer margin applied).
     prompt_tokens: int = 0
+    #: The true worst case: the output budget, or with none the model's maximum
+    #: output within its context, at list prices. What a budget reserves.
+    worst_cost_usd: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)

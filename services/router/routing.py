@@ -177,6 +177,15 @@ def route(
         # The strategy only orders this model's providers; the client named the model.
         order = override or DEFAULT_FORCED_ORDER
         strategy_used = FORCE_MODEL
+    if request.allowed_models:
+        rows = [entry for entry in rows if _allowed(entry, request.allowed_models)]
+        if not rows:
+            return Refusal(
+                RefusalCode.NO_ELIGIBLE_MODEL,
+                f"no model that this API key allows can serve {_quote(model)}; "
+                f"it allows {', '.join(sorted(request.allowed_models))}",
+                "model",
+            )
 
     screened = _screen(rows, request, cap, circuits)
     eligible = screened.eligible
@@ -295,8 +304,14 @@ def _not_requested(catalog: Catalog, rows: Sequence[ModelEntry], model: str) -> 
     ]
 
 
+def _allowed(entry: ModelEntry, allowed: frozenset[str]) -> bool:
+    return entry.id in allowed or f"{entry.provider}:{entry.id}" in allowed
+
+
 def _candidate(ranked: Ranked, eligible: _Eligible) -> Candidate:
     entry = ranked.option.entry
+    prompt = eligible.prompt_tokens
+    worst_output = eligible.fit.output_budget or min(entry.max_output_tokens, entry.context_window - prompt)
     return Candidate(
         provider=entry.provider,
         model=entry.id,
@@ -309,5 +324,6 @@ def _candidate(ranked: Ranked, eligible: _Eligible) -> Candidate:
         unsupported_params=entry.unsupported_params,
         score=ranked.score,
         cached_input_price_per_mtok=entry.cached_input_per_mtok,
-        prompt_tokens=eligible.prompt_tokens,
+        prompt_tokens=prompt,
+        worst_cost_usd=worst_case_cost(entry, prompt, worst_output),
     )

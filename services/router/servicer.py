@@ -54,6 +54,7 @@ def to_route_request(message: router_pb2.RouteRequest) -> RouteRequest:
         max_cost_usd=message.max_cost_usd,
         connected_providers=frozenset(message.connected_providers),
         explain=message.explain,
+        allowed_models=frozenset(message.allowed_models),
     )
 
 
@@ -89,6 +90,7 @@ def _candidate_pb(candidate: Candidate) -> router_pb2.Candidate:
         score=candidate.score,
         cached_input_price_per_mtok="" if cached is None else decimal_str(cached),
         prompt_tokens=candidate.prompt_tokens,
+        worst_cost_usd=decimal_str(candidate.worst_cost_usd),
     )
 
 

@@ -24,47 +24,67 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astepblend/v1/billing.proto\x12\x0cstepblend.v1\"P\n\x15VerifyPasswordRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"@\n\x16VerifyPasswordResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"L\n\x0eSetPlanRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x0c\n\x04plan\x18\x03 \x01(\tB\x05\n\x03key\"9\n\x0fSetPlanResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"T\n\x12SetDisabledRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x42\x05\n\x03key\"=\n\x13SetDisabledResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"6\n\x0c\x41\x64mitRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"u\n\rAdmitResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\x12\x11\n\tremaining\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bmonth_start\x18\x06 \x01(\x03\"]\n\x14\x43reateAccountRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\"?\n\x15\x43reateAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"A\n\x11GetAccountRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"<\n\x12GetAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"\x9e\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13requests_this_month\x18\x05 \x01(\x04\x12\x15\n\rmonthly_limit\x18\x06 \x01(\x04\x12\x1c\n\x14spend_this_month_usd\x18\x07 \x01(\t\"5\n\x10ListUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xa0\x01\n\x11ListUsageResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\x12+\n\x08requests\x18\x02 \x03(\x0b\x32\x19.stepblend.v1.UsageRecord\x12\'\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32\x18.stepblend.v1.DailyUsage\x12\r\n\x05month\x18\x04 \x01(\t\"\x92\x02\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x04\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x0f\n\x07\x63ounted\x18\n \x01(\x08\x12\x12\n\nerror_code\x18\x0b \x01(\t\x12\x0f\n\x07\x64ialect\x18\x0c \x01(\t\x12\x13\n\x06stream\x18\r \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_stream\",\n\nDailyUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x32\xbd\x04\n\x07\x42illing\x12X\n\rCreateAccount\x12\".stepblend.v1.CreateAccountRequest\x1a#.stepblend.v1.CreateAccountResponse\x12O\n\nGetAccount\x12\x1f.stepblend.v1.GetAccountRequest\x1a .stepblend.v1.GetAccountResponse\x12[\n\x0eVerifyPassword\x12#.stepblend.v1.VerifyPasswordRequest\x1a$.stepblend.v1.VerifyPasswordResponse\x12\x46\n\x07SetPlan\x12\x1c.stepblend.v1.SetPlanRequest\x1a\x1d.stepblend.v1.SetPlanResponse\x12R\n\x0bSetDisabled\x12 .stepblend.v1.SetDisabledRequest\x1a!.stepblend.v1.SetDisabledResponse\x12@\n\x05\x41\x64mit\x12\x1a.stepblend.v1.AdmitRequest\x1a\x1b.stepblend.v1.AdmitResponse\x12L\n\tListUsage\x12\x1e.stepblend.v1.ListUsageRequest\x1a\x1f.stepblend.v1.ListUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astepblend/v1/billing.proto\x12\x0cstepblend.v1\"\x82\x01\n\x0c\x41piKeyLimits\x12\x12\n\nexpires_at\x18\x01 \x01(\x03\x12\x1d\n\x15monthly_request_limit\x18\x02 \x01(\x04\x12\x1a\n\x12monthly_budget_usd\x18\x03 \x01(\t\x12\x0b\n\x03rpm\x18\x04 \x01(\r\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\"\xe0\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04hint\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x03\x12*\n\x06limits\x18\x06 \x01(\x0b\x32\x1a.stepblend.v1.ApiKeyLimits\x12\x11\n\tlast_used\x18\x07 \x01(\x03\x12\x0f\n\x07revoked\x18\x08 \x01(\x08\x12\x1b\n\x13requests_this_month\x18\t \x01(\x04\x12\x1c\n\x14spend_this_month_usd\x18\n \x01(\t\"\x81\x01\n\x13\x43reateApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04hint\x18\x04 \x01(\t\x12*\n\x06limits\x18\x05 \x01(\x0b\x32\x1a.stepblend.v1.ApiKeyLimits\"(\n\x12ListApiKeysRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"9\n\x13ListApiKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.stepblend.v1.ApiKey\"5\n\x13RevokeApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"%\n\x13VerifyApiKeyRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"M\n\x0eVerifiedApiKey\x12!\n\x03key\x18\x01 \x01(\x0b\x32\x14.stepblend.v1.ApiKey\x12\x18\n\x10\x61\x63\x63ount_disabled\x18\x02 \x01(\x08\"B\n\x10SetBudgetRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1a\n\x12monthly_budget_usd\x18\x02 \x01(\t\"P\n\x15VerifyPasswordRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"@\n\x16VerifyPasswordResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"L\n\x0eSetPlanRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x0c\n\x04plan\x18\x03 \x01(\tB\x05\n\x03key\"9\n\x0fSetPlanResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"T\n\x12SetDisabledRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x42\x05\n\x03key\"=\n\x13SetDisabledResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"b\n\x0c\x41\x64mitRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x16\n\x0eworst_cost_usd\x18\x04 \x03(\t\"\xc9\x01\n\rAdmitResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\x12\x11\n\tremaining\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bmonth_start\x18\x06 \x01(\x03\x12\x0c\n\x04\x66its\x18\x07 \x03(\x08\x12\x15\n\rretry_after_s\x18\x08 \x01(\r\x12\x14\n\x0c\x62udget_owner\x18\t \x01(\t\x12\x17\n\x0f\x62udget_left_usd\x18\n \x01(\t\"]\n\x14\x43reateAccountRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\"?\n\x15\x43reateAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"A\n\x11GetAccountRequest\x12\x14\n\naccount_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"<\n\x12GetAccountResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\"\xba\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x1b\n\x13requests_this_month\x18\x05 \x01(\x04\x12\x15\n\rmonthly_limit\x18\x06 \x01(\x04\x12\x1c\n\x14spend_this_month_usd\x18\x07 \x01(\t\x12\x1a\n\x12monthly_budget_usd\x18\x08 \x01(\t\"I\n\x10ListUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\napi_key_id\x18\x03 \x01(\t\"\xa0\x01\n\x11ListUsageResponse\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.Account\x12+\n\x08requests\x18\x02 \x03(\x0b\x32\x19.stepblend.v1.UsageRecord\x12\'\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32\x18.stepblend.v1.DailyUsage\x12\r\n\x05month\x18\x04 \x01(\t\"\xa6\x02\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x04\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x0f\n\x07\x63ounted\x18\n \x01(\x08\x12\x12\n\nerror_code\x18\x0b \x01(\t\x12\x0f\n\x07\x64ialect\x18\x0c \x01(\t\x12\x13\n\x06stream\x18\r \x01(\x08H\x00\x88\x01\x01\x12\x12\n\napi_key_id\x18\x0e \x01(\tB\t\n\x07_stream\",\n\nDailyUsage\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x32\xbd\x04\n\x07\x42illing\x12X\n\rCreateAccount\x12\".stepblend.v1.CreateAccountRequest\x1a#.stepblend.v1.CreateAccountResponse\x12O\n\nGetAccount\x12\x1f.stepblend.v1.GetAccountRequest\x1a .stepblend.v1.GetAccountResponse\x12[\n\x0eVerifyPassword\x12#.stepblend.v1.VerifyPasswordRequest\x1a$.stepblend.v1.VerifyPasswordResponse\x12\x46\n\x07SetPlan\x12\x1c.stepblend.v1.SetPlanRequest\x1a\x1d.stepblend.v1.SetPlanResponse\x12R\n\x0bSetDisabled\x12 .stepblend.v1.SetDisabledRequest\x1a!.stepblend.v1.SetDisabledResponse\x12@\n\x05\x41\x64mit\x12\x1a.stepblend.v1.AdmitRequest\x1a\x1b.stepblend.v1.AdmitResponse\x12L\n\tListUsage\x12\x1e.stepblend.v1.ListUsageRequest\x1a\x1f.stepblend.v1.ListUsageResponse2\xeb\x02\n\x07\x41piKeys\x12\x41\n\x06\x43reate\x12!.stepblend.v1.CreateApiKeyRequest\x1a\x14.stepblend.v1.ApiKey\x12K\n\x04List\x12 .stepblend.v1.ListApiKeysRequest\x1a!.stepblend.v1.ListApiKeysResponse\x12\x41\n\x06Revoke\x12!.stepblend.v1.RevokeApiKeyRequest\x1a\x14.stepblend.v1.ApiKey\x12I\n\x06Verify\x12!.stepblend.v1.VerifyApiKeyRequest\x1a\x1c.stepblend.v1.VerifiedApiKey\x12\x42\n\tSetBudget\x12\x1e.stepblend.v1.SetBudgetRequest\x1a\x15.stepblend.v1.Accountb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stepblend.v1.billing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERIFYPASSWORDREQUEST']._serialized_start=44
-  _globals['_VERIFYPASSWORDREQUEST']._serialized_end=124
-  _globals['_VERIFYPASSWORDRESPONSE']._serialized_start=126
-  _globals['_VERIFYPASSWORDRESPONSE']._serialized_end=190
-  _globals['_SETPLANREQUEST']._serialized_start=192
-  _globals['_SETPLANREQUEST']._serialized_end=268
-  _globals['_SETPLANRESPONSE']._serialized_start=270
-  _globals['_SETPLANRESPONSE']._serialized_end=327
-  _globals['_SETDISABLEDREQUEST']._serialized_start=329
-  _globals['_SETDISABLEDREQUEST']._serialized_end=413
-  _globals['_SETDISABLEDRESPONSE']._serialized_start=415
-  _globals['_SETDISABLEDRESPONSE']._serialized_end=476
-  _globals['_ADMITREQUEST']._serialized_start=478
-  _globals['_ADMITREQUEST']._serialized_end=532
-  _globals['_ADMITRESPONSE']._serialized_start=534
-  _globals['_ADMITRESPONSE']._serialized_end=651
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=653
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=746
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=748
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=811
-  _globals['_GETACCOUNTREQUEST']._serialized_start=813
-  _globals['_GETACCOUNTREQUEST']._serialized_end=878
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=880
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=940
-  _globals['_ACCOUNT']._serialized_start=943
-  _globals['_ACCOUNT']._serialized_end=1101
-  _globals['_LISTUSAGEREQUEST']._serialized_start=1103
-  _globals['_LISTUSAGEREQUEST']._serialized_end=1156
-  _globals['_LISTUSAGERESPONSE']._serialized_start=1159
-  _globals['_LISTUSAGERESPONSE']._serialized_end=1319
-  _globals['_USAGERECORD']._serialized_start=1322
-  _globals['_USAGERECORD']._serialized_end=1596
-  _globals['_DAILYUSAGE']._serialized_start=1598
-  _globals['_DAILYUSAGE']._serialized_end=1642
-  _globals['_BILLING']._serialized_start=1645
-  _globals['_BILLING']._serialized_end=2218
+  _globals['_APIKEYLIMITS']._serialized_start=45
+  _globals['_APIKEYLIMITS']._serialized_end=175
+  _globals['_APIKEY']._serialized_start=178
+  _globals['_APIKEY']._serialized_end=402
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=405
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=534
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=536
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=576
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=578
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=635
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=637
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=690
+  _globals['_VERIFYAPIKEYREQUEST']._serialized_start=692
+  _globals['_VERIFYAPIKEYREQUEST']._serialized_end=729
+  _globals['_VERIFIEDAPIKEY']._serialized_start=731
+  _globals['_VERIFIEDAPIKEY']._serialized_end=808
+  _globals['_SETBUDGETREQUEST']._serialized_start=810
+  _globals['_SETBUDGETREQUEST']._serialized_end=876
+  _globals['_VERIFYPASSWORDREQUEST']._serialized_start=878
+  _globals['_VERIFYPASSWORDREQUEST']._serialized_end=958
+  _globals['_VERIFYPASSWORDRESPONSE']._serialized_start=960
+  _globals['_VERIFYPASSWORDRESPONSE']._serialized_end=1024
+  _globals['_SETPLANREQUEST']._serialized_start=1026
+  _globals['_SETPLANREQUEST']._serialized_end=1102
+  _globals['_SETPLANRESPONSE']._serialized_start=1104
+  _globals['_SETPLANRESPONSE']._serialized_end=1161
+  _globals['_SETDISABLEDREQUEST']._serialized_start=1163
+  _globals['_SETDISABLEDREQUEST']._serialized_end=1247
+  _globals['_SETDISABLEDRESPONSE']._serialized_start=1249
+  _globals['_SETDISABLEDRESPONSE']._serialized_end=1310
+  _globals['_ADMITREQUEST']._serialized_start=1312
+  _globals['_ADMITREQUEST']._serialized_end=1410
+  _globals['_ADMITRESPONSE']._serialized_start=1413
+  _globals['_ADMITRESPONSE']._serialized_end=1614
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=1616
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=1709
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=1711
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=1774
+  _globals['_GETACCOUNTREQUEST']._serialized_start=1776
+  _globals['_GETACCOUNTREQUEST']._serialized_end=1841
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=1843
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=1903
+  _globals['_ACCOUNT']._serialized_start=1906
+  _globals['_ACCOUNT']._serialized_end=2092
+  _globals['_LISTUSAGEREQUEST']._serialized_start=2094
+  _globals['_LISTUSAGEREQUEST']._serialized_end=2167
+  _globals['_LISTUSAGERESPONSE']._serialized_start=2170
+  _globals['_LISTUSAGERESPONSE']._serialized_end=2330
+  _globals['_USAGERECORD']._serialized_start=2333
+  _globals['_USAGERECORD']._serialized_end=2627
+  _globals['_DAILYUSAGE']._serialized_start=2629
+  _globals['_DAILYUSAGE']._serialized_end=2673
+  _globals['_BILLING']._serialized_start=2676
+  _globals['_BILLING']._serialized_end=3249
+  _globals['_APIKEYS']._serialized_start=3252
+  _globals['_APIKEYS']._serialized_end=3615
 # @@protoc_insertion_point(module_scope)

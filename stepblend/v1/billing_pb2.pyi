@@ -6,6 +6,100 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ApiKeyLimits(_message.Message):
+    __slots__ = ("expires_at", "monthly_request_limit", "monthly_budget_usd", "rpm", "allowed_models")
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_REQUEST_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    RPM_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    expires_at: int
+    monthly_request_limit: int
+    monthly_budget_usd: str
+    rpm: int
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, expires_at: _Optional[int] = ..., monthly_request_limit: _Optional[int] = ..., monthly_budget_usd: _Optional[str] = ..., rpm: _Optional[int] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ApiKey(_message.Message):
+    __slots__ = ("id", "account_id", "name", "hint", "created", "limits", "last_used", "revoked", "requests_this_month", "spend_this_month_usd")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_THIS_MONTH_FIELD_NUMBER: _ClassVar[int]
+    SPEND_THIS_MONTH_USD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    account_id: str
+    name: str
+    hint: str
+    created: int
+    limits: ApiKeyLimits
+    last_used: int
+    revoked: bool
+    requests_this_month: int
+    spend_this_month_usd: str
+    def __init__(self, id: _Optional[str] = ..., account_id: _Optional[str] = ..., name: _Optional[str] = ..., hint: _Optional[str] = ..., created: _Optional[int] = ..., limits: _Optional[_Union[ApiKeyLimits, _Mapping]] = ..., last_used: _Optional[int] = ..., revoked: _Optional[bool] = ..., requests_this_month: _Optional[int] = ..., spend_this_month_usd: _Optional[str] = ...) -> None: ...
+
+class CreateApiKeyRequest(_message.Message):
+    __slots__ = ("account_id", "name", "digest", "hint", "limits")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    name: str
+    digest: str
+    hint: str
+    limits: ApiKeyLimits
+    def __init__(self, account_id: _Optional[str] = ..., name: _Optional[str] = ..., digest: _Optional[str] = ..., hint: _Optional[str] = ..., limits: _Optional[_Union[ApiKeyLimits, _Mapping]] = ...) -> None: ...
+
+class ListApiKeysRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class ListApiKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
+
+class RevokeApiKeyRequest(_message.Message):
+    __slots__ = ("account_id", "id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    id: str
+    def __init__(self, account_id: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class VerifyApiKeyRequest(_message.Message):
+    __slots__ = ("digest",)
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    def __init__(self, digest: _Optional[str] = ...) -> None: ...
+
+class VerifiedApiKey(_message.Message):
+    __slots__ = ("key", "account_disabled")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    account_disabled: bool
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., account_disabled: _Optional[bool] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("account_id", "monthly_budget_usd")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    monthly_budget_usd: str
+    def __init__(self, account_id: _Optional[str] = ..., monthly_budget_usd: _Optional[str] = ...) -> None: ...
+
 class VerifyPasswordRequest(_message.Message):
     __slots__ = ("email", "password", "client_address")
     EMAIL_FIELD_NUMBER: _ClassVar[int]
@@ -55,28 +149,40 @@ class SetDisabledResponse(_message.Message):
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
 
 class AdmitRequest(_message.Message):
-    __slots__ = ("account_id", "request_id")
+    __slots__ = ("account_id", "request_id", "api_key_id", "worst_cost_usd")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    WORST_COST_USD_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     request_id: str
-    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    api_key_id: str
+    worst_cost_usd: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., worst_cost_usd: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AdmitResponse(_message.Message):
-    __slots__ = ("allowed", "plan", "limit", "remaining", "reason", "month_start")
+    __slots__ = ("allowed", "plan", "limit", "remaining", "reason", "month_start", "fits", "retry_after_s", "budget_owner", "budget_left_usd")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MONTH_START_FIELD_NUMBER: _ClassVar[int]
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_OWNER_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_LEFT_USD_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     plan: str
     limit: int
     remaining: int
     reason: str
     month_start: int
-    def __init__(self, allowed: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reason: _Optional[str] = ..., month_start: _Optional[int] = ...) -> None: ...
+    fits: _containers.RepeatedScalarFieldContainer[bool]
+    retry_after_s: int
+    budget_owner: str
+    budget_left_usd: str
+    def __init__(self, allowed: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reason: _Optional[str] = ..., month_start: _Optional[int] = ..., fits: _Optional[_Iterable[bool]] = ..., retry_after_s: _Optional[int] = ..., budget_owner: _Optional[str] = ..., budget_left_usd: _Optional[str] = ...) -> None: ...
 
 class CreateAccountRequest(_message.Message):
     __slots__ = ("email", "plan", "password", "client_address")
@@ -111,7 +217,7 @@ class GetAccountResponse(_message.Message):
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
 
 class Account(_message.Message):
-    __slots__ = ("account_id", "email", "plan", "disabled", "requests_this_month", "monthly_limit", "spend_this_month_usd")
+    __slots__ = ("account_id", "email", "plan", "disabled", "requests_this_month", "monthly_limit", "spend_this_month_usd", "monthly_budget_usd")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +225,7 @@ class Account(_message.Message):
     REQUESTS_THIS_MONTH_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     SPEND_THIS_MONTH_USD_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     email: str
     plan: str
@@ -126,15 +233,18 @@ class Account(_message.Message):
     requests_this_month: int
     monthly_limit: int
     spend_this_month_usd: str
-    def __init__(self, account_id: _Optional[str] = ..., email: _Optional[str] = ..., plan: _Optional[str] = ..., disabled: _Optional[bool] = ..., requests_this_month: _Optional[int] = ..., monthly_limit: _Optional[int] = ..., spend_this_month_usd: _Optional[str] = ...) -> None: ...
+    monthly_budget_usd: str
+    def __init__(self, account_id: _Optional[str] = ..., email: _Optional[str] = ..., plan: _Optional[str] = ..., disabled: _Optional[bool] = ..., requests_this_month: _Optional[int] = ..., monthly_limit: _Optional[int] = ..., spend_this_month_usd: _Optional[str] = ..., monthly_budget_usd: _Optional[str] = ...) -> None: ...
 
 class ListUsageRequest(_message.Message):
-    __slots__ = ("account_id", "limit")
+    __slots__ = ("account_id", "limit", "api_key_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     limit: int
-    def __init__(self, account_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    api_key_id: str
+    def __init__(self, account_id: _Optional[str] = ..., limit: _Optional[int] = ..., api_key_id: _Optional[str] = ...) -> None: ...
 
 class ListUsageResponse(_message.Message):
     __slots__ = ("account", "requests", "daily", "month")
@@ -149,7 +259,7 @@ class ListUsageResponse(_message.Message):
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., requests: _Optional[_Iterable[_Union[UsageRecord, _Mapping]]] = ..., daily: _Optional[_Iterable[_Union[DailyUsage, _Mapping]]] = ..., month: _Optional[str] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("request_id", "created", "model", "provider", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "outcome", "counted", "error_code", "dialect", "stream")
+    __slots__ = ("request_id", "created", "model", "provider", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "outcome", "counted", "error_code", "dialect", "stream", "api_key_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +273,7 @@ class UsageRecord(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     DIALECT_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     created: int
     model: str
@@ -176,7 +287,8 @@ class UsageRecord(_message.Message):
     error_code: str
     dialect: str
     stream: bool
-    def __init__(self, request_id: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., counted: _Optional[bool] = ..., error_code: _Optional[str] = ..., dialect: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
+    api_key_id: str
+    def __init__(self, request_id: _Optional[str] = ..., created: _Optional[int] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[str] = ..., latency_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., counted: _Optional[bool] = ..., error_code: _Optional[str] = ..., dialect: _Optional[str] = ..., stream: _Optional[bool] = ..., api_key_id: _Optional[str] = ...) -> None: ...
 
 class DailyUsage(_message.Message):
     __slots__ = ("date", "requests")

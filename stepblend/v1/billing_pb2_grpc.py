@@ -363,3 +363,261 @@ class Billing:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ApiKeysStub:
+    """An account's API keys and its spending budget (SPEC.md §7). Billing stores a
+    key's keyed hash only: the gateway, which holds the pepper, makes the key and
+    its digest and never sends the key itself.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Create = channel.unary_unary(
+                '/stepblend.v1.ApiKeys/Create',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/stepblend.v1.ApiKeys/List',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/stepblend.v1.ApiKeys/Revoke',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/stepblend.v1.ApiKeys/Verify',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.VerifyApiKeyRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.VerifiedApiKey.FromString,
+                _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/stepblend.v1.ApiKeys/SetBudget',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.Account.FromString,
+                _registered_method=True)
+
+
+class ApiKeysServicer:
+    """An account's API keys and its spending budget (SPEC.md §7). Billing stores a
+    key's keyed hash only: the gateway, which holds the pepper, makes the key and
+    its digest and never sends the key itself.
+    """
+
+    def Create(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """The account's keys, newest first, revoked ones included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """NOT_FOUND for no such key of this account; announces accounts.v1.changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """The key with this digest, NOT_FOUND for none; revoked and expired keys are
+        returned as they are (the gateway refuses them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBudget(self, request, context):
+        """Sets or clears the account-wide monthly budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ApiKeysServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.ApiKey.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.ApiKey.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.VerifyApiKeyRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.VerifiedApiKey.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.SetBudgetRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.Account.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'stepblend.v1.ApiKeys', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('stepblend.v1.ApiKeys', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ApiKeys:
+    """An account's API keys and its spending budget (SPEC.md §7). Billing stores a
+    key's keyed hash only: the gateway, which holds the pepper, makes the key and
+    its digest and never sends the key itself.
+    """
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.ApiKeys/Create',
+            stepblend_dot_v1_dot_billing__pb2.CreateApiKeyRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.ApiKeys/List',
+            stepblend_dot_v1_dot_billing__pb2.ListApiKeysRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.ApiKeys/Revoke',
+            stepblend_dot_v1_dot_billing__pb2.RevokeApiKeyRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.ApiKeys/Verify',
+            stepblend_dot_v1_dot_billing__pb2.VerifyApiKeyRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.VerifiedApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.ApiKeys/SetBudget',
+            stepblend_dot_v1_dot_billing__pb2.SetBudgetRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

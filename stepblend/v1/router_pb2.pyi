@@ -23,23 +23,25 @@ class RequestFeatures(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., needs_tools: _Optional[bool] = ..., needs_vision: _Optional[bool] = ..., needs_json_schema: _Optional[bool] = ..., params: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("model", "strategy", "features", "max_cost_usd", "connected_providers", "explain")
+    __slots__ = ("model", "strategy", "features", "max_cost_usd", "connected_providers", "explain", "allowed_models")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     model: str
     strategy: str
     features: RequestFeatures
     max_cost_usd: str
     connected_providers: _containers.RepeatedScalarFieldContainer[str]
     explain: bool
-    def __init__(self, model: _Optional[str] = ..., strategy: _Optional[str] = ..., features: _Optional[_Union[RequestFeatures, _Mapping]] = ..., max_cost_usd: _Optional[str] = ..., connected_providers: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ...) -> None: ...
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., strategy: _Optional[str] = ..., features: _Optional[_Union[RequestFeatures, _Mapping]] = ..., max_cost_usd: _Optional[str] = ..., connected_providers: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("provider", "model", "upstream_model", "estimated_cost_usd", "input_price_per_mtok", "output_price_per_mtok", "output_budget", "param_renames", "unsupported_params", "score", "cached_input_price_per_mtok", "prompt_tokens")
+    __slots__ = ("provider", "model", "upstream_model", "estimated_cost_usd", "input_price_per_mtok", "output_price_per_mtok", "output_budget", "param_renames", "unsupported_params", "score", "cached_input_price_per_mtok", "prompt_tokens", "worst_cost_usd")
     class ParamRenamesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +61,7 @@ class Candidate(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CACHED_INPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WORST_COST_USD_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     upstream_model: str
@@ -71,7 +74,8 @@ class Candidate(_message.Message):
     score: float
     cached_input_price_per_mtok: str
     prompt_tokens: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., upstream_model: _Optional[str] = ..., estimated_cost_usd: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., output_budget: _Optional[int] = ..., param_renames: _Optional[_Mapping[str, str]] = ..., unsupported_params: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., cached_input_price_per_mtok: _Optional[str] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
+    worst_cost_usd: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., upstream_model: _Optional[str] = ..., estimated_cost_usd: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., output_budget: _Optional[int] = ..., param_renames: _Optional[_Mapping[str, str]] = ..., unsupported_params: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., cached_input_price_per_mtok: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., worst_cost_usd: _Optional[str] = ...) -> None: ...
 
 class Exclusion(_message.Message):
     __slots__ = ("provider", "model", "reason", "detail")

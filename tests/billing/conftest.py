@@ -12,9 +12,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import nats
 import pytest
 from nats.js import JetStreamContext
@@ -23,12 +25,20 @@ from sqlmodel import Session
 
 from services.billing import admission
 from services.billing.db import make_engine
+from services.billing.keys_servicer import ApiKeysServicer
 from services.billing.ledger import entry_from_event
 from services.billing.migrate import upgrade
 from services.billing.models import TABLES
+from services.billing.notify import JetStreamAccountEvents
 from services.billing.plans import PlanBook, load_plans
+from services.billing.servicer import SERVICE_NAME, BillingServicer
 from services.billing.settlement import settle
+from services.billing.writer import Writer
+from services.common import events
 from services.common.events import UsageEvent
+from services.common.grpcio import channel, make_server, start_server
+from stepblend.v1 import billing_pb2_grpc
+from tests.billing.harness import TOKEN
 from tests.billing.pgcluster import PostgresCluster
 from tests.support.procs import NatsServer
 
@@ -174,3 +184,43 @@ def admit_in(session: Session, plans: PlanBook, **request: Any) -> admission.Adm
     answer = admission.admit(session.connection(), plans, **request)
     session.commit()
     return answer
+
+
+# The plans of the replica tests: a limit to race for, and none.
+REPLICA_PLANS = PlanBook.from_limits({"trial": 50, "enterprise": None})
+
+
+@dataclass
+class Replica:
+    engine: Engine
+    server: grpc.aio.Server
+    channel: grpc.aio.Channel
+    stub: billing_pb2_grpc.BillingStub
+    keys: billing_pb2_grpc.ApiKeysStub
+
+
+@pytest.fixture
+async def replicas(new_database: NewDatabase, js: JetStreamContext) -> AsyncIterator[list[Replica]]:
+    """Two billing gRPC servers (Billing and ApiKeys), each with its own engine, on one database."""
+    url = new_database()
+    await events.ensure_streams(js, 1)  # revoking a key announces it
+    running: list[Replica] = []
+    try:
+        for _ in range(2):
+            engine = make_engine(url)
+            server = make_server(TOKEN)
+            servicer = BillingServicer(
+                engine, Writer(engine), REPLICA_PLANS, JetStreamAccountEvents(js), clock=time.time
+            )
+            billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
+            billing_pb2_grpc.add_ApiKeysServicer_to_server(ApiKeysServicer(servicer), server)
+            port, _health = await start_server(server, "127.0.0.1:0", [SERVICE_NAME])
+            client = channel(f"127.0.0.1:{port}", TOKEN)
+            stubs = billing_pb2_grpc.BillingStub(client), billing_pb2_grpc.ApiKeysStub(client)
+            running.append(Replica(engine, server, client, *stubs))
+        yield running
+    finally:
+        for replica in running:
+            await replica.channel.close()
+            await replica.server.stop(1)
+            replica.engine.dispose()

@@ -35,7 +35,7 @@ def _admit(engine: Engine, account_id: str, request_id: str, now: datetime = NOW
 
 def _counts(engine: Engine, account_id: str, month: str = "2025-03") -> counters.Counts:
     with Session(engine) as session:
-        return counters.read(session.connection(), account_id, month)
+        return counters.read(session.connection(), counters.ACCOUNTS, account_id, month)
 
 
 def _reservations(engine: Engine) -> int:

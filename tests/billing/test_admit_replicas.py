@@ -11,58 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import grpc
-import pytest
-from nats.js import JetStreamContext
-from sqlalchemy import Engine
 from sqlmodel import Session
 
 from services.billing import counters
-from services.billing.db import make_engine
 from services.billing.months import moment, month_key
-from services.billing.notify import JetStreamAccountEvents
-from services.billing.plans import PlanBook
-from services.billing.servicer import SERVICE_NAME, BillingServicer
-from services.billing.writer import Writer
-from services.common.grpcio import channel, make_server, start_server
-from stepblend.v1 import billing_pb2, billing_pb2_grpc
-from tests.billing.conftest import NewDatabase
-from tests.billing.harness import TOKEN
-
-PLANS = PlanBook.from_limits({"trial": 50, "enterprise": None})
-
-
-@dataclass
-class Replica:
-    engine: Engine
-    server: grpc.aio.Server
-    channel: grpc.aio.Channel
-    stub: billing_pb2_grpc.BillingStub
-
-
-@pytest.fixture
-async def replicas(new_database: NewDatabase, js: JetStreamContext) -> AsyncIterator[list[Replica]]:
-    url = new_database()
-    running: list[Replica] = []
-    try:
-        for _ in range(2):
-            engine = make_engine(url)
-            server = make_server(TOKEN)
-            billing_pb2_grpc.add_BillingServicer_to_server(
-                BillingServicer(engine, Writer(engine), PLANS, JetStreamAccountEvents(js), clock=time.time), server
-            )
-            port, _health = await start_server(server, "127.0.0.1:0", [SERVICE_NAME])
-            client = channel(f"127.0.0.1:{port}", TOKEN)
-            running.append(Replica(engine, server, client, billing_pb2_grpc.BillingStub(client)))
-        yield running
-    finally:
-        for replica in running:
-            await replica.channel.close()
-            await replica.server.stop(1)
-            replica.engine.dispose()
+from stepblend.v1 import billing_pb2
+from tests.billing.conftest import Replica
 
 
 async def _create(replica: Replica, plan: str) -> str:
@@ -88,7 +43,9 @@ async def test_200_concurrent_admits_over_two_replicas_allow_exactly_50(replicas
     assert sorted(a.remaining for a in allowed) == list(range(50))
     month = month_key(moment(time.time()))
     with Session(replicas[0].engine) as session:
-        assert counters.read(session.connection(), account_id, month) == counters.Counts(used=0, reserved=50)
+        assert counters.read(session.connection(), counters.ACCOUNTS, account_id, month) == counters.Counts(
+            used=0, reserved=50
+        )
 
 
 async def test_retried_admits_across_replicas_reserve_once(replicas: list[Replica]) -> None:
@@ -105,7 +62,7 @@ async def test_retried_admits_across_replicas_reserve_once(replicas: list[Replic
     assert pairs.count((True, True)) == 50 and pairs.count((False, False)) == 50
     month = month_key(moment(time.time()))
     with Session(replicas[1].engine) as session:
-        assert counters.read(session.connection(), account_id, month).reserved == 50
+        assert counters.read(session.connection(), counters.ACCOUNTS, account_id, month).reserved == 50
 
 
 async def test_unlimited_accounts_are_admitted_with_no_limit_on_the_wire(replicas: list[Replica]) -> None:

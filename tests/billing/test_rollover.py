@@ -53,7 +53,8 @@ def _counts(billing: Billing, account_id: str, month: str) -> counters.Counts:
     engine = make_engine(database_url(billing.settings))
     try:
         with Session(engine) as session:
-            return counters.read(session.connection(), account_id, month)
+            counts = counters.read(session.connection(), counters.ACCOUNTS, account_id, month)
+            return counters.Counts(counts.used, counts.reserved)
     finally:
         engine.dispose()
 

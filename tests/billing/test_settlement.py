@@ -48,8 +48,10 @@ def _settle(engine: Engine, event: UsageEvent) -> bool:
 
 
 def _counts(engine: Engine, account_id: str, month: str = "2025-03") -> counters.Counts:
+    """The month's slots: counted and reserved (spend is checked where it matters)."""
     with Session(engine) as session:
-        return counters.read(session.connection(), account_id, month)
+        counts = counters.read(session.connection(), counters.ACCOUNTS, account_id, month)
+    return counters.Counts(counts.used, counts.reserved)
 
 
 def _state(engine: Engine, request_id: str) -> str:

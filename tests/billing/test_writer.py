@@ -43,12 +43,14 @@ async def test_admits_exactly_and_a_failed_unit_leaves_nothing(engine: Engine) -
         assert [a.allowed for a in answers] == [True, True, True, False]
 
         def half_done(connection: object) -> None:
-            counters.adjust(connection, account_id, "2025-03", used=5)  # type: ignore[arg-type]
+            counters.adjust(connection, counters.ACCOUNTS, account_id, "2025-03", used=5)  # type: ignore[arg-type]
             raise RuntimeError("a bug halfway through")
 
         with contextlib.suppress(RuntimeError):
             await writer.run(half_done)
-        assert (await writer.run(lambda c: counters.read(c, account_id, "2025-03"))) == counters.Counts(0, 3)
+        assert (
+            await writer.run(lambda c: counters.read(c, counters.ACCOUNTS, account_id, "2025-03"))
+        ) == counters.Counts(0, 3)
     finally:
         writer.close()
 
@@ -79,7 +81,9 @@ async def test_a_held_write_lock_is_waited_for_and_the_writer_carries_on(sqlite_
         assert (await asyncio.wait_for(admitting, 10)).allowed
         # The next unit runs as usual (on the event loop again).
         assert (await _admit(writer, account_id, "after")).allowed
-        assert (await writer.run(lambda c: counters.read(c, account_id, "2025-03"))) == counters.Counts(0, 2)
+        assert (
+            await writer.run(lambda c: counters.read(c, counters.ACCOUNTS, account_id, "2025-03"))
+        ) == counters.Counts(0, 2)
     finally:
         other.close()
         writer.close()

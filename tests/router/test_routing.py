@@ -310,3 +310,32 @@ def test_forced_model_refusing_a_parameter_is_a_clear_400(catalog: Catalog) -> N
     assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
     assert refusal.param == "temperature"
     assert "o3-mini does not take temperature" in refusal.message
+
+
+# --- API keys' allowed models and budgets (SPEC.md §7) -------------------------------
+
+
+def test_a_strategy_ranks_only_the_models_a_key_allows(catalog: Catalog) -> None:
+    allowed = frozenset({"gpt-4o", "groq:llama-3.1-8b-instant"})
+    decision = decide(catalog, "lowest-cost", allowed_models=allowed)
+    assert {(c.provider, c.model) for c in decision.candidates} == {
+        ("openai", "gpt-4o"),
+        ("groq", "llama-3.1-8b-instant"),
+    }
+
+
+def test_a_model_the_key_allows_on_no_connected_row_is_refused(catalog: Catalog) -> None:
+    refusal = refuse(catalog, "llama-3.1-8b-instant", allowed_models=frozenset({"together:gpt-4o"}))
+    assert refusal.code == RefusalCode.NO_ELIGIBLE_MODEL
+    assert "together:gpt-4o" in refusal.message
+
+
+def test_the_worst_case_without_max_tokens_is_the_models_whole_output(catalog: Catalog) -> None:
+    # No max_tokens and no cap: the estimate assumes a typical answer, the worst case
+    # (what a budget reserves) the most the model can write.
+    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000).candidates
+    entry = next(e for e in catalog.models if e.provider == "openai" and e.id == "gpt-4o")
+    whole = (1000 * entry.input_per_mtok + entry.max_output_tokens * entry.output_per_mtok) / Decimal(1_000_000)
+    assert only.worst_cost_usd == whole > only.estimated_cost_usd
+    (capped,) = decide(catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=500).candidates
+    assert capped.worst_cost_usd == capped.estimated_cost_usd == Decimal("0.0075")
