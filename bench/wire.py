@@ -39,7 +39,9 @@ OPENAI_CHUNK = (
     b'"usage":null,"obfuscation":"Xq3"}'
 )
 # A text delta as Anthropic streams it.
-ANTHROPIC_DELTA = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the quick brown fox"}}'
+ANTHROPIC_DELTA = (
+    b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the quick brown fox"}}'
+)
 
 
 # --- the dict reading the adapters did (orjson, then .get and isinstance) ---------------
