@@ -25,6 +25,9 @@ clients (it adds new ones).
 Usage: Anthropic's `input_tokens` excludes prompt-cache reads and writes, so
 `prompt_tokens` = input + cache creation + cache read, and cache reads are the
 cached tokens.
+
+Every answer and event is decoded straight into the typed models of
+`wire_anthropic`; nothing of Anthropic's is forwarded, so no dict is made.
 """
 
 from __future__ import annotations

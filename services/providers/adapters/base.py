@@ -2,7 +2,9 @@
 
 An adapter translates between OpenAI's Chat Completions (what StepBlend speaks to
 its clients) and one provider wire format. It is pure: bytes and dicts in, bytes
-and token usage out, no network, no clock, no keys kept. A stream is translated by
+and token usage out, no network, no clock, no keys kept. What it reads of a
+provider's payload it reads through typed wire models (msgspec Structs, one module
+per wire format: `wire_openai`, `wire_anthropic`), decoded with `decode`/`convert`. A stream is translated by
 a `StreamTranslator`, the one stateful piece: some wire formats (Anthropic's) spread
 what OpenAI says in one chunk over several events, so the translation of an event
 depends on the events before it.

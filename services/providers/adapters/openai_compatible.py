@@ -13,7 +13,9 @@ read wherever the vendor puts it in a stream — a usage-only chunk (`choices: [
 the finish chunk (Mistral, Together, xAI), or an envelope such as Groq's
 `x_groq.usage` — and is never forwarded: the gateway's last chunk carries it, and
 only when the client asked. Fields a vendor adds to a delta (DeepSeek's
-`reasoning_content`) pass through untouched.
+`reasoning_content`) pass through untouched: an answer or chunk is forwarded as the
+dict it was loaded into, and what StepBlend reads of it (choices, finish reasons,
+usage, errors) is read through the typed models of `wire_openai`.
 """
 
 from __future__ import annotations
