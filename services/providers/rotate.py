@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from pydantic import SecretStr
 from sqlmodel import Session, select
 
 from services.providers.vault import (
@@ -72,7 +73,7 @@ def rotate(database_url: str, old_kek: Kek | Sequence[Kek], new_kek: Kek) -> int
                     # An unlabelled row the new key already opens: only its label was missing.
                     row.kek_id = new_id
                 else:
-                    row.sealed = seal(new, row.account_id, row.provider, plain)
+                    row.sealed = seal(new, row.account_id, row.provider, plain.get_secret_value())
                     row.kek_id = new_id
                     rotated += 1
                 session.add(row)
@@ -81,8 +82,8 @@ def rotate(database_url: str, old_kek: Kek | Sequence[Kek], new_kek: Kek) -> int
         engine.dispose()
 
 
-def _open(row: ProviderKeyRow, olds: dict[str, bytes], new: bytes) -> tuple[str, str]:
-    """The row's key in clear and the id of the key that opened it."""
+def _open(row: ProviderKeyRow, olds: dict[str, bytes], new: bytes) -> tuple[SecretStr, str]:
+    """The row's key (revealed only to seal it again) and the id of the key that opened it."""
     if row.kek_id:
         tries = [(row.kek_id, olds[row.kek_id])] if row.kek_id in olds else []
     else:

@@ -4,8 +4,10 @@ Each key is sealed with AES-GCM under the key-encryption key
 (`STEPBLEND_KEY_ENCRYPTION_KEY`, 32 bytes URL-safe base64) with a fresh random
 12-byte nonce stored before the ciphertext, and with `account_id|provider` as
 associated data: a sealed key copied to another account's or provider's row fails
-to open instead of serving the wrong account. Only `get_plaintext` opens one; the
-masked form (`sk-…abcd`) is computed once, at `put`.
+to open instead of serving the wrong account. Only `open` opens one, and what it
+returns is a `SecretStr` (its repr, str and any log line show `**********`), revealed
+only where a request's headers are built and a provider's text is scrubbed of it;
+the masked form (`sk-…abcd`) is computed once, at `put`.
 
 Each row also stores the id of the key-encryption key that sealed it (`kek_id`, a
 keyed hash of it: it says nothing about the key). That lets the encryption key be
@@ -110,9 +112,11 @@ def seal(kek: bytes, account_id: str, provider: str, api_key: str) -> bytes:
     return nonce + AESGCM(kek).encrypt(nonce, api_key.encode(), _aad(account_id, provider))
 
 
-def unseal(kek: bytes, account_id: str, provider: str, sealed: bytes) -> str:
-    """The key in clear; `InvalidTag` when `kek` did not seal it for this row."""
-    return AESGCM(kek).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _aad(account_id, provider)).decode()
+def unseal(kek: bytes, account_id: str, provider: str, sealed: bytes) -> SecretStr:
+    """The key, opened, as a `SecretStr`; `InvalidTag` when `kek` did not seal it for this row."""
+    return SecretStr(
+        AESGCM(kek).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _aad(account_id, provider)).decode()
+    )
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -223,8 +227,8 @@ class KeyVault:
             row = session.get(ProviderKeyRow, (account_id, provider))
             return None if row is None else Sealed(row.sealed, row.kek_id)
 
-    def open(self, account_id: str, provider: str, found: Sealed) -> str:
-        """Decrypt a sealed key; `KeyDecryptionError` when no key this vault has opens it."""
+    def open(self, account_id: str, provider: str, found: Sealed) -> SecretStr:
+        """Decrypt a sealed key (a `SecretStr`); `KeyDecryptionError` when no key this vault has opens it."""
         if found.kek_id:
             # Sealed under a key this vault no longer has: nothing to try.
             candidates = [self._keks[found.kek_id]] if found.kek_id in self._keks else []
@@ -238,12 +242,12 @@ class KeyVault:
                 continue
         raise KeyDecryptionError(f"the stored {provider} key of account {account_id} does not decrypt")
 
-    def get_plaintext(self, account_id: str, provider: str) -> str | None:
-        """The key in clear, None when there is none; `KeyDecryptionError` when it does not open."""
+    def get_plaintext(self, account_id: str, provider: str) -> SecretStr | None:
+        """The key (a `SecretStr`), None when there is none; `KeyDecryptionError` when it does not open."""
         found = self.sealed(account_id, provider)
         return None if found is None else self.open(account_id, provider, found)
 
-    async def plaintext(self, account_id: str, provider: str) -> str | None:
+    async def plaintext(self, account_id: str, provider: str) -> SecretStr | None:
         return await asyncio.to_thread(self.get_plaintext, account_id, provider)
 
 
@@ -282,7 +286,7 @@ class KeyCache:
     async def plaintext(self, account_id: str, provider: str) -> SecretStr | None:
         """The key, as a `SecretStr` (its repr and str never show it), or None."""
         found = await self._cache.get((account_id, provider))
-        return None if found is None else SecretStr(self._vault.open(account_id, provider, found))
+        return None if found is None else self._vault.open(account_id, provider, found)
 
     def drop(self, account_id: str, provider: str) -> None:
         self._cache.drop((account_id, provider))

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from services.providers.rotate import RotationError, main, rotate
@@ -59,7 +60,7 @@ def test_rotation_re_encrypts_every_key_once(engine: Engine, url: str) -> None:
     assert len({kek for _, kek in after}) == 1
     vault = KeyVault(engine, parse_kek(new))
     for (account, provider), key in KEYS.items():
-        assert vault.get_plaintext(account, provider) == key
+        assert _reveal(vault.get_plaintext(account, provider)) == key
     with pytest.raises(KeyDecryptionError):
         KeyVault(engine, parse_kek(old)).get_plaintext("a1", "openai")
     # Idempotent: everything is under the new key now.
@@ -73,7 +74,7 @@ def test_rotation_resumes_where_keys_were_written_under_the_new_key(engine: Engi
     # The service already runs with the new key (and the old as previous) and replaced one key.
     KeyVault(engine, parse_kek(new), previous=[parse_kek(old)]).put("a1", "openai", "sk-proj-replaced000000000000")
     assert rotate(url, [old], new) == 2
-    assert KeyVault(engine, parse_kek(new)).get_plaintext("a1", "openai") == "sk-proj-replaced000000000000"
+    assert _reveal(KeyVault(engine, parse_kek(new)).get_plaintext("a1", "openai")) == "sk-proj-replaced000000000000"
 
 
 def test_a_key_that_does_not_open_changes_nothing(engine: Engine, url: str) -> None:
@@ -93,7 +94,7 @@ def test_rows_from_before_key_ids_are_rotated(engine: Engine, url: str) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE provider_keys SET kek_id = ''"))
     assert rotate(url, old, new) == 3
-    assert KeyVault(engine, parse_kek(new)).get_plaintext("a2", "groq") == KEYS[("a2", "groq")]
+    assert _reveal(KeyVault(engine, parse_kek(new)).get_plaintext("a2", "groq")) == KEYS[("a2", "groq")]
 
 
 def test_command_line_reads_keys_from_the_environment(
@@ -154,3 +155,7 @@ def test_command_line_needs_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--database-url", "sqlite://"])
     assert exited.value.code == 2
+
+
+def _reveal(key: SecretStr | None) -> str | None:
+    return None if key is None else key.get_secret_value()

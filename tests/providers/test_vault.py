@@ -20,6 +20,7 @@ from services.providers.vault import (
     new_kek,
     parse_kek,
     seal,
+    unseal,
 )
 
 KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
@@ -43,7 +44,7 @@ def test_round_trip_list_connected_delete(vault: KeyVault) -> None:
     stored = vault.put("a1", "openai", KEY)
     assert stored.masked == "sk-…0123"
     assert stored.updated_at == 1_700_000_000
-    assert vault.get_plaintext("a1", "openai") == KEY
+    assert _reveal(vault.get_plaintext("a1", "openai")) == KEY
     assert vault.get_plaintext("a1", "groq") is None
     assert vault.get_plaintext("a2", "openai") is None
     vault.put("a1", "groq", "gsk_" + "x" * 40)
@@ -57,7 +58,7 @@ def test_round_trip_list_connected_delete(vault: KeyVault) -> None:
 def test_put_replaces(vault: KeyVault) -> None:
     vault.put("a1", "openai", KEY)
     vault.put("a1", "openai", KEY + "new9")
-    assert vault.get_plaintext("a1", "openai") == KEY + "new9"
+    assert _reveal(vault.get_plaintext("a1", "openai")) == KEY + "new9"
     assert [k.masked for k in vault.list_keys("a1")] == ["sk-…new9"]
 
 
@@ -88,7 +89,7 @@ def test_a_key_moved_to_another_account_or_provider_does_not_open(vault: KeyVaul
     with pytest.raises(KeyDecryptionError):
         vault.get_plaintext("victim", "groq")
     assert KEY not in str(moved_account.value)
-    assert vault.get_plaintext("victim", "openai") == KEY
+    assert _reveal(vault.get_plaintext("victim", "openai")) == KEY
 
 
 def test_wrong_key_encryption_key_fails(vault: KeyVault, engine: Engine) -> None:
@@ -128,13 +129,13 @@ def test_previous_keys_keep_opening_rows_not_yet_rotated(engine: Engine) -> None
     before.create_tables()
     before.put("a1", "openai", KEY)
     during = KeyVault(engine, new, previous=[old])
-    assert during.get_plaintext("a1", "openai") == KEY
+    assert _reveal(during.get_plaintext("a1", "openai")) == KEY
     during.put("a2", "openai", KEY + "2")
     # Without the previous key the old row no longer opens; the new one does.
     after = KeyVault(engine, new)
     with pytest.raises(KeyDecryptionError):
         after.get_plaintext("a1", "openai")
-    assert after.get_plaintext("a2", "openai") == KEY + "2"
+    assert _reveal(after.get_plaintext("a2", "openai")) == KEY + "2"
 
 
 def test_a_table_from_before_key_ids_is_migrated_and_its_rows_open(tmp_path: Path) -> None:
@@ -155,7 +156,7 @@ def test_a_table_from_before_key_ids_is_migrated_and_its_rows_open(tmp_path: Pat
     vault = KeyVault(engine, parse_kek(new_kek()), previous=[kek])
     vault.create_tables()
     vault.create_tables()  # idempotent
-    assert vault.get_plaintext("a1", "openai") == KEY
+    assert _reveal(vault.get_plaintext("a1", "openai")) == KEY
     engine.dispose()
 
 
@@ -202,3 +203,27 @@ async def test_a_key_from_the_cache_never_shows_itself(vault: KeyVault, caplog: 
     logging.getLogger("test").warning("key %s %r", key, key)
     shown = " ".join([repr(key), str(key), f"{key}", caplog.text])
     assert KEY not in shown and KEY[-6:] not in shown
+
+
+async def test_a_key_opened_by_the_vault_never_shows_itself(
+    vault: KeyVault, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every way the vault hands a key out is a SecretStr from the moment it is opened.
+    vault.put("a1", "openai", KEY)
+    kek = parse_kek(new_kek())
+    opened = [
+        vault.get_plaintext("a1", "openai"),
+        await vault.plaintext("a1", "openai"),
+        unseal(kek, "a1", "openai", seal(kek, "a1", "openai", KEY)),
+    ]
+    caplog.set_level(logging.DEBUG)
+    for key in opened:
+        assert isinstance(key, SecretStr) and key.get_secret_value() == KEY
+        logging.getLogger("test").debug("key %s %r", key, key)
+        logging.getLogger("test").debug("in a structure: %s", {"api_key": key, "keys": [key]})
+        try:
+            raise RuntimeError(key)
+        except RuntimeError:
+            logging.getLogger("test").exception("failed with %s", key)
+        shown = " ".join([repr(key), str(key), f"{key}", f"{key!r}", caplog.text])
+        assert KEY not in shown and KEY[-6:] not in shown

@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+import msgspec
 import orjson
 
 import services.providers.adapters.anthropic_answers as anthropic_answers
@@ -57,6 +58,7 @@ from services.providers.adapters.params import (
     refuse_or_drop,
     without_own_fields,
 )
+from services.providers.adapters.wire_anthropic import ERROR
 from stepblend.v1 import router_pb2
 
 MESSAGES_PATH = "/v1/messages"
@@ -227,15 +229,15 @@ def auth_headers(api_key: str, version: str = API_VERSION) -> dict[str, str]:
 def error_details(data: bytes) -> ProviderError:
     """What an Anthropic error body says: `{"type": "error", "error": {"type", "message"}}`."""
     try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        body = ERROR.decode(data)
+    except msgspec.ValidationError:
+        return ProviderError()  # JSON, but not Anthropic's error shape
+    except msgspec.DecodeError:
         return ProviderError(data[:_MAX_ERROR_CHARS].decode("utf-8", "replace").strip())
-    error = obj.get("error") if isinstance(obj, dict) else None
-    if not isinstance(error, dict):
+    if body.error is None:
         return ProviderError()
-    message = error.get("message") if isinstance(error.get("message"), str) else ""
-    kind = error.get("type") if isinstance(error.get("type"), str) else ""
-    return ProviderError(str(message)[:_MAX_ERROR_CHARS], "", str(kind), str(kind))
+    kind = body.error.type or ""
+    return ProviderError((body.error.message or "")[:_MAX_ERROR_CHARS], "", kind, kind)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ clients (it adds new ones).
 Usage: Anthropic's `input_tokens` excludes prompt-cache reads and writes, so
 `prompt_tokens` = input + cache creation + cache read, and cache reads are the
 cached tokens.
+
+Every answer and event is decoded straight into the typed models of
+`wire_anthropic`; nothing of Anthropic's is forwarded, so no dict is made.
 """
 
 from __future__ import annotations
@@ -38,10 +41,21 @@ from services.providers.adapters.base import (
     TokenUsage,
     UpstreamFormatError,
     UpstreamStreamError,
-    count,
-    load_object,
+    decode,
 )
 from services.providers.adapters.sse import SseEvent
+from services.providers.adapters.wire_anthropic import (
+    MESSAGE,
+    ContentBlockDeltaEvent,
+    ContentBlockStartEvent,
+    ErrorDetail,
+    ErrorEvent,
+    MessageDeltaEvent,
+    MessageStartEvent,
+    MessageStopEvent,
+    Usage,
+    stream_event,
+)
 
 #: Anthropic `stop_reason` → OpenAI `finish_reason`.
 FINISH_REASONS: Mapping[str, str] = {
@@ -53,21 +67,10 @@ FINISH_REASONS: Mapping[str, str] = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
-def finish_reason(stop_reason: Any) -> str:
-    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-
-
-def usage_of(raw: Any) -> TokenUsage | None:
-    """TokenUsage (OpenAI's counting) from an Anthropic `usage` object."""
-    if not isinstance(raw, dict):
-        return None
-    cached = count(raw.get("cache_read_input_tokens"))
-    prompt = count(raw.get("input_tokens")) + count(raw.get("cache_creation_input_tokens")) + cached
-    completion = count(raw.get("output_tokens"))
-    return TokenUsage(prompt, completion, prompt + completion, cached)
+def finish_reason(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "", "stop")
 
 
 def openai_usage(usage: TokenUsage) -> dict[str, Any]:
@@ -83,43 +86,33 @@ def parse_completion(
     data: bytes, completion_id: str, model: str, *, created: int = 0
 ) -> tuple[bytes, TokenUsage | None]:
     """An Anthropic `message` as an OpenAI `chat.completion`, and its usage."""
-    obj = load_object(data)
-    blocks = obj.get("content")
-    if obj.get("type") != "message" or not isinstance(blocks, list):
+    answer = decode(data, MESSAGE)
+    if answer.type != "message" or answer.content is None:
         raise UpstreamFormatError("the provider's answer is not a message")
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in blocks:
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif kind == "thinking" and isinstance(block.get("thinking"), str):
-            reasoning.append(block["thinking"])
-        elif kind == "tool_use":
-            arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": arguments},
-                }
-            )
+    for block in answer.content:
+        if block.type == "text" and block.text is not None:
+            texts.append(block.text)
+        elif block.type == "thinking" and block.thinking is not None:
+            reasoning.append(block.thinking)
+        elif block.type == "tool_use":
+            arguments = orjson.dumps(block.input or {}).decode()
+            calls.append({"id": block.id, "type": "function", "function": {"name": block.name, "arguments": arguments}})
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = calls
-    usage = usage_of(obj.get("usage"))
+    usage = None if answer.usage is None else answer.usage.tokens()
     completion: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(obj.get("stop_reason"))}
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(answer.stop_reason)}
         ],
     }
     if usage is not None:
@@ -135,6 +128,7 @@ class EventTranslator:
         self._model = model
         self._created = created
         self._include_usage = include_usage
+        # The last value of each count given (message_delta repeats them cumulatively).
         self._counts: dict[str, int] = {}
         self._started = False
         # Anthropic content index → OpenAI tool-call index (tool_use blocks only).
@@ -144,7 +138,7 @@ class EventTranslator:
 
     @property
     def usage(self) -> TokenUsage | None:
-        return usage_of(self._counts) if self._counts else None
+        return Usage(**self._counts).tokens() if self._counts else None
 
     @property
     def complete(self) -> bool:
@@ -155,93 +149,77 @@ class EventTranslator:
         return self._ended
 
     def feed(self, event: SseEvent) -> list[bytes]:
-        obj = load_object(event.data)
-        kind = obj.get("type") or event.event
-        if kind == "message_start":
-            message = obj.get("message")
-            self._count(message.get("usage") if isinstance(message, dict) else None)
-            return []
-        if kind == "content_block_start":
-            return self._block_start(obj)
-        if kind == "content_block_delta":
-            return self._delta(obj)
-        if kind == "message_delta":
-            self._count(obj.get("usage"))
-            delta = obj.get("delta")
-            stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
-            return self._finish(stop_reason) if stop_reason else []
-        if kind == "message_stop":
-            self._ended = True
-            return self._finish("end_turn")
-        if kind == "error":
-            error = obj.get("error")
-            error = error if isinstance(error, dict) else {}
-            message = error.get("message")
-            raise UpstreamStreamError(
-                message if isinstance(message, str) and message else "the provider reported an error mid-stream",
-                str(error.get("type") or ""),
-            )
+        match stream_event(event.data, event.event):
+            case ContentBlockDeltaEvent() as delta:
+                return self._delta(delta)
+            case ContentBlockStartEvent() as start:
+                return self._block_start(start)
+            case MessageStartEvent(message=message):
+                self._count(None if message is None else message.usage)
+                return []
+            case MessageDeltaEvent(delta=delta, usage=usage):
+                self._count(usage)
+                stop_reason = None if delta is None else delta.stop_reason
+                return self._finish(stop_reason) if stop_reason else []
+            case MessageStopEvent():
+                self._ended = True
+                return self._finish("end_turn")
+            case ErrorEvent(error=error):
+                said = error or ErrorDetail()
+                raise UpstreamStreamError(said.message or "the provider reported an error mid-stream", said.type or "")
         # ping, content_block_stop, and event types added after this was written
         return []
 
-    def _block_start(self, obj: dict[str, Any]) -> list[bytes]:
-        block = obj.get("content_block")
-        index = obj.get("index")
-        if not isinstance(block, dict) or not isinstance(index, int):
+    def _block_start(self, event: ContentBlockStartEvent) -> list[bytes]:
+        block, index = event.content_block, event.index
+        if block is None or index is None:
             raise UpstreamFormatError("content_block_start without a block or index")
-        kind = block.get("type")
-        if kind == "text":
-            text = block.get("text") if isinstance(block.get("text"), str) else ""
+        if block.type == "text":
+            text = block.text or ""
             if self._started and not text:
                 return []
             return [self._chunk({"content": text})]
-        if kind == "tool_use":
+        if block.type == "tool_use":
             position = len(self._tool_index)
             self._tool_index[index] = position
             call = {
                 "index": position,
-                "id": block.get("id"),
+                "id": block.id,
                 "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""},
+                "function": {"name": block.name, "arguments": ""},
             }
             return [
                 self._chunk({"content": None, "tool_calls": [call]} if not self._started else {"tool_calls": [call]})
             ]
         return []
 
-    def _delta(self, obj: dict[str, Any]) -> list[bytes]:
-        delta = obj.get("delta")
-        if not isinstance(delta, dict):
+    def _delta(self, event: ContentBlockDeltaEvent) -> list[bytes]:
+        delta = event.delta
+        if delta is None:
             raise UpstreamFormatError("content_block_delta without a delta")
-        kind = delta.get("type")
-        if kind == "text_delta" and isinstance(delta.get("text"), str):
-            return [self._chunk({"content": delta["text"]})]
-        if kind == "input_json_delta":
-            index = obj.get("index")
-            position = self._tool_index.get(index) if isinstance(index, int) else None
-            fragment = delta.get("partial_json")
-            if position is None or not isinstance(fragment, str) or not fragment:
+        if delta.type == "text_delta" and delta.text is not None:
+            return [self._chunk({"content": delta.text})]
+        if delta.type == "input_json_delta":
+            position = None if event.index is None else self._tool_index.get(event.index)
+            if position is None or not delta.partial_json:
                 return []
-            return [self._chunk({"tool_calls": [{"index": position, "function": {"arguments": fragment}}]})]
-        if kind == "thinking_delta" and isinstance(delta.get("thinking"), str):
-            return [self._chunk({"reasoning_content": delta["thinking"]})]
+            return [self._chunk({"tool_calls": [{"index": position, "function": {"arguments": delta.partial_json}}]})]
+        if delta.type == "thinking_delta" and delta.thinking is not None:
+            return [self._chunk({"reasoning_content": delta.thinking})]
         # signature_delta, citations_delta…: nothing OpenAI's chunk has a place for
         return []
 
-    def _finish(self, stop_reason: Any) -> list[bytes]:
+    def _finish(self, stop_reason: str | None) -> list[bytes]:
         if self._finished:
             return []
         self._finished = True
         return [self._chunk({}, finish_reason(stop_reason))]
 
-    def _count(self, raw: Any) -> None:
-        if not isinstance(raw, dict):
-            return
-        for name in _USAGE_FIELDS:
-            # message_delta repeats counts cumulatively (newer API versions repeat
-            # the input counts too): the last value of each is the total.
-            if name in raw and raw[name] is not None:
-                self._counts[name] = count(raw[name])
+    def _count(self, usage: Usage | None) -> None:
+        # message_delta repeats counts cumulatively (newer API versions repeat the
+        # input counts too): the last value of each is the total.
+        if usage is not None:
+            self._counts.update(usage.given())
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         if not self._started:

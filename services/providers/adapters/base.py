@@ -2,7 +2,9 @@
 
 An adapter translates between OpenAI's Chat Completions (what StepBlend speaks to
 its clients) and one provider wire format. It is pure: bytes and dicts in, bytes
-and token usage out, no network, no clock, no keys kept. A stream is translated by
+and token usage out, no network, no clock, no keys kept. What it reads of a
+provider's payload it reads through typed wire models (msgspec Structs, one module
+per wire format: `wire_openai`, `wire_anthropic`), decoded with `decode`/`convert`. A stream is translated by
 a `StreamTranslator`, the one stateful piece: some wire formats (Anthropic's) spread
 what OpenAI says in one chunk over several events, so the translation of an event
 depends on the events before it.
@@ -11,11 +13,14 @@ depends on the events before it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
 
+import msgspec
 import orjson
 
 from stepblend.v1 import router_pb2
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def load_object(data: bytes) -> dict[str, Any]:
-    """A provider's JSON object; `UpstreamFormatError` for anything else."""
+    """A provider's JSON object as a dict, for a payload forwarded with every field the
+    provider put in it; `UpstreamFormatError` for anything else."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -161,13 +167,36 @@ def load_object(data: bytes) -> dict[str, Any]:
 # No request reaches this many tokens in one field; the counts travel as uint32.
 MAX_TOKEN_COUNT = 100_000_000
 
+#: A token count in a wire model: anything but an integer from 0 to MAX_TOKEN_COUNT
+#: (a float, a string, a boolean, a negative) does not decode, so a broken or hostile
+#: provider's usage is a provider error, never a crash or an uncounted request.
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKEN_COUNT)]
 
-def count(value: Any) -> int:
-    """A token count from provider JSON: absent (None) is 0; anything but an integer
-    from 0 to MAX_TOKEN_COUNT is an UpstreamFormatError, so a broken or hostile
-    provider's usage is a provider error, never a crash or an uncounted request."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
-        raise UpstreamFormatError(f"a usage count out of range: {str(value)[:40]!r}")
-    return value
+_MAX_REASON_CHARS = 200
+
+
+def decode(data: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """A provider's payload as its wire model; `UpstreamFormatError` when it is not
+    JSON or does not fit the model (unknown fields are skipped, never an error)."""
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _not_the_format(exc) from None
+    except msgspec.DecodeError as exc:
+        raise UpstreamFormatError("the provider sent invalid JSON") from exc
+
+
+def convert(obj: Any, model: type[T]) -> T:
+    """Like `decode`, for JSON already loaded (a payload that is also forwarded)."""
+    try:
+        return msgspec.convert(obj, model)
+    except msgspec.ValidationError as exc:
+        raise _not_the_format(exc) from None
+
+
+def _not_the_format(exc: msgspec.ValidationError) -> UpstreamFormatError:
+    reason = str(exc)[:_MAX_REASON_CHARS]
+    # msgspec ends its message with the path: "... - at `$.usage.prompt_tokens`".
+    if "usage" in reason.rpartition(" - at `")[2]:
+        return UpstreamFormatError(f"a usage count out of range: {reason}")
+    return UpstreamFormatError(f"the provider's payload is not its wire format: {reason}")

@@ -13,7 +13,9 @@ read wherever the vendor puts it in a stream — a usage-only chunk (`choices: [
 the finish chunk (Mistral, Together, xAI), or an envelope such as Groq's
 `x_groq.usage` — and is never forwarded: the gateway's last chunk carries it, and
 only when the client asked. Fields a vendor adds to a delta (DeepSeek's
-`reasoning_content`) pass through untouched.
+`reasoning_content`) pass through untouched: an answer or chunk is forwarded as the
+dict it was loaded into, and what StepBlend reads of it (choices, finish reasons,
+usage, errors) is read through the typed models of `wire_openai`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ import orjson
 from services.providers.adapters.base import (
     ProviderError,
     TokenUsage,
-    UpstreamFormatError,
     UpstreamRequest,
     UpstreamStreamError,
-    count,
+    convert,
     load_object,
 )
 from services.providers.adapters.params import (
@@ -42,6 +43,13 @@ from services.providers.adapters.params import (
     without_own_fields,
 )
 from services.providers.adapters.sse import SseEvent, is_done
+from services.providers.adapters.wire_openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    CompletionUsage,
+    UsageEnvelope,
+    error_said,
+)
 from stepblend.v1 import router_pb2
 
 CHAT_PATH = "/chat/completions"
@@ -163,12 +171,9 @@ def parse_completion(
 ) -> tuple[bytes, TokenUsage | None]:
     """A `chat.completion` with StepBlend's id and model, and its usage."""
     obj = load_object(data)
-    if not isinstance(obj.get("choices"), list):
-        raise UpstreamFormatError("the provider's answer has no choices")
+    answer = convert(obj, ChatCompletion)
     _rewrite(obj, completion_id, model, created)
-    usage = usage_of(obj.get("usage")) or _enveloped_usage(obj, quirks)
-    if quirks.usage_envelope:
-        obj.pop(quirks.usage_envelope, None)
+    usage = _usage(answer.usage, obj, quirks)
     return orjson.dumps(obj), usage
 
 
@@ -184,27 +189,28 @@ def parse_chunk(
     """One stream payload: the chunk to forward (None for a usage-only or empty
     chunk) and the usage it carried. Forwarded chunks carry `"usage": null` when the
     client asked for usage (as OpenAI's do) and no `usage` key otherwise."""
-    obj, usage = _chunk(load_object(data), completion_id, model, created, include_usage, quirks)
+    obj, usage, _ = _chunk(load_object(data), completion_id, model, created, include_usage, quirks)
     return (None if obj is None else orjson.dumps(obj)), usage
 
 
 def _chunk(
     obj: dict[str, Any], completion_id: str, model: str, created: int, include_usage: bool, quirks: Quirks
-) -> tuple[dict[str, Any] | None, TokenUsage | None]:
+) -> tuple[dict[str, Any] | None, TokenUsage | None, bool]:
+    """The chunk to forward (`obj`, rewritten in place, or None), its usage, and
+    whether a choice finished in it."""
     if "error" in obj and "choices" not in obj:
-        said = _error_fields(obj)
+        said = error_said(obj)
         raise UpstreamStreamError(said.message or "the provider reported an error mid-stream", said.kind)
-    usage = usage_of(obj.get("usage")) or _enveloped_usage(obj, quirks)
-    if quirks.usage_envelope:
-        obj.pop(quirks.usage_envelope, None)
-    if not obj.get("choices"):
-        return None, usage
+    chunk = convert(obj, ChatCompletionChunk)
+    usage = _usage(chunk.usage, obj, quirks)
+    if not chunk.choices:
+        return None, usage, False
     _rewrite(obj, completion_id, model, created)
     if include_usage:
         obj["usage"] = None
     else:
         obj.pop("usage", None)
-    return obj, usage
+    return obj, usage, chunk.finished
 
 
 class ChunkTranslator:
@@ -235,13 +241,12 @@ class ChunkTranslator:
         if is_done(event.data):
             self._ended = self._complete = True
             return []
-        obj, usage = _chunk(load_object(event.data), *self._args, self._created, self._include_usage, self._quirks)
+        obj, usage, finished = _chunk(
+            load_object(event.data), *self._args, self._created, self._include_usage, self._quirks
+        )
         self._usage = usage or self._usage
-        if obj is None:
-            return []
-        choices = obj["choices"] if isinstance(obj["choices"], list) else []
-        self._complete = self._complete or any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
-        return [orjson.dumps(obj)]
+        self._complete = self._complete or finished
+        return [] if obj is None else [orjson.dumps(obj)]
 
 
 def error_details(data: bytes) -> ProviderError:
@@ -250,26 +255,16 @@ def error_details(data: bytes) -> ProviderError:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         return ProviderError(data[:_MAX_ERROR_CHARS].decode("utf-8", "replace").strip())
-    return _error_fields(obj) if isinstance(obj, dict) else ProviderError()
+    return error_said(obj)
 
 
-def usage_of(raw: Any) -> TokenUsage | None:
-    """TokenUsage from an OpenAI `usage` object; cached tokens from OpenAI's
-    `prompt_tokens_details.cached_tokens` or DeepSeek's `prompt_cache_hit_tokens`."""
-    if not isinstance(raw, dict):
-        return None
-    prompt = count(raw.get("prompt_tokens"))
-    completion = count(raw.get("completion_tokens"))
-    total = count(raw.get("total_tokens")) or prompt + completion
-    details = raw.get("prompt_tokens_details")
-    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    cached = cached or count(raw.get("prompt_cache_hit_tokens"))
-    return TokenUsage(prompt, completion, total, cached)
-
-
-def _enveloped_usage(obj: dict[str, Any], quirks: Quirks) -> TokenUsage | None:
-    envelope = obj.get(quirks.usage_envelope) if quirks.usage_envelope else None
-    return usage_of(envelope.get("usage")) if isinstance(envelope, dict) else None
+def _usage(usage: CompletionUsage | None, obj: dict[str, Any], quirks: Quirks) -> TokenUsage | None:
+    """The usage of an answer or chunk: its own, else the vendor's envelope's, which
+    is taken out of what is forwarded (it is not the client's to see unasked)."""
+    envelope = obj.pop(quirks.usage_envelope, None) if quirks.usage_envelope else None
+    if usage is None and envelope is not None:
+        usage = convert(envelope, UsageEnvelope).usage
+    return None if usage is None else usage.tokens()
 
 
 def _rewrite(obj: dict[str, Any], completion_id: str, model: str, created: int) -> None:
@@ -277,53 +272,6 @@ def _rewrite(obj: dict[str, Any], completion_id: str, model: str, created: int) 
     obj["model"] = model
     if created:
         obj["created"] = created
-
-
-def _error_fields(obj: dict[str, Any]) -> ProviderError:
-    """OpenAI's `{"error": {...}}`, a bare `{"error": "..."}`, Mistral's
-    `{"object": "error", "message": ..., "type": ...}` (its message may be a
-    validation report) and FastAPI's `{"detail": ...}` (vLLM)."""
-    error = obj.get("error")
-    message: Any = ""
-    param: Any = ""
-    code: Any = ""
-    kind: Any = ""
-    if isinstance(error, dict):
-        message, param, code, kind = (
-            error.get("message") or "",
-            error.get("param"),
-            error.get("code"),
-            error.get("type"),
-        )
-    elif isinstance(error, str):
-        message = error
-    elif obj.get("message"):
-        message, param, code, kind = obj["message"], obj.get("param"), obj.get("code"), obj.get("type")
-    elif obj.get("detail"):
-        message = obj["detail"]
-    if isinstance(message, dict) and "detail" in message:
-        message = message["detail"]
-    if isinstance(message, list):
-        message, param = _validation_report(message, param)
-    return ProviderError(
-        str(message)[:_MAX_ERROR_CHARS],
-        param if isinstance(param, str) else "",
-        code if isinstance(code, str) else "",
-        kind if isinstance(kind, str) else "",
-    )
-
-
-def _validation_report(items: list[Any], param: Any) -> tuple[str, Any]:
-    """A pydantic validation list as one line: `stream_options: Extra inputs are not permitted`."""
-    parts: list[str] = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        where = [str(p) for p in item.get("loc") or [] if p != "body"]
-        parts.append(f"{'.'.join(where)}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
-        if not param and where:
-            param = where[0]
-    return "; ".join(parts) or "invalid request", param
 
 
 @dataclass(frozen=True)
