@@ -7,7 +7,12 @@ import argparse
 import getpass
 import os
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .control import Control
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -58,6 +63,23 @@ def _parser() -> argparse.ArgumentParser:
         "rotate", help="re-encrypt every stored key under a new key-encryption key", add_help=False
     )
     rotate.add_argument("rotate_args", nargs=argparse.REMAINDER)
+
+    apikey = commands.add_parser("apikey", help="manage an account's API keys").add_subparsers(
+        dest="action", required=True
+    )
+    apikey_create = apikey.add_parser("create", help="create an API key and print it (shown this once)")
+    apikey_create.add_argument("email")
+    apikey_create.add_argument("--name", required=True)
+    apikey_create.add_argument("--budget", default="", help="monthly budget in USD")
+    apikey_create.add_argument("--limit", type=int, default=0, help="monthly request limit")
+    apikey_create.add_argument("--rpm", type=int, default=0, help="requests per rolling minute")
+    apikey_create.add_argument("--models", default="", help="allowed model ids and strategies, comma-separated")
+    apikey_create.add_argument("--expires-days", type=int, default=0, help="days until the key expires")
+    apikey_list = apikey.add_parser("list", help="list an account's API keys with this month's requests and spend")
+    apikey_list.add_argument("email")
+    apikey_revoke = apikey.add_parser("revoke", help="revoke an API key: it stops working within a second")
+    apikey_revoke.add_argument("email")
+    apikey_revoke.add_argument("id")
 
     migrate = commands.add_parser("migrate", help="apply a service's database migrations")
     migrate.add_argument("service", choices=["billing"])
@@ -114,6 +136,35 @@ def main(argv: list[str] | None = None) -> None:
             if not control.delete_key(control.account_id(args.email), args.provider):
                 raise SystemExit(f"stepblend: no {args.provider} key is connected for {args.email}")
             print(f"{args.provider} key deleted for {args.email}")
+        elif args.command == "apikey":
+            _apikey(control, args)
     except grpc.RpcError as exc:
         print(f"stepblend: {exc.details()}", file=sys.stderr)
         sys.exit(1)
+
+
+def _apikey(control: Control, args: argparse.Namespace) -> None:
+    from stepblend.v1 import billing_pb2
+
+    account_id = control.account_id(args.email)
+    if args.action == "create":
+        limits = billing_pb2.ApiKeyLimits(
+            expires_at=int(time.time()) + args.expires_days * 86_400 if args.expires_days > 0 else 0,
+            monthly_request_limit=max(args.limit, 0),
+            monthly_budget_usd=args.budget,
+            rpm=max(args.rpm, 0),
+            allowed_models=[m.strip() for m in args.models.split(",") if m.strip()],
+        )
+        key_id, secret = control.create_api_key(account_id, args.name, limits)
+        print(secret)
+        print(f"(id {key_id}; the key is shown this once)", file=sys.stderr)
+    elif args.action == "list":
+        for key in control.list_api_keys(account_id):
+            state = "revoked" if key["revoked"] else "active"
+            spend = key["spend_this_month_usd"]
+            print(
+                f"{key['id']}\t{key['name']}\t{key['hint']}\t{state}\t{key['requests_this_month']} requests\t${spend}"
+            )
+    else:
+        control.revoke_api_key(account_id, args.id)
+        print(f"{args.id} revoked")

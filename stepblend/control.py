@@ -9,12 +9,14 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from services.common.config import Settings
 from services.common.grpcio import TOKEN_HEADER
 from services.common.tls import InternalTls
+from services.gateway.apikeys import make_key, render
 from services.gateway.auth import Keyring
 from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers_pb2_grpc
 
@@ -127,6 +129,32 @@ class Control:
                 providers_pb2.ListKeysRequest(account_id=account_id), metadata=self._metadata, timeout=TIMEOUT_S
             )
         return [(key.provider, key.masked_key) for key in response.keys]
+
+    def create_api_key(self, account_id: str, name: str, limits: billing_pb2.ApiKeyLimits) -> tuple[str, str]:
+        """A new API key of the account (SPEC.md §7): (its id, the key, shown this once)."""
+        pepper = self.settings.api_key_pepper or read_or_create(self.data_dir, "STEPBLEND_API_KEY_PEPPER", create=False)
+        key, key_digest, hint = make_key(pepper.encode())
+        request = billing_pb2.CreateApiKeyRequest(
+            account_id=account_id, name=name, digest=key_digest, hint=hint, limits=limits
+        )
+        with self._channel(self.billing_addr) as channel:
+            created = billing_pb2_grpc.ApiKeysStub(channel).Create(request, metadata=self._metadata, timeout=TIMEOUT_S)
+        return str(created.id), key
+
+    def list_api_keys(self, account_id: str) -> list[dict[str, Any]]:
+        with self._channel(self.billing_addr) as channel:
+            response = billing_pb2_grpc.ApiKeysStub(channel).List(
+                billing_pb2.ListApiKeysRequest(account_id=account_id), metadata=self._metadata, timeout=TIMEOUT_S
+            )
+        return [render(key) for key in response.keys]
+
+    def revoke_api_key(self, account_id: str, key_id: str) -> None:
+        with self._channel(self.billing_addr) as channel:
+            billing_pb2_grpc.ApiKeysStub(channel).Revoke(
+                billing_pb2.RevokeApiKeyRequest(account_id=account_id, id=key_id),
+                metadata=self._metadata,
+                timeout=TIMEOUT_S,
+            )
 
     def delete_key(self, account_id: str, provider: str) -> bool:
         """Whether a key was connected (and is now deleted)."""

@@ -13,6 +13,8 @@ GENERATORS: dict[str, tuple[str, Callable[[], str]]] = {
     "STEPBLEND_JWT_SECRET": ("jwt_secret", lambda: secrets.token_urlsafe(48)),
     "STEPBLEND_KEY_ENCRYPTION_KEY": ("key_encryption_key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
     "STEPBLEND_INTERNAL_TOKEN": ("internal_token", lambda: secrets.token_urlsafe(32)),
+    # The keyed hash of API keys (services/gateway/apikeys.py): losing it invalidates every key.
+    "STEPBLEND_API_KEY_PEPPER": ("api_key_pepper", lambda: secrets.token_urlsafe(32)),
     # `stepblend up` only: the gateway's own internal gRPC token (grpcio.CALLER_METHODS).
     "STEPBLEND_GATEWAY_TOKEN": ("gateway_token", lambda: secrets.token_urlsafe(32)),
 }

@@ -118,6 +118,8 @@ class Settings(ServiceSettings):
     jwt_public_key_file: str = _alias("STEPBLEND_JWT_PUBLIC_KEY")
     jwt_previous_secret: str = ""
     jwt_previous_public_key_file: str = _alias("STEPBLEND_JWT_PREVIOUS_PUBLIC_KEY")
+    # The gateway's secret for API keys' keyed hashes (SPEC.md §7); empty: no API keys.
+    api_key_pepper: str = ""
     signup_enabled: bool = True
     billing_fail_open: bool = False
     sse_keepalive_s: float = Field(10.0, ge=0, validation_alias=AliasChoices("STEPBLEND_SSE_KEEPALIVE_SECONDS"))

@@ -47,6 +47,14 @@ class Strategy(StrEnum):
     MAX_RELIABILITY = "max_reliability"
 
 
+def parse_strategy(name: str) -> Strategy | None:
+    """The strategy `name` spells (case and `-`/`_` insensitive), or None."""
+    try:
+        return Strategy(name.strip().lower().replace("-", "_"))
+    except ValueError:
+        return None
+
+
 def strategy_spellings(strategy: Strategy) -> tuple[str, str]:
     """The names a client may use for `strategy`: canonical and hyphenated."""
     return strategy.value, strategy.value.replace("_", "-")

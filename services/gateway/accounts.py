@@ -7,12 +7,15 @@ them and only ever sees the masked form coming back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import grpc
 
 from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers_pb2_grpc
 
+from .apikeys import require_session
+from .auth import Caller
 from .caches import AccountStatus
 from .deps import Deps
 from .errors import ApiError, invalid, unauthenticated
@@ -49,15 +52,20 @@ async def load_connected(keys: providers_pb2_grpc.KeysStub, metadata: Metadata, 
     return tuple(response.providers)
 
 
-async def authenticate(deps: Deps, authorization: str | None) -> str:
-    """The caller's account id: a valid JWT for an existing, enabled account."""
-    account_id = await deps.verifier.account_id(authorization)
-    status = await deps.accounts.get(account_id)
+async def authenticate(deps: Deps, authorization: str | None) -> Caller:
+    """The caller: a valid JWT or API key of an existing, enabled account."""
+    caller = await deps.verifier.caller(authorization)
+    status = await deps.accounts.get(caller.account_id)
     if not status.exists:
         raise unauthenticated("The account of this token does not exist.")
     if status.disabled:
         raise unauthenticated("This account is disabled.")
-    return account_id
+    return caller
+
+
+async def authenticate_session(deps: Deps, authorization: str | None, what: str) -> str:
+    """The account id of a caller with the account's JWT: what managing it needs (SPEC.md §7)."""
+    return require_session(await authenticate(deps, authorization), what)
 
 
 async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
@@ -77,15 +85,21 @@ async def account_summary(deps: Deps, account_id: str) -> dict[str, Any]:
         "requests_this_month": account.requests_this_month,
         "monthly_limit": account.monthly_limit or None,
         "spend_this_month_usd": float(account.spend_this_month_usd or 0),
+        "monthly_budget_usd": float(account.monthly_budget_usd) if account.monthly_budget_usd else None,
     }
 
 
-async def usage(deps: Deps, account_id: str, limit: int) -> dict[str, Any]:
+async def set_budget(deps: Deps, account_id: str, budget: Decimal | None) -> dict[str, Any]:
+    await deps.apikeys.set_budget(account_id, budget)
+    return await account_summary(deps, account_id)
+
+
+async def usage(deps: Deps, account_id: str, limit: int, api_key_id: str = "") -> dict[str, Any]:
     """This month's usage from billing's ledger: the newest `limit` requests, requests per day,
     and the month's count, limit and spend (as `GET /account` gives them)."""
     response = await call(
         deps.billing.ListUsage,
-        billing_pb2.ListUsageRequest(account_id=account_id, limit=limit),
+        billing_pb2.ListUsageRequest(account_id=account_id, limit=limit, api_key_id=api_key_id),
         service="billing",
         timeout_s=_TIMEOUT_S,
         metadata=deps.metadata,
@@ -109,6 +123,7 @@ async def usage(deps: Deps, account_id: str, limit: int) -> dict[str, Any]:
                 "dialect": r.dialect,
                 # Unknown (null) for requests from before the ledger recorded it.
                 "stream": r.stream if r.HasField("stream") else None,
+                "api_key_id": r.api_key_id or None,
             }
             for r in response.requests
         ],

@@ -1,7 +1,10 @@
-"""Plan admission: one call to billing's exact, cross-replica counter.
+"""Admission: one call to billing's exact, cross-replica counters.
 
-Billing reserves one request of the account's month or refuses; the request's
-usage event settles the reservation later. When billing is unreachable the
+Billing reserves one request of the account's month (and of its API key's, with
+the key's limits), and the largest worst-case cost among the routed candidates
+that fits the budgets, or refuses; the candidates whose worst case does not fit
+are dropped here, so the request can never spend more than it reserved (SPEC.md
+§7). The request's usage event settles the reservation later. When billing is unreachable the
 gateway refuses with a 503 that says why, unless the operator chose fail-open
 (STEPBLEND_BILLING_FAIL_OPEN): then the request goes ahead unreserved, and
 billing still counts it from its usage event.
@@ -10,12 +13,14 @@ billing still counts it from its usage event.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
-from stepblend.v1 import billing_pb2
+from stepblend.v1 import billing_pb2, router_pb2
 
 from .deps import Deps
 from .errors import ApiError, unauthenticated, unavailable
 from .rpc import ServiceFailed, call
+from .state import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +37,25 @@ def rate_headers(response: billing_pb2.AdmitResponse) -> dict[str, str]:
     }
 
 
-async def admit(deps: Deps, account_id: str, request_id: str) -> dict[str, str]:
-    """Reserve the request or raise; returns the rate-limit headers to send."""
+async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision) -> dict[str, str]:
+    """Reserve the request or raise; drops from `decision` the candidates no budget
+    has room for; returns the rate-limit headers to send."""
+    request = billing_pb2.AdmitRequest(
+        account_id=exchange.account_id,
+        request_id=exchange.request_id,
+        api_key_id=exchange.api_key_id,
+        worst_cost_usd=[c.worst_cost_usd or c.estimated_cost_usd or "0" for c in decision.candidates],
+    )
     try:
         response = await call(
-            deps.billing.Admit,
-            billing_pb2.AdmitRequest(account_id=account_id, request_id=request_id),
-            service="billing",
-            timeout_s=_TIMEOUT_S,
-            metadata=deps.metadata,
+            deps.billing.Admit, request, service="billing", timeout_s=_TIMEOUT_S, metadata=deps.metadata
         )
     except ServiceFailed as exc:
         if deps.settings.billing_fail_open:
             deps.telemetry.admission("fail_open")
-            log.warning("billing unreachable, admitting unreserved (fail-open)", extra={"request_id": request_id})
+            log.warning(
+                "billing unreachable, admitting unreserved (fail-open)", extra={"request_id": exchange.request_id}
+            )
             return {}
         deps.telemetry.admission("billing_unavailable")
         raise unavailable(
@@ -54,10 +64,19 @@ async def admit(deps: Deps, account_id: str, request_id: str) -> dict[str, str]:
             "billing_unavailable",
         ) from exc
     deps.telemetry.admission("admitted" if response.allowed else response.reason or "refused", response.plan)
-    if response.allowed:
-        return rate_headers(response)
-    if response.reason == "plan_limit_exceeded":
-        raise ApiError(
+    if not response.allowed:
+        raise _refusal(response, decision)
+    if len(response.fits) == len(decision.candidates) and not all(response.fits):
+        fitting = [c for c, fits in zip(decision.candidates, response.fits, strict=True) if fits]
+        del decision.candidates[:]
+        decision.candidates.extend(fitting)
+    return rate_headers(response)
+
+
+def _refusal(response: billing_pb2.AdmitResponse, decision: router_pb2.RouteDecision) -> ApiError:
+    reason = response.reason
+    if reason == "plan_limit_exceeded":
+        return ApiError(
             429,
             f"You have used all {response.limit} requests of your '{response.plan}' plan this month. "
             "Upgrade the plan or wait for next month.",
@@ -65,6 +84,41 @@ async def admit(deps: Deps, account_id: str, request_id: str) -> dict[str, str]:
             "plan_limit_exceeded",
             headers=rate_headers(response),
         )
-    if response.reason == "account_disabled":
-        raise unauthenticated("This account is disabled.")
-    raise unauthenticated("The account of this token does not exist.")
+    if reason == "key_limit_exceeded":
+        return ApiError(
+            429,
+            "This API key has used all the requests its monthly limit allows. Raise the limit with a new key "
+            "or wait for next month.",
+            "rate_limit_error",
+            "key_limit_exceeded",
+        )
+    if reason == "budget_exceeded":
+        whose = "This API key's" if response.budget_owner == "key" else "The account's"
+        cheapest = min((Decimal(c.worst_cost_usd or "0") for c in decision.candidates), default=Decimal(0))
+        return ApiError(
+            429,
+            f"{whose} monthly budget has ${_usd(response.budget_left_usd)} left, and this request's worst case "
+            f"costs ${_usd(str(cheapest))} (its prompt plus max_tokens, or the model's maximum output). "
+            "Set a lower max_tokens, pick a cheaper model, or raise the budget.",
+            "rate_limit_error",
+            "budget_exceeded",
+        )
+    if reason == "rate_limit_exceeded":
+        return ApiError(
+            429,
+            "This API key has reached its requests-per-minute limit; retry after the time in retry-after.",
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            headers={"retry-after": str(response.retry_after_s or 1)},
+        )
+    if reason == "key_revoked":
+        return unauthenticated("This API key has been revoked or has expired.")
+    if reason == "account_disabled":
+        return unauthenticated("This account is disabled.")
+    return unauthenticated("The account of this token does not exist.")
+
+
+def _usd(amount: str) -> str:
+    """A Decimal string as a price a person reads: at least cents, up to six places."""
+    value = Decimal(amount or "0")
+    return f"{value:.6f}".rstrip("0").rstrip(".") if value < Decimal("0.01") and value else f"{value:.2f}"

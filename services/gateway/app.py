@@ -29,6 +29,7 @@ from services.common.tls import InternalTls
 from stepblend.v1 import billing_pb2_grpc, chat_pb2, chat_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
 from . import accounts
+from .apikeys import ApiKeyBook
 from .auth import Keyring, Verifier
 from .caches import ModelList
 from .chat import ChatServicer
@@ -138,17 +139,19 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
         router_ch, providers_ch, billing_ch = channels["router"], channels["providers"], channels["billing"]
         keys = providers_pb2_grpc.KeysStub(providers_ch)
         billing = billing_pb2_grpc.BillingStub(billing_ch)
+        apikeys = ApiKeyBook(settings.api_key_pepper, billing_pb2_grpc.ApiKeysStub(billing_ch), metadata)
         deps = Deps(
             settings=settings,
             gateway=gateway,
             in_flight=in_flight,
             keyring=keyring,
-            verifier=Verifier(keyring),
+            verifier=Verifier(keyring, apikeys.load if apikeys.enabled else None),
             encoding=o200k_base(),
             router=router_pb2_grpc.RouterStub(router_ch),
             providers=providers_pb2_grpc.ProvidersStub(providers_ch),
             keys=keys,
             billing=billing,
+            apikeys=apikeys,
             accounts=TtlCache(partial(accounts.load_status, billing, metadata), ACCOUNT_TTL_S),
             connected=TtlCache(partial(accounts.load_connected, keys, metadata), CONNECTED_TTL_S),
             outbox=outbox,

@@ -7,15 +7,22 @@ rotated-out key verifying until its tokens expire. A key only verifies with its
 own algorithm, so `alg: none` and HS/RS confusion (an RSA public key used as an
 HMAC secret) fail. Claims: `sub`, `iat`, `exp`, `iss`, and `aud` when configured.
 
-Verification runs on every request, so verified tokens are cached (bounded, in
-the shared `TtlCache`) for a while, never past their expiry; a token not seen
-before is always fully checked, and an account change forgets them all.
+An application's API key (`sb-…`, SPEC.md §7) is presented the same way; the
+verifier hands it to its key loader (apikeys.py), which asks billing by the key's
+keyed hash. Either way the caller is a `Caller`: the account, and for a key what
+the key may do (`Grant`).
+
+Verification runs on every request, so verified credentials are cached (bounded,
+in the shared `TtlCache`) for a while, never past their expiry; a credential not
+seen before is always fully checked, and an account change (a revoked key is one)
+forgets them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,29 @@ from .errors import unauthenticated
 LEEWAY_S = 30  # tolerated clock skew between the issuer and this gateway
 MAX_TOKEN_BYTES = 8192
 VERIFIED_TTL_S = 600.0  # how long a verified token is trusted before it is checked again
+API_KEY_PREFIX = "sb-"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an API key may do beyond its account's rights: only inference and
+    `GET /account`, only these models (empty: any)."""
+
+    key_id: str
+    allowed_models: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the account, and the API key when it is not the account's JWT."""
+
+    account_id: str
+    grant: Grant | None = None
+
+
+#: An API key → its caller and until when that may be trusted (Unix seconds); raises
+#: an `ApiError` (401) for an unknown, revoked or expired key.
+KeyLoader = Callable[[str], Awaitable[tuple[Caller, float]]]
 
 
 @dataclass(frozen=True)
@@ -124,32 +154,41 @@ def presented(authorization: str | None, api_key: str | None) -> str | None:
 
 
 class Verifier:
-    """`Authorization` header → account id, with a bounded cache of verified tokens."""
+    """`Authorization` header → `Caller`, with a bounded cache of verified credentials."""
 
-    def __init__(self, keyring: Keyring, cache_size: int = 10_000) -> None:
+    def __init__(self, keyring: Keyring, keys: KeyLoader | None = None, cache_size: int = 10_000) -> None:
         self._keyring = keyring
-        self._cache: TtlCache[str, tuple[str, float]] = TtlCache(self._load, VERIFIED_TTL_S, max_entries=cache_size)
+        self._keys = keys
+        self._cache: TtlCache[str, tuple[Caller, float]] = TtlCache(self._load, VERIFIED_TTL_S, max_entries=cache_size)
 
-    async def account_id(self, authorization: str | None) -> str:
+    async def caller(self, authorization: str | None) -> Caller:
         if not authorization:
-            raise unauthenticated("Missing bearer token: send your StepBlend JWT as the API key.")
+            raise unauthenticated("Missing bearer token: send your StepBlend JWT or API key as the API key.")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated("Malformed Authorization header: expected 'Bearer <token>'.")
-        account_id, exp = await self._cache.get(token)
-        if exp <= time.time():
-            # Expired since it was verified: check it again (within the leeway it still passes).
+        caller, until = await self._cache.get(token)
+        if until <= time.time():
+            # Expired since it was verified: check it again (within the leeway a JWT still passes).
             self._cache.drop(token)
-            account_id, exp = await self._cache.get(token)
-        return account_id
+            caller, until = await self._cache.get(token)
+        return caller
 
-    async def _load(self, token: str) -> tuple[str, float]:
-        return self._verify(token)
+    async def account_id(self, authorization: str | None) -> str:
+        return (await self.caller(authorization)).account_id
 
-    def _verify(self, token: str) -> tuple[str, float]:
+    async def _load(self, token: str) -> tuple[Caller, float]:
         if len(token) > MAX_TOKEN_BYTES:
             raise unauthenticated("Invalid token: too long.")
+        if token.startswith(API_KEY_PREFIX):
+            if self._keys is None:
+                raise unauthenticated("API keys are not enabled on this StepBlend; send your JWT.")
+            caller, until = await self._keys(token)
+            return caller, min(until, time.time() + VERIFIED_TTL_S)
+        return self._verify(token)
+
+    def _verify(self, token: str) -> tuple[Caller, float]:
         try:
             claims = self._keyring.decode(token)
         except jwt.ExpiredSignatureError as exc:
@@ -159,8 +198,8 @@ class Verifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise unauthenticated("Invalid token: no subject.")
-        return sub, float(claims["exp"])
+        return Caller(sub), float(claims["exp"])
 
     def clear(self) -> None:
-        """Drop every cached verification (an account was disabled or changed)."""
+        """Drop every cached verification (an account was disabled or changed, a key revoked)."""
         self._cache.clear()

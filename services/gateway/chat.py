@@ -71,7 +71,8 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         request_id = uuid.uuid4().hex
         await context.send_initial_metadata((("x-request-id", request_id),))
         metadata = dict(context.invocation_metadata() or ())
-        account_id = await accounts.authenticate(deps, metadata.get("authorization"))
+        caller = await accounts.authenticate(deps, metadata.get("authorization"))
+        account_id = caller.account_id
         if not deps.in_flight.acquire(account_id):
             raise refusal(deps.in_flight.limit)
         try:
@@ -79,6 +80,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
                 request_id=request_id,
                 account_id=account_id,
                 client_request_id=str(metadata.get("x-request-id", ""))[:128],
+                grant=caller.grant,
                 dialect=OpenAIChatCodec.dialect,
             )
             running = await start(deps, exchange, Parsed(*validate(chat_wire.to_openai(request, stream=stream))))

@@ -11,6 +11,7 @@ from services.common.cache import TtlCache
 from services.common.config import Settings
 from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
 
+from .apikeys import ApiKeyBook
 from .auth import Keyring, Verifier
 from .caches import AccountStatus, ModelList
 from .fairness import InFlight
@@ -32,6 +33,7 @@ class Deps:
     providers: providers_pb2_grpc.ProvidersStub
     keys: providers_pb2_grpc.KeysStub
     billing: billing_pb2_grpc.BillingStub
+    apikeys: ApiKeyBook
     accounts: TtlCache[str, AccountStatus]
     connected: TtlCache[str, tuple[str, ...]]
     outbox: Outbox

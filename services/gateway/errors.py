@@ -23,7 +23,15 @@ REFUSAL_STATUS: dict[str, int] = {
 }
 # Errors that retrying cannot fix: the OpenAI SDKs obey `x-should-retry: false`. A
 # rejected stored key stays rejected (a retry would only hit the provider again).
-_NO_RETRY_CODES = frozenset({"plan_limit_exceeded", "provider_not_connected", "provider_key_invalid"})
+_NO_RETRY_CODES = frozenset(
+    {
+        "plan_limit_exceeded",
+        "key_limit_exceeded",
+        "budget_exceeded",
+        "provider_not_connected",
+        "provider_key_invalid",
+    }
+)
 
 
 # Providers' domain errors at the HTTP edge: the status and OpenAI error type of each

@@ -42,13 +42,22 @@ async def start(deps: Deps, exchange: Exchange, parsed: Parsed, *, large: bool =
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
     exchange.max_cost_usd = request.stepblend_max_cost
     counted = await count(deps, request, parsed.upstream, large=large)
-    decision = await route(deps, request, counted, exchange.account_id, parsed.native_providers, parsed.native_only)
+    decision = await route(
+        deps,
+        request,
+        counted,
+        exchange.account_id,
+        parsed.native_providers,
+        parsed.native_only,
+        grant=exchange.grant,
+    )
     exchange.strategy_used = decision.strategy_used
     exchange.catalog_version = decision.catalog_version
-    exchange.candidates = len(decision.candidates)
     if deps.outbox.is_full():
         raise errors.unavailable("StepBlend cannot record usage right now (event bus unreachable); try again shortly.")
-    exchange.rate_headers = await admit(deps, exchange.account_id, exchange.request_id)
+    # Admission drops the candidates whose worst case no budget has room for.
+    exchange.rate_headers = await admit(deps, exchange, decision)
+    exchange.candidates = len(decision.candidates)
     # From here the request holds a reservation: every way out settles it (usage.finish).
     return execute(deps, exchange, decision, parsed)
 

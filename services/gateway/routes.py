@@ -11,13 +11,13 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from . import accounts, console, pipeline, routing_api
-from .auth import presented
+from .auth import Caller, presented
 from .codecs.anthropic import AnthropicCodec
 from .codecs.openai_chat import OpenAIChatCodec
 from .deps import Deps
 from .errors import ApiError
 from .render import JsonResponse
-from .schemas import MAX_BODY_BYTES, ChatRequest, Credentials, NewAccount, PutKeyBody
+from .schemas import MAX_BODY_BYTES, AccountChange, ChatRequest, Credentials, NewAccount, NewApiKey, PutKeyBody
 from .state import Exchange
 
 OPENAI_CHAT = OpenAIChatCodec()
@@ -75,13 +75,18 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
 @router.post("/chat/completions", openapi_extra=_json_body(ChatRequest))
 async def chat_completions(request: Request) -> Response:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, _credential(request))
-    exchange = Exchange(
-        request_id=request.state.request_id,
-        account_id=account_id,
-        client_request_id=request.headers.get("x-request-id", "")[:128],
-    )
+    caller = await accounts.authenticate(deps, _credential(request))
+    exchange = _exchange(request, caller)
     return await pipeline.run(OPENAI_CHAT, deps, exchange, await _body(request))
+
+
+def _exchange(request: Request, caller: Caller) -> Exchange:
+    return Exchange(
+        request_id=request.state.request_id,
+        account_id=caller.account_id,
+        client_request_id=request.headers.get("x-request-id", "")[:128],
+        grant=caller.grant,
+    )
 
 
 @router.post("/messages")
@@ -89,15 +94,11 @@ async def messages(request: Request) -> Response:
     """Anthropic's Messages API (SPEC.md §8): every error in Anthropic's shape."""
     try:
         deps = _deps(request)
-        account_id = await accounts.authenticate(deps, _credential(request))
+        caller = await accounts.authenticate(deps, _credential(request))
         raw = await _body(request)
     except ApiError as exc:
         return ANTHROPIC.error(exc)
-    exchange = Exchange(
-        request_id=request.state.request_id,
-        account_id=account_id,
-        client_request_id=request.headers.get("x-request-id", "")[:128],
-    )
+    exchange = _exchange(request, caller)
     beta = request.headers.get("anthropic-beta")
     if beta:
         # Features of the body a natively served request keeps (prompt caching, ...).
@@ -110,10 +111,8 @@ async def count_message_tokens(request: Request) -> Response:
     """`{"input_tokens": N}` for the body's model, free of charge and of quota."""
     try:
         deps = _deps(request)
-        account_id = await accounts.authenticate(deps, _credential(request))
-        return JsonResponse(
-            await routing_api.count_tokens(deps, account_id, ANTHROPIC.parse_count, await _body(request))
-        )
+        caller = await accounts.authenticate(deps, _credential(request))
+        return JsonResponse(await routing_api.count_tokens(deps, caller, ANTHROPIC.parse_count, await _body(request)))
     except ApiError as exc:
         return ANTHROPIC.error(exc)
 
@@ -121,8 +120,8 @@ async def count_message_tokens(request: Request) -> Response:
 @router.post("/route", openapi_extra=_json_body(ChatRequest))
 async def route_explain(request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, _credential(request))
-    return await routing_api.explain(deps, account_id, await _body(request))
+    caller = await accounts.authenticate(deps, _credential(request))
+    return await routing_api.explain(deps, caller, await _body(request))
 
 
 @router.get("/models")
@@ -151,36 +150,68 @@ def _client(request: Request) -> str:
 @router.get("/account")
 async def get_account(request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, _credential(request))
-    return await accounts.account_summary(deps, account_id)
+    caller = await accounts.authenticate(deps, _credential(request))
+    return await accounts.account_summary(deps, caller.account_id)
+
+
+@router.patch("/account")
+async def patch_account(body: AccountChange, request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate_session(deps, _credential(request), "change the account's budget")
+    return await accounts.set_budget(deps, account_id, body.monthly_budget_usd)
 
 
 @router.get("/account/usage")
-async def get_usage(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 50) -> dict[str, Any]:
+async def get_usage(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    api_key_id: Annotated[str, Query(max_length=64)] = "",
+) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, _credential(request))
-    return await accounts.usage(deps, account_id, limit)
+    account_id = await accounts.authenticate_session(deps, _credential(request), "read the account's usage")
+    return await accounts.usage(deps, account_id, limit, api_key_id)
 
 
 @router.get("/account/keys")
 async def list_keys(request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, _credential(request))
+    account_id = await accounts.authenticate_session(deps, _credential(request), "read provider keys")
     return await accounts.list_keys(deps, account_id)
 
 
 @router.put("/account/keys/{provider}")
 async def put_key(provider: str, body: PutKeyBody, request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, _credential(request))
+    account_id = await accounts.authenticate_session(deps, _credential(request), "connect provider keys")
     return await accounts.put_key(deps, account_id, provider, body.api_key)
 
 
 @router.delete("/account/keys/{provider}")
 async def delete_key(provider: str, request: Request) -> dict[str, Any]:
     deps = _deps(request)
-    account_id = await accounts.authenticate(deps, _credential(request))
+    account_id = await accounts.authenticate_session(deps, _credential(request), "remove provider keys")
     return await accounts.delete_key(deps, account_id, provider)
+
+
+@router.post("/account/api-keys", status_code=201)
+async def create_api_key(body: NewApiKey, request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate_session(deps, _credential(request), "create API keys")
+    return await deps.apikeys.create(account_id, body)
+
+
+@router.get("/account/api-keys")
+async def list_api_keys(request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate_session(deps, _credential(request), "list API keys")
+    return await deps.apikeys.list(account_id)
+
+
+@router.delete("/account/api-keys/{key_id}")
+async def revoke_api_key(key_id: str, request: Request) -> dict[str, Any]:
+    deps = _deps(request)
+    account_id = await accounts.authenticate_session(deps, _credential(request), "revoke API keys")
+    return await deps.apikeys.revoke(account_id, key_id[:64])
 
 
 # The console page and its files. Served at the root, through `health`: the

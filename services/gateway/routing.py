@@ -9,6 +9,8 @@ from services.common.vocab import RefusalCode
 from stepblend.v1 import router_pb2
 
 from . import errors, offload
+from .apikeys import allowed
+from .auth import Grant
 from .deps import Deps
 from .errors import ApiError
 from .features import features
@@ -39,11 +41,14 @@ async def route(
     only: frozenset[str] = frozenset(),
     only_error: ApiError | None = None,
     *,
+    grant: Grant | None = None,
     explain: bool = False,
 ) -> router_pb2.RouteDecision:
     """Ask the router for ranked candidates for a request with these features; a
     refusal becomes its HTTP error. With `only_error`, only the providers in `only`
-    may serve it, and `only_error` is the answer when none of them can."""
+    may serve it, and `only_error` is the answer when none of them can. With an API
+    key's `grant`, only the models it allows."""
+    models = allowed(grant, request.model)
     connected = await deps.connected.get(account_id)
     if only_error is not None:
         connected = tuple(p for p in connected if p in only)
@@ -54,6 +59,7 @@ async def route(
         max_cost_usd=str(request.stepblend_max_cost) if request.stepblend_max_cost is not None else "",
         connected_providers=connected,
         explain=explain,
+        allowed_models=models,
     )
     response = await call(
         deps.router.Route, route_request, service="router", timeout_s=_ROUTE_TIMEOUT_S, metadata=deps.metadata

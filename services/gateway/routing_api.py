@@ -14,6 +14,7 @@ from typing import Any
 from stepblend.v1 import router_pb2
 
 from . import offload
+from .auth import Caller
 from .codecs.base import Parsed
 from .codecs.openai_chat import parse as parse_chat
 from .deps import Deps
@@ -26,6 +27,8 @@ def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
         "provider": c.provider,
         "upstream_model": c.upstream_model,
         "estimated_cost_usd": float(c.estimated_cost_usd or 0),
+        # What an API key's or the account's budget reserves for it (SPEC.md §7).
+        "worst_case_cost_usd": float(c.worst_cost_usd or 0),
         "score": round(c.score, 6),
         "output_budget": c.output_budget or None,
         "input_price_per_mtok": float(c.input_price_per_mtok or 0),
@@ -33,11 +36,11 @@ def _candidate(c: router_pb2.Candidate) -> dict[str, Any]:
     }
 
 
-async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
+async def explain(deps: Deps, caller: Caller, raw: bytes) -> dict[str, Any]:
     large = offload.is_large(raw)
     request, upstream = await offload.run(large, parse_chat, raw)
     feats = await count(deps, request, upstream, large=large)
-    decision = await route(deps, request, feats, account_id, explain=True)
+    decision = await route(deps, request, feats, caller.account_id, grant=caller.grant, explain=True)
     ranked = [_candidate(c) for c in decision.candidates]
     return {
         "object": "route",
@@ -61,11 +64,11 @@ async def explain(deps: Deps, account_id: str, raw: bytes) -> dict[str, Any]:
     }
 
 
-async def count_tokens(deps: Deps, account_id: str, parse: Callable[[bytes], Parsed], raw: bytes) -> dict[str, int]:
+async def count_tokens(deps: Deps, caller: Caller, parse: Callable[[bytes], Parsed], raw: bytes) -> dict[str, int]:
     """The prompt tokens the router prices the body's model with (the gateway's count
     with that model's tokenizer margin): Anthropic's `count_tokens`. Uses no quota."""
     large = offload.is_large(raw)
     parsed = await offload.run(large, parse, raw)
     feats = await count(deps, parsed.request, parsed.upstream, large=large)
-    decision = await route(deps, parsed.request, feats, account_id, explain=True)
+    decision = await route(deps, parsed.request, feats, caller.account_id, grant=caller.grant, explain=True)
     return {"input_tokens": decision.candidates[0].prompt_tokens if decision.candidates else feats.prompt_tokens}

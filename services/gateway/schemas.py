@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -132,3 +132,31 @@ class NewAccount(Credentials):
     """A sign-up: the password must be at least 8 characters."""
 
     password: Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+
+
+class NewApiKey(BaseModel):
+    """`POST /account/api-keys`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    expires_at: int | None = Field(None, gt=0)
+    monthly_request_limit: int | None = Field(None, ge=1)
+    monthly_budget_usd: Decimal | None = Field(None, ge=0, lt=1_000_000)
+    rpm: int | None = Field(None, ge=1, le=1_000_000)
+    allowed_models: list[str] | None = Field(None, max_length=50)
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _names(cls, models: list[str] | None) -> list[str] | None:
+        if models is not None and any(not m.strip() or len(m) > 128 for m in models):
+            raise ValueError("each allowed model is a model id or strategy name of 1 to 128 characters")
+        return models
+
+
+class AccountChange(BaseModel):
+    """`PATCH /account`: the account-wide monthly budget in USD; null removes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    monthly_budget_usd: Decimal | None = Field(ge=0, lt=1_000_000)

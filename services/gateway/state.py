@@ -14,6 +14,7 @@ from typing import Any
 
 from stepblend.v1 import providers_pb2, router_pb2
 
+from .auth import Grant
 from .codecs.base import TokenCounts
 from .costs import actual_cost, as_json_number
 
@@ -27,6 +28,8 @@ class Exchange:
     request_id: str
     account_id: str
     client_request_id: str
+    # The API key it came with (its id and allowed models); None for the account's JWT.
+    grant: Grant | None = None
     # The front door's dialect ("openai_chat", "anthropic_messages", ...): set by
     # the pipeline from its codec; a span attribute, and the usage event's.
     dialect: str = "openai_chat"
@@ -53,6 +56,10 @@ class Exchange:
     max_cost_usd: Decimal | None = None
     candidates: int = 0
     answered_at: float = 0.0
+
+    @property
+    def api_key_id(self) -> str:
+        return self.grant.key_id if self.grant is not None else ""
 
     @property
     def completion_id(self) -> str:

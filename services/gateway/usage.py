@@ -62,4 +62,5 @@ def usage_event(exchange: Exchange) -> UsageEvent:
             for a in exchange.attempts
         ],
         client_request_id=exchange.client_request_id,
+        api_key_id=exchange.api_key_id,
     )

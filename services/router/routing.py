@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
-from services.common.vocab import Strategy
+from services.common.vocab import Strategy, parse_strategy
 from services.router.breaker import ALLOWED, Admission, Admit
 from services.router.budget import UNCAPPED_ESTIMATE_TOKENS, Fit, fit, worst_case_cost
 from services.router.catalog import Catalog, ModelEntry
@@ -64,7 +64,6 @@ from services.router.strategies import (
     Option,
     Ranked,
     Stats,
-    parse_strategy,
     rank,
 )
 

@@ -63,14 +63,6 @@ BALANCED_WEIGHTS: Mapping[str, float] = MappingProxyType(
 )
 
 
-def parse_strategy(name: str) -> Strategy | None:
-    """The strategy `name` spells (case and `-`/`_` insensitive), or None."""
-    try:
-        return Strategy(name.strip().lower().replace("-", "_"))
-    except ValueError:
-        return None
-
-
 class Stats(Protocol):
     """What the router knows of a model's behaviour on its provider."""
 

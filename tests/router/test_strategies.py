@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from services.common.vocab import parse_strategy
 from services.router.catalog import Catalog, ModelEntry
 from services.router.routing import Decision, RouteRequest, route
 from services.router.strategies import (
@@ -13,7 +14,6 @@ from services.router.strategies import (
     Option,
     Strategy,
     balanced_scores,
-    parse_strategy,
     rank,
 )
 from tests.router.conftest import ALL_PROVIDERS
