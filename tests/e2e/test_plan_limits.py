@@ -9,7 +9,14 @@ mock provider, each its own process (`python -m stepblend serve NAME`).
     the events have settled, billing's ledger holds exactly one counted row per
     served request, and the month's counter agrees.
 
-Both run with billing on SQLite and on PostgreSQL. This module starts its own
+(c) An API key's monthly limit of 30 and 200 concurrent requests with it across
+    the two gateways: exactly 30 served.
+(d) A key's budget at the boundary: 200 concurrent requests whose worst case is a
+    50th of the budget: spend never passes it (over-spend 0), every refusal is
+    `budget_exceeded`, and billing's spend equals the served requests' cost.
+(e) A key revoked through one gateway is refused by the other within a second.
+
+All run with billing on SQLite and on PostgreSQL. This module starts its own
 processes rather than using the shared `system` fixture: it kills some of them.
 """
 
@@ -27,6 +34,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import grpc
@@ -37,7 +45,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from services.billing.db import make_engine
-from services.billing.models import LedgerEntry, MonthCounter, Reservation, ReservationState
+from services.billing.models import KeyMonthCounter, LedgerEntry, MonthCounter, Reservation, ReservationState
 from services.common.grpcio import TOKEN_HEADER
 from stepblend.v1 import billing_pb2, billing_pb2_grpc
 from tests.billing.pgcluster import PostgresCluster
@@ -157,6 +165,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         STEPBLEND_JWT_SECRET=secrets.token_urlsafe(48),
         STEPBLEND_INTERNAL_TOKEN=secrets.token_urlsafe(32),
         STEPBLEND_KEY_ENCRYPTION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        STEPBLEND_API_KEY_PEPPER=secrets.token_urlsafe(32),
         STEPBLEND_PLANS_FILE=str(root / "plans.toml"),
         STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1",
         STEPBLEND_ROUTER_ADDR=f"127.0.0.1:{free_port()}",
@@ -375,3 +384,112 @@ def test_a_billing_killed_mid_run_loses_and_doubles_nothing(stack: Stack) -> Non
     assert month.used == len(served)
     assert month.reserved == len(orphans) and not orphans & served
     assert counter == month.used + month.reserved
+
+
+def _api_key(stack: Stack, token: str, **limits: object) -> dict[str, object]:
+    response = httpx.post(
+        f"{stack.gateway_urls[0]}/api/v1/account/api-keys",
+        headers={"authorization": f"Bearer {token}"},
+        json={"name": "replicas", **limits},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, object] = response.json()
+    return created
+
+
+async def _concurrently(stack: Stack, key: str, marker: str, count: int, **body: object) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        return await asyncio.gather(
+            *(
+                client.post(
+                    f"{stack.gateway_urls[i % 2]}/api/v1/chat/completions",
+                    headers={"authorization": f"Bearer {key}"},
+                    json={"model": MODEL, "messages": [{"role": "user", "content": f"{marker} {i}"}], **body},
+                )
+                for i in range(count)
+            )
+        )
+
+
+def test_a_keys_limit_of_30_serves_exactly_30_of_200_across_two_gateways(stack: Stack) -> None:
+    _email, token, _account_id = _account(stack, "big")
+    key = _api_key(stack, token, monthly_request_limit=30)
+    marker = f"limit-c-{uuid.uuid4().hex}"
+    responses = asyncio.run(_concurrently(stack, str(key["key"]), marker, 200))
+    statuses = Counter(r.status_code for r in responses)
+    print(f"\n(c) [{stack.billing_url.split(':')[0]}] key limit 30: statuses {dict(statuses)}")
+    assert statuses == {200: 30, 429: 170}, statuses
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"key_limit_exceeded"}
+    assert _mock_calls(stack, marker) == 30
+
+
+def test_a_keys_budget_is_never_overspent_by_200_concurrent_requests(stack: Stack) -> None:
+    _email, token, _account_id = _account(stack, "big")
+    marker = f"limit-d-{uuid.uuid4().hex}"
+    body = {"model": MODEL, "messages": [{"role": "user", "content": f"{marker} 100"}], "max_tokens": 64}
+    route = httpx.post(
+        f"{stack.gateway_urls[0]}/api/v1/route", headers={"authorization": f"Bearer {token}"}, json=body, timeout=10
+    ).json()
+    worst = Decimal(str(route["candidates"][0]["worst_case_cost_usd"]))
+    budget = (worst * 50).quantize(Decimal("0.000000000001"))
+    key = _api_key(stack, token, monthly_budget_usd=str(budget))
+    # Every answer runs to max_tokens, so each request costs close to its worst case:
+    # the budget is met at about 50 requests, and the 51st worst case does not fit.
+    httpx.post(f"{stack.mock_url}/_mock/behaviour", json={"model": "*", "content": "spend " * 400}, timeout=10)
+    try:
+        responses = asyncio.run(_concurrently(stack, str(key["key"]), marker, 200, max_tokens=64))
+    finally:
+        httpx.delete(f"{stack.mock_url}/_mock/behaviour", timeout=10)
+    statuses = Counter(r.status_code for r in responses)
+    served = [r.json() for r in responses if r.status_code == 200]
+    cost = sum((Decimal(str(r["stepblend"]["actual_cost_usd"])) for r in served), Decimal(0))
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} <= {"budget_exceeded"}
+    engine = make_engine(stack.billing_url)
+    try:
+
+        def spent() -> Decimal:
+            with Session(engine) as session:
+                row = session.exec(select(KeyMonthCounter).where(col(KeyMonthCounter.key_id) == str(key["id"]))).one()
+                return row.spent_usd if row.reserved == 0 else Decimal(-1)
+
+        _wait(lambda: spent() >= 0, 60, "every served request settled")
+        settled = spent()
+    finally:
+        engine.dispose()
+    overspend = max(settled - budget, Decimal(0))
+    print(
+        f"\n(d) [{stack.billing_url.split(':')[0]}] budget ${budget} (50 worst cases of ${worst}): "
+        f"statuses {dict(statuses)}, spent ${settled}, over-spend ${overspend}"
+    )
+    # The 50 worst cases fit; a few more once early ones settle a little below theirs.
+    assert all(r["usage"]["completion_tokens"] == 64 for r in served)
+    assert 50 <= len(served) < 60
+    assert settled == cost
+    assert overspend == 0
+
+
+def test_a_key_revoked_at_one_gateway_is_refused_by_the_other_within_a_second(stack: Stack) -> None:
+    _email, token, _account_id = _account(stack, "big")
+    created = _api_key(stack, token)
+    key = str(created["key"])
+    for url in stack.gateway_urls:  # both gateways now hold the key as verified
+        assert asyncio.run(_complete_one(url, key)).status_code == 200
+    revoked_at = time.monotonic()
+    response = httpx.delete(
+        f"{stack.gateway_urls[0]}/api/v1/account/api-keys/{created['id']}",
+        headers={"authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    while (status := asyncio.run(_complete_one(stack.gateway_urls[1], key)).status_code) == 200:
+        assert time.monotonic() - revoked_at < 1.0, "the other gateway still serves the revoked key after 1 s"
+    delay = time.monotonic() - revoked_at
+    print(f"\n(e) [{stack.billing_url.split(':')[0]}] revoked key refused by the other gateway after {delay:.3f} s")
+    assert status == 401 and delay < 1.0
+
+
+async def _complete_one(url: str, key: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await _complete(client, url, key, "revocation")
