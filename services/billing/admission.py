@@ -180,8 +180,11 @@ def admit(
     account_budget = from_column(connection, account[2])
 
     # What is left of each budget, and which candidates' worst cases fit it.
-    lefts = [(account_budget, counters.read(connection, ACCOUNTS, account_id, month), "account")]
-    if key is not None:
+    # (Read only where there is a budget: without one, nothing needs the counts.)
+    lefts = []
+    if account_budget is not None:
+        lefts.append((account_budget, counters.read(connection, ACCOUNTS, account_id, month), "account"))
+    if key is not None and key.budget is not None:
         lefts.append((key.budget, counters.read(connection, KEYS, key.key_id, month), "key"))
     left, owner = _least_left(lefts)
     fits = tuple(left is None or cost <= left for cost in worst_costs)
@@ -272,9 +275,7 @@ def _minute_full(connection: Connection, key: _Key, now: datetime) -> int:
     return max(1, math.ceil((oldest_at + _MINUTE - now).total_seconds()))
 
 
-def _least_left(
-    lefts: list[tuple[Decimal | None, counters.Counts, str]],
-) -> tuple[Decimal | None, str]:
+def _least_left(lefts: list[tuple[Decimal, counters.Counts, str]]) -> tuple[Decimal | None, str]:
     """The smaller of what the budgets leave, and whose it is; None when there is no budget."""
     best: tuple[Decimal | None, str] = (None, "")
     for budget, counts, owner in lefts:
