@@ -36,6 +36,7 @@ class RefusalCode(StrEnum):
     PROVIDER_NOT_CONNECTED = "provider_not_connected"
     NO_MODEL_UNDER_COST_CAP = "no_model_under_cost_cap"
     NO_ELIGIBLE_MODEL = "no_eligible_model"
+    STRATEGY_NOT_SUPPORTED = "strategy_not_supported"
 
 
 class Strategy(StrEnum):

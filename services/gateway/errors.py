@@ -20,6 +20,7 @@ REFUSAL_STATUS: dict[str, int] = {
     RefusalCode.NO_MODEL_UNDER_COST_CAP: 400,
     RefusalCode.NO_ELIGIBLE_MODEL: 400,
     RefusalCode.INVALID_REQUEST: 400,
+    RefusalCode.STRATEGY_NOT_SUPPORTED: 400,
 }
 # Errors that retrying cannot fix: the OpenAI SDKs obey `x-should-retry: false`. A
 # rejected stored key stays rejected (a retry would only hit the provider again).

@@ -20,17 +20,29 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from services.router.catalog_fields import (
+    CatalogError,
+    Tokenizer,
+    count,
+    number,
+    positive_int,
+    price,
+    text,
+    text_list,
+)
+from services.router.embedding_catalog import EmbeddingEntry, parse_embeddings
+
 #: Providers the executor has adapters for. A row naming anything else is a typo
 #: that would only show up as failed requests, so it is refused at load.
 KNOWN_PROVIDERS = frozenset({"openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai", "demo"})
 
-_TOP_KEYS = frozenset({"version", "quality_source", "priors_source", "tokenizers", "models"})
+_TOP_KEYS = frozenset({"version", "quality_source", "priors_source", "tokenizers", "models", "embeddings"})
 _TOKENIZER_KEYS = frozenset({"margin", "overhead_tokens", "tools_overhead_tokens", "basis"})
 _REQUIRED = frozenset(
     {
@@ -53,10 +65,6 @@ _OPTIONAL = frozenset({"aliases", "cached_input_per_mtok", "param_renames", "uns
 _CAPABILITIES = ("tools", "vision", "json_schema", "streaming")
 
 
-class CatalogError(ValueError):
-    """The catalog file is malformed; the message names the row and the field."""
-
-
 @dataclass(frozen=True)
 class Capabilities:
     """What a model can do that a request may need."""
@@ -65,28 +73,6 @@ class Capabilities:
     vision: bool
     json_schema: bool
     streaming: bool
-
-
-@dataclass(frozen=True)
-class Tokenizer:
-    """How far the gateway's o200k_base count may fall short for one tokenizer family."""
-
-    name: str
-    #: Multiplier (>= 1) on the o200k_base count.
-    margin: Decimal
-    #: Tokens the provider adds to every request (e.g. a chat-format preamble).
-    overhead_tokens: int
-    #: Tokens the provider adds when the request carries tools (a tool-use prompt).
-    tools_overhead_tokens: int
-    basis: str
-
-    def estimate(self, o200k_tokens: int, needs_tools: bool) -> int:
-        """Prompt tokens this family is billed for, erring high: ceil(count x margin) +
-        overheads. Integer arithmetic on the margin's exact ratio keeps it exact and cheap."""
-        numerator, denominator = self.margin.as_integer_ratio()
-        scaled = -(-o200k_tokens * numerator // denominator)  # ceiling division
-        extra = self.overhead_tokens + (self.tools_overhead_tokens if needs_tools else 0)
-        return scaled + extra
 
 
 @dataclass(frozen=True)
@@ -131,6 +117,7 @@ class Catalog:
     quality_source: str
     models: tuple[ModelEntry, ...]
     tokenizers: Mapping[str, Tokenizer] = field(default_factory=lambda: MappingProxyType({}))
+    embeddings: tuple[EmbeddingEntry, ...] = ()
     _by_name: Mapping[str, tuple[ModelEntry, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +132,12 @@ class Catalog:
     def providers(self) -> frozenset[str]:
         """Providers that serve at least one catalog model."""
         return frozenset(entry.provider for entry in self.models)
+
+    def resolve_embedding(self, name: str) -> tuple[EmbeddingEntry, ...]:
+        """Embedding rows a client's `model` names, as `resolve` does for chat rows."""
+        prefix, sep, rest = name.partition(":")
+        wanted, provider = (rest, prefix) if sep and prefix in KNOWN_PROVIDERS else (name, "")
+        return tuple(e for e in self.embeddings if wanted in e.names and (not provider or e.provider == provider))
 
     def resolve(self, name: str) -> tuple[ModelEntry, ...]:
         """Rows a client's `model` names, in catalog order; empty when unknown.
@@ -171,15 +164,15 @@ def load_catalog(path: Path | None = None, *, reserved_names: Iterable[str] = ()
     body's `model` is read as a strategy first.
     """
     if path is None:
-        source, text = "packaged catalog.toml", default_catalog_text()
+        source, raw = "packaged catalog.toml", default_catalog_text()
     else:
         source = str(path)
         try:
-            text = path.read_text("utf-8")
+            raw = path.read_text("utf-8")
         except OSError as exc:
             raise CatalogError(f"catalog {source}: cannot read: {exc}") from exc
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"catalog {source}: not valid TOML: {exc}") from exc
     return parse_catalog(data, source=source, reserved_names=reserved_names)
@@ -203,11 +196,17 @@ def parse_catalog(data: Mapping[str, Any], *, source: str = "catalog", reserved_
 
     models = tuple(_parse_row(row, f"catalog {source}: models[{i}]", tokenizers) for i, row in enumerate(rows))
     _check_names(models, f"catalog {source}", frozenset(reserved_names))
+    embeddings = parse_embeddings(data.get("embeddings"), f"catalog {source}", tokenizers, KNOWN_PROVIDERS)
+    chat_names = {name for entry in models for name in entry.names}
+    shared = sorted({name for entry in embeddings for name in entry.names} & chat_names)
+    if shared:
+        raise CatalogError(f"catalog {source}: names used by both a chat and an embedding model: {shared}")
     return Catalog(
         version=version,
         quality_source=quality_source,
         models=models,
         tokenizers=MappingProxyType(tokenizers),
+        embeddings=embeddings,
     )
 
 
@@ -222,16 +221,16 @@ def _parse_tokenizers(value: object, where: str) -> dict[str, Tokenizer]:
         unknown = sorted(set(row) - _TOKENIZER_KEYS)
         if unknown:
             raise CatalogError(f"{here}: unknown fields {unknown}")
-        margin = _price(row, "margin", here)
+        margin = price(row, "margin", here)
         # A margin below 1 would make the estimate err low, and a cost cap a wish.
         if not 1 <= margin <= 10:
             raise CatalogError(f"{here}: margin must be between 1 and 10, got {row['margin']!r}")
         out[name] = Tokenizer(
             name=name,
             margin=margin,
-            overhead_tokens=_count(row, "overhead_tokens", here),
-            tools_overhead_tokens=_count(row, "tools_overhead_tokens", here),
-            basis=_text(row, "basis", here),
+            overhead_tokens=count(row, "overhead_tokens", here),
+            tools_overhead_tokens=count(row, "tools_overhead_tokens", here),
+            basis=text(row, "basis", here),
         )
     return out
 
@@ -248,43 +247,43 @@ def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer]) -> 
     if unknown:
         raise CatalogError(f"{where}: unknown fields {unknown}")
 
-    provider = _text(row, "provider", where)
+    provider = text(row, "provider", where)
     if provider not in KNOWN_PROVIDERS:
         raise CatalogError(f"{where}: unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))})")
-    tokenizer_name = _text(row, "tokenizer", where)
+    tokenizer_name = text(row, "tokenizer", where)
     if tokenizer_name not in tokenizers:
         known = ", ".join(sorted(tokenizers))
         raise CatalogError(f"{where}: unknown tokenizer {tokenizer_name!r} (known: {known})")
-    context_window = _positive_int(row, "context_window", where)
-    max_output = _positive_int(row, "max_output_tokens", where)
+    context_window = positive_int(row, "context_window", where)
+    max_output = positive_int(row, "max_output_tokens", where)
     if max_output > context_window:
         raise CatalogError(f"{where}: max_output_tokens {max_output} exceeds context_window")
-    cached = _price(row, "cached_input_per_mtok", where) if "cached_input_per_mtok" in row else None
-    reliability = _number(row, "reliability_prior", where)
+    cached = price(row, "cached_input_per_mtok", where) if "cached_input_per_mtok" in row else None
+    reliability = number(row, "reliability_prior", where)
     if not 0 < reliability <= 1:
         raise CatalogError(f"{where}: reliability_prior must be in (0, 1]")
-    quality = _number(row, "quality", where)
+    quality = number(row, "quality", where)
     if not 0 <= quality <= 1:
         raise CatalogError(f"{where}: quality must be in [0, 1]")
-    ttft = _number(row, "ttft_ms_prior", where)
-    throughput = _number(row, "tokens_per_s_prior", where)
+    ttft = number(row, "ttft_ms_prior", where)
+    throughput = number(row, "tokens_per_s_prior", where)
     if ttft <= 0 or throughput <= 0:
         raise CatalogError(f"{where}: ttft_ms_prior and tokens_per_s_prior must be positive")
 
     return ModelEntry(
-        id=_text(row, "id", where),
+        id=text(row, "id", where),
         provider=provider,
-        upstream_model=_text(row, "upstream_model", where),
-        aliases=_text_list(row, "aliases", where),
+        upstream_model=text(row, "upstream_model", where),
+        aliases=text_list(row, "aliases", where),
         tokenizer=tokenizers[tokenizer_name],
-        input_per_mtok=_price(row, "input_per_mtok", where),
-        output_per_mtok=_price(row, "output_per_mtok", where),
+        input_per_mtok=price(row, "input_per_mtok", where),
+        output_per_mtok=price(row, "output_per_mtok", where),
         cached_input_per_mtok=cached,
         context_window=context_window,
         max_output_tokens=max_output,
         capabilities=_capabilities(row.get("capabilities"), where),
         param_renames=_renames(row.get("param_renames", {}), where),
-        unsupported_params=_text_list(row, "unsupported_params", where),
+        unsupported_params=text_list(row, "unsupported_params", where),
         quality=quality,
         ttft_ms_prior=ttft,
         tokens_per_s_prior=throughput,
@@ -311,56 +310,6 @@ def _check_names(models: tuple[ModelEntry, ...], where: str, reserved: frozenset
             if previous != entry.id:
                 # An unprefixed name must never fall back to a different model.
                 raise CatalogError(f"{where}: duplicate name {name!r}: used by {previous!r} and {entry.id!r}")
-
-
-def _text(row: Mapping[str, Any], key: str, where: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value.strip() or value != value.strip():
-        raise CatalogError(f"{where}: {key} must be a non-empty string without spaces around it")
-    return value
-
-
-def _text_list(row: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = row.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise CatalogError(f"{where}: {key} must be a list of non-empty strings")
-    return tuple(value)
-
-
-def _price(row: Mapping[str, Any], key: str, where: str) -> Decimal:
-    value = row.get(key)
-    # A TOML float (2.5) has already lost exactness on its way through binary; money
-    # is written as a string so that Decimal sees exactly what the operator typed.
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise CatalogError(f'{where}: {key} must be a decimal string such as "2.50", got {value!r}')
-    try:
-        price = Decimal(value)
-    except InvalidOperation as exc:
-        raise CatalogError(f"{where}: {key} {value!r} is not a decimal number") from exc
-    if not price.is_finite() or price < 0:
-        raise CatalogError(f"{where}: {key} must be a finite non-negative price, got {value!r}")
-    return price
-
-
-def _positive_int(row: Mapping[str, Any], key: str, where: str) -> int:
-    value = row.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise CatalogError(f"{where}: {key} must be a positive integer, got {value!r}")
-    return value
-
-
-def _count(row: Mapping[str, Any], key: str, where: str) -> int:
-    value = row.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
-        raise CatalogError(f"{where}: {key} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _number(row: Mapping[str, Any], key: str, where: str) -> float:
-    value = row.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CatalogError(f"{where}: {key} must be a number, got {value!r}")
-    return float(value)
 
 
 def _capabilities(value: object, where: str) -> Capabilities:

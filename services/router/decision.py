@@ -67,6 +67,11 @@ class RouteRequest:
     #: The caller's API key allows only these models (`gpt-4o`: every provider's row,
     #: `openai:gpt-4o`: that row); empty: any.
     allowed_models: frozenset[str] = frozenset()
+    #: "embedding": route among the embedding table's rows (embedding_routing.py).
+    kind: str = ""
+    #: Embeddings: tokens of the longest input (o200k_base), and how many inputs.
+    longest_input_tokens: int = 0
+    inputs: int = 0
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,12 @@ def route(
         strategy_used = order.value
     else:
         rows = catalog.resolve(model)
+        if not rows and catalog.resolve_embedding(model):
+            return Refusal(
+                RefusalCode.INVALID_REQUEST,
+                f"{_quote(model)} is an embedding model: send it to POST /api/v1/embeddings",
+                "model",
+            )
         if not rows:
             return Refusal(
                 RefusalCode.MODEL_NOT_FOUND,

@@ -8,9 +8,14 @@ import grpc
 
 from services.router.catalog import Catalog, ModelEntry
 from services.router.decision import Candidate, Decision, Exclusion, RouteRequest
+from services.router.embedding_catalog import EmbeddingEntry
+from services.router.embedding_routing import route_embedding
 from services.router.routing import Circuits, route
 from services.router.strategies import Stats
 from stepblend.v1 import router_pb2, router_pb2_grpc
+
+#: RouteRequest.kind of an embeddings request.
+EMBEDDING = "embedding"
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
@@ -26,7 +31,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Route(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.RouteResponse:
-        result = route(self._catalog, to_route_request(request), self._stats, self._circuits)
+        routed = to_route_request(request)
+        if routed.kind == EMBEDDING:
+            result = route_embedding(self._catalog, routed)
+        else:
+            result = route(self._catalog, routed, self._stats, self._circuits)
         if isinstance(result, Decision):
             return router_pb2.RouteResponse(decision=to_decision_pb(result, explain=request.explain))
         return router_pb2.RouteResponse(
@@ -55,6 +64,9 @@ def to_route_request(message: router_pb2.RouteRequest) -> RouteRequest:
         connected_providers=frozenset(message.connected_providers),
         explain=message.explain,
         allowed_models=frozenset(message.allowed_models),
+        kind=message.kind,
+        longest_input_tokens=features.longest_input_tokens,
+        inputs=features.inputs,
     )
 
 
@@ -71,7 +83,8 @@ def to_decision_pb(decision: Decision, *, explain: bool = False) -> router_pb2.R
 def to_models_pb(catalog: Catalog) -> router_pb2.ListModelsResponse:
     """Every catalog row, in catalog order, with the catalog's version."""
     return router_pb2.ListModelsResponse(
-        models=[_model_pb(entry) for entry in catalog.models], catalog_version=catalog.version
+        models=[*(_model_pb(entry) for entry in catalog.models), *(_embedding_pb(e) for e in catalog.embeddings)],
+        catalog_version=catalog.version,
     )
 
 
@@ -117,6 +130,20 @@ def _model_pb(entry: ModelEntry) -> router_pb2.ModelInfo:
         vision=caps.vision,
         json_schema=caps.json_schema,
         aliases=list(entry.aliases),
+    )
+
+
+def _embedding_pb(entry: EmbeddingEntry) -> router_pb2.ModelInfo:
+    return router_pb2.ModelInfo(
+        id=entry.id,
+        provider=entry.provider,
+        upstream_model=entry.upstream_model,
+        input_price_per_mtok=decimal_str(entry.input_per_mtok),
+        output_price_per_mtok="0",
+        context_window=entry.max_input_tokens,
+        aliases=list(entry.aliases),
+        kind=EMBEDDING,
+        dimensions=entry.dimensions,
     )
 
 

@@ -7,23 +7,27 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RequestFeatures(_message.Message):
-    __slots__ = ("prompt_tokens", "max_output_tokens", "needs_tools", "needs_vision", "needs_json_schema", "params")
+    __slots__ = ("prompt_tokens", "max_output_tokens", "needs_tools", "needs_vision", "needs_json_schema", "params", "longest_input_tokens", "inputs")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NEEDS_TOOLS_FIELD_NUMBER: _ClassVar[int]
     NEEDS_VISION_FIELD_NUMBER: _ClassVar[int]
     NEEDS_JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    LONGEST_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     max_output_tokens: int
     needs_tools: bool
     needs_vision: bool
     needs_json_schema: bool
     params: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., needs_tools: _Optional[bool] = ..., needs_vision: _Optional[bool] = ..., needs_json_schema: _Optional[bool] = ..., params: _Optional[_Iterable[str]] = ...) -> None: ...
+    longest_input_tokens: int
+    inputs: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., needs_tools: _Optional[bool] = ..., needs_vision: _Optional[bool] = ..., needs_json_schema: _Optional[bool] = ..., params: _Optional[_Iterable[str]] = ..., longest_input_tokens: _Optional[int] = ..., inputs: _Optional[int] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("model", "strategy", "features", "max_cost_usd", "connected_providers", "explain", "allowed_models")
+    __slots__ = ("model", "strategy", "features", "max_cost_usd", "connected_providers", "explain", "allowed_models", "kind")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +35,7 @@ class RouteRequest(_message.Message):
     CONNECTED_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     model: str
     strategy: str
     features: RequestFeatures
@@ -38,7 +43,8 @@ class RouteRequest(_message.Message):
     connected_providers: _containers.RepeatedScalarFieldContainer[str]
     explain: bool
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., strategy: _Optional[str] = ..., features: _Optional[_Union[RequestFeatures, _Mapping]] = ..., max_cost_usd: _Optional[str] = ..., connected_providers: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    kind: str
+    def __init__(self, model: _Optional[str] = ..., strategy: _Optional[str] = ..., features: _Optional[_Union[RequestFeatures, _Mapping]] = ..., max_cost_usd: _Optional[str] = ..., connected_providers: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., allowed_models: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("provider", "model", "upstream_model", "estimated_cost_usd", "input_price_per_mtok", "output_price_per_mtok", "output_budget", "param_renames", "unsupported_params", "score", "cached_input_price_per_mtok", "prompt_tokens", "worst_cost_usd")
@@ -124,7 +130,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "provider", "upstream_model", "input_price_per_mtok", "output_price_per_mtok", "context_window", "max_output_tokens", "tools", "vision", "json_schema", "aliases")
+    __slots__ = ("id", "provider", "upstream_model", "input_price_per_mtok", "output_price_per_mtok", "context_window", "max_output_tokens", "tools", "vision", "json_schema", "aliases", "kind", "dimensions")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +142,8 @@ class ModelInfo(_message.Message):
     VISION_FIELD_NUMBER: _ClassVar[int]
     JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     provider: str
     upstream_model: str
@@ -147,7 +155,9 @@ class ModelInfo(_message.Message):
     vision: bool
     json_schema: bool
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., context_window: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[bool] = ..., vision: _Optional[bool] = ..., json_schema: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    kind: str
+    dimensions: int
+    def __init__(self, id: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., input_price_per_mtok: _Optional[str] = ..., output_price_per_mtok: _Optional[str] = ..., context_window: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., tools: _Optional[bool] = ..., vision: _Optional[bool] = ..., json_schema: _Optional[bool] = ..., aliases: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., dimensions: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "catalog_version")

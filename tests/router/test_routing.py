@@ -6,6 +6,7 @@ import pytest
 
 from services.router.budget import MIN_OUTPUT_BUDGET
 from services.router.catalog import Catalog
+from services.router.embedding_routing import route_embedding
 from services.router.routing import Decision, Reason, Refusal, RefusalCode, RouteRequest, route
 from tests.router.conftest import ALL_PROVIDERS
 
@@ -339,3 +340,40 @@ def test_the_worst_case_without_max_tokens_is_the_models_whole_output(catalog: C
     assert only.worst_cost_usd == whole > only.estimated_cost_usd
     (capped,) = decide(catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=500).candidates
     assert capped.worst_cost_usd == capped.estimated_cost_usd == Decimal("0.0075")
+
+
+# --- embeddings (SPEC.md §9) ------------------------------------------------------
+
+
+def _embed(catalog: Catalog, model: str, **features: object) -> Decision | Refusal:
+    features.setdefault("connected_providers", ALL_PROVIDERS)
+    features.setdefault("inputs", 1)
+    return route_embedding(catalog, RouteRequest(model=model, kind="embedding", **features))  # type: ignore[arg-type]
+
+
+def test_an_embedding_model_is_routed_at_its_input_price(catalog: Catalog) -> None:
+    decision = _embed(catalog, "text-embedding-3-small", prompt_tokens=1000, longest_input_tokens=600)
+    assert isinstance(decision, Decision)
+    (only,) = decision.candidates
+    assert (only.provider, only.model, only.output_budget) == ("openai", "text-embedding-3-small", 0)
+    assert only.estimated_cost_usd == only.worst_cost_usd == Decimal("0.00002")
+
+
+def test_embeddings_refuse_strategies_chat_models_and_inputs_over_the_limit(catalog: Catalog) -> None:
+    strategy = _embed(catalog, "lowest-cost")
+    assert isinstance(strategy, Refusal) and strategy.code == RefusalCode.STRATEGY_NOT_SUPPORTED
+    chat = _embed(catalog, "gpt-4o")
+    assert isinstance(chat, Refusal) and chat.code == RefusalCode.INVALID_REQUEST and "chat model" in chat.message
+    long = _embed(catalog, "text-embedding-3-small", prompt_tokens=9000, longest_input_tokens=9000)
+    assert isinstance(long, Refusal) and (long.code, long.param) == (RefusalCode.NO_ELIGIBLE_MODEL, "input")
+    assert "8191 tokens per input" in long.message
+    shorter = _embed(catalog, "mistral-embed", params=frozenset({"dimensions"}))
+    assert isinstance(shorter, Refusal) and shorter.param == "dimensions"
+    assert isinstance(_embed(catalog, "text-embedding-3-large", params=frozenset({"dimensions"})), Decision)
+
+
+def test_chat_routing_never_offers_an_embedding_model(catalog: Catalog) -> None:
+    assert all(not c.model.startswith("text-embedding") for c in decide(catalog, "lowest-cost").candidates)
+    refusal = refuse(catalog, "text-embedding-3-small")
+    assert (refusal.code, refusal.param) == (RefusalCode.INVALID_REQUEST, "model")
+    assert "/embeddings" in refusal.message

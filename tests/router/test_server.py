@@ -105,7 +105,11 @@ async def test_list_models_over_grpc(address: str, catalog: Catalog) -> None:
     async with channel(address, TOKEN) as ch:
         response = await router_pb2_grpc.RouterStub(ch).ListModels(router_pb2.ListModelsRequest(), timeout=5)
     assert response.catalog_version == catalog.version
-    assert [(m.provider, m.id) for m in response.models] == [(e.provider, e.id) for e in catalog.models]
+    chat = [(m.provider, m.id) for m in response.models if not m.kind]
+    assert chat == [(e.provider, e.id) for e in catalog.models]
+    embedding = {m.id: (m.kind, m.dimensions) for m in response.models if m.kind}
+    assert embedding == {e.id: ("embedding", e.dimensions) for e in catalog.embeddings}
+    assert embedding["text-embedding-3-small"] == ("embedding", 1536)
     sonnet = next(m for m in response.models if m.id == "claude-sonnet-4-20250514")
     assert (sonnet.provider, sonnet.input_price_per_mtok, sonnet.output_price_per_mtok) == (
         "anthropic",
