@@ -52,7 +52,12 @@ class ModelList:
         for model in response.models:
             if model.id not in seen:
                 seen.add(model.id)
-                data.append({"id": model.id, "object": "model", "created": 0, "owned_by": model.provider})
+                listed = {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+                if model.kind:
+                    # An embedding model (POST /embeddings); chat models carry no type.
+                    listed["type"] = model.kind
+                    listed["dimensions"] = model.dimensions
+                data.append(listed)
         self._body = {"object": "list", "data": data}
         self._until = time.monotonic() + _MODELS_TTL_S
         return self._body

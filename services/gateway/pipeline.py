@@ -41,7 +41,10 @@ async def start(deps: Deps, exchange: Exchange, parsed: Parsed, *, large: bool =
     exchange.requested_model = request.model
     exchange.include_usage = bool(request.stream_options and request.stream_options.include_usage)
     exchange.max_cost_usd = request.stepblend_max_cost
-    counted = await count(deps, request, parsed.upstream, large=large)
+    if parsed.count is not None:
+        counted = await offload.run(large, parsed.count, deps.encoding)
+    else:
+        counted = await count(deps, request, parsed.upstream, large=large)
     decision = await route(
         deps,
         request,
@@ -50,6 +53,7 @@ async def start(deps: Deps, exchange: Exchange, parsed: Parsed, *, large: bool =
         parsed.native_providers,
         parsed.native_only,
         grant=exchange.grant,
+        kind=parsed.kind,
     )
     exchange.strategy_used = decision.strategy_used
     exchange.catalog_version = decision.catalog_version

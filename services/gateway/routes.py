@@ -13,6 +13,7 @@ from starlette.responses import Response
 from . import accounts, console, pipeline, routing_api
 from .auth import Caller, presented
 from .codecs.anthropic import AnthropicCodec
+from .codecs.embeddings import EmbeddingsCodec, EmbeddingsRequest
 from .codecs.openai_chat import OpenAIChatCodec
 from .deps import Deps
 from .errors import ApiError
@@ -21,6 +22,7 @@ from .schemas import MAX_BODY_BYTES, AccountChange, ChatRequest, Credentials, Ne
 from .state import Exchange
 
 OPENAI_CHAT = OpenAIChatCodec()
+EMBEDDINGS = EmbeddingsCodec()
 ANTHROPIC = AnthropicCodec()
 
 router = APIRouter()
@@ -87,6 +89,14 @@ def _exchange(request: Request, caller: Caller) -> Exchange:
         client_request_id=request.headers.get("x-request-id", "")[:128],
         grant=caller.grant,
     )
+
+
+@router.post("/embeddings", openapi_extra=_json_body(EmbeddingsRequest))
+async def embeddings(request: Request) -> Response:
+    """OpenAI's embeddings API (SPEC.md §9): a named embedding model, never a strategy."""
+    deps = _deps(request)
+    caller = await accounts.authenticate(deps, _credential(request))
+    return await pipeline.run(EMBEDDINGS, deps, _exchange(request, caller), await _body(request))
 
 
 @router.post("/messages")

@@ -42,6 +42,7 @@ async def route(
     only_error: ApiError | None = None,
     *,
     grant: Grant | None = None,
+    kind: str = "",
     explain: bool = False,
 ) -> router_pb2.RouteDecision:
     """Ask the router for ranked candidates for a request with these features; a
@@ -60,6 +61,7 @@ async def route(
         connected_providers=connected,
         explain=explain,
         allowed_models=models,
+        kind=kind,
     )
     response = await call(
         deps.router.Route, route_request, service="router", timeout_s=_ROUTE_TIMEOUT_S, metadata=deps.metadata

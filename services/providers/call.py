@@ -2,7 +2,8 @@
 
 A candidate is spoken to in OpenAI's dialect through its vendor's adapter, unless
 the client's own dialect is the one the vendor speaks: an Anthropic Messages body
-for a vendor of wire format `anthropic` passes through (adapters/anthropic_native).
+for a vendor of wire format `anthropic` passes through (adapters/anthropic_native),
+and an embeddings body goes to OpenAI's embeddings API (adapters/openai_embeddings).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from services.common.vocab import Outcome
-from services.providers.adapters import Adapter, UpstreamRequest, parse_body
+from services.providers.adapters import Adapter, RequestRefused, UpstreamRequest, parse_body
 from services.providers.adapters.anthropic import Anthropic
 from services.providers.adapters.anthropic_native import NATIVE_DIALECT, NativeAnthropic
+from services.providers.adapters.openai_compatible import OpenAICompatible
+from services.providers.adapters.openai_embeddings import EMBEDDINGS_DIALECT, OpenAIEmbeddings
 from services.providers.genai import AttemptTelemetry
 from services.providers.outcomes import attempt
 from services.providers.vendors import Vendor
@@ -32,7 +35,7 @@ def completion_id_for(request_id: str) -> str:
 def native_body(request: providers_pb2.ExecuteRequest) -> dict[str, Any] | None:
     """The client's own-dialect body, when it sent one StepBlend can pass through;
     raises `RequestRefused` when it is not a JSON object."""
-    if request.native_dialect != NATIVE_DIALECT or not request.native_body:
+    if request.native_dialect not in (NATIVE_DIALECT, EMBEDDINGS_DIALECT) or not request.native_body:
         return None
     return parse_body(request.native_body)
 
@@ -42,6 +45,12 @@ def speaker(
 ) -> tuple[Adapter, dict[str, Any]]:
     """The adapter for `vendor` and the body it takes: the native one when the vendor
     speaks the client's dialect, else the OpenAI one."""
+    if request.native_dialect == EMBEDDINGS_DIALECT:
+        # Only OpenAI's wire format has this embeddings API (the router offers no other).
+        if native is None or not isinstance(vendor.adapter, OpenAICompatible):
+            raise RequestRefused(f"{vendor.name} serves no embeddings through StepBlend", "model")
+        encoding = native.get("encoding_format")
+        return OpenAIEmbeddings(vendor.adapter, encoding if isinstance(encoding, str) else "float"), native
     if native is not None and isinstance(vendor.adapter, Anthropic):
         return NativeAnthropic(vendor.adapter, dict(request.native_headers)), native
     return vendor.adapter, body

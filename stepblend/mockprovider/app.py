@@ -1,7 +1,8 @@
 """The mock provider as a plain ASGI app: OpenAI's `POST {prefix}/chat/completions`,
 each OpenAI-compatible vendor's variant at `POST /<vendor>/v1/chat/completions`
 (groq, deepseek, mistral, together, xai, local — see `flavours`), Anthropic's
-`POST /v1/messages`, and a small control API for tests.
+`POST /v1/messages`, OpenAI's embeddings at `POST {prefix}/embeddings` and
+`POST /<vendor>/v1/embeddings` (embeddings.py), and a small control API for tests.
 
 Control API (not part of any provider's):
 - `POST /_mock/behaviour` `{"model": "<upstream id or *>", "status": 503, "delay_ms": 0,
@@ -41,6 +42,7 @@ from typing import Any
 import orjson
 
 import stepblend.mockprovider.anthropic_wire as anthropic_wire
+import stepblend.mockprovider.embeddings as embeddings
 import stepblend.mockprovider.wire as wire
 from stepblend.mockprovider.answers import answer
 from stepblend.mockprovider.flavours import FLAVOURS, Flavour
@@ -54,6 +56,7 @@ MESSAGES_PATH = "/v1/messages"
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _FLAVOUR_PATH = re.compile(r"^/(?P<flavour>[a-z]+)/v1/chat/completions$")
+_EMBEDDINGS_PATH = re.compile(r"^(/[a-z]+/v1|/v1)/embeddings$")
 
 
 _SETTLE_BEFORE_DROP_MS = 200
@@ -130,6 +133,8 @@ class MockProvider:
             await self._chat(scope, body, receive, send, FLAVOURS["openai"])
         elif flavour is not None and flavour["flavour"] in FLAVOURS and method == "POST":
             await self._chat(scope, body, receive, send, FLAVOURS[flavour["flavour"]])
+        elif _EMBEDDINGS_PATH.match(path) and method == "POST":
+            await self._embeddings(scope, body, send)
         elif path == MESSAGES_PATH and method == "POST":
             await self._messages(scope, body, receive, send)
         elif path == "/_mock/behaviour" and method in ("POST", "DELETE"):
@@ -173,6 +178,22 @@ class MockProvider:
         record = {"path": scope["path"], "headers": headers, "body": body, "stream": stream, "disconnected": False}
         self.requests.append(record)
         return record, headers, body
+
+    async def _embeddings(self, scope: Scope, raw: bytes, send: Send) -> None:
+        _record, headers, body = self._record(scope, raw)
+        auth = headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not key or key in self.reject_keys:
+            await _respond(send, 401, wire.error(401, f"Incorrect API key provided: {_mask(key)}."))
+            return
+        behaviour = self._behaviour_for(body.get("model", "") if isinstance(body, dict) else "") or Behaviour()
+        if behaviour.delay_ms:
+            await asyncio.sleep(behaviour.delay_ms / 1000)
+        if behaviour.status != 200:
+            await _respond(send, behaviour.status, wire.error(behaviour.status, behaviour.message))
+            return
+        status, answered = embeddings.answer(body)
+        await _respond(send, status, answered)
 
     async def _chat(self, scope: Scope, raw: bytes, receive: Receive, send: Send, flavour: Flavour) -> None:
         record, headers, body = self._record(scope, raw)

@@ -27,14 +27,16 @@ its `keepalive`, and `broke` if every candidate then fails; the renderer that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from starlette.responses import Response
 
 from services.gateway.errors import ApiError
+from services.gateway.features import Encoding
 from services.gateway.schemas import ChatRequest
+from stepblend.v1 import router_pb2
 
 __all__ = ["Answer", "Codec", "Parsed", "StreamRenderer", "TokenCounts"]
 
@@ -57,6 +59,11 @@ class Parsed:
     # Dialect-specific facts the renderer needs later (e.g. Anthropic's requested
     # `max_tokens`, the Responses API's `metadata`); opaque to the pipeline.
     extra: dict[str, Any] = field(default_factory=dict)
+    # "embedding" for an embeddings request (the router's embedding table); "" chat.
+    kind: str = ""
+    # How the request's features are counted, when not from its chat messages (an
+    # embeddings request's inputs): given the gateway's tokenizer.
+    count: Callable[[Encoding], router_pb2.RequestFeatures] | None = None
 
 
 @dataclass(frozen=True)
