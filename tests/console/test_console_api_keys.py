@@ -172,6 +172,9 @@ def test_create_use_budget_and_revoke_an_api_key(system: System, page: Page) -> 
     _create(page, "laptop", **{"Expires in (days)": "90"})
     expect(_column(_row(page, "laptop"), 6)).to_have_text("Active")
     section = page.locator("#api-keys")
+    for table in ("#apikeys", "#recent"):  # both tables fit a desktop window: nothing hides off to the right
+        wrap = page.locator(table).locator("..")
+        assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth"), table
     shot(page, "21-api-keys-in-use")
     docs_shot(section, "console-keys.png")
     docs_shot(page, "console.png")
