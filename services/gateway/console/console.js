@@ -674,15 +674,11 @@
     $("recent-rows").replaceChildren(...rows.map((r) => {
       const tr = document.createElement("tr");
       tr.dataset.requestId = r.request_id;
-      const when = new Date(r.created * 1000);
-      const time = document.createElement("time");
-      time.dateTime = when.toISOString();
-      time.textContent = clock.format(when);
       const status = document.createElement("span");
       status.className = `status ${r.status === "completed" ? "completed" : "failed"}`;
       status.textContent = r.status === "completed" ? "Completed" : `Failed${r.error_code ? ` (${r.error_code})` : ""}`;
       tr.append(
-        cell(time),
+        cell(moment(r.created, clock)),
         cell(r.model || "–"),
         cell(PROVIDER_NAMES.get(r.provider) || r.provider || "–"),
         cell(keyOf(r.api_key_id), "key-cell"),
