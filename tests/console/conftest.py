@@ -1,14 +1,27 @@
 """The console in a real browser: Playwright driving Debian's Chromium against the real
-system, started once for the module with `stepblend up` and a mock provider, as
-tests/e2e does. Each step's screenshot lands in tests/console/artifacts/."""
+system, started once for the session with `stepblend up` and a mock provider, as
+tests/e2e does (each test signs up an account of its own). Each step's screenshot
+lands in tests/console/artifacts/; with STEPBLEND_UPDATE_DOCS_SCREENSHOT=1 the
+pictures in docs/ are rewritten too."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.support.system import System, running_system
 
@@ -23,17 +36,19 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).parent / "artifacts"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+PASSWORD = "correct horse battery"
 _API_STATUS_LOG = "Failed to load resource: the server responded with a status of"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """`stepblend up` with every provider pointed at one mock provider server."""
     with running_system(Path(tmp_path_factory.mktemp("console"))) as system:
         yield system
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def playwright() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (`python3 dev.py test` does, as root)")
@@ -41,7 +56,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
@@ -94,3 +109,28 @@ def shot(page: Page, name: str, *, full_page: bool = True) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def docs_shot(target: Page | Locator, name: str) -> None:
+    """With STEPBLEND_UPDATE_DOCS_SCREENSHOT=1, rewrite docs/`name`, a picture the README shows."""
+    if not os.environ.get("STEPBLEND_UPDATE_DOCS_SCREENSHOT"):
+        return
+    DOCS.mkdir(exist_ok=True)
+    if isinstance(target, Page):
+        target.screenshot(path=str(DOCS / name), full_page=True)
+    else:
+        target.screenshot(path=str(DOCS / name))
+
+
+def new_email() -> str:
+    return f"console-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def sign_up(page: Page, email: str) -> str:
+    """Create an account from the sign-in page; the token the page then shows."""
+    page.goto("/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    return page.get_by_label("Your StepBlend token (JWT)").input_value()

@@ -1,43 +1,25 @@
 """The console at `/`, driven in Chromium against the real system, and the usage API it reads.
-
-Set STEPBLEND_UPDATE_DOCS_SCREENSHOT=1 to also rewrite docs/console.png, the
-README's picture of the page, from the journey test.
+(API keys and the account budget: test_console_api_keys.py, which also draws docs/console.png.)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import openai
 from playwright.sync_api import Page, Route, expect
 
-from tests.console.conftest import shot
+from tests.console.conftest import PASSWORD, shot
+from tests.console.conftest import new_email as _email
+from tests.console.conftest import sign_up as _sign_up
 from tests.support.system import System
-
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
-PASSWORD = "correct horse battery"
-
-
-def _email() -> str:
-    return f"console-{uuid.uuid4().hex[:10]}@example.com"
 
 
 def _origin(system: System) -> str:
     return system.base_url.removesuffix("/api/v1")
-
-
-def _sign_up(page: Page, email: str) -> str:
-    page.goto("/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
-    return page.get_by_label("Your StepBlend token (JWT)").input_value()
 
 
 def _refresh_until_rows(page: Page, count: int, timeout: float = 15.0) -> None:
@@ -118,7 +100,8 @@ def test_sign_up_copy_the_token_connect_a_key_and_see_the_request(system: System
     for row in (first, newest):
         expect(row).to_contain_text("OpenAI")
         expect(row).to_contain_text("Completed")
-        expect(row.locator("td").nth(4)).to_contain_text("$")
+        expect(row.locator("td").nth(3)).to_have_text("Token (JWT)")  # not an API key
+        expect(row.locator("td").nth(5)).to_contain_text("$")
     expect(page.locator("#stat-requests")).to_have_text("2")
     expect(page.locator("#stat-limit")).to_have_text("1,000")
     expect(page.locator("#quota-text")).to_contain_text("2 of 1,000 requests used this month")
@@ -131,9 +114,6 @@ def test_sign_up_copy_the_token_connect_a_key_and_see_the_request(system: System
     page.reload()
     expect(page.get_by_role("heading", name="Your account")).to_be_visible()
     expect(page.locator("#recent-rows tr")).to_have_count(2)
-    if os.environ.get("STEPBLEND_UPDATE_DOCS_SCREENSHOT"):
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
     shot(page, "06-after-reload")
 
     page.get_by_role("button", name="Remove OpenAI key").click()

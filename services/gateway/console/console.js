@@ -1,4 +1,5 @@
-// StepBlend console: sign up or in, copy the token, connect provider keys, see this month's usage.
+// StepBlend console: sign up or in, copy the token, connect provider keys, make and revoke API keys,
+// set the account's budget, see this month's usage.
 // Plain JavaScript against the gateway's own HTTP API; nothing is loaded from elsewhere.
 // Text from the API is only ever set with textContent, never parsed as HTML.
 (() => {
@@ -28,6 +29,12 @@
   });
   const dayName = new Intl.DateTimeFormat("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
   const monthName = new Intl.DateTimeFormat("en-US", { month: "long", year: "numeric", timeZone: "UTC" });
+  const date = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });
+  const recently = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const DAY_S = 86400;
+
+  // The account's API keys by id, as last listed: the usage table names each request's key.
+  const apiKeysById = new Map();
 
   // ---- talking to the API -------------------------------------------------------------
 
@@ -78,6 +85,7 @@
         if (err.param === "email") return "Enter a valid email address, like you@example.com.";
         if (err.param === "api_key") return "Paste the provider's API key into the field first.";
         if (err.param === "provider") return "StepBlend does not know that provider.";
+        if (err.param === "name") return "Give the key a name of at most 100 characters.";
         return said ? `StepBlend could not accept that: ${said}` : "StepBlend could not accept that request.";
       case 401:
         if (during === "login") {
@@ -91,6 +99,7 @@
         return said || "You are not allowed to do that.";
       case 404:
         if (err.code === "key_not_found") return "That provider has no key connected.";
+        if (err.code === "api_key_not_found") return "That API key is not in this account. Reload the page to see your keys.";
         return said || "StepBlend does not know that.";
       case 409:
         if (err.code === "account_exists") return "An account with this email already exists. Sign in instead.";
@@ -101,6 +110,7 @@
         if (err.code === "plan_limit_exceeded") return "This account has used every request its plan allows this month.";
         return "Too many requests at once. Wait a moment and try again.";
       case 503:
+        if (err.code === "api_keys_disabled") return said;
         return "StepBlend is temporarily unavailable: one of its services is not answering. Try again in a minute.";
       case 504:
         return "StepBlend took too long to answer. Try again.";
@@ -182,6 +192,11 @@
     $("sign-in").hidden = false;
     $("token").value = "";
     $("keys").replaceChildren();
+    $("apikey-rows").replaceChildren();
+    apiKeysById.clear();
+    hideNewKey();
+    $("apikey-form").reset();
+    $("budget").value = "";
     $("recent-rows").replaceChildren();
     $("chart").replaceChildren();
     if (reason) showError(reason);
@@ -230,19 +245,20 @@
     ].join("\n");
   }
 
-  async function copyToken() {
-    const value = $("token").value;
+  // Copies the value of `field` (the token, a new API key), saying so with `noun`.
+  async function copyField(field, noun) {
+    const value = field.value;
     if (!value) return;
+    const done = `${noun[0].toUpperCase()}${noun.slice(1)} copied to the clipboard.`;
     try {
       // The asynchronous clipboard exists only in secure contexts (https, localhost).
       if (!navigator.clipboard || !window.isSecureContext) throw new Error("no clipboard API");
       await navigator.clipboard.writeText(value);
-      showNotice("Token copied to the clipboard.");
+      showNotice(done);
       return;
     } catch {
       // fall through to the selection-based copy
     }
-    const field = $("token");
     field.focus();
     field.select();
     let copied = false;
@@ -251,8 +267,8 @@
     } catch {
       copied = false;
     }
-    if (copied) showNotice("Token copied to the clipboard.");
-    else showError("This browser would not copy automatically. The token is selected: press Ctrl+C (⌘+C on a Mac) to copy it.");
+    if (copied) showNotice(done);
+    else showError(`This browser would not copy automatically. The ${noun} is selected: press Ctrl+C (⌘+C on a Mac) to copy it.`);
   }
 
   // ---- provider keys ------------------------------------------------------------------
@@ -362,12 +378,269 @@
     }, "keys");
   }
 
+  // ---- API keys -----------------------------------------------------------------------
+
+  // An optional number typed into `input`: null when empty, NaN when it is not one from `min` to `max`.
+  function optionalNumber(input, whole, min, max) {
+    const text = input.value.trim();
+    if (!text) return null;
+    const pattern = whole ? /^\d+$/ : /^(\d+(\.\d*)?|\.\d+)$/;
+    const value = pattern.test(text) ? Number(text) : NaN;
+    return value >= min && value <= max ? value : NaN;
+  }
+
+  // The create form as the API's body, or null after saying (and focusing) what is wrong.
+  function readKeyForm() {
+    const name = $("apikey-name");
+    const budget = $("apikey-budget");
+    const limit = $("apikey-limit");
+    const rpm = $("apikey-rpm");
+    const expires = $("apikey-expires");
+    const models = $("apikey-models");
+    const body = { name: name.value.trim() };
+    const values = {
+      monthly_budget_usd: optionalNumber(budget, false, 0, 999999.99),
+      monthly_request_limit: optionalNumber(limit, true, 1, Number.MAX_SAFE_INTEGER),
+      rpm: optionalNumber(rpm, true, 1, 1000000),
+      expires_days: optionalNumber(expires, true, 1, 36500),
+    };
+    const allowed = models.value.split(",").map((m) => m.trim()).filter(Boolean);
+    const problems = [
+      [name, !body.name || body.name.length > 100, "Give the key a name of at most 100 characters."],
+      [budget, Number.isNaN(values.monthly_budget_usd), "The monthly budget is an amount in US dollars, like 5 or 12.50."],
+      [limit, Number.isNaN(values.monthly_request_limit), "Requests per month is a whole number, 1 or more."],
+      [rpm, Number.isNaN(values.rpm), "Requests per minute is a whole number from 1 to 1,000,000."],
+      [expires, Number.isNaN(values.expires_days), "The expiry is a whole number of days, from 1 to 36,500."],
+      [models, allowed.length > 50 || allowed.some((m) => m.length > 128),
+        "List at most 50 models, each a model id or strategy name of at most 128 characters."],
+    ];
+    for (const [input, bad] of problems) setInvalid(input, bad);
+    const first = problems.find(([, bad]) => bad);
+    if (first) {
+      showError(first[2]);
+      first[0].focus();
+      return null;
+    }
+    if (values.monthly_budget_usd !== null) body.monthly_budget_usd = values.monthly_budget_usd;
+    if (values.monthly_request_limit !== null) body.monthly_request_limit = values.monthly_request_limit;
+    if (values.rpm !== null) body.rpm = values.rpm;
+    if (values.expires_days !== null) body.expires_at = Math.floor(Date.now() / 1000) + values.expires_days * DAY_S;
+    if (allowed.length) body.allowed_models = allowed;
+    return body;
+  }
+
+  async function createApiKey(event) {
+    event.preventDefault();
+    const body = readKeyForm();
+    if (!body) return;
+    await busy($("create-apikey"), async () => {
+      const created = await api("POST", "/account/api-keys", body);
+      // Shown before anything else can fail: this answer is the only place the key exists.
+      $("new-apikey-name").textContent = created.name;
+      $("new-apikey-value").value = created.key;
+      $("new-apikey").hidden = false;
+      $("apikey-form").reset();
+      showNotice(`API key “${created.name}” created. Copy it now: it will not be shown again.`);
+      $("copy-apikey").focus();
+      await loadApiKeys();
+    }, "apikeys");
+  }
+
+  function hideNewKey() {
+    $("new-apikey-value").value = "";
+    $("new-apikey-name").textContent = "";
+    $("new-apikey").hidden = true;
+  }
+
+  async function loadApiKeys() {
+    const answer = await api("GET", "/account/api-keys");
+    renderApiKeys(answer.data || []);
+  }
+
+  function renderApiKeys(keys) {
+    apiKeysById.clear();
+    for (const key of keys) apiKeysById.set(key.id, key);
+    const newest = [...keys].sort((a, b) => b.created - a.created);
+    const now = Date.now() / 1000;
+    $("apikeys-empty").hidden = keys.length > 0;
+    $("apikeys").hidden = keys.length === 0;
+    $("apikey-rows").replaceChildren(...newest.map((key) => apiKeyRow(key, now)));
+  }
+
+  function apiKeyRow(key, now) {
+    const tr = document.createElement("tr");
+    tr.dataset.keyId = key.id;
+    const expired = !key.revoked && key.expires_at !== null && key.expires_at <= now;
+    const state = key.revoked ? "revoked" : expired ? "expired" : "active";
+    tr.className = `apikey-row ${state}`;
+    const name = document.createElement("div");
+    name.className = "apikey-name";
+    name.textContent = key.name;
+    const hint = document.createElement("div");
+    hint.className = "masked";
+    hint.textContent = key.hint;
+    const nameCell = cell(name, "apikey-name-cell");
+    nameCell.append(hint);
+    const status = document.createElement("span");
+    status.className = `status ${state === "active" ? "completed" : "failed"}`;
+    status.textContent = { active: "Active", revoked: "Revoked", expired: "Expired" }[state];
+    const requests = integer.format(key.requests_this_month);
+    const spend = usd.format(key.spend_this_month_usd);
+    const actions = document.createElement("td");
+    actions.className = "apikey-actions";
+    if (!key.revoked) actions.append(revokeButton(key, tr));
+    tr.append(
+      nameCell,
+      cell(moment(key.created, date)),
+      cell(key.last_used ? moment(key.last_used, recently) : "Never"),
+      cell(key.monthly_request_limit ? `${requests} / ${integer.format(key.monthly_request_limit)}` : requests, "num"),
+      cell(key.monthly_budget_usd !== null ? `${spend} / ${usd.format(key.monthly_budget_usd)}` : spend, "num"),
+      cell(limitsOf(key), "apikey-limits"),
+      cell(status),
+      actions,
+    );
+    return tr;
+  }
+
+  // What the Requests and Spend columns do not already say: rate, models, expiry.
+  function limitsOf(key) {
+    const parts = [];
+    if (key.rpm) parts.push(`${integer.format(key.rpm)} requests/minute`);
+    if (key.allowed_models && key.allowed_models.length) parts.push(`Models: ${key.allowed_models.join(", ")}`);
+    if (key.expires_at) parts.push(`Expires ${date.format(new Date(key.expires_at * 1000))}`);
+    if (!parts.length) return "–";
+    const list = document.createElement("ul");
+    list.className = "limits";
+    for (const part of parts) {
+      const li = document.createElement("li");
+      li.textContent = part;
+      list.append(li);
+    }
+    return list;
+  }
+
+  function moment(seconds, format) {
+    const when = new Date(seconds * 1000);
+    const time = document.createElement("time");
+    time.dateTime = when.toISOString();
+    time.textContent = format.format(when);
+    return time;
+  }
+
+  function revokeButton(key, row) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "button danger small";
+    button.textContent = "Revoke";
+    button.setAttribute("aria-label", `Revoke key ${key.name}`);
+    button.addEventListener("click", () => askRevoke(key, row, button));
+    return button;
+  }
+
+  // Revoking cannot be undone, so it takes a second, explicit step: a row under the key's.
+  function askRevoke(key, row, button) {
+    if (row.nextElementSibling && row.nextElementSibling.classList.contains("confirm-row")) {
+      row.nextElementSibling.querySelector("button.secondary").focus();
+      return;
+    }
+    const confirmRow = document.createElement("tr");
+    confirmRow.className = "confirm-row";
+    const td = document.createElement("td");
+    td.colSpan = row.children.length;
+    const box = document.createElement("div");
+    box.className = "confirm";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", `Revoke key ${key.name}?`);
+    const question = document.createElement("p");
+    question.className = "confirm-text";
+    question.textContent = `Revoke “${key.name}”? Applications using it are refused from now on; this cannot be undone.`;
+    const yes = document.createElement("button");
+    yes.type = "button";
+    yes.className = "button danger small";
+    yes.textContent = "Yes, revoke";
+    yes.setAttribute("aria-label", `Yes, revoke key ${key.name}`);
+    const no = document.createElement("button");
+    no.type = "button";
+    no.className = "button secondary small";
+    no.textContent = "Cancel";
+    no.addEventListener("click", () => {
+      confirmRow.remove();
+      button.focus();
+    });
+    yes.addEventListener("click", () => revokeApiKey(key, yes));
+    const buttons = document.createElement("div");
+    buttons.className = "confirm-buttons";
+    buttons.append(yes, no);
+    box.append(question, buttons);
+    td.append(box);
+    confirmRow.append(td);
+    row.after(confirmRow);
+    no.focus();
+  }
+
+  async function revokeApiKey(key, button) {
+    await busy(button, async () => {
+      await api("DELETE", `/account/api-keys/${encodeURIComponent(key.id)}`);
+      await loadApiKeys();
+      showNotice(`API key “${key.name}” revoked. Requests with it are now refused.`);
+      $("apikeys-title").focus();
+    }, "apikeys");
+  }
+
+  // ---- the account's budget -----------------------------------------------------------
+
+  function renderAccount(account) {
+    $("who-email").textContent = account.email;
+    $("who-plan").textContent = `${account.plan} plan`;
+    const budget = account.monthly_budget_usd;
+    const spend = account.spend_this_month_usd;
+    $("stat-budget").textContent = budget === null ? "None" : usd.format(budget);
+    $("clear-budget").hidden = budget === null;
+    if (budget === null) {
+      $("budget-text").textContent = "No account budget is set: only your API keys' own budgets bound the spend.";
+    } else {
+      const percent = budget > 0 ? Math.min(100, Math.round((100 * spend) / budget)) : 100;
+      $("budget-text").textContent =
+        `${usd.format(spend)} of the ${usd.format(budget)} monthly budget spent (${percent}%), ` +
+        `${usd.format(Math.max(budget - spend, 0))} left.`;
+    }
+  }
+
+  async function setBudget(event) {
+    event.preventDefault();
+    const input = $("budget");
+    const value = optionalNumber(input, false, 0, 999999.99);
+    const bad = value === null || Number.isNaN(value);
+    setInvalid(input, bad);
+    if (bad) {
+      showError("The budget is an amount in US dollars a month, like 5 or 12.50.");
+      input.focus();
+      return;
+    }
+    await busy($("set-budget"), async () => {
+      const account = await api("PATCH", "/account", { monthly_budget_usd: value });
+      renderAccount(account);
+      input.value = "";
+      showNotice(`Account budget set to ${usd.format(account.monthly_budget_usd)} a month.`);
+    }, "budget");
+  }
+
+  async function clearBudget() {
+    await busy($("clear-budget"), async () => {
+      renderAccount(await api("PATCH", "/account", { monthly_budget_usd: null }));
+      showNotice("Account budget removed.");
+      $("budget").focus();
+    }, "budget");
+  }
+
   // ---- usage --------------------------------------------------------------------------
 
   async function loadUsage() {
-    const [account, usage] = await Promise.all([api("GET", "/account"), api("GET", "/account/usage?limit=50")]);
-    $("who-email").textContent = account.email;
-    $("who-plan").textContent = `${account.plan} plan`;
+    const [account, usage, apiKeys] = await Promise.all([
+      api("GET", "/account"), api("GET", "/account/usage?limit=50"), api("GET", "/account/api-keys"),
+    ]);
+    renderAccount(account);
+    renderApiKeys(apiKeys.data || []);
     renderUsage(usage);
   }
 
@@ -401,17 +674,14 @@
     $("recent-rows").replaceChildren(...rows.map((r) => {
       const tr = document.createElement("tr");
       tr.dataset.requestId = r.request_id;
-      const when = new Date(r.created * 1000);
-      const time = document.createElement("time");
-      time.dateTime = when.toISOString();
-      time.textContent = clock.format(when);
       const status = document.createElement("span");
       status.className = `status ${r.status === "completed" ? "completed" : "failed"}`;
       status.textContent = r.status === "completed" ? "Completed" : `Failed${r.error_code ? ` (${r.error_code})` : ""}`;
       tr.append(
-        cell(time),
+        cell(moment(r.created, clock)),
         cell(r.model || "–"),
         cell(PROVIDER_NAMES.get(r.provider) || r.provider || "–"),
+        cell(keyOf(r.api_key_id), "key-cell"),
         cell(`${integer.format(r.prompt_tokens)} / ${integer.format(r.completion_tokens)}`, "num"),
         cell(usd.format(r.cost_usd), "num"),
         cell(latency(r.latency_ms), "num"),
@@ -419,6 +689,19 @@
       );
       return tr;
     }));
+  }
+
+  // Which credential made a request: an API key (its name and hint), or the account's token.
+  function keyOf(id) {
+    if (!id) return "Token (JWT)";
+    const key = apiKeysById.get(id);
+    if (!key) return id;
+    const hint = document.createElement("span");
+    hint.className = "masked";
+    hint.textContent = key.hint;
+    const both = document.createDocumentFragment();
+    both.append(`${key.name} `, hint);
+    return both;
   }
 
   function cell(content, className) {
@@ -531,7 +814,15 @@
     for (const node of document.querySelectorAll(".api-base, #base-url")) node.textContent = baseUrl();
     $("auth-form").addEventListener("submit", onAuth);
     $("sign-out").addEventListener("click", () => signOut());
-    $("copy-token").addEventListener("click", copyToken);
+    $("copy-token").addEventListener("click", () => copyField($("token"), "token"));
+    $("apikey-form").addEventListener("submit", createApiKey);
+    $("copy-apikey").addEventListener("click", () => copyField($("new-apikey-value"), "API key"));
+    $("dismiss-apikey").addEventListener("click", () => {
+      hideNewKey();
+      $("apikey-name").focus();
+    });
+    $("budget-form").addEventListener("submit", setBudget);
+    $("clear-budget").addEventListener("click", clearBudget);
     $("refresh").addEventListener("click", onRefresh);
     // Coming back to the tab (say, after running a script) shows fresh numbers.
     document.addEventListener("visibilitychange", () => {
