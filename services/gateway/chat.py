@@ -10,7 +10,9 @@ A client that cancels a stream cancels the upstream provider call.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
 
 import grpc
 import orjson
@@ -22,6 +24,7 @@ from stepblend.v1 import chat_pb2, chat_pb2_grpc, providers_pb2
 
 from . import accounts, chat_wire
 from .codecs.base import Parsed
+from .codecs.embeddings import EmbeddingsCodec
 from .codecs.openai_chat import OpenAIChatCodec, final_chunk, validate
 from .deps import Deps
 from .errors import ApiError
@@ -63,7 +66,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         self._deps = deps
 
     async def _begin(
-        self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext, stream: bool
+        self, context: grpc.aio.ServicerContext, parse: Callable[[], Parsed], dialect: str
     ) -> tuple[Exchange, Running, providers_pb2.ExecuteEvent]:
         """Authenticate, take an account slot, validate, route, admit, execute up to
         the first answer. On success the caller owns the slot (`_release`)."""
@@ -81,9 +84,9 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
                 account_id=account_id,
                 client_request_id=str(metadata.get("x-request-id", ""))[:128],
                 grant=caller.grant,
-                dialect=OpenAIChatCodec.dialect,
+                dialect=dialect,
             )
-            running = await start(deps, exchange, Parsed(*validate(chat_wire.to_openai(request, stream=stream))))
+            running = await start(deps, exchange, parse())
             try:
                 return exchange, running, await first_answer(running, exchange)
             except BaseException:
@@ -97,7 +100,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
         try:
-            exchange, running, first = await self._begin(request, context, stream=False)
+            exchange, running, first = await self._begin(context, partial(_chat, request, False), OPENAI_CHAT)
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             raise  # abort_with_status raises; this line is never reached
@@ -110,11 +113,31 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             self._deps.in_flight.release(exchange.account_id)
         return chat_wire.completion(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
 
+    async def Embed(self, request: chat_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> chat_pb2.EmbedResponse:
+        body: dict[str, Any] = {"model": request.model, "input": list(request.input)}
+        if request.HasField("dimensions"):
+            body["dimensions"] = request.dimensions
+        try:
+            exchange, running, first = await self._begin(
+                context, partial(EMBEDDINGS.parse, orjson.dumps(body)), EMBEDDINGS.dialect
+            )
+        except ApiError as exc:
+            await context.abort_with_status(status_of(exc))
+            raise
+        try:
+            await finish_completion(self._deps, exchange, running)
+        except ApiError as exc:
+            await context.abort_with_status(status_of(exc))
+            raise
+        finally:
+            self._deps.in_flight.release(exchange.account_id)
+        return chat_wire.embeddings(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
+
     async def CompleteStream(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         try:
-            exchange, running, _ = await self._begin(request, context, stream=True)
+            exchange, running, _ = await self._begin(context, partial(_chat, request, True), OPENAI_CHAT)
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             return
@@ -133,3 +156,11 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             yield chat_wire.chunk(final_chunk(exchange, exchange.include_usage), exchange.request_id)
         finally:
             self._deps.in_flight.release(exchange.account_id)
+
+
+OPENAI_CHAT = OpenAIChatCodec.dialect
+EMBEDDINGS = EmbeddingsCodec()
+
+
+def _chat(request: chat_pb2.ChatRequest, stream: bool) -> Parsed:
+    return Parsed(*validate(chat_wire.to_openai(request, stream=stream)))

@@ -180,3 +180,16 @@ def chunk(body: dict[str, Any], request_id: str) -> chat_pb2.ChatCompletionChunk
     if "stepblend" in body:
         out.stepblend.CopyFrom(routing(body["stepblend"], request_id))
     return out
+
+
+def embeddings(body: dict[str, Any], info: dict[str, Any], request_id: str) -> chat_pb2.EmbedResponse:
+    """An embeddings answer (OpenAI's list, floats) as the typed response."""
+    usage = body.get("usage") or {}
+    return chat_pb2.EmbedResponse(
+        model=body.get("model") or "",
+        data=[chat_pb2.Embedding(index=e.get("index") or 0, vector=e["embedding"]) for e in body.get("data") or ()],
+        usage=chat_pb2.ChatUsage(
+            prompt_tokens=usage.get("prompt_tokens") or 0, total_tokens=usage.get("total_tokens") or 0
+        ),
+        stepblend=routing(info, request_id),
+    )

@@ -25,41 +25,47 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stepblend/v1/chat.proto\x12\x0cstepblend.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x99\x04\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.stepblend.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12!\n\x05tools\x18\x08 \x03(\x0b\x32\x12.stepblend.v1.Tool\x12\x13\n\x0btool_choice\x18\t \x01(\t\x12\x17\n\x0fresponse_format\x18\n \x01(\t\x12,\n\x0bjson_schema\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0cmax_cost_usd\x18\x0c \x01(\t\x12\x10\n\x08strategy\x18\r \x01(\t\x12\x0c\n\x04user\x18\x0e \x01(\t\x12\x15\n\rinclude_usage\x18\x0f \x01(\x08\x12\x1d\n\x10presence_penalty\x18\x10 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x11 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xc1\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12(\n\x05parts\x18\x03 \x03(\x0b\x32\x19.stepblend.v1.ContentPart\x12\x0c\n\x04name\x18\x04 \x01(\t\x12*\n\ntool_calls\x18\x05 \x03(\x0b\x32\x16.stepblend.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x06 \x01(\t\x12\x19\n\x11reasoning_content\x18\x07 \x01(\t\":\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x13\n\timage_url\x18\x02 \x01(\tH\x00\x42\x06\n\x04part\"V\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"S\n\tChatUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"`\n\x0cRouteAttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\xd8\x01\n\x07Routing\x12\x14\n\x0crouted_model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x15\n\rstrategy_used\x18\x03 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x04 \x01(\x01\x12\x1c\n\x0f\x61\x63tual_cost_usd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12,\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x1a.stepblend.v1.RouteAttempt\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x12\n\x10_actual_cost_usd\"Z\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12*\n\x07message\x18\x02 \x01(\x0b\x32\x19.stepblend.v1.ChatMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xb5\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12%\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x14.stepblend.v1.Choice\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.stepblend.v1.ChatUsage\x12(\n\tstepblend\x18\x06 \x01(\x0b\x32\x15.stepblend.v1.Routing\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"r\n\x05\x44\x65lta\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12/\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1b.stepblend.v1.ToolCallDelta\x12\x19\n\x11reasoning_content\x18\x04 \x01(\t\"W\n\x0b\x43hunkChoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\"\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x13.stepblend.v1.Delta\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xbf\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x19.stepblend.v1.ChunkChoice\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.stepblend.v1.ChatUsage\x12(\n\tstepblend\x18\x06 \x01(\x0b\x32\x15.stepblend.v1.Routing2\x9d\x01\n\x04\x43hat\x12\x43\n\x08\x43omplete\x12\x19.stepblend.v1.ChatRequest\x1a\x1c.stepblend.v1.ChatCompletion\x12P\n\x0e\x43ompleteStream\x12\x19.stepblend.v1.ChatRequest\x1a!.stepblend.v1.ChatCompletionChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stepblend/v1/chat.proto\x12\x0cstepblend.v1\x1a\x1cgoogle/protobuf/struct.proto\"T\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_dimensions\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06vector\x18\x02 \x03(\x02\"\x97\x01\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x17.stepblend.v1.Embedding\x12&\n\x05usage\x18\x03 \x01(\x0b\x32\x17.stepblend.v1.ChatUsage\x12(\n\tstepblend\x18\x04 \x01(\x0b\x32\x15.stepblend.v1.Routing\"\x99\x04\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.stepblend.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12!\n\x05tools\x18\x08 \x03(\x0b\x32\x12.stepblend.v1.Tool\x12\x13\n\x0btool_choice\x18\t \x01(\t\x12\x17\n\x0fresponse_format\x18\n \x01(\t\x12,\n\x0bjson_schema\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0cmax_cost_usd\x18\x0c \x01(\t\x12\x10\n\x08strategy\x18\r \x01(\t\x12\x0c\n\x04user\x18\x0e \x01(\t\x12\x15\n\rinclude_usage\x18\x0f \x01(\x08\x12\x1d\n\x10presence_penalty\x18\x10 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x11 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xc1\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12(\n\x05parts\x18\x03 \x03(\x0b\x32\x19.stepblend.v1.ContentPart\x12\x0c\n\x04name\x18\x04 \x01(\t\x12*\n\ntool_calls\x18\x05 \x03(\x0b\x32\x16.stepblend.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x06 \x01(\t\x12\x19\n\x11reasoning_content\x18\x07 \x01(\t\":\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x13\n\timage_url\x18\x02 \x01(\tH\x00\x42\x06\n\x04part\"V\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"S\n\tChatUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"`\n\x0cRouteAttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\xd8\x01\n\x07Routing\x12\x14\n\x0crouted_model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x15\n\rstrategy_used\x18\x03 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x04 \x01(\x01\x12\x1c\n\x0f\x61\x63tual_cost_usd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12,\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x1a.stepblend.v1.RouteAttempt\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x12\n\x10_actual_cost_usd\"Z\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12*\n\x07message\x18\x02 \x01(\x0b\x32\x19.stepblend.v1.ChatMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xb5\x01\n\x0e\x43hatCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12%\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x14.stepblend.v1.Choice\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.stepblend.v1.ChatUsage\x12(\n\tstepblend\x18\x06 \x01(\x0b\x32\x15.stepblend.v1.Routing\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"r\n\x05\x44\x65lta\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12/\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1b.stepblend.v1.ToolCallDelta\x12\x19\n\x11reasoning_content\x18\x04 \x01(\t\"W\n\x0b\x43hunkChoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\"\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x13.stepblend.v1.Delta\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\"\xbf\x01\n\x13\x43hatCompletionChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x07\x63hoices\x18\x04 \x03(\x0b\x32\x19.stepblend.v1.ChunkChoice\x12&\n\x05usage\x18\x05 \x01(\x0b\x32\x17.stepblend.v1.ChatUsage\x12(\n\tstepblend\x18\x06 \x01(\x0b\x32\x15.stepblend.v1.Routing2\xdf\x01\n\x04\x43hat\x12\x43\n\x08\x43omplete\x12\x19.stepblend.v1.ChatRequest\x1a\x1c.stepblend.v1.ChatCompletion\x12P\n\x0e\x43ompleteStream\x12\x19.stepblend.v1.ChatRequest\x1a!.stepblend.v1.ChatCompletionChunk0\x01\x12@\n\x05\x45mbed\x12\x1a.stepblend.v1.EmbedRequest\x1a\x1b.stepblend.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stepblend.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHATREQUEST']._serialized_start=72
-  _globals['_CHATREQUEST']._serialized_end=609
-  _globals['_CHATMESSAGE']._serialized_start=612
-  _globals['_CHATMESSAGE']._serialized_end=805
-  _globals['_CONTENTPART']._serialized_start=807
-  _globals['_CONTENTPART']._serialized_end=865
-  _globals['_TOOL']._serialized_start=867
-  _globals['_TOOL']._serialized_end=953
-  _globals['_TOOLCALL']._serialized_start=955
-  _globals['_TOOLCALL']._serialized_end=1010
-  _globals['_CHATUSAGE']._serialized_start=1012
-  _globals['_CHATUSAGE']._serialized_end=1095
-  _globals['_ROUTEATTEMPT']._serialized_start=1097
-  _globals['_ROUTEATTEMPT']._serialized_end=1193
-  _globals['_ROUTING']._serialized_start=1196
-  _globals['_ROUTING']._serialized_end=1412
-  _globals['_CHOICE']._serialized_start=1414
-  _globals['_CHOICE']._serialized_end=1504
-  _globals['_CHATCOMPLETION']._serialized_start=1507
-  _globals['_CHATCOMPLETION']._serialized_end=1688
-  _globals['_TOOLCALLDELTA']._serialized_start=1690
-  _globals['_TOOLCALLDELTA']._serialized_end=1765
-  _globals['_DELTA']._serialized_start=1767
-  _globals['_DELTA']._serialized_end=1881
-  _globals['_CHUNKCHOICE']._serialized_start=1883
-  _globals['_CHUNKCHOICE']._serialized_end=1970
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=1973
-  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=2164
-  _globals['_CHAT']._serialized_start=2167
-  _globals['_CHAT']._serialized_end=2324
+  _globals['_EMBEDREQUEST']._serialized_start=71
+  _globals['_EMBEDREQUEST']._serialized_end=155
+  _globals['_EMBEDDING']._serialized_start=157
+  _globals['_EMBEDDING']._serialized_end=199
+  _globals['_EMBEDRESPONSE']._serialized_start=202
+  _globals['_EMBEDRESPONSE']._serialized_end=353
+  _globals['_CHATREQUEST']._serialized_start=356
+  _globals['_CHATREQUEST']._serialized_end=893
+  _globals['_CHATMESSAGE']._serialized_start=896
+  _globals['_CHATMESSAGE']._serialized_end=1089
+  _globals['_CONTENTPART']._serialized_start=1091
+  _globals['_CONTENTPART']._serialized_end=1149
+  _globals['_TOOL']._serialized_start=1151
+  _globals['_TOOL']._serialized_end=1237
+  _globals['_TOOLCALL']._serialized_start=1239
+  _globals['_TOOLCALL']._serialized_end=1294
+  _globals['_CHATUSAGE']._serialized_start=1296
+  _globals['_CHATUSAGE']._serialized_end=1379
+  _globals['_ROUTEATTEMPT']._serialized_start=1381
+  _globals['_ROUTEATTEMPT']._serialized_end=1477
+  _globals['_ROUTING']._serialized_start=1480
+  _globals['_ROUTING']._serialized_end=1696
+  _globals['_CHOICE']._serialized_start=1698
+  _globals['_CHOICE']._serialized_end=1788
+  _globals['_CHATCOMPLETION']._serialized_start=1791
+  _globals['_CHATCOMPLETION']._serialized_end=1972
+  _globals['_TOOLCALLDELTA']._serialized_start=1974
+  _globals['_TOOLCALLDELTA']._serialized_end=2049
+  _globals['_DELTA']._serialized_start=2051
+  _globals['_DELTA']._serialized_end=2165
+  _globals['_CHUNKCHOICE']._serialized_start=2167
+  _globals['_CHUNKCHOICE']._serialized_end=2254
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_start=2257
+  _globals['_CHATCOMPLETIONCHUNK']._serialized_end=2448
+  _globals['_CHAT']._serialized_start=2451
+  _globals['_CHAT']._serialized_end=2674
 # @@protoc_insertion_point(module_scope)

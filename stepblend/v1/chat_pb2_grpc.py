@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class ChatStub:
     """Chat is the gateway's gRPC API for internal consumers: chat completions as
-    typed messages, with the same JWT (`authorization: Bearer …` metadata),
+    typed messages, with the same JWT or API key (`authorization: Bearer …` metadata),
     routing, plan limits, fallbacks, usage events and traces as the HTTP API.
 
     Errors are gRPC status codes with a google.rpc.ErrorInfo detail whose
@@ -35,9 +35,11 @@ class ChatStub:
     error `type` and `param`:
     INVALID_ARGUMENT     400 (bad request, no model under the cap, no eligible model)
     UNAUTHENTICATED      401
+    PERMISSION_DENIED    403 (an API key's model_not_allowed)
     NOT_FOUND            404 (model_not_found)
     FAILED_PRECONDITION  409 (provider_not_connected)
-    RESOURCE_EXHAUSTED   429 (plan_limit_exceeded, or the provider's rate limit)
+    RESOURCE_EXHAUSTED   429 (plan_limit_exceeded, an API key's limits, budget_exceeded,
+    or the provider's rate limit)
     UNAVAILABLE          502 / 503 (providers failed, a StepBlend service unreachable)
     DEADLINE_EXCEEDED    504
     Field numbers of these messages are part of the published contract and never change.
@@ -59,11 +61,16 @@ class ChatStub:
                 request_serializer=stepblend_dot_v1_dot_chat__pb2.ChatRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/stepblend.v1.Chat/Embed',
+                request_serializer=stepblend_dot_v1_dot_chat__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_chat__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServicer:
     """Chat is the gateway's gRPC API for internal consumers: chat completions as
-    typed messages, with the same JWT (`authorization: Bearer …` metadata),
+    typed messages, with the same JWT or API key (`authorization: Bearer …` metadata),
     routing, plan limits, fallbacks, usage events and traces as the HTTP API.
 
     Errors are gRPC status codes with a google.rpc.ErrorInfo detail whose
@@ -71,9 +78,11 @@ class ChatServicer:
     error `type` and `param`:
     INVALID_ARGUMENT     400 (bad request, no model under the cap, no eligible model)
     UNAUTHENTICATED      401
+    PERMISSION_DENIED    403 (an API key's model_not_allowed)
     NOT_FOUND            404 (model_not_found)
     FAILED_PRECONDITION  409 (provider_not_connected)
-    RESOURCE_EXHAUSTED   429 (plan_limit_exceeded, or the provider's rate limit)
+    RESOURCE_EXHAUSTED   429 (plan_limit_exceeded, an API key's limits, budget_exceeded,
+    or the provider's rate limit)
     UNAVAILABLE          502 / 503 (providers failed, a StepBlend service unreachable)
     DEADLINE_EXCEEDED    504
     Field numbers of these messages are part of the published contract and never change.
@@ -91,6 +100,14 @@ class ChatServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embeddings of a named embedding model (POST /embeddings' contract, SPEC.md §9):
+        the same keys, limits, ledger; vectors as floats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +121,11 @@ def add_ChatServicer_to_server(servicer, server):
                     request_deserializer=stepblend_dot_v1_dot_chat__pb2.ChatRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_chat__pb2.ChatCompletionChunk.SerializeToString,
             ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=stepblend_dot_v1_dot_chat__pb2.EmbedRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_chat__pb2.EmbedResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'stepblend.v1.Chat', rpc_method_handlers)
@@ -114,7 +136,7 @@ def add_ChatServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Chat:
     """Chat is the gateway's gRPC API for internal consumers: chat completions as
-    typed messages, with the same JWT (`authorization: Bearer …` metadata),
+    typed messages, with the same JWT or API key (`authorization: Bearer …` metadata),
     routing, plan limits, fallbacks, usage events and traces as the HTTP API.
 
     Errors are gRPC status codes with a google.rpc.ErrorInfo detail whose
@@ -122,9 +144,11 @@ class Chat:
     error `type` and `param`:
     INVALID_ARGUMENT     400 (bad request, no model under the cap, no eligible model)
     UNAUTHENTICATED      401
+    PERMISSION_DENIED    403 (an API key's model_not_allowed)
     NOT_FOUND            404 (model_not_found)
     FAILED_PRECONDITION  409 (provider_not_connected)
-    RESOURCE_EXHAUSTED   429 (plan_limit_exceeded, or the provider's rate limit)
+    RESOURCE_EXHAUSTED   429 (plan_limit_exceeded, an API key's limits, budget_exceeded,
+    or the provider's rate limit)
     UNAVAILABLE          502 / 503 (providers failed, a StepBlend service unreachable)
     DEADLINE_EXCEEDED    504
     Field numbers of these messages are part of the published contract and never change.
@@ -174,6 +198,33 @@ class Chat:
             '/stepblend.v1.Chat/CompleteStream',
             stepblend_dot_v1_dot_chat__pb2.ChatRequest.SerializeToString,
             stepblend_dot_v1_dot_chat__pb2.ChatCompletionChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Chat/Embed',
+            stepblend_dot_v1_dot_chat__pb2.EmbedRequest.SerializeToString,
+            stepblend_dot_v1_dot_chat__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

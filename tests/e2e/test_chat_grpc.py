@@ -128,3 +128,17 @@ async def test_cancelling_a_stream_cancels_the_upstream_call(
                 await asyncio.sleep(0.05)
         finally:
             await http.delete(f"{system.mock_url}/_mock/behaviour")
+
+
+async def test_embed_returns_typed_vectors_and_refuses_a_strategy(
+    stub: chat_pb2_grpc.ChatStub, account: Account
+) -> None:
+    request = chat_pb2.EmbedRequest(model="text-embedding-3-large", input=["a cat", "a dog"], dimensions=64)
+    answer = await stub.Embed(request, metadata=auth(account.token))
+    assert [(e.index, len(e.vector)) for e in answer.data] == [(0, 64), (1, 64)]
+    assert answer.model == "text-embedding-3-large" and answer.usage.prompt_tokens == 4
+    assert (answer.stepblend.provider, answer.stepblend.routed_model) == ("openai", "text-embedding-3-large")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Embed(chat_pb2.EmbedRequest(model="balanced", input=["x"]), metadata=auth(account.token))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(refused.value).reason == "strategy_not_supported"
