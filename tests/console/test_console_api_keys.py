@@ -280,3 +280,25 @@ def test_the_create_form_says_what_is_wrong(system: System, page: Page) -> None:
     create.click()
     expect(page.get_by_role("region", name="Your new API key")).to_be_visible()
     expect(_column(_row(page, "ci"), 4)).to_have_text("$0.00 / $12.50")
+
+
+def test_the_recent_requests_say_which_endpoint_each_came_through(system: System, page: Page) -> None:
+    token = sign_up(page, new_email())
+    _connect_openai(system, token)
+    assert _chat(system, token).status_code == 200
+    embedded = httpx.post(
+        f"{system.base_url}/embeddings",
+        headers=_auth(token),
+        json={"model": "text-embedding-3-small", "input": "hello"},
+        timeout=30,
+    )
+    assert embedded.status_code == 200, embedded.text
+    rows = page.locator("#recent-rows tr")
+    deadline = time.monotonic() + 15
+    while rows.count() < 2:
+        assert time.monotonic() < deadline, "the two requests never appeared"
+        page.get_by_role("button", name="Refresh").click()
+        page.wait_for_timeout(200)
+    embedding_row = page.locator(f"#recent-rows tr[data-request-id='{embedded.headers['x-request-id']}']")
+    expect(embedding_row.locator("td").nth(1)).to_have_text("text-embedding-3-small embeddings")
+    expect(rows.locator("td .endpoint")).to_have_text(["embeddings", "chat"])

@@ -18,6 +18,13 @@
     ["xai", "xAI"],
   ];
   const PROVIDER_NAMES = new Map(PROVIDERS);
+  // The front doors, by the ledger's `dialect`.
+  const ENDPOINTS = new Map([
+    ["openai_chat", "chat"],
+    ["anthropic_messages", "messages"],
+    ["openai_embeddings", "embeddings"],
+    ["openai_responses", "responses"],
+  ]);
 
   const $ = (id) => document.getElementById(id);
   const integer = new Intl.NumberFormat("en-US");
@@ -679,7 +686,7 @@
       status.textContent = r.status === "completed" ? "Completed" : `Failed${r.error_code ? ` (${r.error_code})` : ""}`;
       tr.append(
         cell(moment(r.created, clock)),
-        cell(r.model || "–"),
+        cell(modelOf(r)),
         cell(PROVIDER_NAMES.get(r.provider) || r.provider || "–"),
         cell(keyOf(r.api_key_id), "key-cell"),
         cell(`${integer.format(r.prompt_tokens)} / ${integer.format(r.completion_tokens)}`, "num"),
@@ -689,6 +696,17 @@
       );
       return tr;
     }));
+  }
+
+  // The model, and the front door the request came through (its `dialect`).
+  function modelOf(r) {
+    const model = document.createDocumentFragment();
+    model.append(r.model || "–");
+    const endpoint = document.createElement("span");
+    endpoint.className = "endpoint";
+    endpoint.textContent = ENDPOINTS.get(r.dialect) || r.dialect || "";
+    if (endpoint.textContent) model.append(" ", endpoint);
+    return model;
   }
 
   // Which credential made a request: an API key (its name and hint), or the account's token.
