@@ -1,8 +1,10 @@
 """The console in a real browser: Playwright driving Debian's Chromium against the real
-system, started once for the session with `stepblend up` and a mock provider, as
-tests/e2e does (each test signs up an account of its own). Each step's screenshot
-lands in tests/console/artifacts/; with STEPBLEND_UPDATE_DOCS_SCREENSHOT=1 the
-pictures in docs/ are rewritten too."""
+system, started once for this package with `stepblend up` and a mock provider, as
+tests/e2e does (each test signs up an account of its own). Package-scoped, not
+session-scoped: Playwright's sync API keeps an event loop running in the test
+thread while it is open, which the async tests after this package must not meet.
+Each step's screenshot lands in tests/console/artifacts/; with
+STEPBLEND_UPDATE_DOCS_SCREENSHOT=1 the pictures in docs/ are rewritten too."""
 
 from __future__ import annotations
 
@@ -41,14 +43,14 @@ PASSWORD = "correct horse battery"
 _API_STATUS_LOG = "Failed to load resource: the server responded with a status of"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """`stepblend up` with every provider pointed at one mock provider server."""
     with running_system(Path(tmp_path_factory.mktemp("console"))) as system:
         yield system
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (`python3 dev.py test` does, as root)")
@@ -56,7 +58,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
