@@ -14,6 +14,7 @@ from . import accounts, console, pipeline, routing_api
 from .auth import Caller, presented
 from .codecs.anthropic import AnthropicCodec
 from .codecs.openai_chat import OpenAIChatCodec
+from .codecs.responses import ResponsesCodec
 from .deps import Deps
 from .errors import ApiError
 from .render import JsonResponse
@@ -22,6 +23,7 @@ from .state import Exchange
 
 OPENAI_CHAT = OpenAIChatCodec()
 ANTHROPIC = AnthropicCodec()
+RESPONSES = ResponsesCodec()
 
 router = APIRouter()
 health = APIRouter()
@@ -87,6 +89,15 @@ def _exchange(request: Request, caller: Caller) -> Exchange:
         client_request_id=request.headers.get("x-request-id", "")[:128],
         grant=caller.grant,
     )
+
+
+@router.post("/responses")
+async def responses(request: Request) -> Response:
+    """OpenAI's Responses API (SPEC.md §10), stateless; errors in OpenAI's shape."""
+    deps = _deps(request)
+    caller = await accounts.authenticate(deps, _credential(request))
+    exchange = _exchange(request, caller)
+    return await pipeline.run(RESPONSES, deps, exchange, await _body(request))
 
 
 @router.post("/messages")
