@@ -241,3 +241,17 @@ def test_keepalive_is_an_sse_comment_and_an_early_failure_one_error_event() -> N
     assert waiting.keepalive() == b": keep-alive\n\n"
     events = _events(waiting.broke(ApiError(503, "every candidate failed", "api_error")))
     assert [(e["type"], e["sequence_number"]) for e in events] == [("error", 0)]
+
+
+def test_text_after_tool_calls_is_a_second_message_the_sdk_keeps_apart() -> None:
+    chunks = [*CALLS[1:5], _chunk({"content": "Done."}), _chunk({}, "stop")]
+    _, final = _sdk(_stream(chunks, tools=[WEATHER]), tools=[WEATHER])
+    assert [item.type for item in final.output] == ["function_call", "function_call", "message"]
+    assert final.output[2].id == "msg_abc123_2" and final.output_text == "Done."
+
+
+def test_a_late_piece_of_a_closed_call_still_reaches_the_final_response() -> None:
+    late = _chunk({"tool_calls": [{"index": 0, "function": {"arguments": " "}}]})
+    events = _events(_stream([*CALLS[1:5], late, _chunk({}, "tool_calls")]))
+    assert [e["type"] for e in events].count("response.output_item.added") == 2
+    assert events[-1]["response"]["output"][0]["arguments"] == '{"city":"Paris"} '

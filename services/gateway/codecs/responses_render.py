@@ -16,7 +16,9 @@ from services.gateway.codecs.base import Answer, Parsed, TokenCounts
 
 __all__ = [
     "call_item",
+    "call_item_id",
     "incomplete_reason",
+    "message_id",
     "message_item",
     "output_text",
     "response_id",
@@ -32,11 +34,13 @@ def response_id(answer: Answer) -> str:
     return "resp_" + answer.request_id
 
 
-def message_id(answer: Answer) -> str:
-    return "msg_" + answer.request_id
+def message_id(answer: Answer, position: int = 0) -> str:
+    """A message item's id: the first output item's is the request's; a later one
+    (text after tool calls) its position's."""
+    return "msg_" + answer.request_id + (f"_{position}" if position else "")
 
 
-def call_id(answer: Answer, position: int) -> str:
+def call_item_id(answer: Answer, position: int) -> str:
     """The output item's own id (the model's `call_id` is another)."""
     return f"fc_{answer.request_id}_{position}"
 
@@ -50,10 +54,10 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def message_item(answer: Answer, text: str, status: str) -> dict[str, Any]:
+def message_item(answer: Answer, text: str, status: str, position: int = 0) -> dict[str, Any]:
     content = [text_part(text)] if status != "in_progress" else []
     return {
-        "id": message_id(answer),
+        "id": message_id(answer, position),
         "type": "message",
         "role": "assistant",
         "status": status,
@@ -63,7 +67,7 @@ def message_item(answer: Answer, text: str, status: str) -> dict[str, Any]:
 
 def call_item(answer: Answer, position: int, call: str, name: str, arguments: str, status: str) -> dict[str, Any]:
     return {
-        "id": call_id(answer, position),
+        "id": call_item_id(answer, position),
         "type": "function_call",
         "status": status,
         "call_id": call,

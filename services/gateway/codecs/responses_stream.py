@@ -28,7 +28,9 @@ import orjson
 from services.gateway.codecs.base import Answer, Parsed
 from services.gateway.codecs.responses_render import (
     call_item,
+    call_item_id,
     incomplete_reason,
+    message_id,
     message_item,
     response_object,
     text_part,
@@ -66,6 +68,7 @@ class _Item:
 
     kind: str  # "message" | "function_call"
     index: int  # its output_index
+    id: str  # its item id
     text: str = ""
     call_id: str = ""
     name: str = ""
@@ -93,7 +96,7 @@ class ResponsesStream:
 
     def _item_json(self, item: _Item, status: str) -> dict[str, Any]:
         if item.kind == "message":
-            return message_item(self._answer, item.text, status)
+            return message_item(self._answer, item.text, status, item.index)
         return call_item(self._answer, item.index, item.call_id, item.name, item.text, status)
 
     def _response(self, status: str, output: list[dict[str, Any]], **ended: Any) -> dict[str, Any]:
@@ -105,7 +108,13 @@ class ResponsesStream:
         return self._event("response.created", response=created) + self._event("response.in_progress", response=created)
 
     def _where(self, item: _Item) -> dict[str, Any]:
-        return {"item_id": self._item_json(item, "in_progress")["id"], "output_index": item.index}
+        return {"item_id": item.id, "output_index": item.index}
+
+    def _new(self, kind: str, call: str = "", name: str = "") -> _Item:
+        index = len(self._items)
+        if kind == "message":
+            return _Item(kind, index, message_id(self._answer, index))
+        return _Item(kind, index, call_item_id(self._answer, index), call_id=call, name=name)
 
     def _begin(self, item: _Item) -> bytes:
         out = self._close()
@@ -139,7 +148,7 @@ class ResponsesStream:
     def _text(self, text: str) -> bytes:
         out = b""
         if self._open is None or self._open.kind != "message":
-            out += self._begin(_Item("message", len(self._items)))
+            out += self._begin(self._new("message"))
         item = self._open
         assert item is not None
         item.text += text
@@ -152,19 +161,19 @@ class ResponsesStream:
         key = int(call.get("index", 0))
         function = call.get("function") or {}
         item = self._calls.get(key)
-        if item is None or item.done:
-            item = _Item(
-                "function_call", len(self._items), call_id=call.get("id") or "", name=function.get("name") or ""
-            )
+        if item is None:
+            item = self._new("function_call", call.get("id") or "", function.get("name") or "")
             self._calls[key] = item
             out += self._begin(item)
-        elif item is not self._open:
-            return out  # a late piece of a call already closed: providers send calls one after another
         arguments = function.get("arguments")
-        if arguments:
-            item.text += arguments
-            out += self._event("response.function_call_arguments.delta", delta=arguments, **self._where(item))
-        return out
+        if not arguments:
+            return out
+        item.text += arguments
+        if item.done:
+            # A late piece of a call already closed (providers send calls one after
+            # another, so this is not expected): too late for its events, kept for the end.
+            return out
+        return out + self._event("response.function_call_arguments.delta", delta=arguments, **self._where(item))
 
     def _choice(self, choice: dict[str, Any]) -> bytes:
         out = b""
@@ -191,7 +200,7 @@ class ResponsesStream:
     def end(self) -> bytes:
         out = b""
         if not self._items:
-            out += self._begin(_Item("message", 0))  # an empty answer is still a message
+            out += self._begin(self._new("message"))  # an empty answer is still a message
         out += self._close()
         status = "incomplete" if incomplete_reason(self._finish) else "completed"
         output = [self._item_json(item, self._item_status()) for item in self._items]
