@@ -15,6 +15,7 @@ from .auth import Caller, presented
 from .codecs.anthropic import AnthropicCodec
 from .codecs.embeddings import EmbeddingsCodec, EmbeddingsRequest
 from .codecs.openai_chat import OpenAIChatCodec
+from .codecs.responses import ResponsesCodec
 from .deps import Deps
 from .errors import ApiError
 from .render import JsonResponse
@@ -24,6 +25,7 @@ from .state import Exchange
 OPENAI_CHAT = OpenAIChatCodec()
 EMBEDDINGS = EmbeddingsCodec()
 ANTHROPIC = AnthropicCodec()
+RESPONSES = ResponsesCodec()
 
 router = APIRouter()
 health = APIRouter()
@@ -97,6 +99,15 @@ async def embeddings(request: Request) -> Response:
     deps = _deps(request)
     caller = await accounts.authenticate(deps, _credential(request))
     return await pipeline.run(EMBEDDINGS, deps, _exchange(request, caller), await _body(request))
+
+
+@router.post("/responses")
+async def responses(request: Request) -> Response:
+    """OpenAI's Responses API (SPEC.md §10), stateless; errors in OpenAI's shape."""
+    deps = _deps(request)
+    caller = await accounts.authenticate(deps, _credential(request))
+    exchange = _exchange(request, caller)
+    return await pipeline.run(RESPONSES, deps, exchange, await _body(request))
 
 
 @router.post("/messages")

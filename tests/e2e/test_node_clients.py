@@ -1,7 +1,8 @@
 """Node clients through StepBlend, installed from the npm registry: the official
 @anthropic-ai/sdk (create, stream, a tool round trip, countTokens, an error) on
-models that OpenAI, Anthropic and Groq serve, and Claude Code itself, run
-non-interactively (`claude -p`) with ANTHROPIC_BASE_URL pointed at StepBlend."""
+models that OpenAI, Anthropic and Groq serve, Claude Code itself, run
+non-interactively (`claude -p`) with ANTHROPIC_BASE_URL pointed at StepBlend, and
+the Vercel AI SDK's OpenAI Responses model (generateText, streamText, a tool loop)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,39 @@ def test_claude_code_runs_through_stepblend(
     # provider got Claude Code's question.
     calls = [r for r in system.mock_requests() if account.keys[provider] in json.dumps(r["headers"])]
     assert calls and any(marker in json.dumps(r["body"]) for r in calls)
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [("openai:gpt-4o-mini", "openai"), ("claude-3-5-haiku-20241022", "anthropic")],
+    ids=["openai", "anthropic"],
+)
+def test_the_vercel_ai_sdk_on_the_responses_api(
+    node_clients: Path, system: System, account: Account, model: str, provider: str
+) -> None:
+    env = {**os.environ, "BASE_URL": system.base_url, "TOKEN": account.token, "MODEL": model}
+    done = subprocess.run(
+        ["node", "vercel_client.mjs"], cwd=node_clients, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    routed = model.split(":")[-1]
+
+    generate = seen["generate"]
+    assert generate["text"].startswith("Hello! You said: Hello from Vercel")
+    assert (generate["finishReason"], generate["modelId"]) == ("stop", routed)
+    assert generate["usage"]["inputTokens"] > 0 and generate["usage"]["outputTokens"] > 0
+    assert generate["responseId"].startswith("resp_")
+    assert (generate["stepblend"]["provider"], generate["stepblend"]["routed_model"]) == (provider, routed)
+    assert generate["provider"] == provider
+
+    stream = seen["stream"]
+    assert stream["pieces"] > 1 and stream["text"] == generate["text"]
+    assert (stream["finishReason"], stream["outputTokens"]) == ("stop", generate["usage"]["outputTokens"])
+
+    # The SDK ran the tool with the model's arguments and sent the result back.
+    tools = seen["tools"]
+    assert len(tools["calls"]) == 1 and isinstance(tools["calls"][0], str)
+    assert tools["steps"] == ["tool-calls", "stop"] and tools["text"]
+    sent = json.dumps([r["body"] for r in system.mock_requests() if account.keys[provider] in json.dumps(r["headers"])])
+    assert f"Sunny, 21C in {tools['calls'][0]}" in sent

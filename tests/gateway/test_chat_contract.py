@@ -7,6 +7,9 @@ from __future__ import annotations
 from stepblend.v1 import chat_pb2
 
 PUBLISHED = {
+    "EmbedRequest": {"model": 1, "input": 2, "dimensions": 3},
+    "Embedding": {"index": 1, "vector": 2},
+    "EmbedResponse": {"model": 1, "data": 2, "usage": 3, "stepblend": 4},
     "ChatRequest": {
         "model": 1,
         "messages": 2,
