@@ -1,7 +1,8 @@
 """The mock provider as a plain ASGI app: OpenAI's `POST {prefix}/chat/completions`,
 each OpenAI-compatible vendor's variant at `POST /<vendor>/v1/chat/completions`
 (groq, deepseek, mistral, together, xai, local — see `flavours`), Anthropic's
-`POST /v1/messages`, and a small control API for tests.
+`POST /v1/messages`, Gemini's `POST /v1beta/models/{model}:generateContent` and
+`:streamGenerateContent?alt=sse`, and a small control API for tests.
 
 Control API (not part of any provider's):
 - `POST /_mock/behaviour` `{"model": "<upstream id or *>", "status": 503, "delay_ms": 0,
@@ -41,6 +42,7 @@ from typing import Any
 import orjson
 
 import stepblend.mockprovider.anthropic_wire as anthropic_wire
+import stepblend.mockprovider.gemini_wire as gemini_wire
 import stepblend.mockprovider.wire as wire
 from stepblend.mockprovider.answers import answer
 from stepblend.mockprovider.flavours import FLAVOURS, Flavour
@@ -54,6 +56,7 @@ MESSAGES_PATH = "/v1/messages"
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _FLAVOUR_PATH = re.compile(r"^/(?P<flavour>[a-z]+)/v1/chat/completions$")
+_GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
 
 
 _SETTLE_BEFORE_DROP_MS = 200
@@ -126,12 +129,15 @@ class MockProvider:
         path, method = scope["path"], scope["method"]
         body = await _read_body(receive)
         flavour = _FLAVOUR_PATH.match(path)
+        gemini = _GEMINI_PATH.match(path)
         if path == self._chat_path and method == "POST":
             await self._chat(scope, body, receive, send, FLAVOURS["openai"])
         elif flavour is not None and flavour["flavour"] in FLAVOURS and method == "POST":
             await self._chat(scope, body, receive, send, FLAVOURS[flavour["flavour"]])
         elif path == MESSAGES_PATH and method == "POST":
             await self._messages(scope, body, receive, send)
+        elif gemini is not None and method == "POST":
+            await self._generate(scope, body, receive, send, gemini["model"], gemini["method"] != "generateContent")
         elif path == "/_mock/behaviour" and method in ("POST", "DELETE"):
             await self._set_behaviour(method, body, send)
         elif path == "/_mock/requests" and method in ("GET", "DELETE"):
@@ -163,13 +169,16 @@ class MockProvider:
                 del self.behaviours[key]
         return behaviour
 
-    def _record(self, scope: Scope, raw: bytes) -> tuple[dict[str, Any], dict[str, str], Any]:
+    def _record(
+        self, scope: Scope, raw: bytes, stream: bool | None = None
+    ) -> tuple[dict[str, Any], dict[str, str], Any]:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        stream = isinstance(body, dict) and body.get("stream") is True
+        if stream is None:
+            stream = isinstance(body, dict) and body.get("stream") is True
         record = {"path": scope["path"], "headers": headers, "body": body, "stream": stream, "disconnected": False}
         self.requests.append(record)
         return record, headers, body
@@ -274,6 +283,36 @@ class MockProvider:
             anthropic_wire.error_frame(behaviour.stream_error or "overloaded_error", behaviour.message),
         )
         if not await _stream(send, receive, stream, behaviour, request_id):
+            record["disconnected"] = True
+
+
+    async def _generate(self, scope: Scope, raw: bytes, receive: Receive, send: Send, model: str, stream: bool) -> None:
+        """Gemini's generateContent; the stream only as `alt=sse` (what StepBlend asks for)."""
+        record, headers, body = self._record(scope, raw, stream)
+        refusal = gemini_wire.refusal(headers, body, self.reject_keys)
+        if refusal is None and stream and b"alt=sse" not in scope.get("query_string", b""):
+            refusal = 400, gemini_wire.error(400, "mock: streamGenerateContent is served with alt=sse only")
+        if refusal is not None:
+            await _respond(send, *refusal)
+            return
+        behaviour = self._behaviour_for(model) or Behaviour()
+        if behaviour.delay_ms:
+            await asyncio.sleep(behaviour.delay_ms / 1000)
+        if behaviour.status != 200:
+            await _respond(send, behaviour.status, gemini_wire.error(behaviour.status, behaviour.message))
+            return
+        n = next(self._ids)
+        said = answer(gemini_wire.ask_of(body), "", content=behaviour.content, tool_calls=behaviour.tool_calls)
+        response_id = f"mock{n:020d}"
+        counts = (gemini_wire.prompt_tokens(body), behaviour.cached_tokens, gemini_wire.thinking(body))
+        if not stream:
+            if behaviour.ttft_ms:
+                await asyncio.sleep(behaviour.ttft_ms / 1000)
+            await _respond(send, 200, gemini_wire.response(response_id, model, said, *counts))
+            return
+        frames = gemini_wire.frames(response_id, model, said, *counts)
+        error = gemini_wire.error_frame(behaviour.stream_error or "UNAVAILABLE", behaviour.message)
+        if not await _stream(send, receive, _Stream(frames, b"", error), behaviour, response_id):
             record["disconnected"] = True
 
 

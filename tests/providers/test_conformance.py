@@ -1,5 +1,6 @@
 """One suite, every vendor: each row of vendors.toml against the mock provider
-speaking that vendor's wire format (OpenAI's, its vendor variants, Anthropic's).
+speaking that vendor's wire format (OpenAI's, its vendor variants, Anthropic's,
+Gemini's).
 
 A new vendor is a row of vendors.toml, a flavour of the mock when it departs from
 its wire format, and one line in `ROWS` below.
@@ -52,6 +53,7 @@ ROWS = [
     Row("local", "llama3.1:8b", "/local/v1"),
     Row("demo", "gpt-4o-mini", "/v1"),
     Row("anthropic", "claude-3-5-haiku-20241022", ""),
+    Row("gemini", "gemini-2.5-flash", ""),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 TOOLS = [
