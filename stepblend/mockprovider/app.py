@@ -285,7 +285,6 @@ class MockProvider:
         if not await _stream(send, receive, stream, behaviour, request_id):
             record["disconnected"] = True
 
-
     async def _generate(self, scope: Scope, raw: bytes, receive: Receive, send: Send, model: str, stream: bool) -> None:
         """Gemini's generateContent; the stream only as `alt=sse` (what StepBlend asks for)."""
         record, headers, body = self._record(scope, raw, stream)

@@ -62,7 +62,9 @@ _CONFIG_FIELDS = frozenset(
         "frequencyPenalty", "responseLogprobs", "logprobs", "thinkingConfig", "mediaResolution",
     }
 )  # fmt: skip
-_PART_FIELDS = frozenset({"text", "inlineData", "fileData", "functionCall", "functionResponse", "thought", "thoughtSignature"})
+_PART_FIELDS = frozenset(
+    {"text", "inlineData", "fileData", "functionCall", "functionResponse", "thought", "thoughtSignature"}
+)
 _FINISH = {"stop": "STOP", "stop_sequence": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
 SIGNATURE = base64.b64encode(b"mock-thought-signature").decode()
 
@@ -103,14 +105,14 @@ def refusal(headers: dict[str, str], body: Any, reject_keys: frozenset[str]) -> 
         return 400, error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")
     if not isinstance(body, dict):
         return 400, error(400, "Invalid JSON payload received. Expected an object.")
-    message = _invalid_request(body)
-    return None if message is None else (400, error(400, message))
+    problem = _invalid_request(body)
+    return None if problem is None else (400, error(400, problem))
 
 
 def _unknown(obj: dict[str, Any], known: frozenset[str], where: str) -> str | None:
     for name in obj:
         if name not in known:
-            return f'Invalid JSON payload received. Unknown name "{name}" at \'{where}\': Cannot find field.'
+            return f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': Cannot find field."
     return None
 
 
@@ -175,7 +177,7 @@ def ask_of(body: dict[str, Any]) -> Ask:
     """What a Gemini request asks for."""
     contents: list[dict[str, Any]] = body.get("contents") or []
     last: dict[str, Any] = contents[-1] if contents else {}
-    last_user = next((c for c in reversed(contents) if c.get("role") == "user"), {})
+    last_user: dict[str, Any] = next((c for c in reversed(contents) if c.get("role") == "user"), {})
     tools = tuple(
         (str(d["name"]), next(iter((d.get("parameters") or {}).get("properties") or {}), "location"))
         for tool in body.get("tools") or []
@@ -226,7 +228,9 @@ def _call_part(i: int, name: str, arguments: str) -> dict[str, Any]:
     return part
 
 
-def _response(response_id: str, model: str, parts: list[dict[str, Any]], usage: dict[str, Any], finish: str | None) -> bytes:
+def _response(
+    response_id: str, model: str, parts: list[dict[str, Any]], usage: dict[str, Any], finish: str | None
+) -> bytes:
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
     if finish is not None:
         candidate["finishReason"] = finish
@@ -235,7 +239,9 @@ def _response(response_id: str, model: str, parts: list[dict[str, Any]], usage: 
     )
 
 
-def response(response_id: str, model: str, answer: Answer, prompt: int, cached: int = 0, thoughts: tuple[int, bool] = (0, False)) -> bytes:
+def response(
+    response_id: str, model: str, answer: Answer, prompt: int, cached: int = 0, thoughts: tuple[int, bool] = (0, False)
+) -> bytes:
     """A whole `GenerateContentResponse` (a non-streaming answer)."""
     spent, shown = thoughts
     parts: list[dict[str, Any]] = [{"text": REASONING, "thought": True}] if shown else []
@@ -246,7 +252,9 @@ def response(response_id: str, model: str, answer: Answer, prompt: int, cached: 
     return _response(response_id, model, parts, usage, _FINISH[answer.finish])
 
 
-def frames(response_id: str, model: str, answer: Answer, prompt: int, cached: int = 0, thoughts: tuple[int, bool] = (0, False)) -> list[bytes]:
+def frames(
+    response_id: str, model: str, answer: Answer, prompt: int, cached: int = 0, thoughts: tuple[int, bool] = (0, False)
+) -> list[bytes]:
     """The SSE frames of a stream, in order: a chunk per text piece and per call, then
     the finish chunk; each carries the usage so far."""
     spent, shown = thoughts

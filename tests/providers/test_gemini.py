@@ -273,7 +273,13 @@ def test_json_schema_becomes_a_response_schema() -> None:
         ({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}, "'multipleOf'"),
         ({"type": "object", "additionalProperties": {"type": "string"}}, "'additionalProperties'"),
         ({"type": "integer", "enum": [1, 2]}, "enums of strings only"),
-        ({"$ref": "#/$defs/Node", "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}}}, "recursive"),
+        (
+            {
+                "$ref": "#/$defs/Node",
+                "$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}},
+            },
+            "recursive",
+        ),
         ({"$ref": "https://example.com/schema.json"}, "'$ref'"),
     ],
 )
@@ -489,9 +495,13 @@ def test_a_stream_cut_before_its_finish_is_incomplete() -> None:
     assert translator.usage == TokenUsage(9, 21, 30, 0)
 
 
-@pytest.mark.parametrize(("status", "kind"), [("RESOURCE_EXHAUSTED", "rate_limit_error"), ("UNAVAILABLE", "UNAVAILABLE")])
+@pytest.mark.parametrize(
+    ("status", "kind"), [("RESOURCE_EXHAUSTED", "rate_limit_error"), ("UNAVAILABLE", "UNAVAILABLE")]
+)
 def test_an_error_in_the_stream_is_raised_with_its_kind(status: str, kind: str) -> None:
-    raw = stream_of(candidate_chunk([{"text": "Hel"}]), {"error": {"code": 503, "message": "overloaded", "status": status}})
+    raw = stream_of(
+        candidate_chunk([{"text": "Hel"}]), {"error": {"code": 503, "message": "overloaded", "status": status}}
+    )
     with pytest.raises(UpstreamStreamError) as err:
         translate(raw)
     assert (err.value.kind, err.value.message) == (kind, "overloaded")

@@ -178,9 +178,14 @@ class ChunkTranslator:
         out: list[bytes] = []
         for part in _parts(answer):
             if part.function_call is not None:
-                call = {"index": self._calls, **_tool_call(part.function_call, part.thought_signature, self._id, self._calls)}
+                call = {
+                    "index": self._calls,
+                    **_tool_call(part.function_call, part.thought_signature, self._id, self._calls),
+                }
                 self._calls += 1
-                out.append(self._chunk({"tool_calls": [call]} if self._started else {"content": None, "tool_calls": [call]}))
+                out.append(
+                    self._chunk({"tool_calls": [call]} if self._started else {"content": None, "tool_calls": [call]})
+                )
             elif part.text:
                 out.append(self._chunk({"reasoning_content" if part.thought else "content": part.text}))
         if answer.prompt_feedback is not None and answer.prompt_feedback.block_reason:

@@ -163,9 +163,7 @@ class _Converter:
     def _properties(self, value: Any, at: str, refs: tuple[str, ...], depth: int) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self._refuse(at, "properties", "properties must be an object")
-        return {
-            name: self.convert(prop, f"{at}.properties.{name}", refs, depth + 1) for name, prop in value.items()
-        }
+        return {name: self.convert(prop, f"{at}.properties.{name}", refs, depth + 1) for name, prop in value.items()}
 
     def _any_of(self, value: Any, at: str, refs: tuple[str, ...], depth: int, out: dict[str, Any]) -> None:
         if not isinstance(value, list) or not value:
