@@ -195,6 +195,9 @@ def ask_of(body: dict[str, Any]) -> Ask:
         max_tokens=config.get("maxOutputTokens"),
         stop=tuple(config.get("stopSequences") or ()),
         after_tool=any(isinstance(p, dict) and "functionResponse" in p for p in last.get("parts") or []),
+        json_keys=tuple((config.get("responseSchema") or {}).get("properties") or ())
+        if config.get("responseMimeType") == "application/json"
+        else None,
     )
 
 

@@ -31,6 +31,8 @@ class Row:
     model: str
     # where the mock serves this vendor, after its root URL
     path: str
+    # whether the adapter translates response_format json_schema (Anthropic's does not)
+    json_schema: bool = True
 
     @property
     def candidate(self) -> router_pb2.Candidate:
@@ -52,7 +54,7 @@ ROWS = [
     Row("xai", "grok-3-mini", "/xai/v1"),
     Row("local", "llama3.1:8b", "/local/v1"),
     Row("demo", "gpt-4o-mini", "/v1"),
-    Row("anthropic", "claude-3-5-haiku-20241022", ""),
+    Row("anthropic", "claude-3-5-haiku-20241022", "", json_schema=False),
     Row("gemini", "gemini-2.5-flash", ""),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
@@ -65,6 +67,14 @@ TOOLS = [
         },
     }
 ]
+# A 1x1 PNG.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "sky": {"type": "string"}},
+    "required": ["city", "sky"],
+    "additionalProperties": False,
+}
 TIMEOUTS = Timeouts(connect=2.0, read=2.0, total=20.0, first_token=0.5)
 
 rows = pytest.mark.parametrize("row", ROWS, ids=[row.provider for row in ROWS])
@@ -204,6 +214,35 @@ async def test_tool_call(executor: Executor, mock: Mock, row: Row) -> None:
     assert call["type"] == "function" and call["id"] and call["function"]["name"] == "get_weather"
     assert orjson.loads(call["function"]["arguments"]) == {"location": "Paris"}
     assert usage(events).completion_tokens > 0
+
+
+@rows
+async def test_an_image_reaches_the_provider(executor: Executor, mock: Mock, row: Row) -> None:
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    question = {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}
+    events = await run(executor, row.candidate, messages=[question])
+    assert outcomes(events) == [(row.provider, "ok", 200)]
+    message = orjson.loads(events[1].completion)["choices"][0]["message"]
+    assert message["content"] == "Hello! You said: What is this?"
+    [seen] = await mock.requests()
+    assert PNG in orjson.dumps(seen["body"]).decode()
+
+
+@rows
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+async def test_json_schema_shapes_the_answer_or_is_refused(
+    executor: Executor, mock: Mock, row: Row, stream: bool
+) -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "weather", "strict": True, "schema": WEATHER_SCHEMA}}
+    events = await run(executor, row.candidate, stream=stream, response_format=schema)
+    if not row.json_schema:
+        assert kinds(events) == ["attempt", "error"]
+        assert (http(events[-1].error).status, events[-1].error.param) == (400, "response_format")
+        assert await mock.requests() == []
+        return
+    got = text(chunks(events)) if stream else orjson.loads(events[1].completion)["choices"][0]["message"]["content"]
+    # The mock answers JSON with the properties of the schema it was sent.
+    assert orjson.loads(got) == {"city": "Paris", "sky": "London"}
 
 
 @rows
