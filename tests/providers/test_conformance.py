@@ -274,6 +274,15 @@ async def test_rejected_key_is_provider_key_invalid_and_falls_back(
         assert REJECTED_KEY not in str(event) and REJECTED_KEY[-4:] not in str(event)
 
 
+async def test_a_key_gemini_rejects_never_shows(executor: Executor, keys: MemoryKeys) -> None:
+    gemini = next(row for row in ROWS if row.provider == "gemini")
+    keys.keys["gemini"] = REJECTED_KEY
+    events = await run(executor, gemini.candidate)
+    assert kinds(events) == ["attempt", "error"] and events[0].attempt.status == 400
+    for event in events:
+        assert REJECTED_KEY not in str(event) and REJECTED_KEY[-4:] not in str(event)
+
+
 @rows
 @pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
 async def test_rate_limited_falls_back_then_is_a_429(executor: Executor, mock: Mock, row: Row, stream: bool) -> None:
