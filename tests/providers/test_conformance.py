@@ -80,7 +80,7 @@ TIMEOUTS = Timeouts(connect=2.0, read=2.0, total=20.0, first_token=0.5)
 rows = pytest.mark.parametrize("row", ROWS, ids=[row.provider for row in ROWS])
 # Gemini answers an invalid key with a 400 INVALID_ARGUMENT (reason API_KEY_INVALID),
 # not a 401: the executor classifies by status alone today, so it is a bad request
-# there until outcomes.http_failure reads the reason (test_gemini checks the adapter
+# there until outcomes.http_failure reads the reason (test_gemini_answers checks the adapter
 # reports it as the error's code).
 KEY_REJECTED_BY_STATUS = [row for row in ROWS if row.provider != "gemini"]
 
