@@ -48,7 +48,7 @@ from stepblend.v1 import providers_pb2, router_pb2
 __all__ = ["AttemptTelemetry", "GenAiTelemetry", "provider_name"]
 
 # The convention's well-known names where they differ from StepBlend's.
-_PROVIDER_NAMES = {"mistral": "mistral_ai", "xai": "x_ai"}
+_PROVIDER_NAMES = {"mistral": "mistral_ai", "xai": "x_ai", "gemini": "gcp.gemini"}
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 _TTFC_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)

@@ -160,7 +160,8 @@ def final_error(failures: list[providers_pb2.Attempt]) -> providers_pb2.Error:
 
 def http_failure(status: int, said: ProviderError, provider: str, api_key: str) -> Failed:
     """The failure for a provider's non-200 answer, from its status and error body."""
-    if status in (401, 403):
+    # Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+    if status in (401, 403) or said.code == "api_key_invalid":
         # Never the provider's text: a 401 quotes (part of) the key it was sent.
         return Failed(Outcome.PROVIDER_KEY_INVALID, status, f"{provider} rejected the stored key (HTTP {status})")
     said_kind = f" {said.kind}" if said.kind else ""

@@ -10,10 +10,14 @@
   sequence cuts it (finish "stop_sequence"), and `max_tokens` truncates it (finish
   "length").
 - With `reasoning`, thinking pieces come before the text (DeepSeek's reasoner).
+- Asked for JSON (`json_keys`: the schema's property names, none for plain JSON
+  mode), the text is a JSON object: each property set to a city, or `{"echo": <the
+  last user text>}` without a schema.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -69,6 +73,8 @@ class Ask:
     stop: tuple[str, ...] = ()
     # the last message is a tool's result: answer it in text
     after_tool: bool = False
+    # the answer must be JSON with these properties (none named: any object)
+    json_keys: tuple[str, ...] | None = None
 
 
 def answer(
@@ -86,7 +92,7 @@ def answer(
         calls = tuple(_call(ask, i, f"{call_id}{i}") for i in range(max(1, tool_calls)))
         intro = f"Let me call {calls[0].name}. " if preamble and ask.choice == "auto" else ""
         return Answer(tuple(_PIECE.findall(intro)), "tool_calls", calls, thoughts)
-    text = content if content is not None else "Hello! You said: " + ask.last_text[:MAX_ECHO_CHARS]
+    text = content if content is not None else _text(ask)
     finish, stop_sequence = "stop", None
     cuts = [(text.find(s), s) for s in ask.stop if s and s in text]
     if cuts:
@@ -96,6 +102,14 @@ def answer(
     if ask.max_tokens is not None and ask.max_tokens < len(pieces):
         pieces, finish, stop_sequence = pieces[: ask.max_tokens], "length", None
     return Answer(pieces, finish, (), thoughts, stop_sequence)
+
+
+def _text(ask: Ask) -> str:
+    if ask.json_keys is None:
+        return "Hello! You said: " + ask.last_text[:MAX_ECHO_CHARS]
+    if not ask.json_keys:
+        return json.dumps({"echo": ask.last_text[:MAX_ECHO_CHARS]})
+    return json.dumps({key: CITIES[i % len(CITIES)] for i, key in enumerate(ask.json_keys)})
 
 
 def _call(ask: Ask, i: int, call_id: str) -> ToolCall:

@@ -1,8 +1,9 @@
 """The mock provider as a plain ASGI app: OpenAI's `POST {prefix}/chat/completions`,
 each OpenAI-compatible vendor's variant at `POST /<vendor>/v1/chat/completions`
 (groq, deepseek, mistral, together, xai, local — see `flavours`), Anthropic's
-`POST /v1/messages`, OpenAI's embeddings at `POST {prefix}/embeddings` and
-`POST /<vendor>/v1/embeddings` (embeddings.py), and a small control API for tests.
+`POST /v1/messages`, Gemini's `POST /v1beta/models/{model}:generateContent` and
+`:streamGenerateContent?alt=sse`, OpenAI's embeddings at `POST {prefix}/embeddings`
+and `POST /<vendor>/v1/embeddings` (embeddings.py), and a small control API for tests.
 
 Control API (not part of any provider's):
 - `POST /_mock/behaviour` `{"model": "<upstream id or *>", "status": 503, "delay_ms": 0,
@@ -35,7 +36,7 @@ import itertools
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -43,20 +44,17 @@ import orjson
 
 import stepblend.mockprovider.anthropic_wire as anthropic_wire
 import stepblend.mockprovider.embeddings as embeddings
+import stepblend.mockprovider.gemini_wire as gemini_wire
 import stepblend.mockprovider.wire as wire
 from stepblend.mockprovider.answers import answer
+from stepblend.mockprovider.asgi import Receive, Scope, Send, left_while_waiting, mask, read_body, respond
 from stepblend.mockprovider.flavours import FLAVOURS, Flavour
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 MESSAGES_PATH = "/v1/messages"
-_JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _FLAVOUR_PATH = re.compile(r"^/(?P<flavour>[a-z]+)/v1/chat/completions$")
 _EMBEDDINGS_PATH = re.compile(r"^(/[a-z]+/v1|/v1)/embeddings$")
+_GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
 
 
 _SETTLE_BEFORE_DROP_MS = 200
@@ -127,8 +125,9 @@ class MockProvider:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
-        body = await _read_body(receive)
+        body = await read_body(receive)
         flavour = _FLAVOUR_PATH.match(path)
+        gemini = _GEMINI_PATH.match(path)
         if path == self._chat_path and method == "POST":
             await self._chat(scope, body, receive, send, FLAVOURS["openai"])
         elif flavour is not None and flavour["flavour"] in FLAVOURS and method == "POST":
@@ -137,15 +136,17 @@ class MockProvider:
             await self._embeddings(scope, body, send)
         elif path == MESSAGES_PATH and method == "POST":
             await self._messages(scope, body, receive, send)
+        elif gemini is not None and method == "POST":
+            await self._generate(scope, body, receive, send, gemini["model"], gemini["method"] != "generateContent")
         elif path == "/_mock/behaviour" and method in ("POST", "DELETE"):
             await self._set_behaviour(method, body, send)
         elif path == "/_mock/requests" and method in ("GET", "DELETE"):
             if method == "DELETE":
                 self.requests.clear()
-            await _respond(send, 200, orjson.dumps(list(self.requests) if method == "GET" else {"ok": True}))
+            await respond(send, 200, orjson.dumps(list(self.requests) if method == "GET" else {"ok": True}))
         else:
             message = f"Invalid URL ({method} {path})"
-            await _respond(send, 404, wire.error(404, message, code="unknown_url"))
+            await respond(send, 404, wire.error(404, message, code="unknown_url"))
 
     async def _set_behaviour(self, method: str, body: bytes, send: Send) -> None:
         if method == "DELETE":
@@ -154,10 +155,10 @@ class MockProvider:
             try:
                 behaviour = Behaviour.parse(orjson.loads(body))
             except (ValueError, TypeError) as exc:
-                await _respond(send, 400, wire.error(400, str(exc)))
+                await respond(send, 400, wire.error(400, str(exc)))
                 return
             self.behaviours[behaviour.model] = behaviour
-        await _respond(send, 200, b'{"ok":true}')
+        await respond(send, 200, b'{"ok":true}')
 
     def _behaviour_for(self, model: str) -> Behaviour | None:
         key = model if model in self.behaviours else "*"
@@ -168,13 +169,16 @@ class MockProvider:
                 del self.behaviours[key]
         return behaviour
 
-    def _record(self, scope: Scope, raw: bytes) -> tuple[dict[str, Any], dict[str, str], Any]:
+    def _record(
+        self, scope: Scope, raw: bytes, stream: bool | None = None
+    ) -> tuple[dict[str, Any], dict[str, str], Any]:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        stream = isinstance(body, dict) and body.get("stream") is True
+        if stream is None:
+            stream = isinstance(body, dict) and body.get("stream") is True
         record = {"path": scope["path"], "headers": headers, "body": body, "stream": stream, "disconnected": False}
         self.requests.append(record)
         return record, headers, body
@@ -184,16 +188,16 @@ class MockProvider:
         auth = headers.get("authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not key or key in self.reject_keys:
-            await _respond(send, 401, wire.error(401, f"Incorrect API key provided: {_mask(key)}."))
+            await respond(send, 401, wire.error(401, f"Incorrect API key provided: {mask(key)}."))
             return
         behaviour = self._behaviour_for(body.get("model", "") if isinstance(body, dict) else "") or Behaviour()
         if behaviour.delay_ms:
             await asyncio.sleep(behaviour.delay_ms / 1000)
         if behaviour.status != 200:
-            await _respond(send, behaviour.status, wire.error(behaviour.status, behaviour.message))
+            await respond(send, behaviour.status, wire.error(behaviour.status, behaviour.message))
             return
         status, answered = embeddings.answer(body)
-        await _respond(send, status, answered)
+        await respond(send, status, answered)
 
     async def _chat(self, scope: Scope, raw: bytes, receive: Receive, send: Send, flavour: Flavour) -> None:
         record, headers, body = self._record(scope, raw)
@@ -201,34 +205,34 @@ class MockProvider:
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not key:
             message = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-            await _respond(send, 401, wire.error(401, message, code=None))
+            await respond(send, 401, wire.error(401, message, code=None))
             return
         if key in self.reject_keys:
-            message = f"Incorrect API key provided: {_mask(key)}. You can find your API key at https://platform.openai.com/account/api-keys."
-            await _respond(send, 401, wire.error(401, message))
+            message = f"Incorrect API key provided: {mask(key)}. You can find your API key at https://platform.openai.com/account/api-keys."
+            await respond(send, 401, wire.error(401, message))
             return
         if not isinstance(body, dict):
             message = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)"
-            await _respond(send, 400, wire.error(400, message))
+            await respond(send, 400, wire.error(400, message))
             return
         refusal = flavour.refusal(body)
         if refusal is not None:
-            await _respond(send, refusal[0], orjson.dumps(refusal[1]))
+            await respond(send, refusal[0], orjson.dumps(refusal[1]))
             return
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            await _respond(send, 400, wire.error(400, "you must provide a model parameter", param="model"))
+            await respond(send, 400, wire.error(400, "you must provide a model parameter", param="model"))
             return
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             message = "Invalid 'messages': empty array. Expected an array with minimum length 1."
-            await _respond(send, 400, wire.error(400, message, param="messages", code="empty_array"))
+            await respond(send, 400, wire.error(400, message, param="messages", code="empty_array"))
             return
 
         behaviour = self._behaviour_for(model) or Behaviour()
         if behaviour.delay_ms:
             await asyncio.sleep(behaviour.delay_ms / 1000)
         if behaviour.status != 200:
-            await _respond(send, behaviour.status, wire.error(behaviour.status, behaviour.message))
+            await respond(send, behaviour.status, wire.error(behaviour.status, behaviour.message))
             return
 
         n = next(self._ids)
@@ -242,11 +246,11 @@ class MockProvider:
         )
         prompt, created, cached = wire.prompt_tokens(body), int(time.time()), behaviour.cached_tokens
         if not record["stream"]:
-            if behaviour.ttft_ms and await _left_while_waiting(receive, behaviour.ttft_ms):
+            if behaviour.ttft_ms and await left_while_waiting(receive, behaviour.ttft_ms):
                 record["disconnected"] = True
                 return
             answer_body = wire.completion(completion_id, created, model, said, prompt, cached=cached, flavour=flavour)
-            await _respond(send, 200, answer_body)
+            await respond(send, 200, answer_body)
             return
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -265,7 +269,7 @@ class MockProvider:
         request_id = f"req_mock{n:020d}"
         problem = anthropic_wire.invalid(headers, body, self.reject_keys)
         if problem is not None:
-            await _respond(send, problem[0], anthropic_wire.error(*problem, request_id), request_id)
+            await respond(send, problem[0], anthropic_wire.error(*problem, request_id), request_id)
             return
         model = body["model"]
         behaviour = self._behaviour_for(model) or Behaviour()
@@ -273,7 +277,7 @@ class MockProvider:
             await asyncio.sleep(behaviour.delay_ms / 1000)
         if behaviour.status != 200:
             body_bytes = anthropic_wire.error(behaviour.status, behaviour.message, request_id)
-            await _respond(send, behaviour.status, body_bytes, request_id)
+            await respond(send, behaviour.status, body_bytes, request_id)
             return
         said = answer(
             anthropic_wire.ask_of(body),
@@ -287,7 +291,7 @@ class MockProvider:
         if not record["stream"]:
             if behaviour.ttft_ms:
                 await asyncio.sleep(behaviour.ttft_ms / 1000)
-            await _respond(send, 200, anthropic_wire.message(message_id, model, said, prompt, cached), request_id)
+            await respond(send, 200, anthropic_wire.message(message_id, model, said, prompt, cached), request_id)
             return
         stream = _Stream(
             anthropic_wire.events(message_id, model, said, prompt, cached),
@@ -295,6 +299,35 @@ class MockProvider:
             anthropic_wire.error_frame(behaviour.stream_error or "overloaded_error", behaviour.message),
         )
         if not await _stream(send, receive, stream, behaviour, request_id):
+            record["disconnected"] = True
+
+    async def _generate(self, scope: Scope, raw: bytes, receive: Receive, send: Send, model: str, stream: bool) -> None:
+        """Gemini's generateContent; the stream only as `alt=sse` (what StepBlend asks for)."""
+        record, headers, body = self._record(scope, raw, stream)
+        refusal = gemini_wire.refusal(headers, body, self.reject_keys)
+        if refusal is None and stream and b"alt=sse" not in scope.get("query_string", b""):
+            refusal = 400, gemini_wire.error(400, "mock: streamGenerateContent is served with alt=sse only")
+        if refusal is not None:
+            await respond(send, *refusal)
+            return
+        behaviour = self._behaviour_for(model) or Behaviour()
+        if behaviour.delay_ms:
+            await asyncio.sleep(behaviour.delay_ms / 1000)
+        if behaviour.status != 200:
+            await respond(send, behaviour.status, gemini_wire.error(behaviour.status, behaviour.message))
+            return
+        n = next(self._ids)
+        said = answer(gemini_wire.ask_of(body), "", content=behaviour.content, tool_calls=behaviour.tool_calls)
+        response_id = f"mock{n:020d}"
+        counts = (gemini_wire.prompt_tokens(body), behaviour.cached_tokens, gemini_wire.thinking(body))
+        if not stream:
+            if behaviour.ttft_ms:
+                await asyncio.sleep(behaviour.ttft_ms / 1000)
+            await respond(send, 200, gemini_wire.response(response_id, model, said, *counts))
+            return
+        frames = gemini_wire.frames(response_id, model, said, *counts)
+        error = gemini_wire.error_frame(behaviour.stream_error or "UNAVAILABLE", behaviour.message)
+        if not await _stream(send, receive, _Stream(frames, b"", error), behaviour, response_id):
             record["disconnected"] = True
 
 
@@ -332,38 +365,3 @@ async def _stream(send: Send, receive: Receive, stream: _Stream, behaviour: Beha
         return True
     finally:
         gone.cancel()
-
-
-async def _left_while_waiting(receive: Receive, ms: int) -> bool:
-    """Wait `ms`; whether the client disconnected meanwhile (the body has been
-    read, so the next receive() only returns on disconnect)."""
-    gone = asyncio.ensure_future(receive())
-    try:
-        await asyncio.wait((gone,), timeout=ms / 1000)
-        return gone.done()
-    finally:
-        gone.cancel()
-
-
-async def _read_body(receive: Receive) -> bytes:
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        parts.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(parts)
-
-
-async def _respond(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:
-    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
-    if request_id is not None:
-        headers.append((b"request-id", request_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def _mask(key: str) -> str:
-    return f"{key[:3]}*****{key[-4:]}" if len(key) >= 12 else "*****"

@@ -75,7 +75,19 @@ def ask_of(body: dict[str, Any]) -> Ask:
         max_tokens=limit,
         stop=(stop,) if isinstance(stop, str) else tuple(s for s in stop or () if isinstance(s, str)),
         after_tool=bool(messages) and messages[-1].get("role") == "tool",
+        json_keys=_json_keys(body.get("response_format")),
     )
+
+
+def _json_keys(response_format: Any) -> tuple[str, ...] | None:
+    """The properties a JSON answer must have (none named for JSON mode); None: text."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        return ()
+    if kind != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    return tuple(schema.get("properties") or ())
 
 
 def _finish(answer: Answer) -> str:

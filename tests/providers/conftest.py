@@ -115,6 +115,7 @@ async def service(
                 **{name: mock_provider.base_url for name in ("openai", "groq", "deepseek")},
                 **{name: f"{mock_provider.url}/{name}/v1" for name in ("mistral", "together", "xai")},
                 "anthropic": mock_provider.url,
+                "gemini": mock_provider.url,
             },
         )
     )

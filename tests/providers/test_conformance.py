@@ -1,5 +1,6 @@
 """One suite, every vendor: each row of vendors.toml against the mock provider
-speaking that vendor's wire format (OpenAI's, its vendor variants, Anthropic's).
+speaking that vendor's wire format (OpenAI's, its vendor variants, Anthropic's,
+Gemini's).
 
 A new vendor is a row of vendors.toml, a flavour of the mock when it departs from
 its wire format, and one line in `ROWS` below.
@@ -30,6 +31,8 @@ class Row:
     model: str
     # where the mock serves this vendor, after its root URL
     path: str
+    # whether the adapter translates response_format json_schema (Anthropic's does not)
+    json_schema: bool = True
 
     @property
     def candidate(self) -> router_pb2.Candidate:
@@ -51,7 +54,8 @@ ROWS = [
     Row("xai", "grok-3-mini", "/xai/v1"),
     Row("local", "llama3.1:8b", "/local/v1"),
     Row("demo", "gpt-4o-mini", "/v1"),
-    Row("anthropic", "claude-3-5-haiku-20241022", ""),
+    Row("anthropic", "claude-3-5-haiku-20241022", "", json_schema=False),
+    Row("gemini", "gemini-2.5-flash", ""),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 TOOLS = [
@@ -63,9 +67,20 @@ TOOLS = [
         },
     }
 ]
+# A 1x1 PNG.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "sky": {"type": "string"}},
+    "required": ["city", "sky"],
+    "additionalProperties": False,
+}
 TIMEOUTS = Timeouts(connect=2.0, read=2.0, total=20.0, first_token=0.5)
 
 rows = pytest.mark.parametrize("row", ROWS, ids=[row.provider for row in ROWS])
+# Gemini answers an invalid key with a 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not
+# a 401: outcomes.http_failure reads the reason, so it is provider_key_invalid too.
+REJECTED_STATUS = {"gemini": 400}
 
 
 def key_of(provider: str) -> str:
@@ -200,6 +215,35 @@ async def test_tool_call(executor: Executor, mock: Mock, row: Row) -> None:
 
 
 @rows
+async def test_an_image_reaches_the_provider(executor: Executor, mock: Mock, row: Row) -> None:
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    question = {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}
+    events = await run(executor, row.candidate, messages=[question])
+    assert outcomes(events) == [(row.provider, "ok", 200)]
+    message = orjson.loads(events[1].completion)["choices"][0]["message"]
+    assert message["content"] == "Hello! You said: What is this?"
+    [seen] = await mock.requests()
+    assert PNG in orjson.dumps(seen["body"]).decode()
+
+
+@rows
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+async def test_json_schema_shapes_the_answer_or_is_refused(
+    executor: Executor, mock: Mock, row: Row, stream: bool
+) -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "weather", "strict": True, "schema": WEATHER_SCHEMA}}
+    events = await run(executor, row.candidate, stream=stream, response_format=schema)
+    if not row.json_schema:
+        assert kinds(events) == ["attempt", "error"]
+        assert (http(events[-1].error).status, events[-1].error.param) == (400, "response_format")
+        assert await mock.requests() == []
+        return
+    got = text(chunks(events)) if stream else orjson.loads(events[1].completion)["choices"][0]["message"]["content"]
+    # The mock answers JSON with the properties of the schema it was sent.
+    assert orjson.loads(got) == {"city": "Paris", "sky": "London"}
+
+
+@rows
 async def test_streamed_tool_calls_reassemble_under_their_index(executor: Executor, mock: Mock, row: Row) -> None:
     await mock.behave(model=row.model, tool_calls=2)
     events = await run(executor, row.candidate, stream=True, tools=TOOLS)
@@ -220,10 +264,21 @@ async def test_rejected_key_is_provider_key_invalid_and_falls_back(
 ) -> None:
     keys.keys[row.provider] = REJECTED_KEY
     events = await run(executor, row.candidate, row.backup)
-    assert outcomes(events) == [(row.provider, "provider_key_invalid", 401), (row.backup.provider, "ok", 200)]
+    status = REJECTED_STATUS.get(row.provider, 401)
+    assert outcomes(events) == [(row.provider, "provider_key_invalid", status), (row.backup.provider, "ok", 200)]
     events = await run(executor, row.candidate)
     error = events[-1].error
     assert (http(error).status, http(error).type, error.code) == (502, "api_error", "provider_key_invalid")
+    for event in events:
+        assert REJECTED_KEY not in str(event) and REJECTED_KEY[-4:] not in str(event)
+
+
+async def test_a_key_gemini_rejects_never_shows(executor: Executor, keys: MemoryKeys) -> None:
+    gemini = next(row for row in ROWS if row.provider == "gemini")
+    keys.keys["gemini"] = REJECTED_KEY
+    events = await run(executor, gemini.candidate)
+    assert kinds(events) == ["attempt", "error"] and events[0].attempt.status == 400
+    assert events[0].attempt.outcome == "provider_key_invalid"
     for event in events:
         assert REJECTED_KEY not in str(event) and REJECTED_KEY[-4:] not in str(event)
 

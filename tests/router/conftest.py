@@ -5,7 +5,7 @@ import pytest
 from services.router.catalog import Catalog, load_catalog
 from services.router.strategies import STRATEGY_NAMES
 
-ALL_PROVIDERS = frozenset({"openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"})
+ALL_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai"})
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ REQUIRED_IDS = {
     "claude-3-7-sonnet-20250219", "mistral-large-latest", "mistral-small-latest",
     "codestral-latest", "meta-llama/Llama-3.3-70B-Instruct-Turbo", "grok-3", "grok-3-mini",
 }  # fmt: skip
-ALL_PROVIDERS = {"openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai"}
+ALL_PROVIDERS = {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai"}
 
 
 def shipped() -> dict[str, Any]:

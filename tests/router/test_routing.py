@@ -239,7 +239,7 @@ def test_no_eligible_model_context_too_small(catalog: Catalog) -> None:
     refusal = refuse(catalog, "lowest-cost", prompt_tokens=2_000_000)
     assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL
     assert "context too small" in refusal.message
-    assert "largest: 1047576 tokens" in refusal.message
+    assert "largest: 1048576 tokens, gemini-2.5-flash" in refusal.message
 
 
 def test_no_eligible_model_output_too_long(catalog: Catalog) -> None:

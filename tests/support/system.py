@@ -25,7 +25,7 @@ import httpx
 
 from tests.support.procs import free_port, wait_port
 
-PROVIDERS = ("openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai")
+PROVIDERS = ("openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai", "gemini")
 TEST_PLANS = 'default_plan = "free"\n[plans]\nfree = 1000\nstarter = 50000\npro = 1000000\nenterprise = 0\ntiny = 3\n'
 
 
@@ -109,10 +109,10 @@ def running_system(data_dir: Path, *up_args: str, **extra_env: str) -> Iterator[
         plans.write_text(TEST_PLANS)
         env["STEPBLEND_PLANS_FILE"] = str(plans)
         for provider in PROVIDERS:
-            # The mock serves each vendor's flavour under its own prefix; Anthropic's
-            # base URL is the root that /v1/messages is appended to.
+            # The mock serves each vendor's flavour under its own prefix; Anthropic's and
+            # Gemini's base URLs are the root their paths (/v1/messages, /v1beta/...) follow.
             env[f"STEPBLEND_{provider.upper()}_BASE_URL"] = (
-                mock_url if provider == "anthropic" else f"{mock_url}/{provider}/v1"
+                mock_url if provider in ("anthropic", "gemini") else f"{mock_url}/{provider}/v1"
             )
         # Every test's client is 127.0.0.1: the per-address sign-in limit is for the
         # public, not for a test session (the per-email one stays as shipped).
