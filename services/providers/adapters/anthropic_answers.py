@@ -42,6 +42,7 @@ from services.providers.adapters.base import (
     UpstreamFormatError,
     UpstreamStreamError,
     decode,
+    openai_chunk,
 )
 from services.providers.adapters.sse import SseEvent
 from services.providers.adapters.wire_anthropic import (
@@ -226,14 +227,4 @@ class EventTranslator:
             # OpenAI's first chunk names the role.
             delta = {"role": "assistant", **delta}
             self._started = True
-        obj: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if self._include_usage:
-            obj["usage"] = None
-        return orjson.dumps(obj)
+        return openai_chunk(self._id, self._created, self._model, delta, finish, self._include_usage)

@@ -17,17 +17,15 @@ breakpoints the Anthropic way keep them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from services.providers.adapters.base import RequestRefused
+from services.providers.adapters.base import DATA_URL, RequestRefused
 
 Block = dict[str, Any]
 
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
 # The media types Anthropic accepts for images (its vision docs).
 _IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 
@@ -127,7 +125,7 @@ def _image(image_url: Any, at: str) -> Block:
         raise RequestRefused(f"{at}.image_url.url must be a URL", at)
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    match = _DATA_URL.match(url)
+    match = DATA_URL.match(url)
     if match is None:
         raise RequestRefused(f"{at}: an image must be an http(s) URL or a base64 data URL", at)
     media_type = match["type"].lower().replace("image/jpg", "image/jpeg")

@@ -12,6 +12,7 @@ depends on the events before it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -21,6 +22,10 @@ import orjson
 from stepblend.v1 import router_pb2
 
 T = TypeVar("T")
+
+
+#: A base64 data URL (`data:image/png;base64,...`): the only images an adapter inlines.
+DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -200,3 +205,21 @@ def _not_the_format(exc: msgspec.ValidationError) -> UpstreamFormatError:
     if "usage" in reason.rpartition(" - at `")[2]:
         return UpstreamFormatError(f"a usage count out of range: {reason}")
     return UpstreamFormatError(f"the provider's payload is not its wire format: {reason}")
+
+
+def openai_chunk(
+    completion_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None, include_usage: bool
+) -> bytes:
+    """One OpenAI `chat.completion.chunk` of choice 0, as a translated stream sends it;
+    `"usage": null` when the client asked for usage (it comes in the gateway's last chunk)."""
+    obj: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if include_usage:
+        obj["usage"] = None
+    return orjson.dumps(obj)

@@ -37,6 +37,7 @@ from services.providers.adapters.base import (
     UpstreamFormatError,
     UpstreamStreamError,
     decode,
+    openai_chunk,
 )
 from services.providers.adapters.wire_gemini import (
     RESPONSE,
@@ -203,14 +204,4 @@ class ChunkTranslator:
             # OpenAI's first chunk names the role.
             delta = {"role": "assistant", **delta}
             self._started = True
-        obj: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if self._include_usage:
-            obj["usage"] = None
-        return orjson.dumps(obj)
+        return openai_chunk(self._id, self._created, self._model, delta, finish, self._include_usage)

@@ -23,17 +23,15 @@ Ids: Gemini matches responses to calls by name and order, so no ids are sent.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from services.providers.adapters.base import RequestRefused
+from services.providers.adapters.base import DATA_URL, RequestRefused
 
 Part = dict[str, Any]
 
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
 # The image types Gemini takes inline (its image-understanding docs).
 _IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
 
@@ -110,7 +108,7 @@ def _image(image_url: Any, at: str) -> Part:
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str) or not url:
         raise RequestRefused(f"{at}.image_url.url must be a URL", at)
-    match = _DATA_URL.match(url)
+    match = DATA_URL.match(url)
     if match is None:
         raise RequestRefused(f"{at}: Gemini models take images as base64 data URLs (data:image/png;base64,...)", at)
     mime_type = match["type"].lower().replace("image/jpg", "image/jpeg")
