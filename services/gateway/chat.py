@@ -99,8 +99,24 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     async def Complete(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
+        exchange, answer = await self._whole(context, partial(_chat, request, False), OPENAI_CHAT)
+        return chat_wire.completion(answer, exchange.stepblend(), exchange.request_id)
+
+    async def Embed(self, request: chat_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> chat_pb2.EmbedResponse:
+        body: dict[str, Any] = {"model": request.model, "input": list(request.input)}
+        if request.HasField("dimensions"):
+            body["dimensions"] = request.dimensions
+        parse = partial(EMBEDDINGS.parse, orjson.dumps(body))
+        exchange, answer = await self._whole(context, parse, EMBEDDINGS.dialect)
+        return chat_wire.embeddings(answer, exchange.stepblend(), exchange.request_id)
+
+    async def _whole(
+        self, context: grpc.aio.ServicerContext, parse: Callable[[], Parsed], dialect: str
+    ) -> tuple[Exchange, dict[str, Any]]:
+        """A non-streamed request from its parse to its whole answer (JSON); an error
+        aborts the call with its status."""
         try:
-            exchange, running, first = await self._begin(context, partial(_chat, request, False), OPENAI_CHAT)
+            exchange, running, first = await self._begin(context, parse, dialect)
         except ApiError as exc:
             await context.abort_with_status(status_of(exc))
             raise  # abort_with_status raises; this line is never reached
@@ -111,27 +127,8 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             raise
         finally:
             self._deps.in_flight.release(exchange.account_id)
-        return chat_wire.completion(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
-
-    async def Embed(self, request: chat_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> chat_pb2.EmbedResponse:
-        body: dict[str, Any] = {"model": request.model, "input": list(request.input)}
-        if request.HasField("dimensions"):
-            body["dimensions"] = request.dimensions
-        try:
-            exchange, running, first = await self._begin(
-                context, partial(EMBEDDINGS.parse, orjson.dumps(body)), EMBEDDINGS.dialect
-            )
-        except ApiError as exc:
-            await context.abort_with_status(status_of(exc))
-            raise
-        try:
-            await finish_completion(self._deps, exchange, running)
-        except ApiError as exc:
-            await context.abort_with_status(status_of(exc))
-            raise
-        finally:
-            self._deps.in_flight.release(exchange.account_id)
-        return chat_wire.embeddings(orjson.loads(first.completion), exchange.stepblend(), exchange.request_id)
+        answer: dict[str, Any] = orjson.loads(first.completion)
+        return exchange, answer
 
     async def CompleteStream(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext

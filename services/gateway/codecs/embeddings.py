@@ -26,6 +26,7 @@ from ..errors import ApiError
 from ..features import Encoding, count_tokens
 from ..schemas import ChatRequest
 from .base import Answer, Parsed, StreamRenderer
+from .openai_chat import load_object
 
 __all__ = ["EmbeddingsCodec", "EmbeddingsRequest"]
 
@@ -80,12 +81,7 @@ class EmbeddingsCodec:
     dialect = "openai_embeddings"
 
     def parse(self, raw: bytes) -> Parsed:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise errors.invalid(f"We could not parse the JSON body of your request: {exc}.") from exc
-        if not isinstance(body, dict):
-            raise errors.invalid("The request body must be a JSON object.")
+        body = load_object(raw)
         try:
             request = EmbeddingsRequest.model_validate(body)
         except ValidationError as exc:

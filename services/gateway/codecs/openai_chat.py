@@ -22,7 +22,7 @@ from ..errors import ApiError
 from ..schemas import MAX_DEPTH, ChatRequest, nested_deeper_than
 from .base import Answer, Parsed
 
-__all__ = ["OpenAIChatCodec", "final_chunk", "parse", "validate"]
+__all__ = ["OpenAIChatCodec", "final_chunk", "load_object", "parse", "validate"]
 
 _KEEPALIVE = b": keep-alive\n\n"
 _DONE = b"data: [DONE]\n\n"
@@ -30,13 +30,18 @@ _DONE = b"data: [DONE]\n\n"
 
 def parse(raw: bytes) -> tuple[ChatRequest, dict[str, Any]]:
     """Validate the body once; return the model and the dict to pass upstream."""
+    return validate(load_object(raw))
+
+
+def load_object(raw: bytes) -> dict[str, Any]:
+    """An OpenAI-dialect body as a JSON object, or the 400 that says why it is not one."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.invalid(f"We could not parse the JSON body of your request: {exc}.") from exc
     if not isinstance(body, dict):
         raise errors.invalid("The request body must be a JSON object.")
-    return validate(body)
+    return body
 
 
 def validate(body: dict[str, Any]) -> tuple[ChatRequest, dict[str, Any]]:

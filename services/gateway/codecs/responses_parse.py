@@ -29,10 +29,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from services.gateway.codecs.base import Parsed
+from services.gateway.codecs.openai_chat import load_object
 from services.gateway.errors import ApiError, invalid
 from services.gateway.schemas import MAX_DEPTH, ChatRequest, nested_deeper_than
 
@@ -262,12 +262,7 @@ def _echo(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse(raw: bytes) -> Parsed:
-    try:
-        decoded = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"We could not parse the JSON body of your request: {exc}.") from None
-    if not isinstance(decoded, dict):
-        raise invalid("The request body must be a JSON object.")
+    decoded = load_object(raw)
     if nested_deeper_than(decoded):
         raise invalid(f"The request body is nested more than {MAX_DEPTH} levels deep.")
     body = _body(decoded)
