@@ -38,7 +38,7 @@ def with_row_change(index: int, **changes: Any) -> dict[str, Any]:
 
 
 def test_shipped_catalog_loads(catalog: Catalog) -> None:
-    assert catalog.version == "2026-11-26"
+    assert catalog.version == "2026-12-05"
     assert {m.id for m in catalog.models} >= REQUIRED_IDS
     assert catalog.providers == ALL_PROVIDERS
     assert catalog.quality_source
