@@ -108,7 +108,9 @@ PERPLEXITY_SOURCES = MappingProxyType(
         ],
     }
 )
-CEREBRAS_REFUSED = frozenset({"frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"})
+CEREBRAS_REFUSED = frozenset(
+    {"frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"}
+)
 
 FLAVOURS: dict[str, Flavour] = {
     "openai": Flavour("openai"),

@@ -140,7 +140,7 @@ def test_an_alias_of_another_model_is_refused_even_on_another_host() -> None:
     data = shipped()
     row = next(r for r in data["models"] if r["provider"] == "fireworks" and r["id"] == "kimi-k2")
     row["aliases"] = ["llama-3.3-70b-versatile"]
-    with pytest.raises(CatalogError, match="duplicate name 'llama-3.3-70b-versatile'"):
+    with pytest.raises(CatalogError, match=r"duplicate name 'llama-3\.3-70b-versatile'"):
         parse_catalog(data)
 
 
