@@ -40,7 +40,12 @@ from services.router.embedding_catalog import EmbeddingEntry, parse_embeddings
 
 #: Providers the executor has adapters for. A row naming anything else is a typo
 #: that would only show up as failed requests, so it is refused at load.
-KNOWN_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "demo"})
+KNOWN_PROVIDERS = frozenset(
+    {
+        *("openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "demo"),
+        *("fireworks", "cerebras", "openrouter", "perplexity"),
+    }
+)
 
 _TOP_KEYS = frozenset({"version", "quality_source", "priors_source", "tokenizers", "models", "embeddings"})
 _TOKENIZER_KEYS = frozenset({"margin", "overhead_tokens", "tools_overhead_tokens", "basis"})

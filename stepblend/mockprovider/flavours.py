@@ -14,12 +14,21 @@ mock process stands for every vendor.
     together  usage on the finish chunk, asked or not
     xai       when asked, usage on the finish chunk, then an empty `choices: []`
               chunk without usage
+    fireworks as OpenAI, with path-shaped model ids (accounts/fireworks/models/...)
+    cerebras  400 for frequency_penalty, presence_penalty, logit_bias,
+              parallel_tool_calls, service_tier
+    openrouter  as OpenAI, and every answer and chunk names the host that served
+              it in `provider`
+    perplexity  every answer and chunk carries `citations` and `search_results`
+              (the web sources of the answer); usage on the finish chunk, unasked
     local     vLLM / Ollama: as OpenAI
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 MISTRAL_PARAMS = frozenset(
@@ -45,6 +54,9 @@ class Flavour:
     reasoner_marker: str = ""
     refuses_reasoning_content: bool = False
     cache_hit_fields: bool = False
+    # Top-level fields the vendor adds to every answer and chunk (OpenRouter's
+    # `provider`, Perplexity's `citations` and `search_results`).
+    answer_fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """The vendor's error status and body for what it refuses, or None."""
@@ -87,6 +99,19 @@ def _openai_error(message: str, param: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
 
 
+#: Perplexity's web sources, as its answers list them (docs.perplexity.ai).
+PERPLEXITY_SOURCES = MappingProxyType(
+    {
+        "citations": ["https://example.com/hello"],
+        "search_results": [
+            {"title": "Saying hello", "url": "https://example.com/hello", "date": "2026-01-01", "snippet": "Hello!"}
+        ],
+    }
+)
+CEREBRAS_REFUSED = frozenset(
+    {"frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"}
+)
+
 FLAVOURS: dict[str, Flavour] = {
     "openai": Flavour("openai"),
     "groq": Flavour("groq", refused_params=frozenset({"logprobs", "top_logprobs", "logit_bias"}), max_n=1, x_groq=True),
@@ -94,5 +119,9 @@ FLAVOURS: dict[str, Flavour] = {
     "mistral": Flavour("mistral", accepted_params=MISTRAL_PARAMS, usage_on_finish=True),
     "together": Flavour("together", usage_on_finish=True),
     "xai": Flavour("xai", usage_on_finish_when_asked=True),
+    "fireworks": Flavour("fireworks"),
+    "cerebras": Flavour("cerebras", refused_params=CEREBRAS_REFUSED),
+    "openrouter": Flavour("openrouter", answer_fields=MappingProxyType({"provider": "Mock Host"})),
+    "perplexity": Flavour("perplexity", usage_on_finish=True, answer_fields=PERPLEXITY_SOURCES),
     "local": Flavour("local"),
 }

@@ -148,6 +148,7 @@ def completion(
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
+    obj.update(flavour.answer_fields)
     if flavour.x_groq:
         obj["x_groq"] = {"id": f"req_{completion_id[-20:]}"}
     return orjson.dumps(obj)
@@ -185,6 +186,7 @@ def chunks(
         }
         if include_usage:
             obj["usage"] = usage_value
+        obj.update(flavour.answer_fields)
         obj.update(extra)
         return obj
 

@@ -143,6 +143,26 @@ async def test_bad_behaviour_is_refused(mock: Mock) -> None:
         await mock.behave(model="*", teleport=True)
 
 
+async def test_cerebras_flavour_refuses_what_cerebras_refuses(mock: Mock) -> None:
+    body = {"model": "gpt-oss-120b", "messages": MESSAGES}
+    async with httpx.AsyncClient(base_url=mock.running.url, headers={"authorization": "Bearer sk-x"}) as http:
+        refused = await http.post("/cerebras/v1/chat/completions", json={**body, "presence_penalty": 0.5})
+        served = await http.post("/cerebras/v1/chat/completions", json=body)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "presence_penalty"
+    assert served.status_code == 200
+
+
+async def test_perplexity_and_openrouter_flavours_add_their_fields(mock: Mock) -> None:
+    for flavour, fields in (("perplexity", {"citations", "search_results"}), ("openrouter", {"provider"})):
+        sdk = openai.AsyncOpenAI(base_url=f"{mock.running.url}/{flavour}/v1", api_key="sk-x", max_retries=0)
+        async with sdk:
+            response = await sdk.chat.completions.create(model="m", messages=MESSAGES)
+            stream = await sdk.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+            chunks = [chunk async for chunk in stream]
+        assert fields <= set(response.model_extra or {}), flavour
+        assert all(fields <= set(chunk.model_extra or {}) for chunk in chunks), flavour
+
+
 def test_command_line_listens_and_prints_nothing() -> None:
     port = free_port()
     proc = subprocess.Popen(

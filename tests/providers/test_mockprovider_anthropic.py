@@ -175,7 +175,10 @@ async def test_requests_are_recorded(mock: Mock) -> None:
     assert seen["body"] == BODY and seen["stream"] is False
 
 
-@pytest.mark.parametrize("flavour", ["groq", "deepseek", "mistral", "together", "xai", "local"])
+@pytest.mark.parametrize(
+    "flavour",
+    ["groq", "deepseek", "mistral", "together", "xai", "fireworks", "cerebras", "openrouter", "perplexity", "local"],
+)
 async def test_vendor_flavours_are_openai_wire_for_the_sdk(mock: Mock, flavour: str) -> None:
     sdk = openai.AsyncOpenAI(base_url=f"{mock.running.url}/{flavour}/v1", api_key="sk-test-0000000000", max_retries=0)
     async with sdk:

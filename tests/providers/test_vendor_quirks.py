@@ -24,6 +24,10 @@ PATHS = {
     "deepseek": "/deepseek/v1",
     "mistral": "/mistral/v1",
     "xai": "/xai/v1",
+    "fireworks": "/fireworks/v1",
+    "cerebras": "/cerebras/v1",
+    "openrouter": "/openrouter/v1",
+    "perplexity": "/perplexity/v1",
     "anthropic": "",
 }
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -153,6 +157,65 @@ async def test_xai_trailing_empty_chunk_is_not_forwarded(executor: Executor, moc
     assert all(c["choices"] for c in got)
     assert got[-1]["choices"][0]["finish_reason"] == "stop"
     assert events[-1].usage.completion_tokens == 5
+
+
+async def test_cerebras_refusals_are_ours_and_service_tier_is_dropped(executor: Executor, mock: Mock) -> None:
+    cerebras = candidate("cerebras", "gpt-oss-120b")
+    refused: list[dict[str, Any]] = [
+        {"frequency_penalty": 0.5},
+        {"presence_penalty": 1},
+        {"logit_bias": {"1": 1}},
+        {"parallel_tool_calls": False},
+    ]
+    for fields in refused:
+        [param] = fields
+        events = await run(executor, cerebras, False, **fields)
+        assert (http(events[-1].error).status, events[-1].error.param) == (400, param)
+        assert "cerebras" in events[-1].error.message
+    assert await mock.requests() == []
+    # OpenAI's defaults ask for nothing: dropped, as is service_tier, and the call is made.
+    events = await run(executor, cerebras, frequency_penalty=0, parallel_tool_calls=True, service_tier="auto")
+    assert events[0].attempt.outcome == "ok"
+    [seen] = await mock.requests()
+    assert not {"frequency_penalty", "parallel_tool_calls", "service_tier"} & set(seen["body"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+async def test_perplexity_sources_reach_the_client(executor: Executor, mock: Mock, stream: bool) -> None:
+    sonar = candidate("perplexity", "sonar")
+    events = await run(executor, sonar, stream=stream)
+    answers = chunks(events) if stream else [orjson.loads(events[1].completion)]
+    # The web sources an answer cites are what a Sonar client asks it for.
+    for answer in answers:
+        assert answer["citations"] == ["https://example.com/hello"]
+        assert answer["search_results"][0]["url"] == "https://example.com/hello"
+        assert answer["model"] == "sonar"
+    assert events[-1].usage.completion_tokens == 5
+    if stream:
+        # Perplexity's usage comes on its finish chunk, unasked: obtained, not forwarded.
+        assert all("usage" not in c for c in answers)
+
+
+async def test_openrouter_gets_the_routing_object_and_names_its_host(executor: Executor, mock: Mock) -> None:
+    openrouter = candidate("openrouter", "gpt-oss-120b", "openai/gpt-oss-120b")
+    routing = {"order": ["Cerebras", "Groq"], "allow_fallbacks": False}
+    events = await run(executor, openrouter, provider=routing)
+    [seen] = await mock.requests()
+    assert seen["path"] == "/openrouter/v1/chat/completions"
+    assert (seen["body"]["model"], seen["body"]["provider"]) == ("openai/gpt-oss-120b", routing)
+    completion = orjson.loads(events[1].completion)
+    assert (completion["model"], completion["provider"]) == ("gpt-oss-120b", "Mock Host")
+
+
+async def test_fireworks_gets_its_path_shaped_model_id(executor: Executor, mock: Mock) -> None:
+    fireworks = candidate("fireworks", "llama-3.3-70b", "accounts/fireworks/models/llama-v3p3-70b-instruct")
+    events = await run(executor, fireworks, stream=True, top_k=40)
+    assert events[0].attempt.outcome == "ok"
+    [seen] = await mock.requests()
+    assert seen["path"] == "/fireworks/v1/chat/completions"
+    assert seen["body"]["model"] == "accounts/fireworks/models/llama-v3p3-70b-instruct"
+    assert seen["body"]["top_k"] == 40 and seen["body"]["stream_options"] == {"include_usage": True}
+    assert {c["model"] for c in chunks(events)} == {"llama-3.3-70b"}
 
 
 async def test_local_without_a_base_url_is_skipped(executor: Executor, mock: Mock) -> None:

@@ -14,6 +14,10 @@ def test_shipped_table_loads_with_the_real_endpoints() -> None:
     assert vendors["deepseek"].base_url == "https://api.deepseek.com/v1"
     assert vendors["anthropic"].url("/v1/messages") == "https://api.anthropic.com/v1/messages"
     assert vendors["openai"].url("/chat/completions") == "https://api.openai.com/v1/chat/completions"
+    assert vendors["fireworks"].url("/chat/completions") == "https://api.fireworks.ai/inference/v1/chat/completions"
+    assert vendors["cerebras"].url("/chat/completions") == "https://api.cerebras.ai/v1/chat/completions"
+    assert vendors["openrouter"].url("/chat/completions") == "https://openrouter.ai/api/v1/chat/completions"
+    assert vendors["perplexity"].url("/chat/completions") == "https://api.perplexity.ai/chat/completions"
     assert {name for name, v in vendors.items() if v.wire_format == "openai_compatible"} == {
         "openai",
         "groq",
@@ -21,6 +25,10 @@ def test_shipped_table_loads_with_the_real_endpoints() -> None:
         "mistral",
         "together",
         "xai",
+        "fireworks",
+        "cerebras",
+        "openrouter",
+        "perplexity",
         "local",
         "demo",
     }

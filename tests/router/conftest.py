@@ -5,7 +5,9 @@ import pytest
 from services.router.catalog import Catalog, load_catalog
 from services.router.strategies import STRATEGY_NAMES
 
-ALL_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai"})
+#: The second wave's OpenAI-compatible hosts (SPEC.md §11).
+HOSTS = frozenset({"fireworks", "cerebras", "openrouter", "perplexity"})
+ALL_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", *HOSTS})
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,7 @@ def test_context_window_excludes_small_models(catalog: Catalog) -> None:
     decision = decide(catalog, "lowest-cost", prompt_tokens=150_000)
     ids = {c.model for c in decision.candidates}
     assert {"gpt-4.1", "gpt-4.1-nano", "o3-mini", "gpt-5", "mistral-large-latest"} <= ids
-    assert not ids & {"gpt-4o", "deepseek-chat", "llama-3.3-70b-versatile"}
+    assert not ids & {"gpt-4o", "deepseek-chat", "llama-3.3-70b"}
     # 150K o200k tokens x 1.35 (Claude's margin) = 202,500 > Claude's 200K context.
     assert not any(c.provider == "anthropic" for c in decision.candidates)
     assert all(e.reason is Reason.CONTEXT_TOO_SMALL for e in decision.excluded)
@@ -122,11 +122,17 @@ def test_context_window_excludes_small_models(catalog: Catalog) -> None:
 def test_requested_output_over_model_max_excludes(catalog: Catalog) -> None:
     decision = decide(catalog, "lowest-cost", max_output_tokens=20_000)
     assert "gpt-4o" not in {c.model for c in decision.candidates}
-    assert {e.model for e in decision.excluded if e.reason is Reason.OUTPUT_TOO_LARGE} == {
-        "gpt-4o", "gpt-4o-mini", "deepseek-chat", "deepseek-ai/DeepSeek-V3",
-        "claude-3-5-haiku-20241022", "claude-3-5-sonnet-20241022", "kimi-k2-instruct-0905",
-        "llama-4-scout-17b-16e-instruct", "llama-4-maverick-17b-128e-instruct",
+    assert {(e.provider, e.model) for e in decision.excluded if e.reason is Reason.OUTPUT_TOO_LARGE} == {
+        ("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("deepseek", "deepseek-chat"),
+        ("anthropic", "claude-3-5-haiku-20241022"), ("anthropic", "claude-3-5-sonnet-20241022"),
+        ("groq", "llama-4-scout-17b-16e-instruct"), ("groq", "llama-4-maverick-17b-128e-instruct"),
+        ("groq", "kimi-k2"), ("together", "kimi-k2"), ("fireworks", "kimi-k2"),
+        ("together", "deepseek-v3"), ("fireworks", "deepseek-v3"),
+        ("fireworks", "llama-3.3-70b"), ("openrouter", "llama-3.3-70b"),
+        ("perplexity", "sonar"), ("perplexity", "sonar-pro"),
     }  # fmt: skip
+    # Groq's and Together's llama-3.3-70b write 32K: the same model stays eligible there.
+    assert {c.provider for c in decision.candidates if c.model == "llama-3.3-70b"} == {"groq", "together"}
 
 
 def test_cap_excludes_models_whose_worst_case_exceeds_it(catalog: Catalog) -> None:

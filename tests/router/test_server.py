@@ -46,7 +46,7 @@ async def test_route_over_grpc(address: str) -> None:
     assert response.WhichOneof("result") == "decision"
     decision = response.decision
     assert decision.strategy_used == "lowest_cost"
-    assert decision.catalog_version == "2026-11-26"
+    assert decision.catalog_version == "2026-12-05"
     first = decision.candidates[0]
     assert (first.provider, first.model, first.upstream_model) == (
         "groq",

@@ -81,11 +81,17 @@ def test_lowest_cost_under_a_cap_ranks_by_comparable_cost(catalog: Catalog) -> N
     assert capped == uncapped
 
 
-def test_fastest_prefers_groq_and_puts_reasoning_models_last(catalog: Catalog) -> None:
-    ids = ranked_ids(catalog, "fastest", prompt_tokens=500)
-    rows = {e.id: e for e in catalog.models}
-    assert ids[:2] == ["gpt-oss-20b", "llama-3.1-8b-instant"]
-    assert rows[ids[0]].provider == "groq"
+def test_fastest_prefers_cerebras_and_groq_and_puts_reasoning_models_last(catalog: Catalog) -> None:
+    request = RouteRequest(model="fastest", connected_providers=ALL_PROVIDERS, prompt_tokens=500)
+    decision = route(catalog, request)
+    assert isinstance(decision, Decision)
+    assert [(c.provider, c.model) for c in decision.candidates[:3]] == [
+        ("cerebras", "gpt-oss-120b"),
+        ("groq", "gpt-oss-20b"),
+        ("groq", "llama-3.1-8b-instant"),
+    ]
+    ids = [c.model for c in decision.candidates]
+    rows = {e.id: e for e in catalog.models if e.provider != "cerebras"}
     # Models that think for seconds before their first token sit at the bottom (only
     # the slowest streamers, e.g. deepseek-chat at ~30 tokens/s, keep them company).
     thinkers = [i for i, name in enumerate(ids) if rows[name].ttft_ms_prior >= 5000]
@@ -145,11 +151,11 @@ class FlakyOpenAI:
 
 
 def test_stats_are_pluggable(catalog: Catalog) -> None:
-    opts = options(catalog, "gpt-4.1-nano", "llama-3.3-70b-versatile")
+    opts = options(catalog, "gpt-4.1-nano", "groq:llama-3.3-70b")
     by_priors = rank(Strategy.MAX_RELIABILITY, opts, CatalogPriors())
     by_live = rank(Strategy.MAX_RELIABILITY, opts, FlakyOpenAI())
     assert by_priors[0].option.entry.id == "gpt-4.1-nano"
-    assert by_live[0].option.entry.id == "llama-3.3-70b-versatile"
+    assert by_live[0].option.entry.key == "groq:llama-3.3-70b"
     assert by_live[0].score == pytest.approx(0.99) and by_live[1].score == pytest.approx(0.5)
     request = RouteRequest(model="max_reliability", connected_providers=ALL_PROVIDERS)
     decision = route(catalog, request, FlakyOpenAI())

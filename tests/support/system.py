@@ -25,7 +25,10 @@ import httpx
 
 from tests.support.procs import free_port, wait_port
 
-PROVIDERS = ("openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai", "gemini")
+PROVIDERS = (
+    *("openai", "anthropic", "groq", "deepseek", "mistral", "together", "xai", "gemini"),
+    *("fireworks", "cerebras", "openrouter", "perplexity"),
+)
 TEST_PLANS = 'default_plan = "free"\n[plans]\nfree = 1000\nstarter = 50000\npro = 1000000\nenterprise = 0\ntiny = 3\n'
 
 
