@@ -23,7 +23,7 @@ DEMO_MODELS = (
     "gpt-5-mini",
     "claude-haiku-4-5-20251001",
     "claude-sonnet-4-5-20250929",
-    "llama-3.3-70b-versatile",
+    "llama-3.3-70b",
 )
 _ROW_START = "[[models]]"
 _PROVIDER_LINE = re.compile(r'^provider = "[^"]*"$', re.MULTILINE)
@@ -36,11 +36,14 @@ def demo_catalog(catalog_text: str, models: tuple[str, ...] = DEMO_MODELS) -> st
     keeps every field of the original without a TOML writer. ValueError names a model
     the catalog does not have.
     """
-    rows = {}
+    rows: dict[str, str] = {}
     for block in catalog_text.split(_ROW_START)[1:]:
+        # A row ends where the next table starts (the last one before `[[embeddings]]`).
+        block = re.split(r"^\[", block, maxsplit=1, flags=re.MULTILINE)[0]
         found = re.search(r'^id = "([^"]+)"$', block, re.MULTILINE)
         if found:
-            rows[found.group(1)] = block
+            # An id several hosts serve: the first host's row (llama-3.3-70b: Groq's).
+            rows.setdefault(found.group(1), block)
     missing = [model for model in models if model not in rows]
     if missing:
         raise ValueError(f"the catalog has no rows for the demo models {missing}")

@@ -310,7 +310,8 @@ def _not_requested(catalog: Catalog, rows: Sequence[ModelEntry], model: str) -> 
 
 
 def _allowed(entry: ModelEntry, allowed: frozenset[str]) -> bool:
-    return entry.id in allowed or f"{entry.provider}:{entry.id}" in allowed
+    """Whether an API key's list names this row: by its id or an alias, bare or `provider:`."""
+    return any(name in allowed or f"{entry.provider}:{name}" in allowed for name in entry.names)
 
 
 def _candidate(ranked: Ranked, eligible: _Eligible) -> Candidate:

@@ -383,3 +383,9 @@ def test_chat_routing_never_offers_an_embedding_model(catalog: Catalog) -> None:
     refusal = refuse(catalog, "text-embedding-3-small")
     assert (refusal.code, refusal.param) == (RefusalCode.INVALID_REQUEST, "model")
     assert "/embeddings" in refusal.message
+
+
+def test_a_key_allowing_a_hosts_own_name_still_reaches_that_row(catalog: Catalog) -> None:
+    # `llama-3.3-70b-versatile` is Groq's name for the row of `llama-3.3-70b`.
+    decision = decide(catalog, "lowest-cost", allowed_models=frozenset({"llama-3.3-70b-versatile"}))
+    assert {(c.provider, c.model) for c in decision.candidates} == {("groq", "llama-3.3-70b")}
