@@ -3,7 +3,8 @@
 A candidate is spoken to in OpenAI's dialect through its vendor's adapter, unless
 the client's own dialect is the one the vendor speaks: an Anthropic Messages body
 for a vendor of wire format `anthropic` passes through (adapters/anthropic_native),
-and an embeddings body goes to OpenAI's embeddings API (adapters/openai_embeddings).
+and an embeddings body goes to OpenAI's embeddings API (adapters/openai_embeddings)
+or Gemini's (adapters/gemini_embeddings).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from services.common.vocab import Outcome
 from services.providers.adapters import Adapter, RequestRefused, UpstreamRequest, parse_body
 from services.providers.adapters.anthropic import Anthropic
 from services.providers.adapters.anthropic_native import NATIVE_DIALECT, NativeAnthropic
+from services.providers.adapters.gemini import Gemini
+from services.providers.adapters.gemini_embeddings import GeminiEmbeddings
 from services.providers.adapters.openai_compatible import OpenAICompatible
 from services.providers.adapters.openai_embeddings import EMBEDDINGS_DIALECT, OpenAIEmbeddings
 from services.providers.genai import AttemptTelemetry
@@ -46,11 +49,14 @@ def speaker(
     """The adapter for `vendor` and the body it takes: the native one when the vendor
     speaks the client's dialect, else the OpenAI one."""
     if request.native_dialect == EMBEDDINGS_DIALECT:
-        # Only OpenAI's wire format has this embeddings API (the router offers no other).
-        if native is None or not isinstance(vendor.adapter, OpenAICompatible):
-            raise RequestRefused(f"{vendor.name} serves no embeddings through StepBlend", "model")
-        encoding = native.get("encoding_format")
-        return OpenAIEmbeddings(vendor.adapter, encoding if isinstance(encoding, str) else "float"), native
+        encoding = native.get("encoding_format") if native is not None else None
+        encoding_format = encoding if isinstance(encoding, str) else "float"
+        if native is not None and isinstance(vendor.adapter, OpenAICompatible):
+            return OpenAIEmbeddings(vendor.adapter, encoding_format), native
+        if native is not None and isinstance(vendor.adapter, Gemini):
+            return GeminiEmbeddings(vendor.adapter, encoding_format), native
+        # The router offers embedding rows of these wire formats only.
+        raise RequestRefused(f"{vendor.name} serves no embeddings through StepBlend", "model")
     if native is not None and isinstance(vendor.adapter, Anthropic):
         return NativeAnthropic(vendor.adapter, dict(request.native_headers)), native
     return vendor.adapter, body

@@ -54,7 +54,9 @@ MESSAGES_PATH = "/v1/messages"
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _FLAVOUR_PATH = re.compile(r"^/(?P<flavour>[a-z]+)/v1/chat/completions$")
 _EMBEDDINGS_PATH = re.compile(r"^(/[a-z]+/v1|/v1)/embeddings$")
-_GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
+_GEMINI_PATH = re.compile(
+    r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|batchEmbedContents)$"
+)
 
 
 _SETTLE_BEFORE_DROP_MS = 200
@@ -136,6 +138,8 @@ class MockProvider:
             await self._embeddings(scope, body, send)
         elif path == MESSAGES_PATH and method == "POST":
             await self._messages(scope, body, receive, send)
+        elif gemini is not None and method == "POST" and gemini["method"] == "batchEmbedContents":
+            await self._gemini_embeddings(scope, body, send)
         elif gemini is not None and method == "POST":
             await self._generate(scope, body, receive, send, gemini["model"], gemini["method"] != "generateContent")
         elif path == "/_mock/behaviour" and method in ("POST", "DELETE"):
@@ -198,6 +202,14 @@ class MockProvider:
             return
         status, answered = embeddings.answer(body)
         await respond(send, status, answered)
+
+    async def _gemini_embeddings(self, scope: Scope, raw: bytes, send: Send) -> None:
+        _record, headers, body = self._record(scope, raw)
+        refused = gemini_wire.key_refusal(headers, self.reject_keys)
+        if refused is not None:
+            await respond(send, *refused)
+            return
+        await respond(send, *embeddings.gemini_answer(body))
 
     async def _chat(self, scope: Scope, raw: bytes, receive: Receive, send: Send, flavour: Flavour) -> None:
         record, headers, body = self._record(scope, raw)

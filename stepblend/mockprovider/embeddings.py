@@ -19,7 +19,7 @@ import orjson
 
 import stepblend.mockprovider.wire as wire
 
-__all__ = ["DIMENSIONS", "answer"]
+__all__ = ["DIMENSIONS", "answer", "gemini_answer"]
 
 DIMENSIONS = {
     "text-embedding-3-small": 1536,
@@ -27,6 +27,7 @@ DIMENSIONS = {
     "text-embedding-ada-002": 1536,
     "mistral-embed": 1024,
     "BAAI/bge-base-en-v1.5": 768,
+    "gemini-embedding-001": 3072,
 }
 _DEFAULT_DIMENSIONS = 8
 
@@ -48,6 +49,27 @@ def answer(body: Any) -> tuple[int, bytes]:
     tokens = sum(_tokens(item) for item in inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return 200, orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+def gemini_answer(body: Any) -> tuple[int, bytes]:
+    """Gemini's `batchEmbedContents`: `{"embeddings": [{"values"}]}`, one per request,
+    without token counts (https://ai.google.dev/api/embeddings)."""
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list) or not requests:
+        return 400, _gemini_error("* BatchEmbedContentsRequest.requests: must not be empty")
+    vectors = []
+    for i, request in enumerate(requests):
+        parts = (request.get("content") or {}).get("parts") if isinstance(request, dict) else None
+        if not isinstance(parts, list) or not parts or not isinstance(parts[0].get("text"), str):
+            return 400, _gemini_error(f"* BatchEmbedContentsRequest.requests[{i}].content: parts are required")
+        model = str(request.get("model", "")).removeprefix("models/")
+        size = request.get("outputDimensionality") or DIMENSIONS.get(model, _DEFAULT_DIMENSIONS)
+        vectors.append({"values": _vector(parts[0]["text"], size)})
+    return 200, orjson.dumps({"embeddings": vectors})
+
+
+def _gemini_error(message: str) -> bytes:
+    return orjson.dumps({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}})
 
 
 def _inputs(value: object) -> list[str | list[int]] | None:

@@ -94,6 +94,17 @@ def error_frame(kind: str, message: str | None = None) -> bytes:
 
 def refusal(headers: dict[str, str], body: Any, reject_keys: frozenset[str]) -> tuple[int, bytes] | None:
     """The status and error body Gemini would refuse this request with, or None."""
+    refused = key_refusal(headers, reject_keys)
+    if refused is not None:
+        return refused
+    if not isinstance(body, dict):
+        return 400, error(400, "Invalid JSON payload received. Expected an object.")
+    problem = _invalid_request(body)
+    return None if problem is None else (400, error(400, problem))
+
+
+def key_refusal(headers: dict[str, str], reject_keys: frozenset[str]) -> tuple[int, bytes] | None:
+    """How Gemini refuses a request without a key, or with one it rejects; None otherwise."""
     key = headers.get("x-goog-api-key", "")
     if not key:
         message = (
@@ -103,10 +114,7 @@ def refusal(headers: dict[str, str], body: Any, reject_keys: frozenset[str]) -> 
         return 403, error(403, message)
     if key in reject_keys:
         return 400, error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")
-    if not isinstance(body, dict):
-        return 400, error(400, "Invalid JSON payload received. Expected an object.")
-    problem = _invalid_request(body)
-    return None if problem is None else (400, error(400, problem))
+    return None
 
 
 def _unknown(obj: dict[str, Any], known: frozenset[str], where: str) -> str | None:

@@ -113,3 +113,20 @@ def test_embeddings_are_billed_and_listed_like_chat(system: System, account: Acc
     row = wait_until(recorded, 20, "the embeddings request in the ledger")
     assert row["model"] == "text-embedding-3-small" and row["prompt_tokens"] == 5
     assert Decimal(str(row["cost_usd"])) == Decimal("0.0000001")
+
+
+def test_gemini_embeds_natively_and_bills_its_estimate(system: System, account: Account) -> None:
+    client = _client(system, account)
+    answer = client.embeddings.create(model="gemini-embedding-001", input=["a cat", "a dog"], dimensions=128)
+    assert [len(item.embedding) for item in answer.data] == [128, 128]
+    report = answer.model_extra["stepblend"]  # type: ignore[index]
+    assert (report["provider"], report["routed_model"]) == ("gemini", "gemini-embedding-001")
+    # Gemini reports no token counts: the usage is the row's estimate, which errs high.
+    assert answer.usage.prompt_tokens >= 4 and report["actual_cost_usd"] > 0
+    sent = [r for r in system.mock_requests() if r["path"].endswith(":batchEmbedContents")][-1]
+    assert sent["path"] == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
+    assert sent["headers"]["x-goog-api-key"] == account.keys["gemini"]
+    assert [r["content"]["parts"][0]["text"] for r in sent["body"]["requests"]] == ["a cat", "a dog"]
+    assert {r["outputDimensionality"] for r in sent["body"]["requests"]} == {128}
+    tokens = _embed(system, account, model="gemini-embedding-001", input=[1, 2, 3])
+    assert tokens.status_code == 400 and tokens.json()["error"]["param"] == "input"

@@ -30,9 +30,9 @@ from .openai_chat import load_object
 
 __all__ = ["EmbeddingsCodec", "EmbeddingsRequest"]
 
-#: The vendors whose OpenAI-compatible API serves embeddings (the catalog's
-#: embedding rows are theirs; providers' embeddings adapter speaks to them).
-EMBEDDING_PROVIDERS = frozenset({"openai", "mistral", "together"})
+#: The vendors serving the catalog's embedding rows: OpenAI's embeddings API (OpenAI,
+#: Mistral, Together) or Gemini's batchEmbedContents; providers' adapters speak to them.
+EMBEDDING_PROVIDERS = frozenset({"openai", "mistral", "together", "gemini"})
 MAX_INPUTS = 2048
 
 Inputs = str | list[str] | list[int] | list[list[int]]

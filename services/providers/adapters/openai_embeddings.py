@@ -32,7 +32,7 @@ from services.providers.adapters.base import (
 )
 from stepblend.v1 import router_pb2
 
-__all__ = ["EMBEDDINGS_DIALECT", "OpenAIEmbeddings"]
+__all__ = ["EMBEDDINGS_DIALECT", "OpenAIEmbeddings", "embedding_list"]
 
 #: The gateway's name for the dialect (ExecuteRequest.native_dialect).
 EMBEDDINGS_DIALECT = "openai_embeddings"
@@ -90,23 +90,30 @@ class OpenAIEmbeddings:
         """The upstream list as OpenAI's, in the client's `encoding_format`, with `model`
         the catalog id; and its usage."""
         parsed = decode(data, _ANSWER)
-        items = []
-        for item in sorted(parsed.data, key=lambda e: e.index):
-            vector: object = item.embedding
-            if self.encoding_format == "base64":
-                vector = base64.b64encode(struct.pack(f"<{len(item.embedding)}f", *item.embedding)).decode()
-            items.append({"object": "embedding", "index": item.index, "embedding": vector})
-        if not items:
-            raise UpstreamFormatError("an embeddings answer without vectors")
         usage = None
         if parsed.usage is not None:
             tokens = parsed.usage.prompt_tokens
             usage = TokenUsage(tokens, 0, parsed.usage.total_tokens or tokens)
-        tokens = usage.prompt_tokens if usage else 0
-        body = {
-            "object": "list",
-            "data": items,
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": usage.total_tokens if usage else 0},
-        }
-        return orjson.dumps(body), usage
+        vectors = [item.embedding for item in sorted(parsed.data, key=lambda e: e.index)]
+        return embedding_list(vectors, model, usage, self.encoding_format), usage
+
+
+def embedding_list(vectors: list[list[float]], model: str, usage: TokenUsage | None, encoding_format: str) -> bytes:
+    """OpenAI's `list` of `embedding` objects, floats or (`base64`) each vector's
+    little-endian float32 bytes in base64, as OpenAI sends them."""
+    if not vectors:
+        raise UpstreamFormatError("an embeddings answer without vectors")
+    items = []
+    for index, values in enumerate(vectors):
+        vector: object = values
+        if encoding_format == "base64":
+            vector = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+        items.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = usage.prompt_tokens if usage else 0
+    body = {
+        "object": "list",
+        "data": items,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": usage.total_tokens if usage else 0},
+    }
+    return orjson.dumps(body)
