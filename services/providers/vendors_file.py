@@ -83,4 +83,4 @@ def _row(name: str, row: object, packaged: Collection[str]) -> Mapping[str, Any]
         raise ValueError(f"base_url is required: the http(s) URL `/chat/completions` follows, got {base_url!r}")
     if row.get("operator_only", True) is not True:
         raise ValueError("an operator's vendor is operator_only: leave operator_only out or set it true")
-    return MappingProxyType({**row, "operator_only": True})
+    return {**row, "operator_only": True}
