@@ -43,9 +43,8 @@ from services.router.catalog_fields import (
 )
 from services.router.embedding_catalog import EmbeddingEntry, parse_embeddings
 
-#: Providers the executor has adapters for (with the operator's vendors, when a file
-#: names some). A row naming anything else is a typo that would only show up as
-#: failed requests, so it is refused at load.
+#: Providers the executor has adapters for. A row naming anything else is a typo
+#: that would only show up as failed requests, so it is refused at load.
 KNOWN_PROVIDERS = frozenset(
     {
         *("openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "demo"),
@@ -182,20 +181,19 @@ def load_catalog(
     which rows may name besides `KNOWN_PROVIDERS`.
     """
     providers = KNOWN_PROVIDERS | frozenset(vendors)
-    packaged = _read(None)
-    if path is None:
+
+    def packaged() -> Catalog:
         return parse_catalog(
-            packaged, source="packaged catalog.toml", reserved_names=reserved_names, providers=providers
+            _read(None), source="packaged catalog.toml", reserved_names=reserved_names, providers=providers
         )
+
+    if path is None:
+        return packaged()
     data = _read(path)
     extends = data.pop("extends", True)
     if not isinstance(extends, bool):
         raise CatalogError(f"catalog {path}: `extends` must be true or false")
-    base = (
-        parse_catalog(packaged, source="packaged catalog.toml", reserved_names=reserved_names, providers=providers)
-        if extends
-        else None
-    )
+    base = packaged() if extends else None
     return parse_catalog(data, source=str(path), reserved_names=reserved_names, providers=providers, base=base)
 
 
