@@ -64,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("rotate_args", nargs=argparse.REMAINDER)
 
+    vendor = commands.add_parser(
+        "vendor", help="allow an account the operator's own vendors (STEPBLEND_VENDORS_FILE, local)"
+    ).add_subparsers(dest="action", required=True)
+    allow = vendor.add_parser("allow", help="offer an operator-only vendor to an account")
+    allow.add_argument("email")
+    allow.add_argument("name")
+    allow.add_argument("--key", default="", help="the server's key, or - to read it from standard input (default none)")
+    vendor_revoke = vendor.add_parser("revoke", help="stop offering an operator-only vendor to an account")
+    vendor_revoke.add_argument("email")
+    vendor_revoke.add_argument("name")
+    vendor_list = vendor.add_parser("list", help="the operator-only vendors an account is allowed")
+    vendor_list.add_argument("email")
+
     apikey = commands.add_parser("apikey", help="manage an account's API keys").add_subparsers(
         dest="action", required=True
     )
@@ -136,11 +149,30 @@ def main(argv: list[str] | None = None) -> None:
             if not control.delete_key(control.account_id(args.email), args.provider):
                 raise SystemExit(f"stepblend: no {args.provider} key is connected for {args.email}")
             print(f"{args.provider} key deleted for {args.email}")
+        elif args.command == "vendor":
+            _vendor(control, args)
         elif args.command == "apikey":
             _apikey(control, args)
     except grpc.RpcError as exc:
         print(f"stepblend: {exc.details()}", file=sys.stderr)
         sys.exit(1)
+
+
+def _vendor(control: Control, args: argparse.Namespace) -> None:
+    account_id = control.account_id(args.email)
+    if args.action == "allow":
+        api_key = sys.stdin.readline().strip() if args.key == "-" else args.key
+        if args.key == "-" and not api_key:
+            raise SystemExit("stepblend: no key on standard input (leave --key out for a server that checks none)")
+        control.allow_vendor(account_id, args.name, api_key)
+        print(f"{args.name} allowed for {args.email}")
+    elif args.action == "revoke":
+        if not control.revoke_vendor(account_id, args.name):
+            raise SystemExit(f"stepblend: {args.name} is not allowed for {args.email}")
+        print(f"{args.name} revoked for {args.email}")
+    else:
+        for name in control.allowed_vendors(account_id):
+            print(name)
 
 
 def _apikey(control: Control, args: argparse.Namespace) -> None:

@@ -23,6 +23,22 @@ from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers
 from .datadir import read_or_create
 
 TIMEOUT_S = 10.0
+#: What `stepblend vendor allow` stores for a server that checks no key (sent as its
+#: bearer token, which such a server ignores).
+NO_KEY = "none"
+
+
+def account_vendors() -> frozenset[str]:
+    """The packaged vendors an account connects itself: `stepblend vendor` refuses
+    them. Every other name (`local`, `demo`, the operator's file's) is operator-only;
+    the providers service refuses a name it does not know."""
+    import tomllib
+
+    from services.providers.vendors_file import PACKAGED_VENDORS
+
+    with PACKAGED_VENDORS.open("rb") as f:
+        rows = tomllib.load(f)["providers"]
+    return frozenset(name for name, row in rows.items() if not row.get("operator_only", False))
 
 
 @dataclass
@@ -155,6 +171,23 @@ class Control:
                 metadata=self._metadata,
                 timeout=TIMEOUT_S,
             )
+
+    def allow_vendor(self, account_id: str, vendor: str, api_key: str = "") -> str:
+        """Connect an operator-only vendor for the account (its key, or none); the masked key."""
+        if vendor in account_vendors():
+            raise SystemExit(f"stepblend: {vendor} is connected by the account itself (stepblend keys set)")
+        return self.set_key(account_id, vendor, api_key or NO_KEY)
+
+    def revoke_vendor(self, account_id: str, vendor: str) -> bool:
+        """Disconnect an operator-only vendor; whether it was allowed."""
+        if vendor in account_vendors():
+            raise SystemExit(f"stepblend: {vendor} is connected by the account itself (stepblend keys delete)")
+        return self.delete_key(account_id, vendor)
+
+    def allowed_vendors(self, account_id: str) -> list[str]:
+        """The operator-only vendors the account is allowed."""
+        own = account_vendors()
+        return [provider for provider, _masked in self.list_keys(account_id) if provider not in own]
 
     def delete_key(self, account_id: str, provider: str) -> bool:
         """Whether a key was connected (and is now deleted)."""

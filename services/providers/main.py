@@ -2,7 +2,7 @@
 
 Environment: `services.common.config.Settings`, and what only this service reads,
 `services.providers.settings.ProvidersSettings` (the provider timeouts, the previous
-key-encryption keys), each read once at start.
+key-encryption keys, the operator's vendors file), each read once at start.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ async def serve(
     kek = parse_kek(settings.key_encryption_key)
     previous_keks = own.previous_keks()
     timeouts = timeouts or own.timeouts()
-    vendors = load_vendors(settings.provider_base_urls)
+    vendors = load_vendors(settings.provider_base_urls, operator_file=own.operator_vendors())
     engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
     vault = KeyVault(engine, kek, previous=previous_keks)
     client = None

@@ -5,13 +5,17 @@
   (60 s: the longest silence mid-stream), `STEPBLEND_PROVIDER_TOTAL_TIMEOUT` (600 s:
   one attempt, start to end) — see `timeouts`; each a positive number of seconds;
 - `STEPBLEND_KEY_ENCRYPTION_KEY_PREVIOUS`: earlier key-encryption keys
-  (comma-separated) that still open rows not yet rotated — see `vault`, `rotate`.
+  (comma-separated) that still open rows not yet rotated — see `vault`, `rotate`;
+- `STEPBLEND_VENDORS_FILE`: the operator's own OpenAI-compatible vendors (a TOML
+  file of `[providers.<name>]` tables) — see `vendors_file`.
 
 Parsed strictly, like every service's settings (`services.common.config`): a value
 that does not parse stops the service at start, naming its variable.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 
@@ -29,6 +33,7 @@ class ProvidersSettings(ServiceSettings):
     provider_read_timeout: float = Field(Timeouts.read, gt=0)
     provider_total_timeout: float = Field(Timeouts.total, gt=0)
     key_encryption_key_previous: SecretStr = SecretStr("")
+    vendors_file: str = ""
 
     def timeouts(self) -> Timeouts:
         return Timeouts(
@@ -41,3 +46,7 @@ class ProvidersSettings(ServiceSettings):
     def previous_keks(self) -> list[bytes]:
         """The earlier key-encryption keys; ValueError for one that is not 32 bytes."""
         return parse_keks(self.key_encryption_key_previous.get_secret_value())
+
+    def operator_vendors(self) -> Path | None:
+        """The operator's vendors file, when one is named."""
+        return Path(self.vendors_file.strip()) if self.vendors_file.strip() else None

@@ -5,12 +5,12 @@ default from the table, or `STEPBLEND_<NAME>_BASE_URL`) and the adapter's quirks
 A vendor without a base URL (`local` until STEPBLEND_LOCAL_BASE_URL is set) is
 known — its key can be stored — but not `configured`: it is never called. An
 `operator_only` vendor (an endpoint the operator runs) is connected for an account by
-the operator's tools only, never by the account itself.
+the operator's tools only, never by the account itself. The operator's own vendors
+(`STEPBLEND_VENDORS_FILE`, see `vendors_file`) are added after the packaged ones.
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,9 +19,9 @@ from types import MappingProxyType
 from typing import Any
 
 from services.providers.adapters import Adapter, make_adapter
+from services.providers.vendors_file import NAME, PACKAGED_VENDORS, read_vendors_file
 
-VENDORS_FILE = Path(__file__).with_name("vendors.toml")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+VENDORS_FILE = PACKAGED_VENDORS
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,10 @@ class Vendor:
 
 
 def load_vendors(
-    base_url_overrides: Mapping[str, str] | None = None, path: Path = VENDORS_FILE
+    base_url_overrides: Mapping[str, str] | None = None, path: Path = VENDORS_FILE, operator_file: Path | None = None
 ) -> Mapping[str, Vendor]:
-    """Every vendor by name; ValueError naming the row when the table is wrong."""
+    """Every vendor by name, `operator_file`'s after the table's; ValueError naming the
+    row when either is wrong (`VendorsFileError` for the operator's file)."""
     overrides = base_url_overrides or {}
     with path.open("rb") as f:
         table = tomllib.load(f)
@@ -57,11 +58,17 @@ def load_vendors(
             vendors[name] = _vendor(name, row, overrides.get(name))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: provider {name!r}: {exc}") from exc
+    if operator_file is not None:
+        for name, row in read_vendors_file(operator_file, frozenset(vendors)).items():
+            try:
+                vendors[name] = _vendor(name, row, overrides.get(name))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"STEPBLEND_VENDORS_FILE {operator_file}: provider {name!r}: {exc}") from exc
     return MappingProxyType(vendors)
 
 
 def _vendor(name: str, row: Any, override: str | None) -> Vendor:
-    if not _NAME.match(name):
+    if not NAME.match(name):
         raise ValueError("names are lowercase letters, digits and underscores")
     if not isinstance(row, dict):
         raise TypeError("must be a table")

@@ -10,6 +10,11 @@ under several providers (e.g. an open-weights model on two hosts); a name (an id
 alias) always means one catalog id, so that an unprefixed name can fall back among
 providers but never to another model. `provider:model` pins the provider.
 
+The operator's file (`STEPBLEND_CATALOG_FILE`) extends the packaged catalog: its rows
+are added, and one with a packaged row's `provider:id` replaces that row in place. A
+file with `extends = false` at the top is the whole catalog instead. Its rows may name
+the operator's own vendors (`STEPBLEND_VENDORS_FILE`) besides `KNOWN_PROVIDERS`.
+
 Tokenizers: the gateway counts prompts with OpenAI's o200k_base only. Each row names a
 `[tokenizers]` entry whose margin and fixed overheads turn that count into an
 estimate that errs high for the row's provider (see `Tokenizer.estimate`).
@@ -24,7 +29,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from services.router.catalog_fields import (
     CatalogError,
@@ -123,6 +128,8 @@ class Catalog:
     models: tuple[ModelEntry, ...]
     tokenizers: Mapping[str, Tokenizer] = field(default_factory=lambda: MappingProxyType({}))
     embeddings: tuple[EmbeddingEntry, ...] = ()
+    #: The providers a `provider:` prefix may name: the packaged ones and the operator's.
+    known_providers: frozenset[str] = KNOWN_PROVIDERS
     _by_name: Mapping[str, tuple[ModelEntry, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -141,7 +148,7 @@ class Catalog:
     def resolve_embedding(self, name: str) -> tuple[EmbeddingEntry, ...]:
         """Embedding rows a client's `model` names, as `resolve` does for chat rows."""
         prefix, sep, rest = name.partition(":")
-        wanted, provider = (rest, prefix) if sep and prefix in KNOWN_PROVIDERS else (name, "")
+        wanted, provider = (rest, prefix) if sep and prefix in self.known_providers else (name, "")
         return tuple(e for e in self.embeddings if wanted in e.names and (not provider or e.provider == provider))
 
     def resolve(self, name: str) -> tuple[ModelEntry, ...]:
@@ -149,10 +156,11 @@ class Catalog:
 
         `provider:model` returns that provider's row only. The prefix is read as a
         provider only when it is a known one, so ids that contain a colon (e.g. a
-        local `llama3:8b`) still resolve as plain ids.
+        local `llama3:8b`) still resolve as plain ids, and `ollama:llama3:8b` pins an
+        operator's `ollama` vendor.
         """
         prefix, sep, rest = name.partition(":")
-        if sep and prefix in KNOWN_PROVIDERS:
+        if sep and prefix in self.known_providers:
             return tuple(e for e in self._by_name.get(rest, ()) if e.provider == prefix)
         return self._by_name.get(name, ())
 
@@ -162,57 +170,104 @@ def default_catalog_text() -> str:
     return resources.files("services.router").joinpath("catalog.toml").read_text("utf-8")
 
 
-def load_catalog(path: Path | None = None, *, reserved_names: Iterable[str] = ()) -> Catalog:
-    """Read and validate a catalog file; `None` reads the packaged one.
+def load_catalog(
+    path: Path | None = None, *, reserved_names: Iterable[str] = (), vendors: Iterable[str] = ()
+) -> Catalog:
+    """Read and validate a catalog file, extending the packaged one (unless the file
+    says `extends = false`); `None` reads the packaged one alone.
 
     `reserved_names` are names no model may take (the strategy names), because a
-    body's `model` is read as a strategy first.
+    body's `model` is read as a strategy first. `vendors` are the operator's own,
+    which rows may name besides `KNOWN_PROVIDERS`.
     """
+    providers = KNOWN_PROVIDERS | frozenset(vendors)
+
+    def packaged() -> Catalog:
+        return parse_catalog(
+            _read(None), source="packaged catalog.toml", reserved_names=reserved_names, providers=providers
+        )
+
     if path is None:
-        source, raw = "packaged catalog.toml", default_catalog_text()
-    else:
-        source = str(path)
-        try:
-            raw = path.read_text("utf-8")
-        except OSError as exc:
-            raise CatalogError(f"catalog {source}: cannot read: {exc}") from exc
+        return packaged()
+    data = _read(path)
+    extends = data.pop("extends", True)
+    if not isinstance(extends, bool):
+        raise CatalogError(f"catalog {path}: `extends` must be true or false")
+    base = packaged() if extends else None
+    return parse_catalog(data, source=str(path), reserved_names=reserved_names, providers=providers, base=base)
+
+
+def _read(path: Path | None) -> dict[str, Any]:
+    source = str(path) if path else "packaged catalog.toml"
     try:
-        data = tomllib.loads(raw)
+        raw = path.read_text("utf-8") if path else default_catalog_text()
+    except OSError as exc:
+        raise CatalogError(f"catalog {source}: cannot read: {exc}") from exc
+    try:
+        return tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"catalog {source}: not valid TOML: {exc}") from exc
-    return parse_catalog(data, source=source, reserved_names=reserved_names)
 
 
-def parse_catalog(data: Mapping[str, Any], *, source: str = "catalog", reserved_names: Iterable[str] = ()) -> Catalog:
-    """Validate parsed TOML into a `Catalog`; raise `CatalogError` on the first problem."""
+def parse_catalog(
+    data: Mapping[str, Any],
+    *,
+    source: str = "catalog",
+    reserved_names: Iterable[str] = (),
+    providers: frozenset[str] = KNOWN_PROVIDERS,
+    base: Catalog | None = None,
+) -> Catalog:
+    """Validate parsed TOML into a `Catalog`; raise `CatalogError` on the first problem.
+
+    With `base`, the rows extend it (a row with a base row's `provider:id` replaces it
+    in place); the base's tokenizers serve the rows, and `version`, `[tokenizers]`
+    and `[[models]]` may be left out (the base's version stands then).
+    """
+    where = f"catalog {source}"
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
-        raise CatalogError(f"catalog {source}: unknown top-level keys {unknown}")
-    version = data.get("version")
+        raise CatalogError(f"{where}: unknown top-level keys {unknown}")
+    version = data.get("version", base.version if base else None)
     if not isinstance(version, str) or not version.strip():
-        raise CatalogError(f"catalog {source}: `version` must be a non-empty string")
-    quality_source = data.get("quality_source", "")
+        raise CatalogError(f"{where}: `version` must be a non-empty string")
+    quality_source = data.get("quality_source", base.quality_source if base else "")
     if not isinstance(quality_source, str):
-        raise CatalogError(f"catalog {source}: `quality_source` must be a string")
-    tokenizers = _parse_tokenizers(data.get("tokenizers"), f"catalog {source}")
-    rows = data.get("models")
-    if not isinstance(rows, list) or not rows:
-        raise CatalogError(f"catalog {source}: needs at least one [[models]] row")
+        raise CatalogError(f"{where}: `quality_source` must be a string")
+    own = _parse_tokenizers(data.get("tokenizers"), where) if base is None or "tokenizers" in data else {}
+    tokenizers = {**(base.tokenizers if base else {}), **own}
+    rows = data.get("models", [] if base else None)
+    if not isinstance(rows, list) or not (rows or base):
+        raise CatalogError(f"{where}: needs at least one [[models]] row")
 
-    models = tuple(_parse_row(row, f"catalog {source}: models[{i}]", tokenizers) for i, row in enumerate(rows))
-    _check_names(models, f"catalog {source}", frozenset(reserved_names))
-    embeddings = parse_embeddings(data.get("embeddings"), f"catalog {source}", tokenizers, KNOWN_PROVIDERS)
+    reserved = frozenset(reserved_names)
+    models = tuple(_parse_row(row, f"{where}: models[{i}]", tokenizers, providers) for i, row in enumerate(rows))
+    _check_names(models, where, reserved, providers)
+    embeddings = parse_embeddings(data.get("embeddings"), where, tokenizers, providers)
+    if base is not None:
+        models, embeddings = _extended(base.models, models), _extended(base.embeddings, embeddings)
+        _check_names(models, f"{where} with the packaged catalog", reserved, providers)
     chat_names = {name for entry in models for name in entry.names}
     shared = sorted({name for entry in embeddings for name in entry.names} & chat_names)
     if shared:
-        raise CatalogError(f"catalog {source}: names used by both a chat and an embedding model: {shared}")
+        raise CatalogError(f"{where}: names used by both a chat and an embedding model: {shared}")
     return Catalog(
         version=version,
         quality_source=quality_source,
         models=models,
         tokenizers=MappingProxyType(tokenizers),
         embeddings=embeddings,
+        known_providers=providers,
     )
+
+
+_Row = TypeVar("_Row", ModelEntry, EmbeddingEntry)
+
+
+def _extended(base: tuple[_Row, ...], added: tuple[_Row, ...]) -> tuple[_Row, ...]:
+    """`base` with each row `added` has a `provider:id` of replaced in place, then the rest of `added`."""
+    replacing = {row.key: row for row in added}
+    kept = tuple(replacing.pop(row.key, row) for row in base)
+    return kept + tuple(row for row in added if row.key in replacing)
 
 
 def _parse_tokenizers(value: object, where: str) -> dict[str, Tokenizer]:
@@ -240,7 +295,7 @@ def _parse_tokenizers(value: object, where: str) -> dict[str, Tokenizer]:
     return out
 
 
-def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer]) -> ModelEntry:
+def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer], providers: frozenset[str]) -> ModelEntry:
     if not isinstance(row, dict):
         raise CatalogError(f"{where}: must be a table")
     if isinstance(row.get("id"), str):
@@ -253,8 +308,8 @@ def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer]) -> 
         raise CatalogError(f"{where}: unknown fields {unknown}")
 
     provider = text(row, "provider", where)
-    if provider not in KNOWN_PROVIDERS:
-        raise CatalogError(f"{where}: unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))})")
+    if provider not in providers:
+        raise CatalogError(f"{where}: unknown provider {provider!r} (known: {', '.join(sorted(providers))})")
     tokenizer_name = text(row, "tokenizer", where)
     if tokenizer_name not in tokenizers:
         known = ", ".join(sorted(tokenizers))
@@ -296,7 +351,9 @@ def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer]) -> 
     )
 
 
-def _check_names(models: tuple[ModelEntry, ...], where: str, reserved: frozenset[str]) -> None:
+def _check_names(
+    models: tuple[ModelEntry, ...], where: str, reserved: frozenset[str], providers: frozenset[str]
+) -> None:
     """One row per (provider, id); one catalog id per name; no strategy names."""
     seen_keys: set[str] = set()
     owner: dict[str, str] = {}  # name -> catalog id it resolves to
@@ -309,7 +366,7 @@ def _check_names(models: tuple[ModelEntry, ...], where: str, reserved: frozenset
         for name in entry.names:
             if name in reserved:
                 raise CatalogError(f"{where}: {entry.key!r} uses the reserved name {name!r}")
-            if name.partition(":")[0] in KNOWN_PROVIDERS and ":" in name:
+            if name.partition(":")[0] in providers and ":" in name:
                 raise CatalogError(f"{where}: {entry.key!r} name {name!r} looks like provider:model")
             previous = owner.setdefault(name, entry.id)
             if previous != entry.id:

@@ -3,8 +3,11 @@
 `stepblend serve router` (and `stepblend up`) call `serve`, after setting up logging.
 
 Environment (all optional):
-  STEPBLEND_CATALOG_FILE               the catalog; the one packaged beside this module
-                                       when unset
+  STEPBLEND_CATALOG_FILE               rows added to the catalog packaged beside this
+                                       module (a file with `extends = false`: the whole
+                                       catalog)
+  STEPBLEND_VENDORS_FILE               the operator's own vendors, which catalog rows
+                                       may name (services/providers/vendors_file.py)
   STEPBLEND_NATS_URL                   where usage events come from (common settings)
   STEPBLEND_ROUTER_BREAKER_FAILURES    consecutive failures that open a provider:model's
                                        circuit (default 5)
@@ -34,8 +37,9 @@ import grpc
 from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
 from services.common.tls import InternalTls
+from services.providers.vendors_file import operator_vendor_names
 from services.router.breaker import BreakerConfig
-from services.router.catalog import Catalog, load_catalog
+from services.router.catalog import KNOWN_PROVIDERS, Catalog, load_catalog
 from services.router.consumer import ConsumerOptions, StatsConsumer
 from services.router.servicer import RouterServicer
 from services.router.settings import RouterSettings
@@ -57,21 +61,31 @@ class RouterOptions:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     consumer: ConsumerOptions = field(default_factory=ConsumerOptions)
     catalog_file: str = ""
+    vendors_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterOptions:
         """Read the router's variables (RouterSettings); a malformed value stops the router."""
         own = RouterSettings.from_env(env)
-        return cls(breaker=own.breaker(), consumer=own.consumer(), catalog_file=own.catalog_file)
+        return cls(
+            breaker=own.breaker(),
+            consumer=own.consumer(),
+            catalog_file=own.catalog_file,
+            vendors_file=own.vendors_file,
+        )
 
 
 def catalog_from_env(options: RouterOptions | None = None) -> Catalog:
-    """The catalog STEPBLEND_CATALOG_FILE names, or the packaged one.
+    """The packaged catalog, extended by STEPBLEND_CATALOG_FILE's rows, which may name
+    STEPBLEND_VENDORS_FILE's vendors.
 
-    Raises `CatalogError` on a bad file: the router must not start with it.
+    Raises `CatalogError` on a bad catalog, `VendorsFileError` on a bad vendors file:
+    the router must not start with either.
     """
-    path = (options or RouterOptions.from_env()).catalog_file.strip()
-    return load_catalog(Path(path) if path else None, reserved_names=STRATEGY_NAMES)
+    options = options or RouterOptions.from_env()
+    path, vendors_file = options.catalog_file.strip(), options.vendors_file.strip()
+    vendors = operator_vendor_names(Path(vendors_file), KNOWN_PROVIDERS) if vendors_file else frozenset()
+    return load_catalog(Path(path) if path else None, reserved_names=STRATEGY_NAMES, vendors=vendors)
 
 
 async def start(settings: Settings, catalog: Catalog, book: StatsBook | None = None) -> tuple[grpc.aio.Server, int]:

@@ -1,6 +1,7 @@
 """The router's own settings (beyond the common ones), read once at start and strictly.
 
-Every variable keeps its name: STEPBLEND_CATALOG_FILE, STEPBLEND_ROUTER_BREAKER_FAILURES,
+Every variable keeps its name: STEPBLEND_CATALOG_FILE, STEPBLEND_VENDORS_FILE,
+STEPBLEND_ROUTER_BREAKER_FAILURES,
 STEPBLEND_ROUTER_BREAKER_MIN_ACCOUNTS, STEPBLEND_ROUTER_BREAKER_COOLDOWN_S,
 STEPBLEND_ROUTER_STATS_REPLAY_S. A value that does not parse stops the router, naming
 the variable (ConfigError).
@@ -23,8 +24,10 @@ _CEILING = 10**7
 class RouterSettings(ServiceSettings):
     """STEPBLEND_* variables only the router reads."""
 
-    #: A catalog file replacing the packaged one (empty: the packaged one).
+    #: A catalog file extending the packaged one (`extends = false`: replacing it).
     catalog_file: str = ""
+    #: The operator's own vendors, whose names catalog rows may use.
+    vendors_file: str = ""
     router_breaker_failures: int = Field(BreakerConfig.consecutive_failures, ge=1, lt=_CEILING)
     router_breaker_min_accounts: int = Field(BreakerConfig.min_accounts, ge=1, lt=_CEILING)
     router_breaker_cooldown_s: float = Field(BreakerConfig.cooldown_s, gt=0, lt=_CEILING, allow_inf_nan=False)

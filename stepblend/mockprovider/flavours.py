@@ -22,6 +22,10 @@ mock process stands for every vendor.
     perplexity  every answer and chunk carries `citations` and `search_results`
               (the web sources of the answer); usage on the finish chunk, unasked
     local     vLLM / Ollama: as OpenAI
+    ollama    Ollama's OpenAI-compatible API (an operator's vendor in the tests):
+              `system_fingerprint: "fp_ollama"` on every answer and chunk; a model
+              not pulled (only `OLLAMA_PULLED` are) is a 404 "model ... not found,
+              try pulling it first"
 """
 
 from __future__ import annotations
@@ -57,9 +61,15 @@ class Flavour:
     # Top-level fields the vendor adds to every answer and chunk (OpenRouter's
     # `provider`, Perplexity's `citations` and `search_results`).
     answer_fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Ollama: the only models it has (any other is a 404).
+    pulled: frozenset[str] | None = None
 
     def refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """The vendor's error status and body for what it refuses, or None."""
+        model = body.get("model")
+        if self.pulled is not None and isinstance(model, str) and model not in self.pulled:
+            message = f'model "{model}" not found, try pulling it first'
+            return 404, {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
         if self.accepted_params is not None:
             extra = [key for key in body if key not in self.accepted_params]
             if extra:
@@ -108,6 +118,8 @@ PERPLEXITY_SOURCES = MappingProxyType(
         ],
     }
 )
+#: The models the mock's Ollama has pulled (`ollama pull llama3.2:3b`).
+OLLAMA_PULLED = frozenset({"llama3.2:3b", "qwen2.5:0.5b"})
 CEREBRAS_REFUSED = frozenset(
     {"frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"}
 )
@@ -124,4 +136,7 @@ FLAVOURS: dict[str, Flavour] = {
     "openrouter": Flavour("openrouter", answer_fields=MappingProxyType({"provider": "Mock Host"})),
     "perplexity": Flavour("perplexity", usage_on_finish=True, answer_fields=PERPLEXITY_SOURCES),
     "local": Flavour("local"),
+    "ollama": Flavour(
+        "ollama", answer_fields=MappingProxyType({"system_fingerprint": "fp_ollama"}), pulled=OLLAMA_PULLED
+    ),
 }
