@@ -34,7 +34,7 @@ def account_vendors() -> frozenset[str]:
     the providers service refuses a name it does not know."""
     import tomllib
 
-    from services.providers.vendors_file import PACKAGED_VENDORS
+    from services.common.vendors_file import PACKAGED_VENDORS
 
     with PACKAGED_VENDORS.open("rb") as f:
         rows = tomllib.load(f)["providers"]

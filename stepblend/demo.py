@@ -29,8 +29,8 @@ _ROW_START = "[[models]]"
 _PROVIDER_LINE = re.compile(r'^provider = "[^"]*"$', re.MULTILINE)
 
 
-def demo_catalog(catalog_text: str, models: tuple[str, ...] = DEMO_MODELS) -> str:
-    """`catalog_text` with a `demo` copy of each of `models`' rows appended.
+def demo_rows(catalog_text: str, models: tuple[str, ...] = DEMO_MODELS) -> str:
+    """A `demo` copy of each of `models`' rows in `catalog_text`, as TOML text.
 
     Works on the text, row by row (each starts at a `[[models]]` header), so the copy
     keeps every field of the original without a TOML writer. ValueError names a model
@@ -48,17 +48,19 @@ def demo_catalog(catalog_text: str, models: tuple[str, ...] = DEMO_MODELS) -> st
     if missing:
         raise ValueError(f"the catalog has no rows for the demo models {missing}")
     copies = [_ROW_START + _PROVIDER_LINE.sub('provider = "demo"', rows[model], count=1) for model in models]
-    return catalog_text.rstrip() + "\n\n# The demo provider's copies (stepblend/demo.py).\n" + "".join(copies)
+    return "# The demo provider's copies (stepblend/demo.py).\n" + "".join(copies)
 
 
 def write_demo_catalog(data_dir: Path, base: Path | None) -> Path:
-    """The demo catalog in the data dir, built on `base` (the operator's
-    STEPBLEND_CATALOG_FILE) or the packaged catalog."""
+    """The demo catalog in the data dir: the operator's STEPBLEND_CATALOG_FILE (`base`),
+    if any, and the demo copies, taken from the packaged rows and the operator's. Like
+    any catalog file it extends the packaged catalog (unless `base` says otherwise)."""
     from services.router.catalog import default_catalog_text
 
-    text = base.read_text("utf-8") if base else default_catalog_text()
+    operator = base.read_text("utf-8") if base else ""
+    copies = demo_rows(default_catalog_text() + "\n" + operator)
     path = data_dir / "demo-catalog.toml"
-    path.write_text(demo_catalog(text))
+    path.write_text(operator.rstrip() + "\n\n" + copies if operator.strip() else copies)
     return path
 
 

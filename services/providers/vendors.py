@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from services.providers.adapters import Adapter, make_adapter
-from services.providers.vendors_file import NAME, PACKAGED_VENDORS, read_vendors_file
+from services.common.vendors_file import NAME, PACKAGED_VENDORS, read_vendors_file
 
 VENDORS_FILE = PACKAGED_VENDORS
 

@@ -37,7 +37,7 @@ import grpc
 from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
 from services.common.tls import InternalTls
-from services.providers.vendors_file import operator_vendor_names
+from services.common.vendors_file import operator_vendor_names
 from services.router.breaker import BreakerConfig
 from services.router.catalog import KNOWN_PROVIDERS, Catalog, load_catalog
 from services.router.consumer import ConsumerOptions, StatsConsumer

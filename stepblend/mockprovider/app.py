@@ -1,6 +1,7 @@
 """The mock provider as a plain ASGI app: OpenAI's `POST {prefix}/chat/completions`,
 each OpenAI-compatible vendor's variant at `POST /<vendor>/v1/chat/completions`
-(groq, deepseek, mistral, together, xai, local — see `flavours`), Anthropic's
+(groq, deepseek, mistral, together, xai, fireworks, cerebras, openrouter, perplexity,
+ollama, local — see `flavours`), Anthropic's
 `POST /v1/messages`, Gemini's `POST /v1beta/models/{model}:generateContent` and
 `:streamGenerateContent?alt=sse`, OpenAI's embeddings at `POST {prefix}/embeddings`
 and `POST /<vendor>/v1/embeddings` (embeddings.py), and a small control API for tests.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.providers.vendors_file import VendorsFileError
+from services.common.vendors_file import VendorsFileError
 from services.router.catalog import CatalogError, load_catalog
 from services.router.main import RouterOptions, catalog_from_env
 from services.router.routing import Decision, Refusal, RouteRequest, route

@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ["NAME", "PACKAGED_VENDORS", "VendorsFileError", "operator_vendor_names", "read_vendors_file"]
 
-PACKAGED_VENDORS = Path(__file__).with_name("vendors.toml")
+PACKAGED_VENDORS = Path(__file__).parents[1] / "providers" / "vendors.toml"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _KEYS = frozenset({"wire_format", "base_url", "quirks", "operator_only"})
 
