@@ -18,8 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from services.providers.adapters import Adapter, make_adapter
 from services.common.vendors_file import NAME, PACKAGED_VENDORS, read_vendors_file
+from services.providers.adapters import Adapter, make_adapter
 
 VENDORS_FILE = PACKAGED_VENDORS
 

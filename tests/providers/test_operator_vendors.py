@@ -24,6 +24,7 @@ import pytest
 
 from services.common import grpcio
 from services.common.config import Settings
+from services.common.vendors_file import VendorsFileError, operator_vendor_names
 from services.providers.executor import Executor
 from services.providers.main import serve
 from services.providers.settings import ProvidersSettings
@@ -31,7 +32,6 @@ from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vault import new_kek
 from services.providers.vendors import load_vendors
-from services.common.vendors_file import VendorsFileError, operator_vendor_names
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
 from tests.providers.conftest import MemoryKeys, Mock, candidate
 from tests.support.procs import NatsServer
