@@ -16,21 +16,25 @@ import secrets
 from pathlib import Path
 
 DEMO_EMAIL = "demo@stepblend.local"
-#: Packaged catalog rows the demo provider also serves: cheap and dear, three families.
+#: Packaged catalog rows the demo provider also serves: cheap and dear, four families,
+#: each on the demo vendor speaking its family's wire format (the one mock answers all).
 DEMO_MODELS = (
-    "gpt-4o-mini",
-    "gpt-4o",
-    "gpt-5-mini",
-    "claude-haiku-4-5-20251001",
-    "claude-sonnet-4-5-20250929",
-    "llama-3.3-70b",
+    ("gpt-4o-mini", "demo"),
+    ("gpt-4o", "demo"),
+    ("gpt-5-mini", "demo"),
+    ("claude-haiku-4-5-20251001", "demo_anthropic"),
+    ("claude-sonnet-4-5-20250929", "demo_anthropic"),
+    ("gemini-2.5-flash", "demo_gemini"),
+    ("llama-3.3-70b", "demo"),
 )
+#: The demo's vendors (services/providers/vendors.toml), each connected for the demo account.
+DEMO_VENDORS = ("demo", "demo_anthropic", "demo_gemini")
 _ROW_START = "[[models]]"
 _PROVIDER_LINE = re.compile(r'^provider = "[^"]*"$', re.MULTILINE)
 
 
-def demo_rows(catalog_text: str, models: tuple[str, ...] = DEMO_MODELS) -> str:
-    """A `demo` copy of each of `models`' rows in `catalog_text`, as TOML text.
+def demo_rows(catalog_text: str, models: tuple[tuple[str, str], ...] = DEMO_MODELS) -> str:
+    """A copy of each of `models`' rows in `catalog_text` on its demo vendor, as TOML text.
 
     Works on the text, row by row (each starts at a `[[models]]` header), so the copy
     keeps every field of the original without a TOML writer. ValueError names a model
@@ -44,10 +48,12 @@ def demo_rows(catalog_text: str, models: tuple[str, ...] = DEMO_MODELS) -> str:
         if found:
             # An id several hosts serve: the first host's row (llama-3.3-70b: Groq's).
             rows.setdefault(found.group(1), block)
-    missing = [model for model in models if model not in rows]
+    missing = [model for model, _vendor in models if model not in rows]
     if missing:
         raise ValueError(f"the catalog has no rows for the demo models {missing}")
-    copies = [_ROW_START + _PROVIDER_LINE.sub('provider = "demo"', rows[model], count=1) for model in models]
+    copies = [
+        _ROW_START + _PROVIDER_LINE.sub(f'provider = "{vendor}"', rows[model], count=1) for model, vendor in models
+    ]
     return "# The demo provider's copies (stepblend/demo.py).\n" + "".join(copies)
 
 
@@ -89,5 +95,6 @@ def demo_account(data_dir: Path) -> tuple[str, str]:
         account_id = control.account_id(DEMO_EMAIL)
         password = password_file.read_text().strip() if password_file.exists() else ""
     # The mock checks no key; a random one keeps the vault's rules (and masks) real.
-    control.set_key(account_id, "demo", "sk-demo-" + os.urandom(12).hex())
+    for vendor in DEMO_VENDORS:
+        control.set_key(account_id, vendor, "sk-demo-" + os.urandom(12).hex())
     return control.token(account_id), password

@@ -175,6 +175,9 @@ class Supervisor:
             wait_tcp(mock_port, proc, "demo provider")
             # Its own vendor (stepblend/demo.py): OpenAI's base URL stays OpenAI's.
             env["STEPBLEND_DEMO_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
+            # The same mock speaks Anthropic's and Gemini's wire formats at its root.
+            env["STEPBLEND_DEMO_ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{mock_port}"
+            env["STEPBLEND_DEMO_GEMINI_BASE_URL"] = f"http://127.0.0.1:{mock_port}"
             addresses["demo_provider"] = env["STEPBLEND_DEMO_BASE_URL"]
             operator_catalog = os.environ.get("STEPBLEND_CATALOG_FILE", "").strip()
             catalog = write_demo_catalog(self.data_dir, Path(operator_catalog) if operator_catalog else None)

@@ -49,6 +49,7 @@ KNOWN_PROVIDERS = frozenset(
     {
         *("openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "demo"),
         *("fireworks", "cerebras", "openrouter", "perplexity"),
+        *("demo_anthropic", "demo_gemini"),
     }
 )
 

@@ -82,6 +82,24 @@ def test_the_demo_account_is_answered_by_the_demo_provider(demo: tuple[System, l
     assert not [r for r in system.mock_requests() if r["path"] == "/openai/v1/chat/completions"]
 
 
+def test_the_demo_shows_anthropic_and_gemini_shaped_providers(demo: tuple[System, list[str]]) -> None:
+    system, lines = demo
+    token = lines[line_index(lines, "Demo account token") + 1]
+    services = json.loads((system.data_dir / "services.json").read_text())
+    demo_mock = services["demo_provider"].removesuffix("/v1")
+    for model, provider, path in [
+        ("claude-haiku-4-5-20251001", "demo_anthropic", "/v1/messages"),
+        ("gemini-2.5-flash", "demo_gemini", "/v1beta/models/gemini-2.5-flash:generateContent"),
+    ]:
+        answer = chat(system, token, model)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stepblend"]["provider"] == provider
+        assert answer.json()["choices"][0]["message"]["content"]
+        # Translated to that provider's own wire format, at the demo's one mock.
+        seen = httpx.get(f"{demo_mock}/_mock/requests").json()
+        assert seen[-1]["path"] == path
+
+
 def test_another_accounts_openai_key_still_goes_to_openai(demo: tuple[System, list[str]]) -> None:
     system, _ = demo
     email = f"user-{uuid.uuid4().hex[:12]}@example.com"
