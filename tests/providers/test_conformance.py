@@ -60,6 +60,9 @@ ROWS = [
     Row("demo", "gpt-4o-mini", "/v1"),
     Row("anthropic", "claude-3-5-haiku-20241022", "", json_schema=False),
     Row("gemini", "gemini-2.5-flash", ""),
+    # The demo's Anthropic- and Gemini-shaped vendors: the same adapters at the mock's root.
+    Row("demo_anthropic", "claude-3-5-haiku-20241022", "", json_schema=False),
+    Row("demo_gemini", "gemini-2.5-flash", ""),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 TOOLS = [
@@ -84,7 +87,7 @@ TIMEOUTS = Timeouts(connect=2.0, read=2.0, total=20.0, first_token=0.5)
 rows = pytest.mark.parametrize("row", ROWS, ids=[row.provider for row in ROWS])
 # Gemini answers an invalid key with a 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not
 # a 401: outcomes.http_failure reads the reason, so it is provider_key_invalid too.
-REJECTED_STATUS = {"gemini": 400}
+REJECTED_STATUS = {"gemini": 400, "demo_gemini": 400}
 
 
 def key_of(provider: str) -> str:

@@ -35,7 +35,7 @@ def test_shipped_table_loads_with_the_real_endpoints() -> None:
     assert vendors["anthropic"].wire_format == "anthropic"
     # The operator's endpoints have no default: only STEPBLEND_<NAME>_BASE_URL gives one,
     # and only the operator connects them for an account.
-    operators = {"local", "demo"}
+    operators = {"local", "demo", "demo_anthropic", "demo_gemini"}
     assert not any(vendors[name].configured for name in operators)
     assert {name for name, v in vendors.items() if v.operator_only} == operators
     assert all(v.configured for name, v in vendors.items() if name not in operators)
