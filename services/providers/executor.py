@@ -61,7 +61,7 @@ from services.providers.adapters import (
     parse_body,
 )
 from services.providers.adapters.sse import SseDecoder
-from services.providers.call import Call, completion_id_for, native_body, speaker
+from services.providers.call import Call, completion_id_for, for_account, native_body, speaker
 from services.providers.genai import AttemptTelemetry, GenAiTelemetry
 from services.providers.outcomes import (
     Failed,
@@ -202,6 +202,7 @@ class Executor:
             raise Failed(Outcome.PROVIDER_KEY_INVALID, detail="the stored key does not decrypt") from None
         if api_key is None:
             raise Failed(Outcome.PROVIDER_NOT_CONNECTED, detail=f"no {candidate.provider} key connected")
+        vendor, candidate, api_key = for_account(vendor, candidate, api_key)
         adapter, sent = speaker(vendor, request, body, native)
         upstream = adapter.build_request(sent, candidate, request.stream)
         observed.prepared(vendor.base_url)

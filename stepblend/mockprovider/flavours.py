@@ -22,6 +22,8 @@ mock process stands for every vendor.
     perplexity  every answer and chunk carries `citations` and `search_results`
               (the web sources of the answer); usage on the finish chunk, unasked
     local     vLLM / Ollama: as OpenAI
+    azure     Azure OpenAI past its edges (azure.py): every answer and chunk
+              carries the content filter's `prompt_filter_results`
 """
 
 from __future__ import annotations
@@ -112,6 +114,16 @@ CEREBRAS_REFUSED = frozenset(
     {"frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"}
 )
 
+#: Azure's report on the prompt, as its answers carry it (learn.microsoft.com/azure/ai-services/openai/concepts/content-filter).
+AZURE_PROMPT_FILTER = [
+    {
+        "prompt_index": 0,
+        "content_filter_results": {
+            name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")
+        },
+    }
+]
+
 FLAVOURS: dict[str, Flavour] = {
     "openai": Flavour("openai"),
     "groq": Flavour("groq", refused_params=frozenset({"logprobs", "top_logprobs", "logit_bias"}), max_n=1, x_groq=True),
@@ -124,4 +136,5 @@ FLAVOURS: dict[str, Flavour] = {
     "openrouter": Flavour("openrouter", answer_fields=MappingProxyType({"provider": "Mock Host"})),
     "perplexity": Flavour("perplexity", usage_on_finish=True, answer_fields=PERPLEXITY_SOURCES),
     "local": Flavour("local"),
+    "azure": Flavour("azure", answer_fields=MappingProxyType({"prompt_filter_results": AZURE_PROMPT_FILTER})),
 }
