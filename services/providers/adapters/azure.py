@@ -24,8 +24,14 @@ from urllib.parse import quote
 
 import orjson
 
-from services.providers.adapters import openai_compatible as openai
 from services.providers.adapters.base import ProviderError, TokenUsage, UpstreamRequest, load_object
+from services.providers.adapters.openai_compatible import (
+    ChunkTranslator,
+    build_request,
+    error_details,
+    parse_completion,
+)
+from services.providers.adapters.openai_compatible import Quirks as OpenAIQuirks
 from services.providers.adapters.sse import SseEvent
 from stepblend.v1 import router_pb2
 
@@ -37,7 +43,7 @@ _CHOICE_FIELDS = ("content_filter_results", "content_filter_result")
 @dataclass(frozen=True)
 class Quirks:
     api_version: str = DEFAULT_API_VERSION
-    openai: openai.Quirks = field(default_factory=openai.Quirks)
+    openai: OpenAIQuirks = field(default_factory=OpenAIQuirks)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Quirks:
@@ -45,7 +51,7 @@ class Quirks:
         version = rest.pop("api_version", DEFAULT_API_VERSION)
         if not isinstance(version, str) or not version:
             raise TypeError("quirk api_version must be a string")
-        return cls(version, openai.Quirks.parse(rest))
+        return cls(version, OpenAIQuirks.parse(rest))
 
 
 def path(deployment: str, api_version: str) -> str:
@@ -72,7 +78,7 @@ def without_filter_reports(obj: dict[str, Any]) -> dict[str, Any]:
 class _Chunks:
     """OpenAI's chunk translator, fed Azure's chunks without their filter reports."""
 
-    def __init__(self, inner: openai.ChunkTranslator) -> None:
+    def __init__(self, inner: ChunkTranslator) -> None:
         self._inner = inner
 
     @property
@@ -104,7 +110,7 @@ class Azure:
         return Azure(Quirks(api_version, self.quirks.openai))
 
     def build_request(self, body: dict[str, Any], candidate: router_pb2.Candidate, stream: bool) -> UpstreamRequest:
-        built = openai.build_request(body, candidate, stream, self.quirks.openai)
+        built = build_request(body, candidate, stream, self.quirks.openai)
         return UpstreamRequest(path(candidate.upstream_model, self.quirks.api_version), built.content)
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
@@ -114,18 +120,18 @@ class Azure:
         self, data: bytes, completion_id: str, model: str, *, created: int = 0
     ) -> tuple[bytes, TokenUsage | None]:
         obj = without_filter_reports(load_object(data))
-        return openai.parse_completion(orjson.dumps(obj), completion_id, model, created=created)
+        return parse_completion(orjson.dumps(obj), completion_id, model, created=created)
 
     def stream_translator(
         self, completion_id: str, model: str, *, created: int = 0, include_usage: bool = False
     ) -> _Chunks:
-        inner = openai.ChunkTranslator(
+        inner = ChunkTranslator(
             completion_id, model, created=created, include_usage=include_usage, quirks=self.quirks.openai
         )
         return _Chunks(inner)
 
     def error_details(self, data: bytes) -> ProviderError:
-        said = openai.error_details(data)
+        said = error_details(data)
         if said.code == "content_filter":
             # OpenAI's words for it; Azure's innererror (which category, what severity) stays out.
             return ProviderError(said.message, said.param or "prompt", "content_filter", "invalid_request_error")
