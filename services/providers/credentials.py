@@ -131,7 +131,7 @@ class KeyFields:
             raise KeyFieldError("api_key", f"this provider takes an object with {', '.join(self.names)}")
         for name in obj:
             if name not in self.names:
-                raise KeyFieldError(str(name), f"unknown field (this provider takes {', '.join(self.names)})")
+                raise KeyFieldError(str(name)[:64], f"unknown field (this provider takes {', '.join(self.names)})")
         clean: dict[str, Any] = {}
         for spec in self.specs:
             if spec.name not in obj or obj[spec.name] is None:

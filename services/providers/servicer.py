@@ -99,7 +99,7 @@ def _plain_key(provider: str, text: str) -> str:
         if isinstance(obj, dict):
             for name in obj:
                 if name != "api_key":
-                    raise KeyFieldError(str(name), f"unknown field ({provider} takes only api_key)")
+                    raise KeyFieldError(str(name)[:64], f"unknown field ({provider} takes only api_key)")
             value = obj.get("api_key")
             text = value.strip() if isinstance(value, str) else ""
     if not text:
