@@ -6,6 +6,7 @@ and Azure's content filter in OpenAI's shapes."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,19 @@ def test_a_streamed_chunk_the_filter_cut_is_openais_content_filter_finish() -> N
     [chunk] = translator.feed(SseEvent(orjson.dumps(cut)))
     assert orjson.loads(chunk)["choices"] == [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]
     assert translator.complete
+
+
+async def test_the_operators_proxy_carries_the_call_to_an_accounts_endpoint(
+    client: aiohttp.ClientSession, vault: KeyVault, mock: Mock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    events = await run(executor(client, vault, mock), GPT_4O)
+    # The proxy (nothing listens there) is what the executor tried, not the endpoint.
+    assert attempts(events) == [("azure", "gpt-4o", "connect_error")]
+    assert await mock.requests() == []
