@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     key_set = keys.add_parser("set", help="connect a provider key for an account")
     key_set.add_argument("email")
     key_set.add_argument("provider")
-    key_set.add_argument("api_key", help="the key, or - to read it from standard input (out of ps and shell history)")
+    key_set.add_argument(
+        "api_key",
+        help="the key, or - to read it from standard input (out of ps and shell history); for azure, "
+        'the JSON object {"api_key", "endpoint", "deployments"}',
+    )
     key_list = keys.add_parser("list", help="list an account's connected providers, keys masked")
     key_list.add_argument("email")
     key_delete = keys.add_parser("delete", help="disconnect a provider key from an account")
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "token":
             print(control.token(control.account_id(args.email)))
         elif args.command == "keys" and args.action == "set":
-            api_key = sys.stdin.readline().strip() if args.api_key == "-" else args.api_key
+            # All of standard input: a multi-field key (azure) is a JSON object, maybe over several lines.
+            api_key = sys.stdin.read().strip() if args.api_key == "-" else args.api_key
             if not api_key:
                 raise SystemExit("stepblend: no key given (with -, the key is read from standard input)")
             print(control.set_key(control.account_id(args.email), args.provider, api_key))

@@ -136,15 +136,16 @@ class Control:
                 metadata=self._metadata,
                 timeout=TIMEOUT_S,
             )
-        return str(response.masked_key)
+        # A multi-field key (azure) shows each field, the secret ones masked.
+        return str(response.fields_json or response.masked_key)
 
     def list_keys(self, account_id: str) -> list[tuple[str, str]]:
-        """(provider, masked key) for each connected provider."""
+        """(provider, masked key, or the masked fields of a multi-field key) for each connected provider."""
         with self._channel(self.providers_addr) as channel:
             response = providers_pb2_grpc.KeysStub(channel).List(
                 providers_pb2.ListKeysRequest(account_id=account_id), metadata=self._metadata, timeout=TIMEOUT_S
             )
-        return [(key.provider, key.masked_key) for key in response.keys]
+        return [(key.provider, key.fields_json or key.masked_key) for key in response.keys]
 
     def create_api_key(self, account_id: str, name: str, limits: billing_pb2.ApiKeyLimits) -> tuple[str, str]:
         """A new API key of the account (SPEC.md §7): (its id, the key, shown this once)."""

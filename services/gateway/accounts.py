@@ -6,11 +6,13 @@ them and only ever sees the masked form coming back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import grpc
+import orjson
 
 from stepblend.v1 import billing_pb2, billing_pb2_grpc, providers_pb2, providers_pb2_grpc
 
@@ -22,6 +24,8 @@ from .errors import ApiError, invalid, unauthenticated
 from .rpc import Metadata, ServiceFailed, call
 
 _TIMEOUT_S = 5.0
+# The providers service names the field a key fails on first: `endpoint: must be ...`.
+_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63}): ")
 
 
 async def load_status(billing: billing_pb2_grpc.BillingStub, metadata: Metadata, account_id: str) -> AccountStatus:
@@ -146,10 +150,22 @@ async def list_keys(deps: Deps, account_id: str) -> dict[str, Any]:
     )
     return {
         "object": "list",
-        "data": [
-            {"provider": k.provider, "masked_key": k.masked_key, "updated_at": k.updated_at} for k in response.keys
-        ],
+        "data": [_shown(k.provider, k.masked_key, k.fields_json, updated_at=k.updated_at) for k in response.keys],
     }
+
+
+def _shown(provider: str, masked_key: str, fields_json: str, **more: Any) -> dict[str, Any]:
+    """A connected key as its owner sees it; a multi-field one also with `fields`
+    (secret ones masked, the endpoint and deployments as stored)."""
+    shown: dict[str, Any] = {"provider": provider, "masked_key": masked_key, **more}
+    if fields_json:
+        shown["fields"] = orjson.loads(fields_json)
+    return shown
+
+
+def _key_refused(details: str) -> ApiError:
+    field = _FIELD.match(details)
+    return invalid(details or "Invalid provider key.", field.group(1) if field else "provider")
 
 
 async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> dict[str, Any]:
@@ -160,7 +176,7 @@ async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> d
         timeout_s=_TIMEOUT_S,
         metadata=deps.metadata,
         errors={
-            grpc.StatusCode.INVALID_ARGUMENT: lambda details: invalid(details or "Invalid provider key.", "provider"),
+            grpc.StatusCode.INVALID_ARGUMENT: _key_refused,
             # An endpoint the operator runs (the demo provider, a self-hosted server).
             grpc.StatusCode.PERMISSION_DENIED: lambda details: ApiError(
                 403,
@@ -173,7 +189,7 @@ async def put_key(deps: Deps, account_id: str, provider: str, api_key: str) -> d
         },
     )
     deps.connected.drop(account_id)
-    return {"provider": provider, "masked_key": response.masked_key}
+    return _shown(provider, response.masked_key, response.fields_json)
 
 
 async def delete_key(deps: Deps, account_id: str, provider: str) -> dict[str, Any]:

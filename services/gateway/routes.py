@@ -204,7 +204,7 @@ async def list_keys(request: Request) -> dict[str, Any]:
 async def put_key(provider: str, body: PutKeyBody, request: Request) -> dict[str, Any]:
     deps = _deps(request)
     account_id = await accounts.authenticate_session(deps, _credential(request), "connect provider keys")
-    return await accounts.put_key(deps, account_id, provider, body.api_key)
+    return await accounts.put_key(deps, account_id, provider, body.secret())
 
 
 @router.delete("/account/keys/{provider}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -115,8 +116,20 @@ class ChatRequest(BaseModel):
 
 
 class PutKeyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    api_key: Annotated[str, StringConstraints(min_length=1, max_length=4096, strip_whitespace=True)]
+    """`{"api_key": ...}`, or for a provider whose keys have several fields (azure) their
+    object (SPEC.md §11): the providers service, which knows each vendor's fields,
+    validates it (the fields are not this edge's to know)."""
+
+    model_config = ConfigDict(extra="allow")
+    api_key: Annotated[str, StringConstraints(max_length=4096, strip_whitespace=True)] | None = None
+
+    def secret(self) -> str:
+        """What the vault is sent: the bare key, or the JSON object of the fields."""
+        extra = self.model_extra or {}
+        if not extra and self.api_key is not None:
+            return self.api_key
+        fields = {**({} if self.api_key is None else {"api_key": self.api_key}), **extra}
+        return orjson.dumps(fields).decode()
 
 
 class Credentials(BaseModel):

@@ -9,6 +9,7 @@ or Gemini's (adapters/gemini_embeddings).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,13 @@ from services.providers.adapters.gemini import Gemini
 from services.providers.adapters.gemini_embeddings import GeminiEmbeddings
 from services.providers.adapters.openai_compatible import OpenAICompatible
 from services.providers.adapters.openai_embeddings import EMBEDDINGS_DIALECT, OpenAIEmbeddings
+from services.providers.credentials import NoDeployment
 from services.providers.genai import AttemptTelemetry
-from services.providers.outcomes import attempt
+from services.providers.outcomes import Failed, attempt
 from services.providers.vendors import Vendor
 from stepblend.v1 import providers_pb2, router_pb2
 
-__all__ = ["Call", "completion_id_for", "native_body", "speaker"]
+__all__ = ["Call", "completion_id_for", "for_account", "native_body", "speaker"]
 
 
 def completion_id_for(request_id: str) -> str:
@@ -60,6 +62,24 @@ def speaker(
     if native is not None and isinstance(vendor.adapter, Anthropic):
         return NativeAnthropic(vendor.adapter, dict(request.native_headers)), native
     return vendor.adapter, body
+
+
+def for_account(
+    vendor: Vendor, candidate: router_pb2.Candidate, secret: SecretStr
+) -> tuple[Vendor, router_pb2.Candidate, SecretStr]:
+    """For a vendor whose keys have several fields (Azure): the vendor on the account's
+    endpoint, the candidate on the account's deployment of its model, and the key;
+    `provider_not_connected` (the walk goes on) when the key maps no deployment to it."""
+    if vendor.fields is None:
+        return vendor, candidate, secret
+    try:
+        bound = vendor.fields.bind(secret, candidate.model)
+    except NoDeployment as exc:
+        raise Failed(Outcome.PROVIDER_NOT_CONNECTED, detail=str(exc)) from None
+    on_deployment = router_pb2.Candidate()
+    on_deployment.CopyFrom(candidate)
+    on_deployment.upstream_model = bound.deployment
+    return dataclasses.replace(vendor, base_url=bound.base_url or vendor.base_url), on_deployment, bound.api_key
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -61,7 +62,7 @@ from services.providers.adapters import (
     parse_body,
 )
 from services.providers.adapters.sse import SseDecoder
-from services.providers.call import Call, completion_id_for, native_body, speaker
+from services.providers.call import Call, completion_id_for, for_account, native_body, speaker
 from services.providers.genai import AttemptTelemetry, GenAiTelemetry
 from services.providers.outcomes import (
     Failed,
@@ -103,7 +104,9 @@ class Executor:
         self._clock = clock
         self._genai = genai or GenAiTelemetry.off()
         self._max_attempts = max_attempts
-        self._proxies = {name: environment_proxy(v.base_url) for name, v in vendors.items() if v.configured}
+        self._proxies = {name: environment_proxy(v.base_url) for name, v in vendors.items() if v.base_url}
+        # An account's own endpoint (Azure's): its proxy looked up once per endpoint.
+        self._endpoint_proxy = functools.lru_cache(maxsize=4096)(environment_proxy)
 
     async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
         """The events of one request, in the order and the batches the module
@@ -202,6 +205,7 @@ class Executor:
             raise Failed(Outcome.PROVIDER_KEY_INVALID, detail="the stored key does not decrypt") from None
         if api_key is None:
             raise Failed(Outcome.PROVIDER_NOT_CONNECTED, detail=f"no {candidate.provider} key connected")
+        vendor, candidate, api_key = for_account(vendor, candidate, api_key)
         adapter, sent = speaker(vendor, request, body, native)
         upstream = adapter.build_request(sent, candidate, request.stream)
         observed.prepared(vendor.base_url)
@@ -217,7 +221,7 @@ class Executor:
                         call.vendor.url(call.upstream.path),
                         data=call.upstream.content,
                         headers=call.headers(stream),
-                        proxy=self._proxies.get(call.vendor.name),
+                        proxy=self._proxy(call.vendor),
                         allow_redirects=False,
                     )
         except aiohttp.ConnectionTimeoutError:
@@ -229,6 +233,11 @@ class Executor:
             raise Failed(Outcome.CONNECT_ERROR, detail=f"could not connect to {host}") from None
         except aiohttp.ClientError as exc:
             raise Failed(Outcome.PROVIDER_ERROR, detail=f"the request failed ({type(exc).__name__})") from None
+
+    def _proxy(self, vendor: Vendor) -> str | None:
+        if vendor.fields is not None and vendor.fields.has_endpoint:
+            return self._endpoint_proxy(vendor.base_url)
+        return self._proxies.get(vendor.name)
 
     async def _refusal(self, call: Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
         said = call.adapter.error_details(await read_some(response, deadline))

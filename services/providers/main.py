@@ -56,7 +56,7 @@ async def serve(
     kek = parse_kek(settings.key_encryption_key)
     previous_keks = own.previous_keks()
     timeouts = timeouts or own.timeouts()
-    vendors = load_vendors(settings.provider_base_urls, operator_file=own.operator_vendors())
+    vendors = own.configure(load_vendors(settings.provider_base_urls, operator_file=own.operator_vendors()))
     engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
     vault = KeyVault(engine, kek, previous=previous_keks)
     client = None
@@ -101,6 +101,7 @@ async def serve(
                 usable,
                 on_change=keys.drop,
                 operator_only=frozenset(name for name, vendor in vendors.items() if vendor.operator_only),
+                fields={name: vendor.fields for name, vendor in vendors.items() if vendor.fields is not None},
             ),
             server,
         )

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 import grpc
+import orjson
 from nats.js import JetStreamContext
 
 from services.common import events, telemetry
+from services.providers.credentials import KeyFieldError, KeyFields
 from services.providers.executor import Executor
 from services.providers.outcomes import error
 from services.providers.timeouts import Timeouts
@@ -87,6 +89,30 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
         return max(0.0, min(self._deadline_s, remaining - _CALLER_MARGIN_S))
 
 
+def _plain_key(provider: str, text: str) -> str:
+    """The key of a one-field provider, sent bare or as `{"api_key": ...}`; `KeyFieldError`."""
+    if text.startswith("{"):
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            for name in obj:
+                if name != "api_key":
+                    raise KeyFieldError(str(name)[:64], f"unknown field ({provider} takes only api_key)")
+            value = obj.get("api_key")
+            text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        raise KeyFieldError("api_key", "is empty")
+    if len(text) > _MAX_KEY_CHARS or any(c.isspace() for c in text):
+        raise KeyFieldError("api_key", "is not a valid API key")
+    return text
+
+
+def _json(obj: object) -> str:
+    return orjson.dumps(obj).decode()
+
+
 def _deadline_passed(budget: float) -> providers_pb2.ExecuteEvents:
     message = f"The request did not finish within its {budget:.3g}s deadline."
     return providers_pb2.ExecuteEvents(events=[error(providers_pb2.ERROR_KIND_TIMEOUT, "timeout", message)])
@@ -104,7 +130,9 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
     can be stored before STEPBLEND_LOCAL_BASE_URL is set, but is not routed to.
     `operator_only` vendors take a key only through `PutOperatorKey`, which only the
     operator's token may call (grpcio.OPERATOR_METHODS), so no account connects itself
-    to an endpoint the operator runs."""
+    to an endpoint the operator runs. A vendor in `fields` takes a key of several
+    fields (`credentials`): `api_key` carries their JSON object, validated here, and
+    the answer shows it masked."""
 
     def __init__(
         self,
@@ -114,8 +142,10 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         usable: Collection[str] | None = None,
         on_change: Callable[[str, str], None] | None = None,
         operator_only: Collection[str] = (),
+        fields: Mapping[str, KeyFields] | None = None,
     ) -> None:
         self._vault = vault
+        self._fields = fields or {}
         self._operator_only = frozenset(operator_only)
         self._on_change = on_change
         self._providers = providers
@@ -141,15 +171,22 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"Provider '{provider}' is connected by the operator only (stepblend keys set EMAIL {provider} -).",
             )
-        api_key = request.api_key.strip()
-        if not api_key:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_key is empty")
-        if len(api_key) > _MAX_KEY_CHARS or any(c.isspace() for c in api_key):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_key is not a valid API key")
-        stored = await asyncio.to_thread(self._vault.put, account_id, provider, api_key)
+        text = request.api_key.strip()
+        fields = self._fields.get(provider)
+        try:
+            if fields is not None:
+                secret = fields.check(text)
+                shown = fields.shown(secret)
+                stored = await asyncio.to_thread(
+                    self._vault.put, account_id, provider, secret, masked=shown["api_key"], shown=_json(shown)
+                )
+            else:
+                stored = await asyncio.to_thread(self._vault.put, account_id, provider, _plain_key(provider, text))
+        except KeyFieldError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._changed(account_id, provider)
         await self._publish(account_id, provider)
-        return providers_pb2.PutKeyResponse(masked_key=stored.masked)
+        return providers_pb2.PutKeyResponse(masked_key=stored.masked, fields_json=stored.shown)
 
     async def Delete(
         self, request: providers_pb2.DeleteKeyRequest, context: grpc.aio.ServicerContext
@@ -168,7 +205,9 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
         keys = await asyncio.to_thread(self._vault.list_keys, account_id)
         return providers_pb2.ListKeysResponse(
             keys=[
-                providers_pb2.ProviderKey(provider=k.provider, masked_key=k.masked, updated_at=k.updated_at)
+                providers_pb2.ProviderKey(
+                    provider=k.provider, masked_key=k.masked, updated_at=k.updated_at, fields_json=k.shown
+                )
                 for k in keys
             ]
         )

@@ -7,7 +7,9 @@ associated data: a sealed key copied to another account's or provider's row fail
 to open instead of serving the wrong account. Only `open` opens one, and what it
 returns is a `SecretStr` (its repr, str and any log line show `**********`), revealed
 only where a request's headers are built and a provider's text is scrubbed of it;
-the masked form (`sk-…abcd`) is computed once, at `put`.
+the masked form (`sk-…abcd`) is computed once, at `put`. A key of several fields
+(Azure's, see `credentials`) is sealed as one JSON object; beside it, `shown` keeps
+what listing it shows (secret fields masked, the endpoint and deployments as they are).
 
 Each row also stores the id of the key-encryption key that sealed it (`kek_id`, a
 keyed hash of it: it says nothing about the key). That lets the encryption key be
@@ -38,7 +40,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, Text, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -60,6 +62,8 @@ class ProviderKeyRow(SQLModel, table=True):
     updated_at: int
     # kek_id() of the key-encryption key that sealed it; "" for rows older than ids
     kek_id: str = Field(default="", max_length=32)
+    # A multi-field key as listing shows it (JSON, secrets masked); "" for a plain key.
+    shown: str = Field(default="", sa_type=Text)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class StoredKey:
     provider: str
     masked: str
     updated_at: int
+    shown: str = ""
 
 
 class KeyDecryptionError(Exception):
@@ -135,22 +140,26 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+_ADDED_COLUMNS = {"kek_id": "VARCHAR(32) NOT NULL DEFAULT ''", "shown": "TEXT NOT NULL DEFAULT ''"}
+
+
 def create_tables(engine: Engine) -> None:
-    """The vault's table, and the `kek_id` column on a table made before it existed."""
+    """The vault's table, and the columns added since (`kek_id`, `shown`) on a table made before them."""
     SQLModel.metadata.create_all(engine, tables=[ProviderKeyRow.__table__])  # type: ignore[attr-defined]
-    if _has_kek_id(engine):
-        return
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE provider_keys ADD COLUMN kek_id VARCHAR(32) NOT NULL DEFAULT ''"))
-    except DBAPIError:
-        # Another replica starting at the same moment may have added it first.
-        if not _has_kek_id(engine):
-            raise
+    for column, definition in _ADDED_COLUMNS.items():
+        if _has_column(engine, column):
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE provider_keys ADD COLUMN {column} {definition}"))
+        except DBAPIError:
+            # Another replica starting at the same moment may have added it first.
+            if not _has_column(engine, column):
+                raise
 
 
-def _has_kek_id(engine: Engine) -> bool:
-    return "kek_id" in {column["name"] for column in inspect(engine).get_columns("provider_keys")}
+def _has_column(engine: Engine, name: str) -> bool:
+    return name in {column["name"] for column in inspect(engine).get_columns("provider_keys")}
 
 
 class KeyVault:
@@ -172,15 +181,19 @@ class KeyVault:
     def create_tables(self) -> None:
         create_tables(self._engine)
 
-    def put(self, account_id: str, provider: str, api_key: str) -> StoredKey:
-        """Store (or replace) the account's key for `provider`, under the current key."""
+    def put(
+        self, account_id: str, provider: str, api_key: str, *, masked: str | None = None, shown: str = ""
+    ) -> StoredKey:
+        """Store (or replace) the account's key for `provider`, under the current key;
+        a multi-field key comes with its `masked` key and `shown` view."""
         row = ProviderKeyRow(
             account_id=account_id,
             provider=provider,
             sealed=seal(self._kek, account_id, provider, api_key),
-            masked=mask(api_key),
+            masked=mask(api_key) if masked is None else masked,
             updated_at=int(self._clock()),
             kek_id=self._kek_id,
+            shown=shown,
         )
         for attempt in range(2):
             try:
@@ -192,7 +205,7 @@ class KeyVault:
                 # Two puts raced to insert the same row; the second try updates it.
                 if attempt:
                     raise
-        return StoredKey(provider, row.masked, row.updated_at)
+        return StoredKey(provider, row.masked, row.updated_at, row.shown)
 
     def delete(self, account_id: str, provider: str) -> bool:
         with Session(self._engine) as session:
@@ -209,7 +222,7 @@ class KeyVault:
             rows = session.exec(
                 select(ProviderKeyRow).where(ProviderKeyRow.account_id == account_id).order_by(ProviderKeyRow.provider)
             ).all()
-            return [StoredKey(row.provider, row.masked, row.updated_at) for row in rows]
+            return [StoredKey(row.provider, row.masked, row.updated_at, row.shown) for row in rows]
 
     def connected(self, account_id: str) -> list[str]:
         with Session(self._engine) as session:

@@ -20,6 +20,7 @@ from typing import Any
 
 from services.common.vendors_file import NAME, PACKAGED_VENDORS, read_vendors_file
 from services.providers.adapters import Adapter, make_adapter
+from services.providers.credentials import KeyFields
 
 VENDORS_FILE = PACKAGED_VENDORS
 
@@ -31,11 +32,13 @@ class Vendor:
     base_url: str
     adapter: Adapter
     operator_only: bool = False
+    # A key of several fields (Azure's api_key, endpoint, deployments), see `credentials`.
+    fields: KeyFields | None = None
 
     @property
     def configured(self) -> bool:
-        """Whether it has an endpoint to call."""
-        return bool(self.base_url)
+        """Whether it has an endpoint to call (its own, or each account's)."""
+        return bool(self.base_url) or (self.fields is not None and self.fields.has_endpoint)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -72,7 +75,7 @@ def _vendor(name: str, row: Any, override: str | None) -> Vendor:
         raise ValueError("names are lowercase letters, digits and underscores")
     if not isinstance(row, dict):
         raise TypeError("must be a table")
-    unknown = set(row) - {"wire_format", "base_url", "quirks", "operator_only"}
+    unknown = set(row) - {"wire_format", "base_url", "quirks", "operator_only", "fields"}
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     base_url = (override or row.get("base_url") or "").rstrip("/")
@@ -87,4 +90,5 @@ def _vendor(name: str, row: Any, override: str | None) -> Vendor:
     operator_only = row.get("operator_only", False)
     if not isinstance(operator_only, bool):
         raise TypeError("operator_only must be true or false")
-    return Vendor(name, wire_format, base_url, make_adapter(wire_format, quirks), operator_only)
+    fields = KeyFields.parse(row["fields"]) if "fields" in row else None
+    return Vendor(name, wire_format, base_url, make_adapter(wire_format, quirks), operator_only, fields)

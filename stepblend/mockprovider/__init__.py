@@ -14,7 +14,8 @@ together, xai, local) and `STEPBLEND_ANTHROPIC_BASE_URL=http://127.0.0.1:9001`.
 The control API for tests is described in `stepblend.mockprovider.app`.
 """
 
-from stepblend.mockprovider.app import Behaviour, MockProvider
+from stepblend.mockprovider.app import MockProvider
+from stepblend.mockprovider.behaviour import Behaviour
 from stepblend.mockprovider.server import (
     RunningMockProvider,
     run,

@@ -4,7 +4,9 @@ each OpenAI-compatible vendor's variant at `POST /<vendor>/v1/chat/completions`
 ollama, local — see `flavours`), Anthropic's
 `POST /v1/messages`, Gemini's `POST /v1beta/models/{model}:generateContent` and
 `:streamGenerateContent?alt=sse`, OpenAI's embeddings at `POST {prefix}/embeddings`
-and `POST /<vendor>/v1/embeddings` (embeddings.py), and a small control API for tests.
+and `POST /<vendor>/v1/embeddings` (embeddings.py), Azure OpenAI's
+`POST [/azure]/openai/deployments/{deployment}/chat/completions` (azure.py), and a
+small control API for tests.
 
 Control API (not part of any provider's):
 - `POST /_mock/behaviour` `{"model": "<upstream id or *>", "status": 503, "delay_ms": 0,
@@ -24,7 +26,7 @@ Control API (not part of any provider's):
   applies the behaviour to that many requests only. `DELETE /_mock/behaviour`
   resets all.
 - `GET /_mock/requests` — every request received, oldest first (the last 10,000):
-  `{"path", "headers", "body", "stream", "disconnected"}`; `disconnected` is true
+  `{"path", "query", "headers", "body", "stream", "disconnected"}`; `disconnected` is true
   when the client went away before the stream ended (or, not streaming, during
   `ttft_ms`).
   `DELETE /_mock/requests` clears them.
@@ -38,17 +40,19 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 import stepblend.mockprovider.anthropic_wire as anthropic_wire
+import stepblend.mockprovider.azure as azure
 import stepblend.mockprovider.embeddings as embeddings
 import stepblend.mockprovider.gemini_wire as gemini_wire
 import stepblend.mockprovider.wire as wire
 from stepblend.mockprovider.answers import answer
 from stepblend.mockprovider.asgi import Receive, Scope, Send, left_while_waiting, mask, read_body, respond
+from stepblend.mockprovider.behaviour import Behaviour
 from stepblend.mockprovider.flavours import FLAVOURS, Flavour
 
 MESSAGES_PATH = "/v1/messages"
@@ -65,43 +69,6 @@ _SETTLE_BEFORE_DROP_MS = 200
 
 class BrokenStream(Exception):
     """Raised to drop a streaming connection on purpose (`break_after_chunks`)."""
-
-
-@dataclass
-class Behaviour:
-    model: str = "*"
-    status: int = 200
-    delay_ms: int = 0
-    ttft_ms: int = 0
-    chunk_delay_ms: int = 0
-    break_after_chunks: int | None = None
-    stream_error: str | None = None
-    message: str | None = None
-    content: str | None = None
-    tool_calls: int = 1
-    cached_tokens: int = 0
-    times: int | None = None
-
-    @classmethod
-    def parse(cls, raw: Any) -> Behaviour:
-        if not isinstance(raw, dict):
-            raise TypeError("behaviour must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown behaviour fields: {sorted(unknown)}")
-        behaviour = cls(**raw)
-        for name in ("status", "delay_ms", "ttft_ms", "chunk_delay_ms", "tool_calls", "cached_tokens"):
-            if not isinstance(getattr(behaviour, name), int):
-                raise TypeError(f"{name} must be an integer")
-        return behaviour
-
-    @property
-    def break_at(self) -> int | None:
-        """After how many SSE events the stream breaks (a stream error alone: at once)."""
-        if self.break_after_chunks is None and self.stream_error:
-            return 0
-        return self.break_after_chunks
 
 
 @dataclass(frozen=True)
@@ -131,7 +98,10 @@ class MockProvider:
         body = await read_body(receive)
         flavour = _FLAVOUR_PATH.match(path)
         gemini = _GEMINI_PATH.match(path)
-        if path == self._chat_path and method == "POST":
+        deployment = azure.PATH.match(path)
+        if deployment is not None and method == "POST":
+            await self._azure(scope, body, receive, send, deployment["deployment"])
+        elif path == self._chat_path and method == "POST":
             await self._chat(scope, body, receive, send, FLAVOURS["openai"])
         elif flavour is not None and flavour["flavour"] in FLAVOURS and method == "POST":
             await self._chat(scope, body, receive, send, FLAVOURS[flavour["flavour"]])
@@ -178,15 +148,28 @@ class MockProvider:
         self, scope: Scope, raw: bytes, stream: bool | None = None
     ) -> tuple[dict[str, Any], dict[str, str], Any]:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        if stream is None:
-            stream = isinstance(body, dict) and body.get("stream") is True
-        record = {"path": scope["path"], "headers": headers, "body": body, "stream": stream, "disconnected": False}
+        body, stream = _load(raw, stream)
+        # What the client sent, before an edge (Azure's) rewrote it for the OpenAI one.
+        received, sent = scope.get("mock.received", (scope["headers"], raw))
+        record = {
+            "path": scope["path"],
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in received},
+            "body": body if sent is raw else _load(sent, stream)[0],
+            "stream": stream,
+            "disconnected": False,
+        }
         self.requests.append(record)
         return record, headers, body
+
+    async def _azure(self, scope: Scope, raw: bytes, receive: Receive, send: Send, deployment: str) -> None:
+        refused = azure.refusal(scope, raw, self.reject_keys)
+        if refused is not None:
+            self._record(scope, raw)
+            await respond(send, *refused)
+            return
+        scope, raw = azure.as_openai(scope, raw, deployment)
+        await self._chat(scope, raw, receive, send, FLAVOURS["azure"])
 
     async def _embeddings(self, scope: Scope, raw: bytes, send: Send) -> None:
         _record, headers, body = self._record(scope, raw)
@@ -342,6 +325,15 @@ class MockProvider:
         error = gemini_wire.error_frame(behaviour.stream_error or "UNAVAILABLE", behaviour.message)
         if not await _stream(send, receive, _Stream(frames, b"", error), behaviour, response_id):
             record["disconnected"] = True
+
+
+def _load(raw: bytes, stream: bool | None) -> tuple[Any, bool]:
+    """A request body (None when not JSON), and whether it asks to stream (unless `stream` says)."""
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    return body, (isinstance(body, dict) and body.get("stream") is True) if stream is None else stream
 
 
 async def _stream(send: Send, receive: Receive, stream: _Stream, behaviour: Behaviour, request_id: str) -> bool:

@@ -26,6 +26,8 @@ mock process stands for every vendor.
               `system_fingerprint: "fp_ollama"` on every answer and chunk; a model
               not pulled (only `OLLAMA_PULLED` are) is a 404 "model ... not found,
               try pulling it first"
+    azure     Azure OpenAI past its edges (azure.py): every answer and chunk
+              carries the content filter's `prompt_filter_results`
 """
 
 from __future__ import annotations
@@ -124,6 +126,16 @@ CEREBRAS_REFUSED = frozenset(
     {"frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls", "service_tier"}
 )
 
+#: Azure's report on the prompt, as its answers carry it (learn.microsoft.com/azure/ai-services/openai/concepts/content-filter).
+AZURE_PROMPT_FILTER = [
+    {
+        "prompt_index": 0,
+        "content_filter_results": {
+            name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")
+        },
+    }
+]
+
 FLAVOURS: dict[str, Flavour] = {
     "openai": Flavour("openai"),
     "groq": Flavour("groq", refused_params=frozenset({"logprobs", "top_logprobs", "logit_bias"}), max_n=1, x_groq=True),
@@ -139,4 +151,5 @@ FLAVOURS: dict[str, Flavour] = {
     "ollama": Flavour(
         "ollama", answer_fields=MappingProxyType({"system_fingerprint": "fp_ollama"}), pulled=OLLAMA_PULLED
     ),
+    "azure": Flavour("azure", answer_fields=MappingProxyType({"prompt_filter_results": AZURE_PROMPT_FILTER})),
 }

@@ -133,10 +133,12 @@ class PutKeyRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., provider: _Optional[str] = ..., api_key: _Optional[str] = ...) -> None: ...
 
 class PutKeyResponse(_message.Message):
-    __slots__ = ("masked_key",)
+    __slots__ = ("masked_key", "fields_json")
     MASKED_KEY_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
     masked_key: str
-    def __init__(self, masked_key: _Optional[str] = ...) -> None: ...
+    fields_json: str
+    def __init__(self, masked_key: _Optional[str] = ..., fields_json: _Optional[str] = ...) -> None: ...
 
 class DeleteKeyRequest(_message.Message):
     __slots__ = ("account_id", "provider")
@@ -159,14 +161,16 @@ class ListKeysRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
 
 class ProviderKey(_message.Message):
-    __slots__ = ("provider", "masked_key", "updated_at")
+    __slots__ = ("provider", "masked_key", "updated_at", "fields_json")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MASKED_KEY_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
     provider: str
     masked_key: str
     updated_at: int
-    def __init__(self, provider: _Optional[str] = ..., masked_key: _Optional[str] = ..., updated_at: _Optional[int] = ...) -> None: ...
+    fields_json: str
+    def __init__(self, provider: _Optional[str] = ..., masked_key: _Optional[str] = ..., updated_at: _Optional[int] = ..., fields_json: _Optional[str] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
     __slots__ = ("keys",)

@@ -63,6 +63,8 @@ ROWS = [
     # The demo's Anthropic- and Gemini-shaped vendors: the same adapters at the mock's root.
     Row("demo_anthropic", "claude-3-5-haiku-20241022", "", json_schema=False),
     Row("demo_gemini", "gemini-2.5-flash", ""),
+    # The account's resource at the mock's /azure; the model is the deployment's name.
+    Row("azure", "gpt-4o-mini-deployment", "/azure"),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 TOOLS = [
@@ -94,9 +96,18 @@ def key_of(provider: str) -> str:
     return f"sk-{provider}-conformance-0123456789abcdef"
 
 
+def stored(row: Row, key: str, root: str) -> str:
+    """What the vault holds for `row`: the key, or Azure's object of fields around it
+    (its endpoint the mock, which only the vault's Put refuses, being no Azure host)."""
+    if row.provider != "azure":
+        return key
+    fields = {"api_key": key, "endpoint": root + row.path, "deployments": {row.candidate.model: row.model}}
+    return orjson.dumps(fields).decode()
+
+
 @pytest.fixture
-def keys() -> MemoryKeys:
-    return MemoryKeys({row.provider: key_of(row.provider) for row in ROWS})
+def keys(mock: Mock) -> MemoryKeys:
+    return MemoryKeys({row.provider: stored(row, key_of(row.provider), mock.running.url) for row in ROWS})
 
 
 @pytest.fixture(scope="module")
@@ -267,9 +278,9 @@ async def test_streamed_tool_calls_reassemble_under_their_index(executor: Execut
 
 @rows
 async def test_rejected_key_is_provider_key_invalid_and_falls_back(
-    executor: Executor, keys: MemoryKeys, row: Row
+    executor: Executor, keys: MemoryKeys, mock: Mock, row: Row
 ) -> None:
-    keys.keys[row.provider] = REJECTED_KEY
+    keys.keys[row.provider] = stored(row, REJECTED_KEY, mock.running.url)
     events = await run(executor, row.candidate, row.backup)
     status = REJECTED_STATUS.get(row.provider, 401)
     assert outcomes(events) == [(row.provider, "provider_key_invalid", status), (row.backup.provider, "ok", 200)]

@@ -7,7 +7,10 @@ from services.router.strategies import STRATEGY_NAMES
 
 #: The second wave's OpenAI-compatible hosts (SPEC.md §11).
 HOSTS = frozenset({"fireworks", "cerebras", "openrouter", "perplexity"})
-ALL_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", *HOSTS})
+#: Azure's rows are OpenAI's models on an account's own Azure resource.
+ALL_PROVIDERS = frozenset(
+    {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "azure", *HOSTS}
+)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ REQUIRED_IDS = {
     "codestral-latest", "grok-3", "grok-3-mini", "gpt-oss-120b", "qwen3-32b", "deepseek-v3",
     "kimi-k2", "sonar", "sonar-pro",
 }  # fmt: skip
-ALL_PROVIDERS = {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", *HOSTS}
+ALL_PROVIDERS = {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "azure", *HOSTS}
 
 
 def shipped() -> dict[str, Any]:
@@ -67,7 +67,8 @@ def test_rows_are_sane(catalog: Catalog) -> None:
 
 def test_tokenizer_margins_err_high(catalog: Catalog) -> None:
     for m in catalog.models:
-        if m.provider == "openai":
+        if m.provider in ("openai", "azure"):
+            # OpenAI's models, on OpenAI or on the account's Azure resource.
             assert m.tokenizer.name == "o200k_base", m.key
         elif m.tokenizer.name.startswith("o200k"):
             # OpenAI's open weights on another host: the same vocabulary, plus the
@@ -151,7 +152,7 @@ def test_mistral_latest_names_pin_a_dated_upstream(catalog: Catalog) -> None:
 
 
 def test_prices_are_exact_decimals(catalog: Catalog) -> None:
-    (gpt4o,) = catalog.resolve("gpt-4o")
+    (gpt4o,) = catalog.resolve("openai:gpt-4o")
     assert gpt4o.input_per_mtok == Decimal("2.50")
     assert gpt4o.output_per_mtok == Decimal("10.00")
     assert gpt4o.cached_input_per_mtok == Decimal("1.25")
@@ -223,8 +224,8 @@ def test_same_model_under_two_providers_is_allowed() -> None:
     twin = copy.deepcopy(data["models"][0]) | {"provider": "groq", "input_per_mtok": "2.00"}
     data["models"].append(twin)
     catalog = parse_catalog(data)
-    assert [e.provider for e in catalog.resolve("gpt-4o")] == ["openai", "groq"]
-    assert [e.provider for e in catalog.resolve("gpt-4o-2024-08-06")] == ["openai", "groq"]
+    assert [e.provider for e in catalog.resolve("gpt-4o")] == ["openai", "azure", "groq"]
+    assert [e.provider for e in catalog.resolve("gpt-4o-2024-08-06")] == ["openai", "azure", "groq"]
     assert [e.provider for e in catalog.resolve("groq:gpt-4o")] == ["groq"]
 
 
@@ -265,8 +266,10 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 
 
 def test_lookup_by_id_alias_and_provider_prefix(catalog: Catalog) -> None:
-    assert [e.key for e in catalog.resolve("gpt-4o")] == ["openai:gpt-4o"]
-    assert [e.key for e in catalog.resolve("gpt-4o-2024-08-06")] == ["openai:gpt-4o"]
+    # OpenAI's model, also on Azure (one row per provider, SPEC.md §11).
+    assert [e.key for e in catalog.resolve("gpt-4o")] == ["openai:gpt-4o", "azure:gpt-4o"]
+    assert [e.key for e in catalog.resolve("gpt-4o-2024-08-06")] == ["openai:gpt-4o", "azure:gpt-4o"]
+    assert [e.key for e in catalog.resolve("azure:gpt-4o-2024-08-06")] == ["azure:gpt-4o"]
     assert [e.key for e in catalog.resolve("openai:gpt-4o")] == ["openai:gpt-4o"]
     assert [e.key for e in catalog.resolve("openai:gpt-4o-2024-08-06")] == ["openai:gpt-4o"]
     assert [e.key for e in catalog.resolve("groq:llama-3.1-8b-instant")] == ["groq:llama-3.1-8b-instant"]

@@ -98,7 +98,7 @@ def usage(
 
 async def test_events_are_folded(bus: Bus, running: tuple[StatsConsumer, StatsBook], catalog: Catalog) -> None:
     consumer, book = running
-    (gpt4o,) = catalog.resolve("gpt-4o")
+    (gpt4o,) = catalog.resolve("openai:gpt-4o")
     for n in range(3):
         await bus.publish(usage(n, [AttemptRecord(provider="openai", model="gpt-4o", outcome="ok", ttft_ms=2000)]))
     await eventually(lambda: consumer.folded == 3)

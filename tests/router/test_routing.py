@@ -29,7 +29,7 @@ def refuse(catalog: Catalog, model: str, **features: object) -> Refusal:
 
 
 def test_forced_model(catalog: Catalog) -> None:
-    decision = decide(catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=500)
+    decision = decide(catalog, "openai:gpt-4o", prompt_tokens=1000, max_output_tokens=500)
     assert decision.strategy_used == "force_model"
     assert decision.catalog_version == catalog.version
     (only,) = decision.candidates
@@ -43,8 +43,9 @@ def test_forced_model(catalog: Catalog) -> None:
 
 
 def test_alias_routes_to_catalog_id(catalog: Catalog) -> None:
-    (only,) = decide(catalog, "gpt-4o-2024-08-06").candidates
-    assert only.model == "gpt-4o"
+    # OpenAI's and Azure's rows of the model.
+    candidates = decide(catalog, "gpt-4o-2024-08-06").candidates
+    assert {(c.provider, c.model) for c in candidates} == {("openai", "gpt-4o"), ("azure", "gpt-4o")}
 
 
 def test_provider_prefix_pins_the_provider(catalog: Catalog) -> None:
@@ -123,7 +124,8 @@ def test_requested_output_over_model_max_excludes(catalog: Catalog) -> None:
     decision = decide(catalog, "lowest-cost", max_output_tokens=20_000)
     assert "gpt-4o" not in {c.model for c in decision.candidates}
     assert {(e.provider, e.model) for e in decision.excluded if e.reason is Reason.OUTPUT_TOO_LARGE} == {
-        ("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("deepseek", "deepseek-chat"),
+        ("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("azure", "gpt-4o"), ("azure", "gpt-4o-mini"),
+        ("deepseek", "deepseek-chat"),
         ("anthropic", "claude-3-5-haiku-20241022"), ("anthropic", "claude-3-5-sonnet-20241022"),
         ("groq", "llama-4-scout-17b-16e-instruct"), ("groq", "llama-4-maverick-17b-128e-instruct"),
         ("groq", "kimi-k2"), ("together", "kimi-k2"), ("fireworks", "kimi-k2"),
@@ -144,14 +146,14 @@ def test_cap_excludes_models_whose_worst_case_exceeds_it(catalog: Catalog) -> No
 
 
 def test_output_budget_under_a_cap(catalog: Catalog) -> None:
-    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000, max_cost_usd="0.01").candidates
+    (only,) = decide(catalog, "openai:gpt-4o", prompt_tokens=1000, max_cost_usd="0.01").candidates
     # $0.0025 of prompt leaves $0.0075, which buys 750 output tokens at $10/M.
     assert only.output_budget == 750
     assert only.estimated_cost_usd == Decimal("0.01")
 
 
 def test_output_budget_without_cap_is_left_to_provider(catalog: Catalog) -> None:
-    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000).candidates
+    (only,) = decide(catalog, "openai:gpt-4o", prompt_tokens=1000).candidates
     assert only.output_budget == 0
     # Estimated with 4096 output tokens: 0.0025 + 0.04096.
     assert only.estimated_cost_usd == Decimal("0.04346")
@@ -159,7 +161,7 @@ def test_output_budget_without_cap_is_left_to_provider(catalog: Catalog) -> None
 
 def test_cap_budget_never_below_minimum(catalog: Catalog) -> None:
     cap = Decimal("0.0025") + MIN_OUTPUT_BUDGET * Decimal("0.00001")
-    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000, max_cost_usd=str(cap)).candidates
+    (only,) = decide(catalog, "openai:gpt-4o", prompt_tokens=1000, max_cost_usd=str(cap)).candidates
     assert only.output_budget == MIN_OUTPUT_BUDGET
     just_under = str(cap - Decimal("0.00000001"))
     assert refuse(catalog, "gpt-4o", prompt_tokens=1000, max_cost_usd=just_under).code is (
@@ -327,6 +329,7 @@ def test_a_strategy_ranks_only_the_models_a_key_allows(catalog: Catalog) -> None
     decision = decide(catalog, "lowest-cost", allowed_models=allowed)
     assert {(c.provider, c.model) for c in decision.candidates} == {
         ("openai", "gpt-4o"),
+        ("azure", "gpt-4o"),
         ("groq", "llama-3.1-8b-instant"),
     }
 
@@ -340,11 +343,11 @@ def test_a_model_the_key_allows_on_no_connected_row_is_refused(catalog: Catalog)
 def test_the_worst_case_without_max_tokens_is_the_models_whole_output(catalog: Catalog) -> None:
     # No max_tokens and no cap: the estimate assumes a typical answer, the worst case
     # (what a budget reserves) the most the model can write.
-    (only,) = decide(catalog, "gpt-4o", prompt_tokens=1000).candidates
+    (only,) = decide(catalog, "openai:gpt-4o", prompt_tokens=1000).candidates
     entry = next(e for e in catalog.models if e.provider == "openai" and e.id == "gpt-4o")
     whole = (1000 * entry.input_per_mtok + entry.max_output_tokens * entry.output_per_mtok) / Decimal(1_000_000)
     assert only.worst_cost_usd == whole > only.estimated_cost_usd
-    (capped,) = decide(catalog, "gpt-4o", prompt_tokens=1000, max_output_tokens=500).candidates
+    (capped,) = decide(catalog, "openai:gpt-4o", prompt_tokens=1000, max_output_tokens=500).candidates
     assert capped.worst_cost_usd == capped.estimated_cost_usd == Decimal("0.0075")
 
 

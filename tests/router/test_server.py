@@ -98,7 +98,9 @@ async def test_forced_model_explains_the_other_models(address: str, catalog: Cat
     decision = response.decision
     assert [c.model for c in decision.candidates] == ["gpt-4o"]
     assert len(decision.excluded) == len(catalog.models) - 1
-    assert {e.reason for e in decision.excluded} == {"not_requested"}
+    # The other row of gpt-4o is Azure's, not connected here.
+    assert {(e.reason, e.provider) for e in decision.excluded if e.model == "gpt-4o"} == {("not_connected", "azure")}
+    assert {e.reason for e in decision.excluded if e.model != "gpt-4o"} == {"not_requested"}
 
 
 async def test_list_models_over_grpc(address: str, catalog: Catalog) -> None:

@@ -128,7 +128,7 @@ def options(catalog: Catalog, *names: str) -> list[Option]:
 
 
 def test_balanced_scores_are_in_range_and_weighted(catalog: Catalog) -> None:
-    opts = options(catalog, "gpt-4o", "gpt-4.1-mini", "llama-3.1-8b-instant", "deepseek-reasoner")
+    opts = options(catalog, "openai:gpt-4o", "gpt-4.1-mini", "llama-3.1-8b-instant", "deepseek-reasoner")
     scores = balanced_scores(opts, CatalogPriors())
     assert all(0.0 <= s <= 1.0 for s in scores)
     # A single option scores full marks on every relative term.

@@ -16,8 +16,17 @@
     ["mistral", "Mistral"],
     ["together", "Together AI"],
     ["xai", "xAI"],
+    ["azure", "Azure OpenAI"],
   ];
   const PROVIDER_NAMES = new Map(PROVIDERS);
+  // Providers whose key has several fields (SPEC.md §11), each with its input; the first is the secret.
+  const KEY_FIELDS = new Map([
+    ["azure", [
+      { name: "api_key", label: "API key", type: "password" },
+      { name: "endpoint", label: "Endpoint", type: "url", placeholder: "https://NAME.openai.azure.com" },
+      { name: "deployments", label: "Deployments (model=deployment, one a line)", type: "textarea", placeholder: "gpt-4o=my-gpt-4o" },
+    ]],
+  ]);
   // The front doors, by the ledger's `dialect`.
   const ENDPOINTS = new Map([
     ["openai_chat", "chat"],
@@ -92,6 +101,8 @@
         if (err.param === "email") return "Enter a valid email address, like you@example.com.";
         if (err.param === "api_key") return "Paste the provider's API key into the field first.";
         if (err.param === "provider") return "StepBlend does not know that provider.";
+        if (err.param === "endpoint") return "The endpoint must be your Azure resource's URL, like https://NAME.openai.azure.com.";
+        if (err.param === "deployments") return `Check the deployments: ${said}`;
         if (err.param === "name") return "Give the key a name of at most 100 characters.";
         return said ? `StepBlend could not accept that: ${said}` : "StepBlend could not accept that request.";
       case 401:
@@ -280,10 +291,48 @@
 
   // ---- provider keys ------------------------------------------------------------------
 
+  // What a connected key of several fields shows besides its masked secret: the endpoint and deployments.
+  function describeFields(fields) {
+    const parts = [];
+    if (fields.endpoint) parts.push(String(fields.endpoint));
+    const deployments = Object.entries(fields.deployments || {}).map(([model, deployment]) => `${model}→${deployment}`);
+    if (deployments.length) parts.push(deployments.join(", "));
+    return parts.join(" · ");
+  }
+
+  // The inputs of a provider's key: one password field, or one per field of a key of several.
+  // `typed`: what the inputs held before this render (by id), kept so that a reload of the list
+  // (the one after signing in, or after another provider's key changed) does not wipe it.
+  function keyInputs(provider, name, connected, typed) {
+    const specs = KEY_FIELDS.get(provider) || [{ name: "api_key", label: "API key", type: "password" }];
+    return specs.map((spec, index) => {
+      const wrap = document.createElement("div");
+      wrap.className = "key-field";
+      const label = document.createElement("label");
+      const input = document.createElement(spec.type === "textarea" ? "textarea" : "input");
+      input.id = index === 0 ? `key-${provider}` : `key-${provider}-${spec.name}`;
+      input.dataset.field = spec.name;
+      input.value = typed.get(input.id) || "";
+      if (spec.type !== "textarea") input.type = spec.type;
+      if (spec.type === "textarea") input.rows = 2;
+      if (spec.placeholder) input.placeholder = spec.placeholder;
+      input.autocomplete = "off";
+      input.spellcheck = false;
+      input.setAttribute("aria-describedby", `key-state-${provider}`);
+      label.htmlFor = input.id;
+      const what = index === 0 ? `${name} ${spec.label}` : `${name} ${spec.label.charAt(0).toLowerCase()}${spec.label.slice(1)}`;
+      label.textContent = connected && index === 0 ? `New ${what}` : what;
+      wrap.append(label, input);
+      return wrap;
+    });
+  }
+
   function renderKeys(connected) {
-    const masked = new Map(connected.map((k) => [k.provider, k.masked_key]));
+    const byProvider = new Map(connected.map((k) => [k.provider, k]));
+    const typed = new Map([...$("keys").querySelectorAll("[data-field]")].map((input) => [input.id, input.value]));
     const items = PROVIDERS.map(([provider, name]) => {
-      const key = masked.get(provider);
+      const stored = byProvider.get(provider);
+      const key = stored && stored.masked_key;
       const li = document.createElement("li");
       li.className = "key-row";
       const form = document.createElement("form");
@@ -305,22 +354,19 @@
         code.className = "masked";
         code.textContent = key;
         state.append(code);
+        if (stored.fields) {
+          const more = document.createElement("span");
+          more.className = "key-detail";
+          more.textContent = describeFields(stored.fields);
+          state.append(more);
+        }
       } else {
         state.textContent = "Not connected";
       }
 
       const field = document.createElement("div");
-      field.className = "key-field";
-      const label = document.createElement("label");
-      label.htmlFor = `key-${provider}`;
-      label.textContent = key ? `New ${name} API key` : `${name} API key`;
-      const input = document.createElement("input");
-      input.id = `key-${provider}`;
-      input.type = "password";
-      input.autocomplete = "off";
-      input.spellcheck = false;
-      input.setAttribute("aria-describedby", state.id);
-      field.append(label, input);
+      field.className = KEY_FIELDS.has(provider) ? "key-fields" : "key-fields single";
+      field.append(...keyInputs(provider, name, Boolean(key), typed));
 
       const actions = document.createElement("div");
       actions.className = "key-actions";
@@ -342,7 +388,7 @@
 
       form.addEventListener("submit", (event) => {
         event.preventDefault();
-        saveKey(provider, name, input, save);
+        saveKey(provider, name, form, save);
       });
       form.append(title, state, field, actions);
       li.append(form);
@@ -356,18 +402,42 @@
     renderKeys(answer.data || []);
   }
 
-  async function saveKey(provider, name, input, button) {
-    const value = input.value.trim();
-    if (!value) {
-      setInvalid(input, true);
-      showError(`Paste your ${name} API key into the field first.`);
-      input.focus();
-      return;
+  // "gpt-4o=my-gpt-4o" lines as {model: deployment}; null when a line is not one.
+  function parseDeployments(text) {
+    const out = {};
+    for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const match = /^([^=:\s]+)\s*[=:]\s*(\S+)$/.exec(line);
+      if (!match) return null;
+      out[match[1]] = match[2];
     }
-    setInvalid(input, false);
+    return out;
+  }
+
+  async function saveKey(provider, name, form, button) {
+    const inputs = [...form.querySelectorAll("[data-field]")];
+    const body = {};
+    for (const input of inputs) {
+      const value = input.value.trim();
+      const label = form.querySelector(`label[for="${input.id}"]`).textContent;
+      if (!value) {
+        setInvalid(input, true);
+        showError(input.dataset.field === "api_key" ? `Paste your ${name} API key into the field first.` : `Fill in the ${label} first.`);
+        input.focus();
+        return;
+      }
+      const parsed = input.dataset.field === "deployments" ? parseDeployments(value) : value;
+      if (parsed === null) {
+        setInvalid(input, true);
+        showError("Write each deployment as model=deployment, one a line (gpt-4o=my-gpt-4o).");
+        input.focus();
+        return;
+      }
+      setInvalid(input, false);
+      body[input.dataset.field] = parsed;
+    }
     await busy(button, async () => {
-      const answer = await api("PUT", `/account/keys/${encodeURIComponent(provider)}`, { api_key: value });
-      input.value = "";
+      const answer = await api("PUT", `/account/keys/${encodeURIComponent(provider)}`, body);
+      for (const input of inputs) input.value = "";
       await loadKeys();
       showNotice(`${name} key saved (${answer.masked_key}).`);
       const next = $(`key-${provider}`);
