@@ -30,10 +30,15 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 35.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(*taken: int) -> int:
+    """A port free now, and none of `taken` (the gateway's own port, chosen by the
+    caller, is free until the gateway binds it: the kernel may hand it out again)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
 
 
 def nats_server_binary() -> str:
@@ -138,7 +143,7 @@ class Supervisor:
         if os.environ.get("STEPBLEND_NATS_URL"):
             addresses["nats"] = os.environ["STEPBLEND_NATS_URL"]
         else:
-            nats_port = free_port()
+            nats_port = free_port(self.port)
             config, users = natsauth.write_config(self.data_dir)
             proc = self.spawn(
                 "nats",
@@ -168,7 +173,7 @@ class Supervisor:
         env["STEPBLEND_CALLER_TOKENS"] = json.dumps({"gateway": gateway_token})
 
         if demo:
-            mock_port = free_port()
+            mock_port = free_port(self.port)
             proc = self.spawn(
                 "demo-provider", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], env
             )
@@ -184,7 +189,7 @@ class Supervisor:
             env["STEPBLEND_CATALOG_FILE"] = str(catalog)
 
         for name in ("router", "providers", "billing"):
-            addresses[name] = f"127.0.0.1:{free_port()}"
+            addresses[name] = f"127.0.0.1:{free_port(self.port)}"
             env[f"STEPBLEND_{name.upper()}_ADDR"] = addresses[name]
 
         children = {name: dict(env) for name in ("router", "providers", "billing")}
@@ -201,7 +206,7 @@ class Supervisor:
             proc = next(p for n, p in self.procs if n == name)
             wait_tcp(int(addresses[name].rpartition(":")[2]), proc, name)
 
-        chat_port = free_port()
+        chat_port = free_port(self.port)
         gateway_env = dict(
             env,
             STEPBLEND_HOST=self.host,
