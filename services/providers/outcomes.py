@@ -169,6 +169,10 @@ def http_failure(status: int, said: ProviderError, provider: str, api_key: str) 
     detail = scrub(f"HTTP {status}{said_kind}{said_message}", api_key)
     if status == 429:
         return Failed(Outcome.RATE_LIMITED, status, detail)
+    if status == 404 and said.code == "DeploymentNotFound":
+        # Azure: the account's resource lacks the deployment its key maps the model to.
+        # The account's own setup, not the request: the walk goes on, like no deployment.
+        return Failed(Outcome.PROVIDER_NOT_CONNECTED, status, detail)
     if status in (400, 404, 413, 422):
         message = said.message.replace(api_key, "[key]") if said.message and api_key else said.message
         refusal = domain_error(

@@ -1,7 +1,8 @@
 """Azure OpenAI's edges, in front of the mock's OpenAI wire format: the resource's
 `POST /openai/deployments/{deployment}/chat/completions?api-version=...` (also under
 `/azure`, so one mock stands for a resource), the key in an `api-key` header, and
-the content filter's 400 for a prompt containing `FILTER_ME`.
+the content filter's 400 for a prompt containing `FILTER_ME`, and Azure's 404
+`DeploymentNotFound` for a deployment named `missing-…` (one the resource lacks).
 
 What Azure answers past these edges is OpenAI's wire format (the `azure` flavour adds
 its `prompt_filter_results`); the deployment name is what the answer's `model` says.
@@ -22,6 +23,11 @@ PATH = re.compile(r"^(?:/azure)?/openai/deployments/(?P<deployment>[A-Za-z0-9._-
 FILTER_ME = "FILTER_ME"
 
 # Azure's own words (learn.microsoft.com/azure/ai-services/openai/reference).
+# Azure's words for a deployment the resource does not have.
+_NO_DEPLOYMENT = (
+    "The API deployment for this resource does not exist. If you created the deployment "
+    "within the last 5 minutes, please wait a moment and try again."
+)
 _DENIED = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
     "for an active subscription and use a correct regional API endpoint for your resource."
@@ -49,6 +55,8 @@ def refusal(scope: Scope, raw: bytes, reject_keys: Collection[str]) -> tuple[int
         return 401, orjson.dumps({"error": {"code": "401", "message": _DENIED}})
     if FILTER_ME.encode() in raw:
         return 400, orjson.dumps(_filtered())
+    if "/deployments/missing-" in scope["path"]:
+        return 404, orjson.dumps({"error": {"code": "DeploymentNotFound", "message": _NO_DEPLOYMENT}})
     return None
 
 

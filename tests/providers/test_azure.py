@@ -115,6 +115,23 @@ async def test_a_model_without_a_deployment_is_not_connected_and_the_walk_goes_o
     assert len(await mock.requests()) == 1
 
 
+async def test_a_deployment_the_resource_lacks_is_not_connected_and_the_walk_goes_on(
+    client: aiohttp.ClientSession, engine: Engine, mock: Mock
+) -> None:
+    vault = KeyVault(engine, parse_kek(new_kek()))
+    vault.create_tables()
+    fields = {"api_key": API_KEY, "endpoint": mock.running.url + "/azure", "deployments": {"gpt-4.1": "missing-41"}}
+    vault.put("acct", "azure", orjson.dumps(fields).decode(), masked="…abcd")
+    vault.put("acct", "openai", "sk-openai-0123456789abcdef")
+    events = await run(executor(client, vault, mock), GPT_41, OPENAI)
+    assert attempts(events) == [("azure", "gpt-4.1", "provider_not_connected"), ("openai", "gpt-4.1", "ok")]
+    assert events[0].attempt.detail.startswith("HTTP 404: The API deployment for this resource does not exist")
+    assert [r["path"] for r in await mock.requests()] == [
+        "/azure/openai/deployments/missing-41/chat/completions",
+        "/v1/chat/completions",
+    ]
+
+
 async def test_the_api_version_is_the_operators(client: aiohttp.ClientSession, vault: KeyVault, mock: Mock) -> None:
     await run(executor(client, vault, mock, api_version="2025-04-01-preview"), GPT_4O)
     [seen] = await mock.requests()
