@@ -312,7 +312,10 @@
       const input = document.createElement(spec.type === "textarea" ? "textarea" : "input");
       input.id = index === 0 ? `key-${provider}` : `key-${provider}-${spec.name}`;
       input.dataset.field = spec.name;
-      input.value = typed.get(input.id) || "";
+      // What the person typed, and whether it was marked wrong, survive a re-render.
+      const kept = typed.get(input.id);
+      input.value = kept ? kept.value : "";
+      if (kept && kept.invalid) input.setAttribute("aria-invalid", "true");
       if (spec.type !== "textarea") input.type = spec.type;
       if (spec.type === "textarea") input.rows = 2;
       if (spec.placeholder) input.placeholder = spec.placeholder;
@@ -329,7 +332,12 @@
 
   function renderKeys(connected) {
     const byProvider = new Map(connected.map((k) => [k.provider, k]));
-    const typed = new Map([...$("keys").querySelectorAll("[data-field]")].map((input) => [input.id, input.value]));
+    const typed = new Map(
+      [...$("keys").querySelectorAll("[data-field]")].map((input) => [
+        input.id,
+        { value: input.value, invalid: input.getAttribute("aria-invalid") === "true" },
+      ]),
+    );
     const items = PROVIDERS.map(([provider, name]) => {
       const stored = byProvider.get(provider);
       const key = stored && stored.masked_key;
