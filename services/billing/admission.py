@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
@@ -50,7 +50,7 @@ from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import execute, insert_if_absent
 from services.billing.models import Account, ApiKey, Reservation, ReservationState
 from services.billing.money import from_column
-from services.billing.months import month_key
+from services.billing.months import as_utc, month_key
 from services.billing.plans import Plan, PlanBook
 
 __all__ = [
@@ -297,7 +297,7 @@ def _moment(connection: Connection, value: object) -> datetime | None:
     processor = column_type.result_processor(connection.dialect, None)
     result = processor(value) if processor is not None else value
     assert isinstance(result, datetime)
-    return result if result.tzinfo is not None else result.replace(tzinfo=UTC)
+    return as_utc(result)
 
 
 def _readmitted(connection: Connection, plan: Plan, request_id: str, candidates: int) -> Admission:

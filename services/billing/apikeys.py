@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from services.billing import counters
 from services.billing.accounts import AccountNotFound, InvalidAccountRequest, parse_budget
 from services.billing.models import Account, ApiKey
-from services.billing.months import month_key
+from services.billing.months import as_utc, month_key
 
 __all__ = ["KeyLimits", "KeyView", "create_key", "find_key", "list_keys", "revoke_key"]
 
@@ -152,22 +152,17 @@ def _view(session: Session, key: ApiKey, month: str) -> KeyView:
         account_id=key.account_id,
         name=key.name,
         hint=key.hint,
-        created_at=_utc(key.created_at),
+        created_at=as_utc(key.created_at),
         limits=KeyLimits(
-            expires_at=_utc(key.expires_at) if key.expires_at else None,
+            expires_at=as_utc(key.expires_at) if key.expires_at else None,
             monthly_request_limit=key.monthly_request_limit,
             monthly_budget_usd=key.monthly_budget_usd,
             rpm=key.rpm,
             allowed_models=tuple(m for m in key.allowed_models.split(",") if m),
         ),
-        last_used_at=_utc(key.last_used_at) if key.last_used_at else None,
+        last_used_at=as_utc(key.last_used_at) if key.last_used_at else None,
         revoked=key.revoked_at is not None,
         # Read-your-writes, as the account's count: admitted and not yet settled counts.
         requests_this_month=counts.used + counts.reserved,
         spend_this_month_usd=counts.spent_usd,
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive timestamps; every one billing stores is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

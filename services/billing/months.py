@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["Clock", "moment", "month_key", "month_start"]
+__all__ = ["Clock", "as_utc", "moment", "month_key", "month_start"]
 
 Clock = Callable[[], float]
 
@@ -18,6 +18,12 @@ Clock = Callable[[], float]
 def moment(seconds: float) -> datetime:
     """Unix `seconds` as an aware UTC datetime."""
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def as_utc(stored: datetime) -> datetime:
+    """A timestamp as the database hands it back, aware: SQLite's are naive, and every
+    timestamp billing stores is UTC."""
+    return stored if stored.tzinfo is not None else stored.replace(tzinfo=UTC)
 
 
 def month_key(at: datetime) -> str:

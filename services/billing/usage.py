@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from services.billing.models import LedgerEntry
-from services.billing.months import month_key
+from services.billing.months import as_utc, month_key
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "DayCount", "UsageRow", "daily_counts", "recent_requests"]
 
@@ -99,8 +99,7 @@ def _row(entry: LedgerEntry) -> UsageRow:
         cost = entry.actual_cost_usd if entry.actual_cost_usd is not None else entry.estimated_cost_usd
     return UsageRow(
         request_id=entry.request_id,
-        # SQLite hands back naive datetimes; billing stores only UTC.
-        admitted_at=entry.admitted_at.replace(tzinfo=UTC) if entry.admitted_at.tzinfo is None else entry.admitted_at,
+        admitted_at=as_utc(entry.admitted_at),
         model=entry.routed_model,
         provider=entry.provider,
         prompt_tokens=entry.prompt_tokens,
