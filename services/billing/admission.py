@@ -62,9 +62,13 @@ __all__ = [
     "PLAN_LIMIT_EXCEEDED",
     "RATE_LIMIT_EXCEEDED",
     "Admission",
+    "Holder",
     "InvalidAdmission",
+    "Key",
+    "Refused",
     "admit",
     "check",
+    "holder_of",
 ]
 
 PLAN_LIMIT_EXCEEDED = "plan_limit_exceeded"
@@ -133,11 +137,47 @@ class Admission:
 
 
 @dataclass(frozen=True)
-class _Key:
+class Key:
+    """An API key's limits, as admission reads them (its row locked)."""
+
     key_id: str
     limit: int | None
     budget: Decimal | None
     rpm: int | None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whose slots a request (or a lease) takes: the account's plan and budget, and its key's limits."""
+
+    plan: Plan
+    account_budget: Decimal | None
+    key: Key | None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why no request of this account (or key) may be admitted, and its plan where known."""
+
+    reason: str
+    plan: Plan | None = None
+
+
+def holder_of(
+    connection: Connection, plans: PlanBook, account_id: str, api_key_id: str, now: datetime
+) -> Holder | Refused:
+    """The account's plan and budget and the key's limits (the key's row locked for
+    the transaction), or why it may not be admitted at all."""
+    account = execute(connection, _ACCOUNT, {"account_id": account_id}).fetchone()
+    if account is None:
+        return Refused(ACCOUNT_NOT_FOUND)
+    plan = plans.plan_of(account[0])
+    if account[1]:
+        return Refused(ACCOUNT_DISABLED, plan)
+    key = _key(connection, account_id, api_key_id, now) if api_key_id else None
+    if api_key_id and key is None:
+        return Refused(KEY_REVOKED, plan)
+    return Holder(plan, from_column(connection, account[2]), key)
 
 
 def check(account_id: str, request_id: str) -> None:
@@ -167,17 +207,12 @@ def admit(
     """
     check(account_id, request_id)
     month = month_key(now)
-    account = execute(connection, _ACCOUNT, {"account_id": account_id}).fetchone()
-    if account is None:
-        return Admission(False, "", None, 0, ACCOUNT_NOT_FOUND, month)
-    plan = plans.plan_of(account[0])
-    if account[1]:
-        return Admission(False, plan.name, plan.monthly_limit, 0, ACCOUNT_DISABLED, month)
+    holder = holder_of(connection, plans, account_id, api_key_id, now)
+    if isinstance(holder, Refused):
+        plan_name, limit = (holder.plan.name, holder.plan.monthly_limit) if holder.plan else ("", None)
+        return Admission(False, plan_name, limit, 0, holder.reason, month)
+    plan, key, account_budget = holder.plan, holder.key, holder.account_budget
     refuse = _Refusal(plan, month)
-    key = _key(connection, account_id, api_key_id, now) if api_key_id else None
-    if api_key_id and key is None:
-        return refuse(KEY_REVOKED)
-    account_budget = from_column(connection, account[2])
 
     # What is left of each budget, and which candidates' worst cases fit it.
     # (Read only where there is a budget: without one, nothing needs the counts.)
@@ -251,7 +286,7 @@ class _Refusal:
         return Admission(False, plan.name, plan.monthly_limit, 0, reason, self.month, (), retry_after_s, owner, left)
 
 
-def _key(connection: Connection, account_id: str, key_id: str, now: datetime) -> _Key | None:
+def _key(connection: Connection, account_id: str, key_id: str, now: datetime) -> Key | None:
     """The key, locked for this transaction; None unless it is this account's, live and unrevoked."""
     statement = _KEY_LOCKED if connection.dialect.name == "postgresql" else _KEY
     row = execute(connection, statement, {"key_id": key_id}).fetchone()
@@ -261,10 +296,10 @@ def _key(connection: Connection, account_id: str, key_id: str, now: datetime) ->
     if expires_at is not None and expires_at <= now:
         return None
     limit, budget, rpm = row[3], from_column(connection, row[4]), row[5]
-    return _Key(key_id, None if limit is None else int(limit), budget, None if rpm is None else int(rpm))
+    return Key(key_id, None if limit is None else int(limit), budget, None if rpm is None else int(rpm))
 
 
-def _minute_full(connection: Connection, key: _Key, now: datetime) -> int:
+def _minute_full(connection: Connection, key: Key, now: datetime) -> int:
     """0 when the key's rolling minute has room for this request (already reserved,
     so it counts itself), else the seconds until it has."""
     assert key.rpm is not None

@@ -89,13 +89,15 @@ def try_reserve(
     limit: int | None,
     amount: Decimal = _ZERO,
     budget: Decimal | None = None,
+    slots: int = 1,
 ) -> Counts | None:
-    """Take one slot and `amount` USD of `month` if `used + reserved < limit` and
-    `spent + reserved_usd + amount <= budget` (a None limit or budget: no bound).
+    """Take `slots` slots (one request's, or a lease's) and `amount` USD of `month`
+    if `used + reserved + slots <= limit` and `spent + reserved_usd + amount <=
+    budget` (a None limit or budget: no bound).
 
     Returns the counts after the reservation, or None when either does not fit.
     """
-    counts = _reserve(connection, counter, owner, month, limit, amount, budget)
+    counts = _reserve(connection, counter, owner, month, limit, amount, budget, slots)
     if counts is None:
         # Full, or the month has no row yet. Create it (a conflict does nothing)
         # and ask again. Not "refuse unless a row exists now": on PostgreSQL the
@@ -104,7 +106,7 @@ def try_reserve(
         # with slots to spare. The INSERT waits for that creator, so the second
         # UPDATE sees its row.
         _ensure(connection, counter, owner, month)
-        counts = _reserve(connection, counter, owner, month, limit, amount, budget)
+        counts = _reserve(connection, counter, owner, month, limit, amount, budget, slots)
     return counts
 
 
@@ -148,7 +150,7 @@ def _statements(counter: Counter) -> _Statements:
     this_month = counter.key()
     money = Money()
     counts = (c.used, c.reserved, c.spent_usd, c.reserved_usd)
-    below_limit = c.used + c.reserved < bindparam("b_limit")
+    below_limit = c.used + c.reserved + bindparam("b_slots") <= bindparam("b_limit")
     within_budget = c.spent_usd + c.reserved_usd + bindparam("b_amount", type_=money) <= bindparam(
         "b_budget", type_=money
     )
@@ -163,7 +165,10 @@ def _statements(counter: Counter) -> _Statements:
             reserve[has_limit, has_budget] = (
                 update(table)
                 .where(*conditions)
-                .values(reserved=c.reserved + 1, reserved_usd=c.reserved_usd + bindparam("b_amount", type_=money))
+                .values(
+                    reserved=c.reserved + bindparam("b_slots"),
+                    reserved_usd=c.reserved_usd + bindparam("b_amount", type_=money),
+                )
                 .returning(*counts)
             )
     adjust = (
@@ -187,8 +192,9 @@ def _reserve(
     limit: int | None,
     amount: Decimal,
     budget: Decimal | None,
+    slots: int,
 ) -> Counts | None:
-    values: dict[str, Any] = {"b_owner": owner, "b_month": month, "b_amount": amount}
+    values: dict[str, Any] = {"b_owner": owner, "b_month": month, "b_amount": amount, "b_slots": slots}
     if limit is not None:
         values["b_limit"] = limit
     if budget is not None:

@@ -99,7 +99,10 @@ class ApiKeysServicer(billing_pb2_grpc.ApiKeysServicer):
                 session, plans, account_id=request.account_id, budget_usd=request.monthly_budget_usd, now=now
             )
 
-        return render(await self._billing.call(context, set_budget, write=True))
+        view = await self._billing.call(context, set_budget, write=True)
+        # Gateways end the account's leases, which carry no money: its requests are Admitted one by one.
+        await self._billing.announce(context, view.account_id)
+        return render(view)
 
 
 def render_key(view: apikeys.KeyView) -> billing_pb2.ApiKey:

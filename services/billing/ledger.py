@@ -39,8 +39,12 @@ def entry_from_event(event: UsageEvent) -> dict[str, Any]:
     InvalidEvent when one cannot be made."""
     if not event.request_id or not event.account_id:
         raise InvalidEvent("request_id and account_id are required")
-    if len(event.request_id) > 128 or len(event.account_id) > 64 or len(event.api_key_id) > 64:
-        raise InvalidEvent("request_id, account_id or api_key_id is too long")
+    if (
+        len(event.request_id) > 128
+        or len(event.account_id) > 64
+        or max(len(event.api_key_id), len(event.lease_id)) > 64
+    ):
+        raise InvalidEvent("request_id, account_id, api_key_id or lease_id is too long")
     try:
         admitted_at = datetime.fromtimestamp(event.admitted_at, UTC)
     except (OverflowError, OSError, ValueError) as exc:
@@ -79,6 +83,7 @@ def entry_from_event(event: UsageEvent) -> dict[str, Any]:
         # Settlement takes the reservation's key where there is one; a request admitted
         # without one (billing was fail-open) has only the event's word.
         "api_key_id": event.api_key_id or None,
+        "lease_id": event.lease_id or None,
         "admitted_at": admitted_at,
         "created_at": utcnow(),
     }

@@ -42,6 +42,8 @@ __all__ = [
     "ApiKey",
     "AuthAttempt",
     "KeyMonthCounter",
+    "Lease",
+    "LeaseState",
     "LedgerEntry",
     "MonthCounter",
     "Reservation",
@@ -58,6 +60,7 @@ TABLES = (
     "auth_attempts",
     "api_keys",
     "key_month_counters",
+    "leases",
 )
 
 
@@ -166,6 +169,38 @@ class Reservation(SQLModel, table=True):
     reserved_usd: Decimal = Field(default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0)))
 
 
+class LeaseState:
+    """The states of a lease; see `leases.py` for the transitions."""
+
+    ACTIVE = "active"  # its gateway admits from it; holds every slot it was granted
+    RETURNED = "returned"  # its gateway gave the unused slots back; holds its requests not yet settled
+    ENDED = "ended"  # expired (the reaper freed what it held) or returned and fully settled
+
+
+class Lease(SQLModel, table=True):
+    """Slots of an account's month (and of its key's) held by one gateway replica."""
+
+    __tablename__ = "leases"
+    # Serves the reaper's scan for leases past their expiry.
+    __table_args__ = (Index("ix_leases_state_expires", "state", "expires_at"),)
+
+    lease_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(max_length=64)
+    api_key_id: str | None = Field(default=None, max_length=64)
+    month: str = Field(max_length=7)
+    gateway: str = Field(max_length=128)
+    state: str = Field(max_length=16)
+    granted: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # The slots it holds on the counters' `reserved`: `granted` while active; once
+    # returned, the requests its gateway admitted; `settled` once ended.
+    holds: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Its requests whose usage event moved a held slot to `used`.
+    settled: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
 class LedgerEntry(SQLModel, table=True):
     """One request's settled usage, written once from its usage event."""
 
@@ -201,6 +236,8 @@ class LedgerEntry(SQLModel, table=True):
     stream: bool | None = Field(default=None)
     # The API key it came with; None for a JWT.
     api_key_id: str | None = Field(default=None, max_length=64)
+    # The lease it was admitted under (leases.py); None for one Admit of its own.
+    lease_id: str | None = Field(default=None, max_length=64)
     admitted_at: datetime = Field(sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["Clock", "as_utc", "moment", "month_key", "month_start"]
+__all__ = ["Clock", "as_utc", "moment", "month_end", "month_key", "month_start"]
 
 Clock = Callable[[], float]
 
@@ -35,3 +35,9 @@ def month_start(key: str) -> int:
     """Unix seconds at 00:00:00 UTC on the first day of month `key` ("YYYY-MM")."""
     year, month = key.split("-")
     return int(datetime(int(year), int(month), 1, tzinfo=UTC).timestamp())
+
+
+def month_end(key: str) -> datetime:
+    """00:00:00 UTC on the first day of the month after `key`: the first moment not in it."""
+    year, month = (int(part) for part in key.split("-"))
+    return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)

@@ -7,6 +7,9 @@ read once at start by pydantic-settings, strictly.
   (a slow streamed answer, plus the gateway's outbox through a short NATS
   outage): a reservation freed while its request still runs lets the month
   go over its limit by that request.
+- `STEPBLEND_LEASE_SECONDS` (default 10): how long a gateway may admit from one
+  lease (leases.py); a lease's slots are freed at the latest this plus the
+  reservation TTL after it was granted.
 - `STEPBLEND_AUTH_ATTEMPTS_PER_ADDRESS` (30) and `STEPBLEND_AUTH_ATTEMPTS_PER_EMAIL`
   (10): sign-ups and sign-ins allowed per client address and per email in each
   `STEPBLEND_AUTH_WINDOW_SECONDS` (60); 0 turns a limit off (auth_limits.py).
@@ -34,6 +37,7 @@ __all__ = ["BillingOptions", "BillingSettings"]
 
 class BillingSettings(ServiceSettings):
     reservation_ttl_s: float = Field(900.0, gt=0, validation_alias=AliasChoices("STEPBLEND_RESERVATION_TTL_SECONDS"))
+    lease_s: float = Field(10.0, gt=0, le=3600, validation_alias=AliasChoices("STEPBLEND_LEASE_SECONDS"))
     auth_attempts_per_address: int = Field(30, ge=0)
     auth_attempts_per_email: int = Field(10, ge=0)
     auth_window_s: int = Field(60, gt=0, validation_alias=AliasChoices("STEPBLEND_AUTH_WINDOW_SECONDS"))
@@ -54,6 +58,7 @@ class BillingOptions:
     """Billing's tunables; the defaults are production's."""
 
     reservation_ttl: timedelta = timedelta(minutes=15)
+    lease_window: timedelta = timedelta(seconds=10)
     auth_limits: AuthLimits = field(default_factory=AuthLimits)
     password_hashing_threads: int = 2
     sqlite_synchronous: str = "NORMAL"
@@ -69,6 +74,7 @@ class BillingOptions:
         settings = BillingSettings.from_env(environ)
         return cls(
             reservation_ttl=timedelta(seconds=settings.reservation_ttl_s),
+            lease_window=timedelta(seconds=settings.lease_s),
             auth_limits=AuthLimits(
                 per_address=settings.auth_attempts_per_address,
                 per_email=settings.auth_attempts_per_email,

@@ -1,4 +1,5 @@
-"""The reaper: frees the slots of reservations whose usage event never came.
+"""The reaper: frees the slots of reservations whose usage event never came, and
+of leases whose gateway never returned them (leases.py).
 
 A gateway that crashes between Admit and publishing its usage event leaves a
 reservation behind. Once its `expires_at` has passed (the TTL is longer than the
@@ -22,10 +23,10 @@ from functools import partial
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from services.billing import counters
+from services.billing import counters, leases
 from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import retrying, write_session
-from services.billing.models import Reservation, ReservationState, utcnow
+from services.billing.models import Lease, LeaseState, Reservation, ReservationState, utcnow
 from services.billing.months import Clock, moment
 
 __all__ = ["Reaper", "expire_due"]
@@ -36,9 +37,10 @@ _BATCH = 500
 
 
 def expire_due(engine: Engine, now_s: float) -> int:
-    """Expire every reservation past its `expires_at` at `now_s`; how many this call freed."""
+    """Expire every reservation and lease past its `expires_at` at `now_s`; how
+    many slots this call freed."""
     now = moment(now_s)
-    freed = 0
+    freed = _expire_leases(engine, now)
     while True:
         with Session(engine) as session:
             due = session.exec(
@@ -50,6 +52,31 @@ def expire_due(engine: Engine, now_s: float) -> int:
             freed += retrying(partial(_expire, engine, request_id, now))
         if len(due) < _BATCH:
             return freed
+
+
+def _expire_leases(engine: Engine, now: datetime) -> int:
+    with Session(engine) as session:
+        due = session.exec(
+            select(Lease.lease_id)
+            .where(col(Lease.state).in_((LeaseState.ACTIVE, LeaseState.RETURNED)), col(Lease.expires_at) < now)
+            .limit(_BATCH)
+        ).all()
+    freed = 0
+    for lease_id in due:
+        freed += retrying(partial(_expire_lease, engine, lease_id, now))
+    return freed
+
+
+def _expire_lease(engine: Engine, lease_id: str, now: datetime) -> int:
+    with write_session(engine) as session:
+        freed = leases.expire(session.connection(), lease_id, now)
+        session.commit()
+    if freed:
+        log.warning(
+            "a lease expired holding slots its gateway never returned; they are free again",
+            extra={"lease_id": lease_id, "slots": freed},
+        )
+    return freed
 
 
 def _expire(engine: Engine, request_id: str, now: datetime) -> int:

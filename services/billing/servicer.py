@@ -40,7 +40,7 @@ import grpc
 from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
-from services.billing import accounts, admission, auth_limits, usage
+from services.billing import accounts, admission, auth_limits, leases, usage
 from services.billing.db import retrying, write_session
 from services.billing.money import parse_usd
 from services.billing.months import Clock, moment, month_key, month_start
@@ -204,6 +204,53 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             budget_owner=answer.budget_owner,
             budget_left_usd="" if left is None else usd(left),
         )
+
+    async def Lease(
+        self, request: billing_pb2.LeaseRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.LeaseResponse:
+        try:
+            admission.check(request.account_id, request.lease_id)
+        except admission.InvalidAdmission as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        now, options = self.now(), self._options
+
+        def lease(connection: Connection) -> leases.LeaseGrant:
+            return leases.grant(
+                connection,
+                self._plans,
+                lease_id=request.lease_id,
+                account_id=request.account_id,
+                api_key_id=request.api_key_id,
+                gateway=request.gateway,
+                want=max(1, request.want),
+                now=now,
+                window=options.lease_window,
+                ttl=options.reservation_ttl,
+            )
+
+        answer = await self._writer.run(lease)
+        return billing_pb2.LeaseResponse(
+            granted=answer.granted,
+            reason=answer.reason,
+            per_request=answer.per_request,
+            plan=answer.plan,
+            limit=answer.limit or 0,
+            remaining=answer.remaining,
+            month_start=month_start(answer.month),
+            admit_until=answer.admit_until.timestamp() if answer.admit_until else 0.0,
+        )
+
+    async def ReturnLease(
+        self, request: billing_pb2.ReturnLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ReturnLeaseResponse:
+        now = self.now()
+
+        def give_back(connection: Connection) -> int:
+            return leases.give_back(
+                connection, lease_id=request.lease_id, account_id=request.account_id, admitted=request.admitted, now=now
+            )
+
+        return billing_pb2.ReturnLeaseResponse(freed=await self._writer.run(give_back))
 
     async def ListUsage(
         self, request: billing_pb2.ListUsageRequest, context: grpc.aio.ServicerContext

@@ -24,6 +24,11 @@ caller's transaction (the consumer settles a fetched batch in one):
    slot may meanwhile have been given to another request, and the month can end
    that many requests over its limit. Counting it is what SPEC.md asks; the
    window is small and bounded by the outage.
+
+A request admitted under a lease (its event names the lease) has no reservation:
+one a provider answered moves one of the lease's held slots to `used`, or, once
+the lease has expired, counts without one; one no provider answered changes no
+counter (its gateway gave the slot back to the lease).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from services.billing import counters
+from services.billing import counters, leases
 from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import execute, insert_if_absent
 from services.billing.models import LedgerEntry, Reservation, ReservationState, utcnow
@@ -64,6 +69,8 @@ def settle(connection: Connection, entry: dict[str, Any]) -> bool:
     transaction is safe to repeat.
     """
     request_id = entry["request_id"]
+    if entry.get("lease_id"):
+        return _settle_leased(connection, entry)
     reservation = execute(connection, _RESERVATION, {"b_request_id": request_id}).fetchone()
     if reservation is not None:
         # The month, account and key the request was admitted under are the ones it
@@ -87,6 +94,30 @@ def settle(connection: Connection, entry: dict[str, Any]) -> bool:
         values = {"b_request_id": request_id, "b_state": ReservationState.COUNTED, "b_settled_at": utcnow()}
         execute(connection, _SET_STATE, values)
         _move(connection, account_id, key_id, month, used=1, spent_usd=cost)
+    return True
+
+
+def _settle_leased(connection: Connection, entry: dict[str, Any]) -> bool:
+    """A request admitted under a lease: it counts in the lease's month, and one
+    the provider answered takes one of the slots the lease holds (leases.py)."""
+    held = leases.held_by(connection, entry["lease_id"])
+    if held is not None and held.account_id == entry["account_id"]:
+        entry = {**entry, "month": held.month, "api_key_id": held.api_key_id}
+    else:
+        entry = {**entry, "lease_id": None}  # no such lease of this account: settled as unreserved
+    if not insert_if_absent(connection, LedgerEntry, entry):
+        return False
+    if entry["counted"]:
+        took = entry["lease_id"] is not None and leases.settle_one(connection, entry["lease_id"], utcnow())
+        _move(
+            connection,
+            entry["account_id"],
+            entry.get("api_key_id"),
+            entry["month"],
+            used=1,
+            reserved=-1 if took else 0,
+            spent_usd=_cost(entry),
+        )
     return True
 
 

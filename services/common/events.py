@@ -84,6 +84,8 @@ class UsageEvent(_Event):
     client_request_id: str = ""
     # The API key the request came with (SPEC.md §7); "" for a JWT.
     api_key_id: str = ""
+    # The lease it was admitted under (billing's leases.py); "" for one Admit of its own.
+    lease_id: str = ""
 
 
 class KeysChanged(_Event):

@@ -47,6 +47,8 @@ CALLER_METHODS: dict[str, frozenset[str]] = {
             "/stepblend.v1.Billing/GetAccount",
             "/stepblend.v1.Billing/VerifyPassword",
             "/stepblend.v1.Billing/Admit",
+            "/stepblend.v1.Billing/Lease",
+            "/stepblend.v1.Billing/ReturnLease",
             "/stepblend.v1.Billing/ListUsage",
             "/stepblend.v1.ApiKeys/Create",
             "/stepblend.v1.ApiKeys/List",

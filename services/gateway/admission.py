@@ -1,4 +1,5 @@
-"""Admission: one call to billing's exact, cross-replica counters.
+"""Admission: from this replica's lease of the account's month (leases.py), or
+one call to billing's exact, cross-replica counters.
 
 Billing reserves one request of the account's month (and of its API key's, with
 the key's limits), and the largest worst-case cost among the routed candidates
@@ -19,6 +20,7 @@ from stepblend.v1 import billing_pb2, router_pb2
 
 from .deps import Deps
 from .errors import ApiError, unauthenticated, unavailable
+from .leases import Lease
 from .rpc import ServiceFailed, call
 from .state import Exchange
 
@@ -40,6 +42,22 @@ def rate_headers(response: billing_pb2.AdmitResponse) -> dict[str, str]:
 async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision) -> dict[str, str]:
     """Reserve the request or raise; drops from `decision` the candidates no budget
     has room for; returns the rate-limit headers to send."""
+    if deps.leases is not None:
+        try:
+            taken = await deps.leases.take(exchange.account_id, exchange.api_key_id)
+        except ServiceFailed as exc:
+            if not deps.settings.billing_fail_open:
+                deps.telemetry.admission("billing_unavailable")
+                raise _billing_unavailable() from exc
+            taken = None  # Admit below fails open the same way
+        if isinstance(taken, Lease):
+            deps.telemetry.admission("admitted")
+            exchange.lease = taken
+            return taken.headers()
+        if taken is not None:
+            deps.telemetry.admission(taken.reason or "refused", taken.plan)
+            refused = billing_pb2.AdmitResponse(allowed=False, reason=taken.reason, plan=taken.plan, limit=taken.limit)
+            raise _refusal(refused, decision)
     request = billing_pb2.AdmitRequest(
         account_id=exchange.account_id,
         request_id=exchange.request_id,
@@ -58,11 +76,7 @@ async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecisi
             )
             return {}
         deps.telemetry.admission("billing_unavailable")
-        raise unavailable(
-            "StepBlend cannot check your plan's limit right now (its billing service is unreachable); "
-            "try again shortly.",
-            "billing_unavailable",
-        ) from exc
+        raise _billing_unavailable() from exc
     deps.telemetry.admission("admitted" if response.allowed else response.reason or "refused", response.plan)
     if not response.allowed:
         raise _refusal(response, decision)
@@ -71,6 +85,13 @@ async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecisi
         del decision.candidates[:]
         decision.candidates.extend(fitting)
     return rate_headers(response)
+
+
+def _billing_unavailable() -> ApiError:
+    return unavailable(
+        "StepBlend cannot check your plan's limit right now (its billing service is unreachable); try again shortly.",
+        "billing_unavailable",
+    )
 
 
 def _refusal(response: billing_pb2.AdmitResponse, decision: router_pb2.RouteDecision) -> ApiError:

@@ -6,7 +6,11 @@ Routes live in routes.py; everything they need is built here, once, and kept on
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +41,7 @@ from .deps import Deps
 from .errors import ApiError
 from .fairness import AccountConcurrencyLimit, InFlight
 from .invalidation import Invalidations
+from .leases import Leases
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .render import JsonResponse
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 ACCOUNT_TTL_S = 30.0
 CONNECTED_TTL_S = 30.0
 OUTBOX_DRAIN_S = 10.0
+LEASES_RETURN_S = 5.0
 GRACEFUL_CHAT_S = 30.0
 
 
@@ -140,10 +146,16 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
         keys = providers_pb2_grpc.KeysStub(providers_ch)
         billing = billing_pb2_grpc.BillingStub(billing_ch)
         apikeys = ApiKeyBook(settings.api_key_pepper, billing_pb2_grpc.ApiKeysStub(billing_ch), metadata)
+        leases = (
+            Leases(billing, metadata, gateway=f"{socket.gethostname()}:{os.getpid()}", idle_s=gateway.lease_idle_s)
+            if gateway.leases
+            else None
+        )
         deps = Deps(
             settings=settings,
             gateway=gateway,
             in_flight=in_flight,
+            leases=leases,
             keyring=keyring,
             verifier=Verifier(keyring, apikeys.load if apikeys.enabled else None),
             encoding=o200k_base(),
@@ -166,11 +178,18 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
         app.state.deps = deps
         app.state.invalidations = invalidations
         chat_server = await _start_chat(deps) if settings.chat_port is not None else None
+        ticking = asyncio.ensure_future(leases.run()) if leases is not None else None
         try:
             yield
         finally:
             if chat_server is not None:
                 await chat_server.stop(grace=GRACEFUL_CHAT_S)
+            if ticking is not None and leases is not None:
+                ticking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticking
+                # After the requests in flight have ended: their slots stay held, the rest come back now.
+                await leases.close_all(LEASES_RETURN_S)
             await outbox.drain(OUTBOX_DRAIN_S)
             for ch in channels.values():
                 await ch.close()

@@ -16,6 +16,7 @@ from .auth import Keyring, Verifier
 from .caches import AccountStatus, ModelList
 from .fairness import InFlight
 from .features import Encoding
+from .leases import Leases
 from .observe import RequestTelemetry
 from .outbox import Outbox
 from .rpc import Metadata
@@ -42,4 +43,6 @@ class Deps:
     models: ModelList
     metadata: Metadata
     in_flight: InFlight
+    # None when STEPBLEND_LEASES is off: every request is one Admit.
+    leases: Leases | None = None
     telemetry: RequestTelemetry = field(default_factory=lambda: RequestTelemetry(None))

@@ -1,5 +1,6 @@
 """The change events that invalidate the gateway's caches, applied as they arrive:
-`accounts.v1.changed` drops the account's status and every verified token,
+`accounts.v1.changed` drops the account's status and every verified token and
+ends the account's leases,
 `keys.v1.changed` the account's connected providers. The caches never keep a
 value whose load was under way when its event came (services.common.cache).
 
@@ -52,8 +53,12 @@ class Invalidations:
 
     async def on_account_changed(self, msg: Msg) -> None:
         try:
-            self._deps.accounts.drop(events.AccountsChanged.model_validate_json(msg.data).account_id)
+            account_id = events.AccountsChanged.model_validate_json(msg.data).account_id
         except ValueError:
             log.warning("ignored a malformed accounts.v1.changed event")
+        else:
+            self._deps.accounts.drop(account_id)
+            if self._deps.leases is not None:
+                self._deps.leases.close_account(account_id)
         self._deps.verifier.clear()
         self._applied()

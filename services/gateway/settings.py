@@ -5,6 +5,10 @@ naming its variable.
 
 - STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT (64; 0 turns it off): chat completions one
   account may have in flight at this gateway (fairness.py).
+- STEPBLEND_LEASES (true): admit from leases of the account's month (leases.py);
+  false: one billing Admit per request, as before leases.
+  STEPBLEND_LEASE_IDLE_SECONDS (2 s): a lease no request has taken from this
+  long is returned, its unused slots freed for the other replicas.
 - STEPBLEND_PROVIDER_TOTAL_TIMEOUT (600 s): the providers service's bound on one
   attempt, as it reads it too; with STEPBLEND_PROVIDER_DEADLINE_MARGIN_SECONDS
   (30 s) it makes the deadline of the gateway's call to providers: one total per
@@ -24,6 +28,8 @@ DEFAULT_MAX_CONCURRENT = 64
 
 class GatewaySettings(ServiceSettings):
     max_concurrent_per_account: int = Field(DEFAULT_MAX_CONCURRENT, ge=0)
+    leases: bool = True
+    lease_idle_s: float = Field(2.0, gt=0, le=3600, validation_alias=AliasChoices("STEPBLEND_LEASE_IDLE_SECONDS"))
     provider_total_timeout_s: float = Field(
         600.0, gt=0, validation_alias=AliasChoices("STEPBLEND_PROVIDER_TOTAL_TIMEOUT")
     )

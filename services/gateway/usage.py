@@ -21,6 +21,8 @@ def finish(deps: Deps, exchange: Exchange) -> None:
     exchange.finished = True
     event = usage_event(exchange)
     deps.outbox.put(event)
+    if exchange.lease is not None and deps.leases is not None:
+        deps.leases.done(exchange.lease, exchange.answered)
     deps.telemetry.finished(exchange, event)
 
 
@@ -63,4 +65,5 @@ def usage_event(exchange: Exchange) -> UsageEvent:
         ],
         client_request_id=exchange.client_request_id,
         api_key_id=exchange.api_key_id,
+        lease_id=exchange.lease.lease_id if exchange.lease is not None else "",
     )

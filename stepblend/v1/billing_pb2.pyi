@@ -184,6 +184,56 @@ class AdmitResponse(_message.Message):
     budget_left_usd: str
     def __init__(self, allowed: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reason: _Optional[str] = ..., month_start: _Optional[int] = ..., fits: _Optional[_Iterable[bool]] = ..., retry_after_s: _Optional[int] = ..., budget_owner: _Optional[str] = ..., budget_left_usd: _Optional[str] = ...) -> None: ...
 
+class LeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "account_id", "api_key_id", "gateway", "want")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    WANT_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    account_id: str
+    api_key_id: str
+    gateway: str
+    want: int
+    def __init__(self, lease_id: _Optional[str] = ..., account_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., gateway: _Optional[str] = ..., want: _Optional[int] = ...) -> None: ...
+
+class LeaseResponse(_message.Message):
+    __slots__ = ("granted", "reason", "per_request", "plan", "limit", "remaining", "month_start", "admit_until")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    MONTH_START_FIELD_NUMBER: _ClassVar[int]
+    ADMIT_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    granted: int
+    reason: str
+    per_request: bool
+    plan: str
+    limit: int
+    remaining: int
+    month_start: int
+    admit_until: float
+    def __init__(self, granted: _Optional[int] = ..., reason: _Optional[str] = ..., per_request: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., month_start: _Optional[int] = ..., admit_until: _Optional[float] = ...) -> None: ...
+
+class ReturnLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "account_id", "admitted")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    account_id: str
+    admitted: int
+    def __init__(self, lease_id: _Optional[str] = ..., account_id: _Optional[str] = ..., admitted: _Optional[int] = ...) -> None: ...
+
+class ReturnLeaseResponse(_message.Message):
+    __slots__ = ("freed",)
+    FREED_FIELD_NUMBER: _ClassVar[int]
+    freed: int
+    def __init__(self, freed: _Optional[int] = ...) -> None: ...
+
 class CreateAccountRequest(_message.Message):
     __slots__ = ("email", "plan", "password", "client_address")
     EMAIL_FIELD_NUMBER: _ClassVar[int]

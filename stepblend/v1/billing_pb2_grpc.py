@@ -65,6 +65,16 @@ class BillingStub:
                 request_serializer=stepblend_dot_v1_dot_billing__pb2.AdmitRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_billing__pb2.AdmitResponse.FromString,
                 _registered_method=True)
+        self.Lease = channel.unary_unary(
+                '/stepblend.v1.Billing/Lease',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.LeaseRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.LeaseResponse.FromString,
+                _registered_method=True)
+        self.ReturnLease = channel.unary_unary(
+                '/stepblend.v1.Billing/ReturnLease',
+                request_serializer=stepblend_dot_v1_dot_billing__pb2.ReturnLeaseRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_billing__pb2.ReturnLeaseResponse.FromString,
+                _registered_method=True)
         self.ListUsage = channel.unary_unary(
                 '/stepblend.v1.Billing/ListUsage',
                 request_serializer=stepblend_dot_v1_dot_billing__pb2.ListUsageRequest.SerializeToString,
@@ -117,6 +127,25 @@ class BillingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lease(self, request, context):
+        """Reserves up to `want` requests of the account's month (and of its key's) for
+        one gateway replica, which admits from them with no call until admit_until;
+        or refuses as Admit does; or answers per_request (the account or key has
+        limits a lease cannot carry: budgets, rpm) so that each request is Admitted.
+        Idempotent by lease_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReturnLease(self, request, context):
+        """Ends a lease's admissions: it keeps the slots of the requests admitted from
+        it that counted (settled by their usage events) and frees the rest at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListUsage(self, request, context):
         """This month's usage of an account, from the ledger: its newest requests and
         its counted requests per day. NOT_FOUND for no account.
@@ -157,6 +186,16 @@ def add_BillingServicer_to_server(servicer, server):
                     servicer.Admit,
                     request_deserializer=stepblend_dot_v1_dot_billing__pb2.AdmitRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_billing__pb2.AdmitResponse.SerializeToString,
+            ),
+            'Lease': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lease,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.LeaseRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.LeaseResponse.SerializeToString,
+            ),
+            'ReturnLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReturnLease,
+                    request_deserializer=stepblend_dot_v1_dot_billing__pb2.ReturnLeaseRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_billing__pb2.ReturnLeaseResponse.SerializeToString,
             ),
             'ListUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsage,
@@ -327,6 +366,60 @@ class Billing:
             '/stepblend.v1.Billing/Admit',
             stepblend_dot_v1_dot_billing__pb2.AdmitRequest.SerializeToString,
             stepblend_dot_v1_dot_billing__pb2.AdmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Billing/Lease',
+            stepblend_dot_v1_dot_billing__pb2.LeaseRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.LeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReturnLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stepblend.v1.Billing/ReturnLease',
+            stepblend_dot_v1_dot_billing__pb2.ReturnLeaseRequest.SerializeToString,
+            stepblend_dot_v1_dot_billing__pb2.ReturnLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,9 @@ mock provider, each its own process (`python -m stepblend serve NAME`).
     50th of the budget: spend never passes it (over-spend 0), every refusal is
     `budget_exceeded`, and billing's spend equals the served requests' cost.
 (e) A key revoked through one gateway is refused by the other within a second.
+(f) A gateway killed while it holds a lease of the month's slots: the other
+    gateway serves what no lease holds, and, once the lease expires, the rest:
+    exactly the plan's 100 in all.
 
 All run with billing on SQLite and on PostgreSQL. This module starts its own
 processes rather than using the shared `system` fixture: it kills some of them.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -52,7 +56,7 @@ from tests.billing.pgcluster import PostgresCluster
 from tests.support.procs import NatsServer, free_port, wait_port
 
 START_TIMEOUT_S = 60.0
-PLANS = 'default_plan = "trial"\n[plans]\ntrial = 50\nbig = 100000\n'
+PLANS = 'default_plan = "trial"\n[plans]\ntrial = 50\nhundred = 100\nbig = 100000\n'
 MODEL = "openai:gpt-4o-mini"
 
 
@@ -147,11 +151,17 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = Path(tmp_path_factory.mktemp("plan-limits"))
+    with _running(request.param, Path(tmp_path_factory.mktemp("plan-limits"))) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _running(backend: str, root: Path, lease_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """The processes started, on `backend`; `lease_env` added to every service's environment."""
     (root / "logs").mkdir()
     (root / "plans.toml").write_text(PLANS)
     cluster: PostgresCluster | None = None
-    if request.param == "postgresql":
+    if backend == "postgresql":
         cluster = PostgresCluster().start()
         billing_url = cluster.url(cluster.create_database())
     else:
@@ -174,6 +184,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         # not the per-account concurrency limit, is what it measures.
         STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT="0",
     )
+    env.update(lease_env or {})
     billing_addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     gateway_ports = [free_port() for _ in range(2)]
     env["STEPBLEND_BILLING_ADDR"] = billing_addrs[0]  # for the CLI
@@ -493,3 +504,65 @@ def test_a_key_revoked_at_one_gateway_is_refused_by_the_other_within_a_second(st
 async def _complete_one(url: str, key: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as client:
         return await _complete(client, url, key, "revocation")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def expiring_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose leases expire 10 s after they are granted (an 8 s window and a 2 s
+    TTL), and whose gateways keep an idle lease 8 s (not 2), so that the test kills one holding it."""
+    lease_env = {
+        "STEPBLEND_LEASE_SECONDS": "8",
+        "STEPBLEND_RESERVATION_TTL_SECONDS": "2",
+        "STEPBLEND_LEASE_IDLE_SECONDS": "8",
+    }
+    with _running(request.param, Path(tmp_path_factory.mktemp("lease-expiry")), lease_env) as running:
+        yield running
+
+
+def _month_counter(stack: Stack, account_id: str) -> tuple[int, int]:
+    engine = make_engine(stack.billing_url)
+    try:
+        with Session(engine) as session:
+            row = session.exec(select(MonthCounter).where(col(MonthCounter.account_id) == account_id)).one()
+            return row.used, row.reserved
+    finally:
+        engine.dispose()
+
+
+def test_a_gateway_killed_holding_a_lease_gives_its_slots_back_at_expiry(expiring_stack: Stack) -> None:
+    stack = expiring_stack
+    _email, token, account_id = _account(stack, "hundred")
+    marker = f"limit-f-{uuid.uuid4().hex}"
+
+    async def one(gateway: int) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await _complete(client, stack.gateway_urls[gateway], token, f"{marker} {uuid.uuid4().hex}")
+
+    # Gateway 0 serves 13 in a row; its leases grow as they run dry: 4, 8, then 16 slots.
+    for _ in range(13):
+        assert asyncio.run(one(0)).status_code == 200
+    _wait(lambda: _month_counter(stack, account_id)[0] == 13, 30, "the 13 requests counted")
+    _used, held = _month_counter(stack, account_id)
+    print(f"\n(f) [{stack.billing_url.split(':')[0]}] gateway 0 served 13 and holds {held} unused slots")
+    assert held >= 10, "gateway 0 holds no large lease to lose"
+    stack.kill9("gateway-0")
+
+    # Gateway 1 serves what no lease holds, then is refused while the dead gateway's lease lives.
+    served = 0
+    while (response := asyncio.run(one(1))).status_code == 200:
+        served += 1
+    assert response.status_code == 429 and response.json()["error"]["code"] == "plan_limit_exceeded"
+    assert served == 100 - 13 - held
+    # At the lease's expiry its slots are the month's again, and gateway 1 serves them: 100 in all, exactly.
+    started = time.monotonic()
+    while (response := asyncio.run(one(1))).status_code == 429:
+        assert time.monotonic() - started < 30, "the dead gateway's slots never came back"
+        time.sleep(0.25)
+    print(f"(f) its slots came back after {time.monotonic() - started:.1f} s")
+    served += 1
+    while (response := asyncio.run(one(1))).status_code == 200:
+        served += 1
+    assert response.json()["error"]["code"] == "plan_limit_exceeded"
+    assert 13 + served == 100
+    assert _mock_calls(stack, marker) == 100
+    _wait(lambda: _month_counter(stack, account_id) == (100, 0), 30, "100 counted and nothing held")

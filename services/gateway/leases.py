@@ -1,0 +1,244 @@
+"""Admission from leases: slots of an account's month that billing hands this
+replica in bulk (billing's leases.py), so that most requests are admitted here,
+with no call (ARCHITECTURE.md, "admission without a call per request").
+
+Per account (and API key) this replica holds at most one open lease:
+
+- A request takes one of its unused slots, synchronously. A request that finds
+  none asks billing for the next lease; the others that find none meanwhile
+  wait for that one answer (one call, however many wait), then take from it.
+- The size asked for adapts: doubled when a lease ran dry within its window,
+  halved when one closed with most of it unused. Billing cuts it near a limit,
+  down to one request: there this is Admit's behaviour again, exactly.
+- A request that ends: one a provider answered is `admitted` (billing settles it
+  from its usage event, which names the lease); one no provider answered gives
+  its slot back to the lease at once, if the lease is still open.
+- A lease closes when its window ends, when it has been idle `idle_s`, on
+  `accounts.v1.changed` for its account, or at shutdown; once nothing admitted
+  from it is in flight it is returned, and billing frees its unused slots.
+- Billing answers `per_request` for an account or key whose limits a lease
+  cannot carry (budgets, rpm): those requests are Admitted one by one (for
+  `_PER_REQUEST_S`, or until the account changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from stepblend.v1 import billing_pb2, billing_pb2_grpc
+
+from .rpc import Metadata, ServiceFailed, call
+
+__all__ = ["Lease", "Leases"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT_S = 3.0
+_FIRST_WANT = 4
+_MAX_WANT = 1024
+_PER_REQUEST_S = 10.0  # how long a per_request answer is believed
+_FORGET_S = 60.0  # an owner idle this long is forgotten
+
+
+@dataclass
+class Lease:
+    """One lease this replica admits from."""
+
+    lease_id: str
+    account_id: str
+    granted: int
+    admit_until: float  # Unix seconds
+    limit: int  # 0: unlimited
+    remaining: int  # slots of the month no one held when it was granted
+    unused: int
+    in_flight: int = 0
+    admitted: int = 0  # requests from it that a provider answered
+    open: bool = True
+    returned: bool = False
+    used_at: float = field(default_factory=time.monotonic)
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's names for the plan's monthly request budget, as this replica knows it."""
+        if not self.limit:
+            return {}
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining + self.unused),
+        }
+
+
+@dataclass
+class _Owner:
+    """An account's (or API key's) leasing at this replica."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lease: Lease | None = None
+    want: int = _FIRST_WANT
+    per_request_until: float = 0.0  # monotonic
+    seen: float = field(default_factory=time.monotonic)
+
+
+class Leases:
+    """This replica's leases, by account and API key."""
+
+    def __init__(
+        self,
+        billing: billing_pb2_grpc.BillingStub,
+        metadata: Metadata,
+        *,
+        gateway: str,
+        idle_s: float = 2.0,
+    ) -> None:
+        self._billing = billing
+        self._metadata = metadata
+        self._gateway = gateway
+        self._idle_s = idle_s
+        self._owners: dict[tuple[str, str], _Owner] = {}
+        self._held: dict[str, Lease] = {}  # every lease not yet returned, by id
+        self._returning: set[asyncio.Task[None]] = set()
+
+    async def take(self, account_id: str, api_key_id: str) -> Lease | billing_pb2.LeaseResponse | None:
+        """A lease one slot of which is now this request's; billing's refusal; or
+        None: admit this request with Admit. Raises ServiceFailed when billing is unreachable."""
+        owner = self._owners.get((account_id, api_key_id))
+        if owner is None:
+            owner = self._owners[account_id, api_key_id] = _Owner()
+        owner.seen = time.monotonic()
+        lease = _take(owner.lease)
+        if lease is not None:
+            return lease
+        async with owner.lock:
+            lease = _take(owner.lease)  # the next lease may have come while this waited
+            if lease is not None:
+                return lease
+            if owner.per_request_until > time.monotonic():
+                return None
+            return await self._next(owner, account_id, api_key_id)
+
+    def done(self, lease: Lease, answered: bool) -> None:
+        """A request admitted from `lease` ended; `answered`: a provider answered it (it counts)."""
+        lease.in_flight -= 1
+        if answered:
+            lease.admitted += 1
+        elif lease.open:
+            lease.unused += 1  # it did not count: the next request may have its slot
+        if not lease.open and lease.in_flight == 0:
+            self._give_back(lease)
+
+    def close_account(self, account_id: str) -> None:
+        """The account changed (plan, status, keys, budget): end its leases, ask afresh."""
+        for (owner_account, _), owner in self._owners.items():
+            if owner_account == account_id:
+                owner.per_request_until = 0.0
+                self._close(owner)
+
+    def tick(self) -> None:
+        """Close leases whose window ended or that sat idle; forget long-idle owners."""
+        now, wall = time.monotonic(), time.time()
+        for key, owner in list(self._owners.items()):
+            lease = owner.lease
+            if lease is not None and lease.open and (wall >= lease.admit_until or now - lease.used_at >= self._idle_s):
+                self._close(owner)
+            if owner.lease is None and not owner.lock.locked() and now - owner.seen >= _FORGET_S:
+                del self._owners[key]
+
+    async def run(self, interval_s: float = 0.5) -> None:
+        """`tick` every `interval_s`, until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.tick()
+
+    async def close_all(self, timeout_s: float) -> None:
+        """At shutdown: return every lease, counting what is still in flight as admitted."""
+        for owner in self._owners.values():
+            owner.lease = None
+        for lease in list(self._held.values()):
+            lease.open = False
+            lease.admitted += lease.in_flight
+            lease.in_flight = 0
+            self._give_back(lease)
+        if self._returning:
+            await asyncio.wait(self._returning, timeout=timeout_s)
+
+    async def _next(self, owner: _Owner, account_id: str, api_key_id: str) -> Lease | billing_pb2.LeaseResponse | None:
+        previous = owner.lease
+        if previous is not None:
+            if previous.unused == 0 and time.time() < previous.admit_until:
+                owner.want = min(owner.want * 2, _MAX_WANT)  # ran dry within its window
+            self._close(owner)
+        request = billing_pb2.LeaseRequest(
+            lease_id=uuid.uuid4().hex,
+            account_id=account_id,
+            api_key_id=api_key_id,
+            gateway=self._gateway,
+            want=owner.want,
+        )
+        answer: billing_pb2.LeaseResponse = await call(
+            self._billing.Lease, request, service="billing", timeout_s=_TIMEOUT_S, metadata=self._metadata
+        )
+        if answer.per_request:
+            owner.per_request_until = time.monotonic() + _PER_REQUEST_S
+            return None
+        if not answer.granted:
+            return answer
+        lease = Lease(
+            lease_id=request.lease_id,
+            account_id=account_id,
+            granted=answer.granted,
+            admit_until=answer.admit_until,
+            limit=answer.limit,
+            remaining=answer.remaining,
+            unused=answer.granted,
+        )
+        owner.lease = lease
+        self._held[lease.lease_id] = lease
+        taken = _take(lease)
+        assert taken is lease
+        return lease
+
+    def _close(self, owner: _Owner) -> None:
+        lease = owner.lease
+        if lease is None:
+            return
+        owner.lease = None
+        lease.open = False
+        if lease.unused > lease.granted // 2:
+            owner.want = max(1, owner.want // 2)  # most of it went unused
+        if lease.in_flight == 0:
+            self._give_back(lease)
+
+    def _give_back(self, lease: Lease) -> None:
+        if lease.returned:
+            return
+        lease.returned = True
+        self._held.pop(lease.lease_id, None)
+        task = asyncio.ensure_future(self._return(lease))
+        self._returning.add(task)
+        task.add_done_callback(self._returning.discard)
+
+    async def _return(self, lease: Lease) -> None:
+        request = billing_pb2.ReturnLeaseRequest(
+            lease_id=lease.lease_id, account_id=lease.account_id, admitted=lease.admitted
+        )
+        with contextlib.suppress(ServiceFailed):
+            await call(
+                self._billing.ReturnLease, request, service="billing", timeout_s=_TIMEOUT_S, metadata=self._metadata
+            )
+            return
+        # Its slots come back at the lease's expiry instead.
+        log.warning("returning a lease failed; billing frees it at its expiry", extra={"lease_id": lease.lease_id})
+
+
+def _take(lease: Lease | None) -> Lease | None:
+    """One slot of `lease`, if it is open, in its window and has one."""
+    if lease is None or not lease.open or lease.unused <= 0 or time.time() >= lease.admit_until:
+        return None
+    lease.unused -= 1
+    lease.in_flight += 1
+    lease.used_at = time.monotonic()
+    return lease

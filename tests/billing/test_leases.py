@@ -1,0 +1,254 @@
+"""Leases in billing (leases.py), on SQLite and PostgreSQL: what a gateway replica
+may admit without a call, and that every slot comes back.
+
+Over gRPC from two replicas on one database: concurrent Leases never hold more than
+a plan's or a key's limit, and limits a lease cannot carry are answered
+`per_request`. In one process: settlement moves a leased slot to `used`, a return
+frees the rest at once, a lease whose gateway died frees its slots at expiry, and
+a late event still counts its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from services.billing import accounts, counters, leases
+from services.billing.db import write_session
+from services.billing.models import Lease, LeaseState
+from services.billing.months import moment, month_key
+from services.billing.plans import PlanBook
+from services.billing.reaper import expire_due
+from stepblend.v1 import billing_pb2
+from tests.billing.conftest import Replica, settle_event, usage_event
+
+NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
+WINDOW = timedelta(seconds=10)
+TTL = timedelta(minutes=15)
+PLANS = PlanBook.from_limits({"trial": 50, "enterprise": None})
+
+
+async def _account(replica: Replica, plan: str) -> str:
+    email = f"lease-{uuid.uuid4().hex[:8]}@example.com"
+    reply = await replica.stub.CreateAccount(billing_pb2.CreateAccountRequest(email=email, plan=plan))
+    return str(reply.account.account_id)
+
+
+def _lease(replica: Replica, account_id: str, want: int, key_id: str = "") -> object:
+    request = billing_pb2.LeaseRequest(
+        lease_id=uuid.uuid4().hex, account_id=account_id, api_key_id=key_id, gateway="test", want=want
+    )
+    return replica.stub.Lease(request)
+
+
+def _taken(replica: Replica, counter: counters.Counter, owner: str) -> counters.Counts:
+    with Session(replica.engine) as session:
+        return counters.read(session.connection(), counter, owner, month_key(moment(time.time())))
+
+
+async def test_concurrent_leases_from_two_replicas_hold_a_plan_limit_exactly(replicas: list[Replica]) -> None:
+    account_id = await _account(replicas[0], "trial")
+    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 8) for i in range(60)))  # type: ignore[misc]
+    granted = [a.granted for a in answers]
+    print(f"plan limit 50: leases of {sorted(g for g in granted if g)}")
+    # Demand is far over the limit: every slot is leased, none twice.
+    assert sum(granted) == 50
+    assert _taken(replicas[0], counters.ACCOUNTS, account_id).reserved == 50
+    assert {a.reason for a in answers if not a.granted} == {"plan_limit_exceeded"}
+    # No more than asked, and near the limit a lease shrinks to one request.
+    assert max(granted) <= 8 and 1 in granted
+
+
+async def test_a_keys_limit_bounds_its_leases_and_the_accounts(replicas: list[Replica]) -> None:
+    account_id = await _account(replicas[0], "enterprise")
+    key = await replicas[0].keys.Create(
+        billing_pb2.CreateApiKeyRequest(
+            account_id=account_id,
+            name="ci",
+            digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+            hint="sb-…abcd",
+            limits=billing_pb2.ApiKeyLimits(monthly_request_limit=12),
+        )
+    )
+    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 5, key.id) for i in range(20)))  # type: ignore[misc]
+    assert sum(a.granted for a in answers) == 12
+    assert {a.reason for a in answers if not a.granted} == {"key_limit_exceeded"}
+    # The account's counter holds what the key's does, and no slot a refused lease asked for.
+    assert _taken(replicas[1], counters.ACCOUNTS, account_id).reserved == 12
+    assert _taken(replicas[1], counters.KEYS, key.id).reserved == 12
+
+
+async def test_budgets_and_rpm_are_admitted_one_request_at_a_time(replicas: list[Replica]) -> None:
+    account_id = await _account(replicas[0], "enterprise")
+
+    async def key(**limits: object) -> str:
+        created = await replicas[0].keys.Create(
+            billing_pb2.CreateApiKeyRequest(
+                account_id=account_id,
+                name="ci",
+                digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+                hint="sb-…abcd",
+                limits=billing_pb2.ApiKeyLimits(**limits),  # type: ignore[arg-type]
+            )
+        )
+        return str(created.id)
+
+    budgeted, limited, plain = await key(monthly_budget_usd="5"), await key(rpm=10), await key()
+    for key_id in (budgeted, limited):
+        answer = await _lease(replicas[0], account_id, 8, key_id)  # type: ignore[misc]
+        assert answer.per_request and answer.granted == 0
+    assert (await _lease(replicas[0], account_id, 8, plain)).granted == 8  # type: ignore[misc]
+    await replicas[1].keys.SetBudget(billing_pb2.SetBudgetRequest(account_id=account_id, monthly_budget_usd="9"))
+    for key_id in ("", plain):
+        assert (await _lease(replicas[1], account_id, 8, key_id)).per_request  # type: ignore[misc]
+    revoked = await key()
+    await replicas[0].keys.Revoke(billing_pb2.RevokeApiKeyRequest(account_id=account_id, id=revoked))
+    assert (await _lease(replicas[0], account_id, 8, revoked)).reason == "key_revoked"  # type: ignore[misc]
+
+
+async def test_a_retried_lease_reserves_once(replicas: list[Replica]) -> None:
+    account_id = await _account(replicas[0], "trial")
+    request = billing_pb2.LeaseRequest(lease_id="retried", account_id=account_id, gateway="test", want=4)
+    first, again = await replicas[0].stub.Lease(request), await replicas[1].stub.Lease(request)
+    assert first.granted == again.granted == 4
+    assert _taken(replicas[0], counters.ACCOUNTS, account_id).reserved == 4
+
+
+# In one process, at a fixed time: settlement, return and expiry.
+
+
+def _new_account(engine: Engine) -> str:
+    with write_session(engine) as session:
+        return accounts.create_account(session, PLANS, email="lea@example.com", plan="trial").account_id
+
+
+def _grant(engine: Engine, account_id: str, want: int, lease_id: str = "L1") -> leases.LeaseGrant:
+    with write_session(engine) as session:
+        answer = leases.grant(
+            session.connection(),
+            PLANS,
+            lease_id=lease_id,
+            account_id=account_id,
+            api_key_id="",
+            gateway="test",
+            want=want,
+            now=NOW,
+            window=WINDOW,
+            ttl=TTL,
+        )
+        session.commit()
+        return answer
+
+
+def _give_back(engine: Engine, account_id: str, admitted: int, lease_id: str = "L1") -> int:
+    with write_session(engine) as session:
+        freed = leases.give_back(
+            session.connection(), lease_id=lease_id, account_id=account_id, admitted=admitted, now=NOW
+        )
+        session.commit()
+        return freed
+
+
+def _settle(engine: Engine, account_id: str, lease_id: str = "L1", **fields: object) -> bool:
+    event = usage_event(account_id, admitted_at=NOW.timestamp(), lease_id=lease_id, **fields)
+    with write_session(engine) as session:
+        return settle_event(session, event)
+
+
+def _slots(engine: Engine, account_id: str) -> tuple[int, int]:
+    with Session(engine) as session:
+        counts = counters.read(session.connection(), counters.ACCOUNTS, account_id, "2025-03")
+    return counts.used, counts.reserved
+
+
+def _state(engine: Engine, lease_id: str = "L1") -> str:
+    with Session(engine) as session:
+        lease = session.get(Lease, lease_id)
+        assert lease is not None
+        return lease.state
+
+
+def test_settled_requests_take_leased_slots_and_a_return_frees_the_rest(engine: Engine) -> None:
+    account_id = _new_account(engine)
+    grant = _grant(engine, account_id, 8)
+    assert grant.granted == 8 and grant.remaining == 42
+    assert grant.admit_until == NOW + WINDOW
+    for _ in range(3):
+        assert _settle(engine, account_id)
+    # No provider answered this one: its gateway reused the slot, billing changes nothing.
+    assert _settle(engine, account_id, provider_answered=False, outcome="failed")
+    assert _slots(engine, account_id) == (3, 5)
+    assert _give_back(engine, account_id, admitted=3) == 5
+    assert _slots(engine, account_id) == (3, 0)
+    assert _state(engine) == LeaseState.ENDED
+    # A second return (a retry) frees nothing more.
+    assert _give_back(engine, account_id, admitted=0) == 0
+    assert _slots(engine, account_id) == (3, 0)
+
+
+def test_a_return_keeps_the_slots_of_requests_whose_events_are_still_coming(engine: Engine) -> None:
+    account_id = _new_account(engine)
+    _grant(engine, account_id, 8)
+    assert _settle(engine, account_id)
+    assert _give_back(engine, account_id, admitted=3) == 5
+    assert _slots(engine, account_id) == (1, 2)
+    assert _state(engine) == LeaseState.RETURNED
+    assert _settle(engine, account_id) and _settle(engine, account_id)
+    assert _slots(engine, account_id) == (3, 0)
+    assert _state(engine) == LeaseState.ENDED
+
+
+def test_a_lease_its_gateway_never_returned_frees_its_slots_at_expiry(engine: Engine) -> None:
+    account_id = _new_account(engine)
+    _grant(engine, account_id, 8)
+    assert _settle(engine, account_id)
+    expiry = NOW + WINDOW + TTL
+    assert expire_due(engine, (expiry - timedelta(seconds=1)).timestamp()) == 0
+    assert _slots(engine, account_id) == (1, 7)
+    assert expire_due(engine, (expiry + timedelta(seconds=1)).timestamp()) == 7
+    assert _slots(engine, account_id) == (1, 0)
+    assert _state(engine) == LeaseState.ENDED
+    # A late event still counts its request, without a slot to take.
+    assert _settle(engine, account_id)
+    assert _slots(engine, account_id) == (2, 0)
+    # A return after expiry frees nothing twice.
+    assert _give_back(engine, account_id, admitted=1) == 0
+    assert _slots(engine, account_id) == (2, 0)
+
+
+def test_the_same_event_twice_takes_one_slot(engine: Engine) -> None:
+    account_id = _new_account(engine)
+    _grant(engine, account_id, 4)
+    event = usage_event(account_id, admitted_at=NOW.timestamp(), lease_id="L1")
+    with write_session(engine) as session:
+        assert settle_event(session, event)
+    with write_session(engine) as session:
+        assert not settle_event(session, event)
+    assert _slots(engine, account_id) == (1, 3)
+
+
+def test_a_lease_admits_only_until_the_month_ends(engine: Engine) -> None:
+    account_id = _new_account(engine)
+    late = datetime(2025, 3, 31, 23, 59, 55, tzinfo=UTC)
+    with write_session(engine) as session:
+        answer = leases.grant(
+            session.connection(),
+            PLANS,
+            lease_id="L-late",
+            account_id=account_id,
+            api_key_id="",
+            gateway="test",
+            want=4,
+            now=late,
+            window=WINDOW,
+            ttl=TTL,
+        )
+        session.commit()
+    assert answer.month == "2025-03"
+    assert answer.admit_until == datetime(2025, 4, 1, tzinfo=UTC)
