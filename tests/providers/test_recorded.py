@@ -1,0 +1,295 @@
+"""Providers' own published examples, replayed through the real adapters.
+
+Every file under `recorded/` (and the Anthropic streams under `streams/`) is a
+response a provider published: an example of its API reference, or a response its
+official SDK recorded for its tests (`recorded/README.md` names each source, and
+what had to change where a page's example was not valid as it stood). A real HTTP
+server on loopback answers the real executor with the file's bytes, and each test
+asserts what the client of StepBlend then sees: OpenAI's chat completion or chunks
+(text, tool calls and their arguments, finish reason), the usage the provider
+reported, or the error and fallback its error body leads to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from services.providers.adapters.openai_embeddings import EMBEDDINGS_DIALECT
+from services.providers.executor import Executor
+from services.providers.upstream import make_client
+from services.providers.vendors import load_vendors
+from stepblend.v1 import providers_pb2, router_pb2
+from tests.providers.conftest import TIMEOUTS, MemoryKeys, candidate, http
+from tests.support.procs import free_port
+
+HERE = Path(__file__).parent
+RECORDED = HERE / "recorded"
+STREAMS = HERE / "streams"
+# The vendors replayed, each under its own prefix of the one server.
+VENDORS = ("openai", "groq", "anthropic", "gemini", "azure")
+AZURE_KEY = "0123456789abcdef0123456789abcdef"
+
+GPT = candidate("openai", "gpt-4o", "gpt-4o-2024-08-06")
+GROQ = candidate("groq", "llama-3.3-70b", "llama-3.3-70b-versatile")
+CLAUDE = candidate("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929")
+GEMINI = candidate("gemini", "gemini-2.5-flash", "gemini-2.5-flash")
+AZURE = candidate("azure", "gpt-4o", "gpt-4o")
+OPENAI_EMBEDDING = candidate("openai", "text-embedding-3-small", "text-embedding-3-small")
+GEMINI_EMBEDDING = candidate("gemini", "gemini-embedding-001", "gemini-embedding-001")
+
+
+@dataclass
+class Answer:
+    """What the server sends for one vendor: a recorded file, with its status."""
+
+    file: Path
+    status: int = 200
+
+    @property
+    def content_type(self) -> str:
+        return "text/event-stream" if self.file.suffix == ".sse" else "application/json"
+
+
+@dataclass
+class Replay:
+    """One server on loopback answering each vendor's prefix with its recorded file."""
+
+    port: int
+    answers: dict[str, Answer] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+
+    def url(self, vendor: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{vendor}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        vendor = request.match_info["vendor"]
+        self.seen.append(request.path_qs)
+        answer = self.answers[vendor]
+        return web.Response(
+            status=answer.status, body=answer.file.read_bytes(), headers={"content-type": answer.content_type}
+        )
+
+    def serve(self, vendor: str, file: Path, status: int = 200) -> None:
+        self.answers[vendor] = Answer(file, status)
+
+
+@pytest.fixture
+async def replay() -> AsyncIterator[Replay]:
+    server = Replay(free_port())
+    app = web.Application()
+    app.router.add_post("/{vendor}/{tail:.*}", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", server.port).start()
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with make_client(TIMEOUTS) as shared:
+        yield shared
+
+
+@pytest.fixture
+def executor(replay: Replay, client: aiohttp.ClientSession) -> Executor:
+    urls = {name: replay.url(name) for name in VENDORS}
+    urls["openai"] += "/v1"
+    urls["groq"] += "/v1"
+    azure = {"api_key": AZURE_KEY, "endpoint": replay.url("azure"), "deployments": {"gpt-4o": "contoso-4o"}}
+    keys = MemoryKeys({name: f"sk-{name}-0123456789abcdef" for name in VENDORS} | {"azure": orjson.dumps(azure).decode()})
+    return Executor(client, keys, load_vendors(urls), TIMEOUTS)
+
+
+async def run(
+    executor: Executor, *candidates: router_pb2.Candidate, stream: bool = False, **fields: Any
+) -> list[providers_pb2.ExecuteEvent]:
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hello"}], **({"stream": True} if stream else {})}
+    request = providers_pb2.ExecuteRequest(
+        request_id="rec", account_id="acct", candidates=candidates, body=orjson.dumps(body), stream=stream,
+        created=1_700_000_000, **fields,
+    )
+    async with asyncio.timeout(30):
+        return [event async for batch in executor.execute(request) for event in batch]
+
+
+def attempts(events: list[providers_pb2.ExecuteEvent]) -> list[tuple[str, str, int]]:
+    return [(e.attempt.provider, e.attempt.outcome, e.attempt.status) for e in events if e.HasField("attempt")]
+
+
+def completion(events: list[providers_pb2.ExecuteEvent]) -> dict[str, Any]:
+    [answer] = [orjson.loads(e.completion) for e in events if e.HasField("completion")]
+    result: dict[str, Any] = answer
+    return result
+
+
+def chunks(events: list[providers_pb2.ExecuteEvent]) -> list[dict[str, Any]]:
+    return [orjson.loads(e.chunk) for e in events if e.HasField("chunk")]
+
+
+def usage(events: list[providers_pb2.ExecuteEvent]) -> tuple[int, int, int, int] | None:
+    found = [e.usage for e in events if e.HasField("usage")]
+    if not found:
+        return None
+    [u] = found
+    return (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_prompt_tokens)
+
+
+def text(streamed: list[dict[str, Any]]) -> str:
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in streamed if c["choices"])
+
+
+def finishes(streamed: list[dict[str, Any]]) -> list[str]:
+    return [c["choices"][0]["finish_reason"] for c in streamed if c["choices"] and c["choices"][0]["finish_reason"]]
+
+
+def tool_calls(streamed: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
+    """The streamed tool calls as a client assembles them, by index."""
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in streamed:
+        for delta in chunk["choices"][0]["delta"].get("tool_calls") or []:
+            call = calls.setdefault(delta["index"], {"id": "", "name": "", "arguments": ""})
+            call["id"] += delta.get("id") or ""
+            call["name"] += (delta.get("function") or {}).get("name") or ""
+            call["arguments"] += (delta.get("function") or {}).get("arguments") or ""
+    return calls
+
+
+
+# OpenAI: the API reference's examples and the streams openai-python recorded.
+
+
+async def test_openai_reference_answer(replay: Replay, executor: Executor) -> None:
+    replay.serve("openai", RECORDED / "openai_chat.json")
+    events = await run(executor, GPT)
+    assert attempts(events) == [("openai", "ok", 200)]
+    answer = completion(events)
+    assert (answer["id"], answer["object"], answer["model"]) == ("chatcmpl-rec", "chat.completion", "gpt-4o")
+    [choice] = answer["choices"]
+    assert choice["message"]["content"] == "Hello! How can I assist you today?"
+    assert choice["finish_reason"] == "stop"
+    assert usage(events) == (19, 10, 29, 0)
+    assert replay.seen == ["/openai/v1/chat/completions"]
+
+
+async def test_openai_reference_tool_call(replay: Replay, executor: Executor) -> None:
+    replay.serve("openai", RECORDED / "openai_chat_tool_calls.json")
+    events = await run(executor, GPT)
+    [choice] = completion(events)["choices"]
+    assert choice["message"]["content"] is None
+    assert choice["message"]["tool_calls"] == [
+        {
+            "id": "call_abc123",
+            "type": "function",
+            "function": {"name": "get_current_weather", "arguments": '{\n"location": "Boston, MA"\n}'},
+        }
+    ]
+    assert choice["finish_reason"] == "tool_calls"
+    assert usage(events) == (82, 17, 99, 0)
+
+
+async def test_openai_recorded_stream(replay: Replay, executor: Executor) -> None:
+    replay.serve("openai", RECORDED / "openai_stream.sse")
+    events = await run(executor, GPT, stream=True)
+    streamed = chunks(events)
+    assert text(streamed) == (
+        "I'm unable to provide real-time weather updates. To get the current weather in San Francisco, "
+        "I recommend checking a reliable weather website or a weather app."
+    )
+    assert finishes(streamed) == ["stop"]
+    assert {(c["id"], c["model"]) for c in streamed} == {("chatcmpl-rec", "gpt-4o")}
+    # The usage chunk (empty choices) is the gateway's to send: it arrives as the Usage event.
+    assert all(c["choices"] and "usage" not in c for c in streamed)
+    assert usage(events) == (14, 30, 44, 0)
+
+
+async def test_openai_recorded_parallel_tool_call_stream(replay: Replay, executor: Executor) -> None:
+    replay.serve("openai", RECORDED / "openai_tool_stream.sse")
+    events = await run(executor, GPT, stream=True)
+    streamed = chunks(events)
+    assert tool_calls(streamed) == {
+        0: {
+            "id": "call_JMW1whyEaYG438VE1OIflxA2",
+            "name": "GetWeatherArgs",
+            "arguments": '{"city": "Edinburgh", "country": "GB", "units": "c"}',
+        },
+        1: {
+            "id": "call_DNYTawLBoN8fj3KN6qU9N1Ou",
+            "name": "get_stock_price",
+            "arguments": '{"ticker": "AAPL", "exchange": "NASDAQ"}',
+        },
+    }
+    assert finishes(streamed) == ["tool_calls"]
+    assert usage(events) == (149, 60, 209, 0)
+
+
+async def test_openai_reference_embeddings(replay: Replay, executor: Executor) -> None:
+    replay.serve("openai", RECORDED / "openai_embeddings.json")
+    native = orjson.dumps({"model": "text-embedding-3-small", "input": "The food was delicious and the waiter..."})
+    events = await run(executor, OPENAI_EMBEDDING, native_dialect=EMBEDDINGS_DIALECT, native_body=native)
+    answer = completion(events)
+    assert answer["object"] == "list" and answer["model"] == "text-embedding-3-small"
+    assert [item["embedding"] for item in answer["data"]] == [[0.0023064255, -0.009327292, -0.0028842222]]
+    assert answer["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
+    assert usage(events) == (8, 0, 8, 0)
+    assert replay.seen == ["/openai/v1/embeddings"]
+
+
+async def test_openai_quota_429_falls_back_and_alone_is_a_429(replay: Replay, executor: Executor) -> None:
+    replay.serve("openai", RECORDED / "openai_429_insufficient_quota.json", status=429)
+    replay.serve("groq", RECORDED / "openai_chat.json")
+    events = await run(executor, GPT, GROQ)
+    assert attempts(events) == [("openai", "rate_limited", 429), ("groq", "ok", 200)]
+    assert "insufficient_quota" in events[0].attempt.detail
+    assert completion(events)["choices"][0]["message"]["content"] == "Hello! How can I assist you today?"
+
+    events = await run(executor, GPT)
+    error = http(events[-1].error)
+    assert (error.status, error.type, events[-1].error.code) == (429, "rate_limit_error", "rate_limit_exceeded")
+
+
+# Azure OpenAI: the content-filtering documentation's examples.
+
+
+async def test_azure_filtered_stream_ends_as_openai_content_filter(replay: Replay, executor: Executor) -> None:
+    replay.serve("azure", RECORDED / "azure_content_filter_stream.sse")
+    events = await run(executor, AZURE, stream=True)
+    assert attempts(events) == [("azure", "ok", 200)]
+    streamed = chunks(events)
+    assert text(streamed) == "Hey Jude, better"
+    # Azure's annotation chunks (empty id, no delta) are not forwarded; every chunk is OpenAI's shape.
+    for chunk in streamed:
+        assert (chunk["id"], chunk["object"], chunk["model"]) == ("chatcmpl-rec", "chat.completion.chunk", "gpt-4o")
+        [choice] = chunk["choices"]
+        assert "delta" in choice
+        assert not any(name.startswith("content_filter_") for name in choice)
+        assert "prompt_filter_results" not in chunk
+    assert streamed[-1]["choices"][0] == {"index": 0, "finish_reason": "content_filter", "delta": {}}
+    assert finishes(streamed) == ["content_filter"]
+    assert replay.seen == ["/azure/openai/deployments/contoso-4o/chat/completions?api-version=2024-10-21"]
+
+
+async def test_azure_filtered_prompt_is_openai_400_content_filter_not_a_fallback(
+    replay: Replay, executor: Executor
+) -> None:
+    replay.serve("azure", RECORDED / "azure_content_filter_400.json", status=400)
+    replay.serve("openai", RECORDED / "openai_chat.json")
+    events = await run(executor, AZURE, GPT)
+    assert attempts(events) == [("azure", "bad_request", 400)]
+    refusal = events[-1].error
+    error = http(refusal)
+    assert (error.status, error.type) == (400, "invalid_request_error")
+    assert (refusal.code, refusal.param, refusal.message) == ("content_filter", "prompt", "The response was filtered")
+    assert len(replay.seen) == 1
