@@ -293,3 +293,139 @@ async def test_azure_filtered_prompt_is_openai_400_content_filter_not_a_fallback
     assert (error.status, error.type) == (400, "invalid_request_error")
     assert (refusal.code, refusal.param, refusal.message) == ("content_filter", "prompt", "The response was filtered")
     assert len(replay.seen) == 1
+
+
+# Anthropic: a response anthropic-sdk-python recorded, the Streaming Messages
+# documentation's streams, and the overloaded error the SDK's tests send.
+
+
+async def test_anthropic_recorded_message(replay: Replay, executor: Executor) -> None:
+    replay.serve("anthropic", RECORDED / "anthropic_message.json")
+    events = await run(executor, CLAUDE)
+    assert attempts(events) == [("anthropic", "ok", 200)]
+    answer = completion(events)
+    assert answer["model"] == "claude-sonnet-4-5"
+    [choice] = answer["choices"]
+    assert choice["message"]["content"] == '{"product_name": "Green Tea", "price": 5.50, "quantity": 2}'
+    assert choice["finish_reason"] == "stop"
+    assert usage(events) == (249, 26, 275, 0)
+    assert replay.seen == ["/anthropic/v1/messages"]
+
+
+async def test_anthropic_documented_stream(replay: Replay, executor: Executor) -> None:
+    replay.serve("anthropic", STREAMS / "anthropic_text.sse")
+    events = await run(executor, CLAUDE, stream=True)
+    streamed = chunks(events)
+    assert text(streamed) == "Hello!"
+    assert finishes(streamed) == ["stop"]
+    assert usage(events) == (25, 15, 40, 0)
+
+
+async def test_anthropic_recorded_tool_use_stream(replay: Replay, executor: Executor) -> None:
+    replay.serve("anthropic", RECORDED / "anthropic_tool_use_stream.sse")
+    events = await run(executor, CLAUDE, stream=True)
+    streamed = chunks(events)
+    assert text(streamed) == "I'll check the current weather in Paris for you."
+    # The text block is Anthropic's content block 0; OpenAI counts tool calls only.
+    assert tool_calls(streamed) == {
+        0: {"id": "toolu_01NRLabsLyVHZPKxbKvkfSMn", "name": "get_weather", "arguments": '{"location": "Paris"}'}
+    }
+    assert finishes(streamed) == ["tool_calls"]
+    # The stream ends without a blank line after message_stop: its usage still counts.
+    assert usage(events) == (377, 65, 442, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "stream"),
+    [("anthropic_overloaded_529.json", 529, False), ("anthropic_overloaded.sse", 200, True)],
+    ids=["529-body", "error-event"],
+)
+async def test_anthropic_overloaded_falls_back(
+    replay: Replay, executor: Executor, name: str, status: int, stream: bool
+) -> None:
+    replay.serve("anthropic", RECORDED / name, status=status)
+    replay.serve("openai", RECORDED / ("openai_stream.sse" if stream else "openai_chat.json"))
+    events = await run(executor, CLAUDE, GPT, stream=stream)
+    assert attempts(events) == [("anthropic", "provider_error", status), ("openai", "ok", 200)]
+    assert "overloaded_error" in events[0].attempt.detail and "Overloaded" in events[0].attempt.detail
+    served = text(chunks(events)) if stream else completion(events)["choices"][0]["message"]["content"]
+    assert served.startswith("I'm unable") if stream else served == "Hello! How can I assist you today?"
+
+
+# Gemini: answers Google's cookbook recorded, the streams of Google's JS SDK fixtures,
+# and Google's documented RESOURCE_EXHAUSTED error.
+
+
+async def test_gemini_recorded_answer(replay: Replay, executor: Executor) -> None:
+    replay.serve("gemini", RECORDED / "gemini_generate_content.json")
+    events = await run(executor, GEMINI)
+    assert attempts(events) == [("gemini", "ok", 200)]
+    [choice] = completion(events)["choices"]
+    assert choice["message"]["content"].startswith("```python\n# Example list to be sorted\nmy_list = [5, 3, 1, 2, 4]")
+    assert choice["message"]["content"].endswith("[1, 2, 3, 4, 5]\n```")
+    assert choice["finish_reason"] == "stop"
+    assert usage(events) == (9, 87, 96, 0)
+    assert replay.seen == ["/gemini/v1beta/models/gemini-2.5-flash:generateContent"]
+
+
+async def test_gemini_recorded_function_call(replay: Replay, executor: Executor) -> None:
+    replay.serve("gemini", RECORDED / "gemini_function_call.json")
+    events = await run(executor, GEMINI)
+    [choice] = completion(events)["choices"]
+    [call] = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "find_theaters"
+    assert orjson.loads(call["function"]["arguments"]) == {"movie": "Barbie", "location": "Mountain View, CA"}
+    # Gemini says STOP for an answer that calls a function: OpenAI's client expects tool_calls.
+    assert choice["finish_reason"] == "tool_calls"
+    # The recorded answer reports no usageMetadata: no usage is made up.
+    assert usage(events) is None
+
+
+async def test_gemini_stream_saying_stop_on_every_chunk_is_forwarded_whole(
+    replay: Replay, executor: Executor
+) -> None:
+    replay.serve("gemini", RECORDED / "gemini_stream.sse")
+    events = await run(executor, GEMINI, stream=True)
+    assert attempts(events) == [("gemini", "ok", 200)]
+    streamed = chunks(events)
+    story = text(streamed)
+    assert story.startswith("In the quaint, sunlit cottage nestled amidst a lush meadow, resided two feline companions")
+    assert story.endswith("their love for each other and for adventure stronger than ever.")
+    assert '"冒险伙伴" (Adventure Buddies)' in story
+    assert finishes(streamed) == ["stop"]
+    assert replay.seen == ["/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"]
+
+
+async def test_gemini_function_call_stream(replay: Replay, executor: Executor) -> None:
+    replay.serve("gemini", RECORDED / "gemini_function_call_stream.sse")
+    events = await run(executor, GEMINI, stream=True)
+    streamed = chunks(events)
+    [call] = tool_calls(streamed).values()
+    assert call["name"] == "getTemperature" and orjson.loads(call["arguments"]) == {"city": "San Jose"}
+    assert call["id"]
+    assert finishes(streamed) == ["tool_calls"]
+
+
+async def test_gemini_recorded_batch_embeddings(replay: Replay, executor: Executor) -> None:
+    replay.serve("gemini", RECORDED / "gemini_batch_embed.json")
+    questions = ["What is the meaning of life?", "How much wood would a woodchuck chuck?", "How does the brain work?"]
+    native = orjson.dumps({"model": "gemini-embedding-001", "input": questions})
+    events = await run(executor, GEMINI_EMBEDDING, native_dialect=EMBEDDINGS_DIALECT, native_body=native)
+    answer = completion(events)
+    vectors = [item["embedding"] for item in answer["data"]]
+    assert [item["index"] for item in answer["data"]] == [0, 1, 2]
+    assert [len(v) for v in vectors] == [7, 7, 5]
+    assert vectors[0][:2] == [-0.022374554, -0.004560777] and vectors[2][-1] == -0.02952513
+    assert replay.seen == ["/gemini/v1beta/models/gemini-embedding-001:batchEmbedContents"]
+
+
+async def test_gemini_resource_exhausted_falls_back_and_alone_is_a_429(replay: Replay, executor: Executor) -> None:
+    replay.serve("gemini", RECORDED / "gemini_resource_exhausted.json", status=429)
+    replay.serve("openai", RECORDED / "openai_chat.json")
+    events = await run(executor, GEMINI, GPT)
+    assert attempts(events) == [("gemini", "rate_limited", 429), ("openai", "ok", 200)]
+    assert "RESOURCE_EXHAUSTED" in events[0].attempt.detail or "does not have enough resources" in events[0].attempt.detail
+
+    events = await run(executor, GEMINI, stream=True)
+    error = http(events[-1].error)
+    assert (error.status, error.type) == (429, "rate_limit_error")
