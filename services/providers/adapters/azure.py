@@ -85,9 +85,7 @@ def as_chunk(obj: dict[str, Any]) -> dict[str, Any] | None:
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices:
         return obj
-    kept = [
-        c for c in choices if not isinstance(c, dict) or "delta" in c or c.get("finish_reason") is not None
-    ]
+    kept = [c for c in choices if not isinstance(c, dict) or "delta" in c or c.get("finish_reason") is not None]
     if not kept:
         return None
     for choice in kept:
