@@ -6,8 +6,12 @@ account's own resource (learn.microsoft.com/azure/ai-services/openai/reference):
   `/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21`;
 - the key goes in an `api-key` header, not `Authorization: Bearer`;
 - answers and chunks carry Azure's content-filter reports (`prompt_filter_results`,
-  each choice's `content_filter_results`), removed so the client sees OpenAI's shape;
-  a filtered answer keeps OpenAI's own `finish_reason: "content_filter"`;
+  each choice's `content_filter_results`, and with the asynchronous filter its
+  `content_filter_offsets`), removed so the client sees OpenAI's shape; a stream's
+  annotation-only chunks (no `delta`, no finish: empty `id` and `object`) are not
+  forwarded, and its filtered ending (a finish without a `delta`, per Azure's
+  content-streaming documentation) becomes OpenAI's last chunk, `delta: {}` and
+  `finish_reason: "content_filter"`;
 - a prompt the filter refuses is a 400 whose error has `code: "content_filter"` and
   Azure's `innererror`: the client gets OpenAI's 400 `content_filter` error (param
   `prompt`), without the `innererror` detail.
@@ -37,7 +41,7 @@ from stepblend.v1 import router_pb2
 
 DEFAULT_API_VERSION = "2024-10-21"
 _AZURE_FIELDS = ("prompt_filter_results", "prompt_annotations")
-_CHOICE_FIELDS = ("content_filter_results", "content_filter_result")
+_CHOICE_FIELDS = ("content_filter_results", "content_filter_result", "content_filter_offsets", "content_filter_raw")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,23 @@ def without_filter_reports(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def as_chunk(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """An Azure chunk without its reports as OpenAI's chunk, or None when it only
+    annotated what was already sent (a choice with neither `delta` nor finish)."""
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return obj
+    kept = [c for c in choices if not isinstance(c, dict) or "delta" in c or c.get("finish_reason") is not None]
+    if not kept:
+        return None
+    for choice in kept:
+        if isinstance(choice, dict):
+            choice.setdefault("delta", {})
+    obj["choices"] = kept
+    obj["object"] = "chat.completion.chunk"
+    return obj
+
+
 class _Chunks:
     """OpenAI's chunk translator, fed Azure's chunks without their filter reports."""
 
@@ -96,7 +117,10 @@ class _Chunks:
     def feed(self, event: SseEvent) -> list[bytes]:
         # Only a chunk carrying a report is rewritten (Azure's have one on each choice).
         if b"_filter_result" in event.data or b"prompt_annotations" in event.data:
-            event = SseEvent(orjson.dumps(without_filter_reports(load_object(event.data))), event.event)
+            chunk = as_chunk(without_filter_reports(load_object(event.data)))
+            if chunk is None:
+                return []
+            event = SseEvent(orjson.dumps(chunk), event.event)
         return self._inner.feed(event)
 
 

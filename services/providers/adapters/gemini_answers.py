@@ -13,7 +13,10 @@ Finish reasons: STOP → stop, or tool_calls when the answer called a function (
 says STOP for those too); MAX_TOKENS → length; SAFETY, RECITATION, LANGUAGE, BLOCKLIST,
 PROHIBITED_CONTENT, SPII and the IMAGE_* ones → content_filter, as is a prompt
 blocked outright (`promptFeedback.blockReason`, no candidate); anything else
-(MALFORMED_FUNCTION_CALL, OTHER, reasons added since) → stop.
+(MALFORMED_FUNCTION_CALL, OTHER, reasons added since) → stop. A stream may give a
+finish reason on every chunk, not only the last (the gemini-pro stream recorded in
+Google's cookbook says STOP on each): a finish does not end the answer, what comes
+after it is forwarded, and the finish chunk is sent again only when the reason changes.
 
 Usage (`usageMetadata`, repeated by every chunk, the last one final): prompt =
 promptTokenCount (cached tokens included) + toolUsePromptTokenCount; completion =
@@ -153,7 +156,7 @@ class ChunkTranslator:
         self._usage: TokenUsage | None = None
         self._started = False
         self._calls = 0
-        self._finished = False
+        self._reason: str | None = None
 
     @property
     def usage(self) -> TokenUsage | None:
@@ -161,7 +164,7 @@ class ChunkTranslator:
 
     @property
     def complete(self) -> bool:
-        return self._finished
+        return self._reason is not None
 
     @property
     def ended(self) -> bool:
@@ -174,8 +177,6 @@ class ChunkTranslator:
             raise _stream_error(answer.error)
         if answer.usage_metadata is not None:
             self._usage = answer.usage_metadata.tokens()
-        if self._finished:
-            return []
         out: list[bytes] = []
         for part in _parts(answer):
             if part.function_call is not None:
@@ -189,14 +190,17 @@ class ChunkTranslator:
                 )
             elif part.text:
                 out.append(self._chunk({"reasoning_content" if part.thought else "content": part.text}))
+        reason = None
         if answer.prompt_feedback is not None and answer.prompt_feedback.block_reason:
-            out.append(self._finish("content_filter"))
+            reason = "content_filter"
         elif answer.candidates and answer.candidates[0].finish_reason:
-            out.append(self._finish(finish_reason(answer.candidates[0].finish_reason, self._calls > 0)))
+            reason = finish_reason(answer.candidates[0].finish_reason, self._calls > 0)
+        if reason is not None and reason != self._reason:
+            out.append(self._finish(reason))
         return out
 
     def _finish(self, reason: str) -> bytes:
-        self._finished = True
+        self._reason = reason
         return self._chunk({} if self._started else {"content": ""}, reason)
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
