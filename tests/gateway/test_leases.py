@@ -1,0 +1,103 @@
+"""Admission from leases (services/gateway/leases.py) with the real billing behind
+the gateway (conftest.py): a run of requests costs a few Lease calls, not an Admit
+each; the slots a gateway holds come back when it stops; an account that sets a
+budget is admitted one request at a time from then on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from services.billing.db import database_url, make_engine
+from services.billing.models import Lease, LeaseState, MonthCounter, Reservation
+from services.gateway.settings import GatewaySettings
+from tests.gateway.conftest import Stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+
+
+@contextmanager
+def _billing_db(gateway: Stack) -> Iterator[Engine]:
+    engine = make_engine(database_url(gateway.settings))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _leases(gateway: Stack, account_id: str) -> list[Lease]:
+    with _billing_db(gateway) as engine, Session(engine) as session:
+        rows = session.exec(select(Lease).where(col(Lease.account_id) == account_id)).all()
+        return sorted(rows, key=lambda lease: lease.created_at)
+
+
+def _reservations(gateway: Stack, account_id: str) -> int:
+    with _billing_db(gateway) as engine, Session(engine) as session:
+        return len(session.exec(select(Reservation).where(col(Reservation.account_id) == account_id)).all())
+
+
+def _counter(gateway: Stack, account_id: str) -> tuple[int, int]:
+    with _billing_db(gateway) as engine, Session(engine) as session:
+        row = session.exec(select(MonthCounter).where(col(MonthCounter.account_id) == account_id)).one()
+        return row.used, row.reserved
+
+
+async def _wait(check: object, what: str) -> None:
+    for _ in range(200):
+        if check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what}: not true after 10 s")
+
+
+async def test_thirty_requests_in_a_row_take_three_leases_and_no_admit(gateway: Stack) -> None:
+    account_id, headers = await gateway.account()
+    for _ in range(30):
+        response = await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)
+        assert response.status_code == 200
+    leases = _leases(gateway, account_id)
+    # Each ran dry within its window, so the next was twice its size: 4 + 8 + 16 + 32 covers 30.
+    assert [lease.granted for lease in leases] == [4, 8, 16, 32]
+    assert _reservations(gateway, account_id) == 0
+    await _wait(lambda: _counter(gateway, account_id)[0] == 30, "the 30 requests counted")
+
+
+async def test_a_stopping_gateway_returns_its_unused_slots(gateway: Stack) -> None:
+    account_id, headers = await gateway.account()
+    async with gateway.another_gateway(GatewaySettings()) as other:
+        for _ in range(5):
+            assert (await other.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
+        # Two leases (4, then 8): 7 slots held unused while it runs.
+        await _wait(lambda: _counter(gateway, account_id) == (5, 7), "5 counted, 7 held")
+    # Its shutdown returned them: nothing is held, and every lease has ended.
+    await _wait(lambda: _counter(gateway, account_id) == (5, 0), "the unused slots returned")
+    assert {lease.state for lease in _leases(gateway, account_id)} == {LeaseState.ENDED}
+
+
+async def test_an_idle_lease_is_returned(gateway: Stack) -> None:
+    account_id, headers = await gateway.account()
+    async with gateway.another_gateway(GatewaySettings(lease_idle_s=0.3)) as other:
+        assert (await other.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
+        await _wait(lambda: _counter(gateway, account_id) == (1, 0), "the idle lease's 3 unused slots returned")
+
+
+async def test_setting_a_budget_ends_the_lease_and_admits_each_request(gateway: Stack) -> None:
+    account_id, headers = await gateway.account()
+    assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
+    applied = gateway.invalidations.applied
+    patched = await gateway.http.patch("/api/v1/account", headers=headers, json={"monthly_budget_usd": 5})
+    assert patched.status_code == 200, patched.text
+    await asyncio.wait_for(gateway.invalidations.applied_past(applied), 10)
+    await _wait(lambda: _counter(gateway, account_id) == (1, 0), "the lease returned on the change")
+    for _ in range(2):
+        assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
+    # A lease carries no money: with a budget, each request reserved its worst case with Admit.
+    assert _reservations(gateway, account_id) == 2
+    assert len(_leases(gateway, account_id)) == 1
