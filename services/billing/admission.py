@@ -69,6 +69,7 @@ __all__ = [
     "admit",
     "check",
     "holder_of",
+    "touch_key",
 ]
 
 PLAN_LIMIT_EXCEEDED = "plan_limit_exceeded"
@@ -270,7 +271,7 @@ def admit(
             if key.limit is not None and taken.taken >= key.limit:
                 return refuse(KEY_LIMIT_EXCEEDED)
             return refuse(BUDGET_EXCEEDED, owner="key", left=_left(key.budget, taken))
-        execute(connection, _TOUCH_KEY, {"b_key_id": key.key_id, "b_stale": now - _LAST_USED_EVERY, "b_now": now})
+        touch_key(connection, key.key_id, now)
     return Admission(True, plan.name, plan.monthly_limit, _remaining(plan, counts), "", month, fits)
 
 
@@ -297,6 +298,11 @@ def _key(connection: Connection, account_id: str, key_id: str, now: datetime) ->
         return None
     limit, budget, rpm = row[3], from_column(connection, row[4]), row[5]
     return Key(key_id, None if limit is None else int(limit), budget, None if rpm is None else int(rpm))
+
+
+def touch_key(connection: Connection, key_id: str, now: datetime) -> None:
+    """Mark the key used at `now`, unless it was marked less than a minute ago."""
+    execute(connection, _TOUCH_KEY, {"b_key_id": key_id, "b_stale": now - _LAST_USED_EVERY, "b_now": now})
 
 
 def _minute_full(connection: Connection, key: Key, now: datetime) -> int:

@@ -45,6 +45,7 @@ from services.billing.admission import (
     Refused,
     check,
     holder_of,
+    touch_key,
 )
 from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import execute, insert_if_absent
@@ -166,6 +167,8 @@ def grant(
             # The same lease granted by a concurrent retry: undo this one's slots.
             _move(connection, account_id, key.key_id if key else None, month, reserved=-slots)
             return LeaseGrant(0, per_request=True, plan=plan.name, limit=plan.monthly_limit, month=month)
+        if key is not None:
+            touch_key(connection, key.key_id, now)
         remaining = 0 if plan.monthly_limit is None else max(plan.monthly_limit - counts.taken, 0)
         return LeaseGrant(
             slots,

@@ -90,11 +90,12 @@ def test_one_streamed_request_is_one_trace(observed: Observed) -> None:
     by_id = {s.span_id: s for s in spans}
 
     # The HTTP edge is the root; every gRPC call is a client span with the server's span under it.
+    # Admission: the account's first request, so its gateway leases slots of the month.
     edge = _one(spans, "stepblend-gateway", "POST /api/v1/chat/completions", "SERVER")
     assert edge.parent_id == ""
     for service, method in (
         ("stepblend-router", "/stepblend.v1.Router/Route"),
-        ("stepblend-billing", "/stepblend.v1.Billing/Admit"),
+        ("stepblend-billing", "/stepblend.v1.Billing/Lease"),
         ("stepblend-providers", EXECUTE),
     ):
         client = _one(spans, "stepblend-gateway", method, "CLIENT")
