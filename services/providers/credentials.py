@@ -1,4 +1,4 @@
-"""Provider keys with several fields (SPEC.md §11): Azure OpenAI's
+r"""Provider keys with several fields (SPEC.md §11): Azure OpenAI's
 `{"api_key", "endpoint", "deployments"}` and AWS Bedrock's `{"access_key_id",
 "secret_access_key", "region"}`, declared per vendor in vendors.toml.
 

@@ -196,7 +196,9 @@ def _tool_spec(tool: Any, i: int) -> dict[str, Any]:
     if schema is None:
         schema = {"type": "object", "properties": {}}
     if not isinstance(schema, dict):
-        raise RequestRefused(f"{where}.function.parameters must be a JSON Schema object", f"{where}.function.parameters")
+        raise RequestRefused(
+            f"{where}.function.parameters must be a JSON Schema object", f"{where}.function.parameters"
+        )
     spec: dict[str, Any] = {"name": name, "inputSchema": {"json": schema}}
     if isinstance(function.get("description"), str) and function["description"]:
         spec["description"] = function["description"]

@@ -94,7 +94,9 @@ def parse_completion(
         if block.tool_use is not None:
             use = block.tool_use
             arguments = orjson.dumps(use.input if use.input is not None else {}).decode()
-            calls.append({"id": use.tool_use_id, "type": "function", "function": {"name": use.name, "arguments": arguments}})
+            calls.append(
+                {"id": use.tool_use_id, "type": "function", "function": {"name": use.name, "arguments": arguments}}
+            )
         elif block.text is not None:
             texts.append(block.text)
         elif block.reasoning_content is not None and block.reasoning_content.reasoning_text is not None:
@@ -158,7 +160,12 @@ class ChunkTranslator:
             if use is None or self._finished:
                 return []
             index = self._calls.setdefault(start.content_block_index, len(self._calls))
-            call = {"index": index, "id": use.tool_use_id, "type": "function", "function": {"name": use.name, "arguments": ""}}
+            call = {
+                "index": index,
+                "id": use.tool_use_id,
+                "type": "function",
+                "function": {"name": use.name, "arguments": ""},
+            }
             return [self._chunk({"tool_calls": [call]} if self._started else {"content": None, "tool_calls": [call]})]
         if kind == "messageStop":
             stop = decode(event.data, MESSAGE_STOP)

@@ -30,7 +30,13 @@ from services.providers.adapters.base import DATA_URL, RequestRefused
 Block = dict[str, Any]
 
 # The image formats Converse takes (API_runtime_ImageBlock.html).
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 _WHERE = "Bedrock models"
 
 
@@ -114,7 +120,9 @@ def _image(image_url: Any, at: str) -> Block:
         raise RequestRefused(f"{at}: {_WHERE} take images as base64 data URLs (data:image/png;base64,...)", at)
     image_format = _IMAGE_FORMATS.get(match["type"].lower())
     if image_format is None:
-        raise RequestRefused(f"{at}: image type {match['type']} is not supported by {_WHERE} (png, jpeg, gif, webp are)", at)
+        raise RequestRefused(
+            f"{at}: image type {match['type']} is not supported by {_WHERE} (png, jpeg, gif, webp are)", at
+        )
     return {"image": {"format": image_format, "source": {"bytes": match["data"]}}}
 
 

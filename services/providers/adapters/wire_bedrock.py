@@ -20,8 +20,8 @@ import msgspec
 from services.providers.adapters.base import TokenCount, TokenUsage
 
 __all__ = [
-    "BLOCK_START",
     "BLOCK_DELTA",
+    "BLOCK_START",
     "ERROR",
     "MESSAGE_STOP",
     "METADATA",
