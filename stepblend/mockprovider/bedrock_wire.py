@@ -149,7 +149,7 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 def ask_of(body: dict[str, Any]) -> Ask:
     """What a Converse request asks for."""
     messages: list[dict[str, Any]] = body["messages"]
-    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     tool_config = body.get("toolConfig") or {}
     tools = tuple(
         (

@@ -87,7 +87,7 @@ _REFUSED = (
 )
 #: OpenAI body field → inferenceConfig field, for the numbers passed as they are.
 _SAMPLING = {"temperature": "temperature", "top_p": "topP"}
-_CHOICES = {"auto": {"auto": {}}, "required": {"any": {}}}
+_CHOICES: dict[str, dict[str, Any]] = {"auto": {"auto": {}}, "required": {"any": {}}}
 
 
 @dataclass(frozen=True)
