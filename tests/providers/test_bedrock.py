@@ -191,7 +191,13 @@ def test_stop_reasons_become_finish_reasons(stop_reason: str, finish: str) -> No
 
 
 def test_cached_prompt_tokens_are_part_of_the_prompt_as_openai_counts_it() -> None:
-    usage = {"inputTokens": 10, "outputTokens": 3, "totalTokens": 33, "cacheReadInputTokens": 15, "cacheWriteInputTokens": 5}
+    usage = {
+        "inputTokens": 10,
+        "outputTokens": 3,
+        "totalTokens": 33,
+        "cacheReadInputTokens": 15,
+        "cacheWriteInputTokens": 5,
+    }
     answer = {"output": {"message": {"content": [{"text": "Hi"}]}}, "stopReason": "end_turn", "usage": usage}
     completion, counted = parse_completion(orjson.dumps(answer), "chatcmpl-1", "m")
     assert counted is not None
@@ -206,7 +212,9 @@ def test_reasoning_blocks_become_reasoning_content() -> None:
     message = orjson.loads(completion)["choices"][0]["message"]
     assert (message["reasoning_content"], message["content"]) == ("Think.", "Hi")
     translator = ChunkTranslator("chatcmpl-1", "m")
-    [chunk] = translator.feed(SseEvent(b'{"contentBlockIndex":0,"delta":{"reasoningContent":{"text":"Hm"}}}', "contentBlockDelta"))
+    [chunk] = translator.feed(
+        SseEvent(b'{"contentBlockIndex":0,"delta":{"reasoningContent":{"text":"Hm"}}}', "contentBlockDelta")
+    )
     assert orjson.loads(chunk)["choices"][0]["delta"] == {"role": "assistant", "reasoning_content": "Hm"}
 
 
