@@ -27,7 +27,8 @@ REQUIRED_IDS = {
     "codestral-latest", "grok-3", "grok-3-mini", "gpt-oss-120b", "qwen3-32b", "deepseek-v3",
     "kimi-k2", "sonar", "sonar-pro",
 }  # fmt: skip
-ALL_PROVIDERS = {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "azure", "bedrock", *HOSTS}
+ALL_PROVIDERS = {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", *HOSTS}
+ALL_PROVIDERS |= {"azure", "bedrock"}
 
 
 def shipped() -> dict[str, Any]:
