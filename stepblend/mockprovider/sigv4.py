@@ -13,7 +13,8 @@ them is accepted when its signature is right. As Bedrock answers (403, the type 
     (or one of `reject_keys`)
     a wrong signature (a wrong secret,   InvalidSignatureException
     a body or header changed after
-    signing, another service's scope)
+    signing, another service's scope,
+    a date 15 minutes or more away)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Collection, Mapping
+from datetime import UTC, datetime, timedelta
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -36,6 +38,7 @@ _AUTHORIZATION = re.compile(
     r"/aws4_request, ?SignedHeaders=(?P<signed>[a-z0-9;-]+), ?Signature=(?P<signature>[0-9a-f]{64})$"
 )
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_SKEW = timedelta(minutes=15)
 _UNRECOGNIZED = "The security token included in the request is invalid."
 _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
@@ -61,6 +64,12 @@ def check(
         return "UnrecognizedClientException", _UNRECOGNIZED
     signed = found["signed"].split(";")
     amz_date = headers.get("x-amz-date", "")
+    try:
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return "IncompleteSignatureException", f"Date must be in ISO-8601 'basic format'. Got '{amz_date[:40]}'."
+    if abs(datetime.now(UTC) - signed_at) >= _SKEW:
+        return "InvalidSignatureException", f"Signature expired: {amz_date} is now earlier or later than 15 minutes."
     if (
         found["service"] != "bedrock"
         or not _REGION.match(found["region"])

@@ -7,6 +7,8 @@ prices. A system of its own: STEPBLEND_BEDROCK_BASE_URL points at a mock started
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +99,23 @@ def test_a_bedrock_model_answers_streams_and_calls_tools_in_openais_shape(
     [tool_call] = called.choices[0].message.tool_calls or []
     assert tool_call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(tool_call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+
+
+def test_the_operator_sets_aws_credentials_from_a_json_object_on_stdin(system: System) -> None:
+    email = f"bedrock-{uuid.uuid4().hex[:8]}@example.com"
+    system.cli("account", "create", email)
+    set_ = subprocess.run(
+        [sys.executable, "-m", "stepblend", "keys", "set", email, "bedrock", "-"],
+        env=system.env,
+        input=json.dumps(KEY, indent=2) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert set_.returncode == 0, set_.stderr
+    assert EXAMPLE_SECRET_ACCESS_KEY not in set_.stdout
+    assert json.loads(set_.stdout) == {"access_key_id": "…MPLE", "secret_access_key": "…EKEY", "region": "us-west-2"}
 
 
 def test_an_account_cannot_point_its_bedrock_key_at_another_host(system: System) -> None:

@@ -134,6 +134,16 @@ def test_botocore_signs_exactly_what_is_sent() -> None:
     assert check("POST", raw_path, {**received, "content-type": "text/plain"}, content, ())[0] == mismatch  # type: ignore[index]
 
 
+def test_a_signature_is_good_for_fifteen_minutes_as_at_aws() -> None:
+    url = "http://127.0.0.1:9" + path("amazon.nova-pro-v1:0", False)
+    headers = sign(url, {"content-type": "application/json"}, b"{}", orjson.dumps(KEY).decode())
+    received = {name.lower(): value for name, value in headers.items()} | {"host": "127.0.0.1:9"}
+    assert check("POST", urlsplit(url).path, received, b"{}", ()) is None
+    stale = {**received, "x-amz-date": "20200101T000000Z"}
+    refused = check("POST", urlsplit(url).path, stale, b"{}", ())
+    assert refused is not None and refused[1].startswith("Signature expired")
+
+
 def test_a_session_token_travels_signed() -> None:
     url = "http://127.0.0.1:9" + path("amazon.nova-pro-v1:0", False)
     headers = sign(
