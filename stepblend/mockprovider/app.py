@@ -340,8 +340,8 @@ class MockProvider:
             status, error_body, more = refused or bedrock_wire.error_answer(behaviour.status, behaviour.message)
             await respond(send, status, error_body, headers=more)
             return
-        n, ask = next(self._ids), bedrock_wire.ask_of(body)
-        said = answer(ask, f"tooluse_mock{n:010d}_", content=behaviour.content, tool_calls=behaviour.tool_calls)
+        n = next(self._ids)
+        said = bedrock_wire.answer_to(body, f"tooluse_mock{n:010d}_", behaviour.content, behaviour.tool_calls)
         prompt, cached = bedrock_wire.prompt_tokens(body), behaviour.cached_tokens
         if not stream:
             await asyncio.sleep(behaviour.ttft_ms / 1000)

@@ -25,12 +25,13 @@ inferenceConfig field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 import orjson
 
-from stepblend.mockprovider.answers import Answer, Ask
+from stepblend.mockprovider.answers import CITIES, Answer, Ask, ToolCall, answer
 from stepblend.mockprovider.asgi import Scope
 from stepblend.mockprovider.eventstream import event, exception
 from stepblend.mockprovider.sigv4 import check
@@ -171,6 +172,24 @@ def ask_of(body: dict[str, Any]) -> Ask:
         stop=tuple(config.get("stopSequences") or ()),
         after_tool=any("toolResult" in b for b in messages[-1].get("content") or []),
     )
+
+
+def answer_to(body: dict[str, Any], call_id: str, content: str | None = None, tool_calls: int = 1) -> Answer:
+    """The mock's answer to a Converse request: `answers.answer`, except that a tool the
+    request forces (toolChoice {tool}) gets every property of its input schema, a city
+    each, as a model fills a schema it is made to answer with."""
+    said = answer(ask_of(body), call_id, content=content, tool_calls=tool_calls)
+    tool_config = body.get("toolConfig") or {}
+    forced = ((tool_config.get("toolChoice") or {}).get("tool") or {}).get("name")
+    specs = [t["toolSpec"] for t in tool_config.get("tools") or [] if isinstance(t.get("toolSpec"), dict)]
+    schema = next(((s.get("inputSchema") or {}).get("json") or {} for s in specs if s.get("name") == forced), {})
+    keys = list(schema.get("properties") or {})
+    if not said.tool_calls or len(keys) < 2:
+        return said
+    arguments = orjson.dumps({key: CITIES[i % len(CITIES)] for i, key in enumerate(keys)}).decode()
+    pieces = (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :])
+    call = ToolCall(said.tool_calls[0].id, said.tool_calls[0].name, pieces)
+    return dataclasses.replace(said, tool_calls=(call,))
 
 
 def _usage(prompt: int, cached: int, output: int) -> dict[str, Any]:

@@ -144,8 +144,9 @@ async def test_tool_choice_none_sends_no_tools(executor: Executor, mock: Mock) -
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}, "response_format"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_object"}, "tools": TOOLS}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "stepblend_json_response"}}]}, "tools[0].function.name"),
         ({"seed": 7}, "seed"),
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
@@ -160,6 +161,38 @@ async def test_what_converse_cannot_take_is_a_400_before_any_call(
     assert [e.WhichOneof("event") for e in events] == ["attempt", "error"]
     assert (http(events[-1].error).status, events[-1].error.param) == (400, param)
     assert await mock.requests() == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+async def test_a_json_answer_is_asked_for_with_a_forced_tool_and_comes_back_as_text(
+    executor: Executor, mock: Mock, stream: bool
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "sky": {"type": "string"}}}
+    response_format = {"type": "json_schema", "json_schema": {"name": "weather", "schema": schema}}
+    events = await run(executor, stream=stream, response_format=response_format)
+    if stream:
+        got = chunks(events)
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in got)
+        assert not any("tool_calls" in c["choices"][0]["delta"] for c in got)
+        finish = got[-1]["choices"][0]["finish_reason"]
+    else:
+        choice = orjson.loads(events[1].completion)["choices"][0]
+        text, finish = choice["message"]["content"], choice["finish_reason"]
+        assert "tool_calls" not in choice["message"]
+    assert (orjson.loads(text), finish) == ({"city": "Paris", "sky": "London"}, "stop")
+    [seen] = await mock.requests()
+    assert seen["body"]["toolConfig"] == {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "stepblend_json_response",
+                    "description": "Give your whole answer as this tool's input: a JSON object of its schema.",
+                    "inputSchema": {"json": schema},
+                }
+            }
+        ],
+        "toolChoice": {"tool": {"name": "stepblend_json_response"}},
+    }
 
 
 async def test_openais_defaults_say_nothing_and_are_dropped(executor: Executor, mock: Mock) -> None:
@@ -181,11 +214,17 @@ async def test_openais_defaults_say_nothing_and_are_dropped(executor: Executor, 
     ],
 )
 def test_stop_reasons_become_finish_reasons(stop_reason: str, finish: str) -> None:
-    answer = {"output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}}, "stopReason": stop_reason}
+    content: list[dict[str, Any]] = [{"text": "Hi"}]
+    if stop_reason == "tool_use":
+        content.append({"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {}}})
+    answer = {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop_reason}
     completion, _ = parse_completion(orjson.dumps(answer), "chatcmpl-1", "m")
     assert orjson.loads(completion)["choices"][0]["finish_reason"] == finish
     translator = ChunkTranslator("chatcmpl-1", "m")
     translator.feed(SseEvent(b'{"contentBlockIndex":0,"delta":{"text":"Hi"}}', "contentBlockDelta"))
+    if stop_reason == "tool_use":
+        start = {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather"}}}
+        translator.feed(SseEvent(orjson.dumps(start), "contentBlockStart"))
     [last] = translator.feed(SseEvent(orjson.dumps({"stopReason": stop_reason}), "messageStop"))
     assert orjson.loads(last)["choices"][0]["finish_reason"] == finish
 

@@ -66,8 +66,8 @@ ROWS = [
     Row("demo_gemini", "gemini-2.5-flash", ""),
     # The account's resource at the mock's /azure; the model is the deployment's name.
     Row("azure", "gpt-4o-mini-deployment", "/azure"),
-    # Bedrock's Converse at the mock's /bedrock (SigV4 checked); no response_format there.
-    Row("bedrock", "meta.llama3-3-70b-instruct-v1:0", "/bedrock", json_schema=False),
+    # Bedrock's Converse at the mock's /bedrock (SigV4 checked); JSON through a forced tool.
+    Row("bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0", "/bedrock"),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 TOOLS = [

@@ -289,8 +289,11 @@ def test_bedrock_rows_name_bedrock_ids_at_the_same_price_as_the_model_makers(cat
         # A Bedrock model id (provider.model-vN:N), or the US inference profile of one.
         assert re.fullmatch(r"(us\.)?[a-z]+\.[a-z0-9.-]+-v\d+:\d+", m.upstream_model), m.key
         # Converse has no field for these: the router routes such requests elsewhere.
-        assert {"seed", "top_k", "n", "logprobs", "response_format"} <= set(m.unsupported_params), m.key
+        assert {"seed", "top_k", "n", "logprobs"} <= set(m.unsupported_params), m.key
         assert not m.capabilities.json_schema, m.key
+        # JSON through a forced tool: only the models that take a named toolChoice.
+        forced_tool = m.id.startswith(("claude", "mistral"))
+        assert ("response_format" not in m.unsupported_params) == forced_tool, m.key
     # Claude on Bedrock costs what it costs at Anthropic.
     for claude in ("claude-3-5-haiku-20241022", "claude-sonnet-4-20250514"):
         (anthropic,) = catalog.resolve(f"anthropic:{claude}")

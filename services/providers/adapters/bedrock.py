@@ -20,11 +20,19 @@ Request, parameter by parameter:
                                  → toolConfig.toolChoice {auto}|{any}|{tool: {name}};
                                    none → no toolConfig (refused when the conversation
                                    holds tool calls, which Bedrock then requires it for)
+    response_format json_schema / json_object
+                                 → one forced tool, `stepblend_json_response`, whose
+                                   input schema is the schema ({"type": "object"} for
+                                   json_object): toolConfig {tools: [it], toolChoice:
+                                   {tool}}; its input comes back as the answer's text
+                                   (bedrock_answers). Converse has no JSON mode; the
+                                   models that take a named toolChoice (Claude, Mistral
+                                   Large) do it, the catalog says which. With tools
+                                   too: refused
     stream                       → the streaming operation (usage always comes in it)
-    response_format json_object / json_schema, n>1, logprobs, top_logprobs,
-    logit_bias, presence_penalty, frequency_penalty, seed, top_k, reasoning_effort,
-    parallel_tool_calls: false, audio, modalities, prediction, web_search_options,
-    functions, function_call
+    n>1, logprobs, top_logprobs, logit_bias, presence_penalty, frequency_penalty,
+    seed, top_k, reasoning_effort, parallel_tool_calls: false, audio, modalities,
+    prediction, web_search_options, functions, function_call
                                  → refused with a 400 unless null or OpenAI's default
                                    (Converse has no field for them)
     user, store, metadata, service_tier, stream_options, and anything else
@@ -58,7 +66,7 @@ import services.providers.adapters.bedrock_messages as bedrock_messages
 from services.providers.adapters.base import ProviderError, RequestRefused, TokenUsage, UpstreamRequest
 from services.providers.adapters.eventstream import EventStreamDecoder
 from services.providers.adapters.params import apply_catalog, refuse_or_drop, without_own_fields
-from services.providers.adapters.wire_bedrock import ERROR
+from services.providers.adapters.wire_bedrock import ERROR, JSON_TOOL
 from stepblend.v1 import router_pb2
 
 SERVICE = "bedrock"
@@ -83,10 +91,10 @@ _REFUSED = (
     "web_search_options",
     "functions",
     "function_call",
-    "response_format",
 )
 #: OpenAI body field → inferenceConfig field, for the numbers passed as they are.
 _SAMPLING = {"temperature": "temperature", "top_p": "topP"}
+_JSON_TOOL_DESCRIPTION = "Give your whole answer as this tool's input: a JSON object of its schema."
 _CHOICES: dict[str, dict[str, Any]] = {"auto": {"auto": {}}, "required": {"any": {}}}
 
 
@@ -119,7 +127,9 @@ def build_request(body: Mapping[str, Any], candidate: router_pb2.Candidate, stre
     config = _inference_config(given, candidate)
     if config:
         out["inferenceConfig"] = config
-    tool_config = _tool_config(given.get("tools"), given.get("tool_choice"), conversation.uses_tools)
+    tool_config = _json_tool(given.get("response_format"), given.get("tools"))
+    if tool_config is None:
+        tool_config = _tool_config(given.get("tools"), given.get("tool_choice"), conversation.uses_tools)
     if tool_config is not None:
         out["toolConfig"] = tool_config
     return UpstreamRequest(path(candidate.upstream_model, stream), orjson.dumps(out))
@@ -184,14 +194,36 @@ def _tool_config(tools: Any, choice: Any, uses_tools: bool) -> dict[str, Any] | 
     return config
 
 
+def _json_tool(response_format: Any, tools: Any) -> dict[str, Any] | None:
+    """The forced tool that carries a JSON answer (module docstring), or None."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+    if kind is None or kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise RequestRefused("response_format.json_schema.schema is required", "response_format")
+    else:
+        raise RequestRefused("response_format.type must be text, json_object or json_schema", "response_format")
+    if tools:
+        raise RequestRefused(
+            f"response_format {kind} together with tools is not supported with {_WHERE}", "response_format"
+        )
+    spec = {"name": JSON_TOOL, "description": _JSON_TOOL_DESCRIPTION, "inputSchema": {"json": schema}}
+    return {"tools": [{"toolSpec": spec}], "toolChoice": {"tool": {"name": JSON_TOOL}}}
+
+
 def _tool_spec(tool: Any, i: int) -> dict[str, Any]:
     where = f"tools[{i}]"
     function = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
         raise RequestRefused(f"{where}: only function tools are supported with {_WHERE}", where)
     name = function.get("name")
-    if not isinstance(name, str) or not name:
-        raise RequestRefused(f"{where}.function.name is required", f"{where}.function.name")
+    if not isinstance(name, str) or not name or name == JSON_TOOL:
+        raise RequestRefused(f"{where}.function.name is required (and not {JSON_TOOL})", f"{where}.function.name")
     schema = function.get("parameters")
     if schema is None:
         schema = {"type": "object", "properties": {}}

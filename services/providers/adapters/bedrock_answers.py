@@ -9,6 +9,10 @@ with `contentBlockStart` (its id and name: the call's first chunk) and its input
 arrives as JSON text in `contentBlockDelta`s (argument chunks); tool calls are
 indexed 0, 1… in the order they start, whatever their `contentBlockIndex`.
 
+A JSON answer (response_format, asked for as the forced tool `stepblend_json_response`,
+see bedrock.py) is that tool's input: the answer's `content`, streamed as content
+deltas, and its `tool_use` stop is OpenAI's `stop`.
+
 stopReason → finish_reason: end_turn, stop_sequence → stop; max_tokens → length;
 tool_use → tool_calls; guardrail_intervened, content_filtered → content_filter;
 anything else → stop. The stream's finish chunk goes with `messageStop`; its usage
@@ -43,6 +47,7 @@ from services.providers.adapters.wire_bedrock import (
     BLOCK_DELTA,
     BLOCK_START,
     ERROR,
+    JSON_TOOL,
     MESSAGE_STOP,
     METADATA,
     RESPONSE,
@@ -61,7 +66,11 @@ _FINISH: Mapping[str, str] = {
 _STREAM_ERROR_KINDS: Mapping[str, str] = {"throttlingException": "rate_limit_error"}
 
 
-def finish_reason(stop_reason: str) -> str:
+def finish_reason(stop_reason: str, called: bool = True) -> str:
+    """Bedrock's stopReason as OpenAI's; `called`: whether the answer called a tool of
+    the client's (a tool_use stop after the JSON tool alone is a whole answer)."""
+    if stop_reason == "tool_use" and not called:
+        return "stop"
     return _FINISH.get(stop_reason, "stop")
 
 
@@ -94,6 +103,9 @@ def parse_completion(
         if block.tool_use is not None:
             use = block.tool_use
             arguments = orjson.dumps(use.input if use.input is not None else {}).decode()
+            if use.name == JSON_TOOL:
+                texts.append(arguments)
+                continue
             calls.append(
                 {"id": use.tool_use_id, "type": "function", "function": {"name": use.name, "arguments": arguments}}
             )
@@ -113,7 +125,12 @@ def parse_completion(
         "created": created,
         "model": model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(answer.stop_reason)}
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(answer.stop_reason, bool(calls)),
+            }
         ],
     }
     if usage is not None:
@@ -133,6 +150,8 @@ class ChunkTranslator:
         self._started = False
         # contentBlockIndex of each tool use → its OpenAI tool-call index
         self._calls: dict[int, int] = {}
+        # contentBlockIndex of the JSON tool's use (a JSON answer), if any
+        self._json_block: int | None = None
         self._finished = False
         self._ended = False
 
@@ -159,6 +178,9 @@ class ChunkTranslator:
             use = start.start.tool_use if start.start is not None else None
             if use is None or self._finished:
                 return []
+            if use.name == JSON_TOOL:
+                self._json_block = start.content_block_index
+                return []
             index = self._calls.setdefault(start.content_block_index, len(self._calls))
             call = {
                 "index": index,
@@ -172,7 +194,8 @@ class ChunkTranslator:
             if self._finished:
                 return []
             self._finished = True
-            return [self._chunk({} if self._started else {"content": ""}, finish_reason(stop.stop_reason))]
+            finish = finish_reason(stop.stop_reason, bool(self._calls))
+            return [self._chunk({} if self._started else {"content": ""}, finish)]
         if kind == "metadata":
             metadata = decode(event.data, METADATA)
             if metadata.usage is not None:
@@ -186,6 +209,8 @@ class ChunkTranslator:
         delta = block.delta
         if delta is None or self._finished:
             return []
+        if delta.tool_use is not None and block.content_block_index == self._json_block:
+            return [self._chunk({"content": delta.tool_use.input})] if delta.tool_use.input else []
         if delta.tool_use is not None:
             index = self._calls.get(block.content_block_index)
             if index is None:

@@ -19,10 +19,14 @@ import msgspec
 
 from services.providers.adapters.base import TokenCount, TokenUsage
 
+#: The forced tool a JSON answer is asked for with (bedrock.py): its input is the answer.
+JSON_TOOL = "stepblend_json_response"
+
 __all__ = [
     "BLOCK_DELTA",
     "BLOCK_START",
     "ERROR",
+    "JSON_TOOL",
     "MESSAGE_STOP",
     "METADATA",
     "RESPONSE",
