@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +21,12 @@ from services.common.vocab import Outcome
 from services.providers.adapters import Adapter, RequestRefused, UpstreamRequest, parse_body
 from services.providers.adapters.anthropic import Anthropic
 from services.providers.adapters.anthropic_native import NATIVE_DIALECT, NativeAnthropic
+from services.providers.adapters.base import FrameDecoder, OwnTransport, ProviderError
 from services.providers.adapters.gemini import Gemini
 from services.providers.adapters.gemini_embeddings import GeminiEmbeddings
 from services.providers.adapters.openai_compatible import OpenAICompatible
 from services.providers.adapters.openai_embeddings import EMBEDDINGS_DIALECT, OpenAIEmbeddings
+from services.providers.adapters.sse import SseDecoder
 from services.providers.credentials import NoDeployment
 from services.providers.genai import AttemptTelemetry
 from services.providers.outcomes import Failed, attempt
@@ -67,8 +70,9 @@ def speaker(
 def for_account(
     vendor: Vendor, candidate: router_pb2.Candidate, secret: SecretStr
 ) -> tuple[Vendor, router_pb2.Candidate, SecretStr]:
-    """For a vendor whose keys have several fields (Azure): the vendor on the account's
-    endpoint, the candidate on the account's deployment of its model, and the key;
+    """For a vendor whose keys have several fields: the vendor on the account's
+    endpoint (Azure's) or region (Bedrock's `{region}` in the base URL), the candidate
+    on the account's deployment of its model (Azure's), and the key;
     `provider_not_connected` (the walk goes on) when the key maps no deployment to it."""
     if vendor.fields is None:
         return vendor, candidate, secret
@@ -76,10 +80,13 @@ def for_account(
         bound = vendor.fields.bind(secret, candidate.model)
     except NoDeployment as exc:
         raise Failed(Outcome.PROVIDER_NOT_CONNECTED, detail=str(exc)) from None
+    base_url = bound.base_url or vendor.base_url.replace("{region}", bound.region)
+    if not bound.deployment:
+        return dataclasses.replace(vendor, base_url=base_url), candidate, bound.api_key
     on_deployment = router_pb2.Candidate()
     on_deployment.CopyFrom(candidate)
     on_deployment.upstream_model = bound.deployment
-    return dataclasses.replace(vendor, base_url=bound.base_url or vendor.base_url), on_deployment, bound.api_key
+    return dataclasses.replace(vendor, base_url=base_url), on_deployment, bound.api_key
 
 
 @dataclass(frozen=True)
@@ -98,12 +105,28 @@ class Call:
     telemetry: AttemptTelemetry
 
     def headers(self, stream: bool) -> dict[str, str]:
+        """The request's headers; an adapter with its own transport signs them over
+        the final URL and body (Bedrock's SigV4)."""
+        if isinstance(self.adapter, OwnTransport):
+            headers = {"content-type": "application/json"}
+            url = self.vendor.url(self.upstream.path)
+            return self.adapter.sign(url, headers, self.upstream.content, self.api_key.get_secret_value())
         accept = "text/event-stream" if stream else "application/json"
         return {
             **self.adapter.auth_headers(self.api_key.get_secret_value()),
             "content-type": "application/json",
             "accept": accept,
         }
+
+    def frame_decoder(self) -> FrameDecoder:
+        """The decoder of this call's streamed body: SSE unless the adapter frames it otherwise."""
+        return self.adapter.frame_decoder() if isinstance(self.adapter, OwnTransport) else SseDecoder()
+
+    def error_details(self, data: bytes, headers: Mapping[str, str]) -> ProviderError:
+        """What the provider's error answer says (some put its type in a header)."""
+        if isinstance(self.adapter, OwnTransport):
+            return self.adapter.error_of(data, headers)
+        return self.adapter.error_details(data)
 
     def ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)

@@ -61,7 +61,6 @@ from services.providers.adapters import (
     UpstreamStreamError,
     parse_body,
 )
-from services.providers.adapters.sse import SseDecoder
 from services.providers.call import Call, completion_id_for, for_account, native_body, speaker
 from services.providers.genai import AttemptTelemetry, GenAiTelemetry
 from services.providers.outcomes import (
@@ -105,7 +104,7 @@ class Executor:
         self._genai = genai or GenAiTelemetry.off()
         self._max_attempts = max_attempts
         self._proxies = {name: environment_proxy(v.base_url) for name, v in vendors.items() if v.base_url}
-        # An account's own endpoint (Azure's): its proxy looked up once per endpoint.
+        # An account's own endpoint (Azure's) or region (Bedrock's): its proxy looked up once per URL.
         self._endpoint_proxy = functools.lru_cache(maxsize=4096)(environment_proxy)
 
     async def execute(self, request: providers_pb2.ExecuteRequest) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
@@ -235,12 +234,12 @@ class Executor:
             raise Failed(Outcome.PROVIDER_ERROR, detail=f"the request failed ({type(exc).__name__})") from None
 
     def _proxy(self, vendor: Vendor) -> str | None:
-        if vendor.fields is not None and vendor.fields.has_endpoint:
+        if vendor.fields is not None and (vendor.fields.has_endpoint or vendor.fields.has_region):
             return self._endpoint_proxy(vendor.base_url)
         return self._proxies.get(vendor.name)
 
     async def _refusal(self, call: Call, response: aiohttp.ClientResponse, deadline: float) -> Failed:
-        said = call.adapter.error_details(await read_some(response, deadline))
+        said = call.error_details(await read_some(response, deadline), response.headers)
         return http_failure(response.status, said, call.candidate.provider, call.api_key.get_secret_value())
 
     async def _complete(self, call: Call) -> AsyncGenerator[list[providers_pb2.ExecuteEvent]]:
@@ -285,7 +284,7 @@ class Executor:
                 created=call.created,
                 include_usage=call.request.include_usage,
             )
-            decoder = SseDecoder()
+            decoder = call.frame_decoder()
             # Whatever has arrived, per read: one batch of events each.
             body = response.content.iter_any()
             served = False

@@ -57,6 +57,9 @@ async def serve(
     previous_keks = own.previous_keks()
     timeouts = timeouts or own.timeouts()
     vendors = own.configure(load_vendors(settings.provider_base_urls, operator_file=own.operator_vendors()))
+    # botocore's SigV4 signer (Bedrock) logs each canonical request at DEBUG, a session
+    # token's header among its lines: never, whatever the service's level.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
     vault = KeyVault(engine, kek, previous=previous_keks)
     client = None

@@ -27,11 +27,14 @@ error type and message — never a key: a provider's 401/403 text is never used
 
 from __future__ import annotations
 
+import orjson
+
 from services.common.vocab import Outcome
 from services.providers.adapters import ProviderError, TokenUsage, UpstreamFormatError, UpstreamStreamError
 from stepblend.v1 import providers_pb2, router_pb2
 
 _MAX_DETAIL = 200
+_NOT_SECRET = frozenset({"region", "endpoint"})
 
 
 class Failed(Exception):
@@ -48,10 +51,29 @@ class Failed(Exception):
         self.refusal = refusal
 
 
+def secrets_of(api_key: str) -> list[str]:
+    """The values to keep out of any text: the key, or each secret string of a key of
+    several fields (Bedrock's access key id, secret and session token; not a region
+    or an endpoint, which say nothing secret and do appear in messages)."""
+    if api_key.startswith("{"):
+        try:
+            obj = orjson.loads(api_key)
+        except orjson.JSONDecodeError:
+            return [api_key]
+        if isinstance(obj, dict):
+            return [v for k, v in obj.items() if isinstance(v, str) and v and k not in _NOT_SECRET]
+    return [api_key] if api_key else []
+
+
+def _without(text: str, api_key: str) -> str:
+    for secret in secrets_of(api_key):
+        text = text.replace(secret, "[key]")
+    return text
+
+
 def scrub(text: str, api_key: str) -> str:
     """`text` without the key, one line, at most 200 characters."""
-    if api_key:
-        text = text.replace(api_key, "[key]")
+    text = _without(text, api_key)
     text = " ".join(text.split())
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
@@ -174,7 +196,7 @@ def http_failure(status: int, said: ProviderError, provider: str, api_key: str) 
         # The account's own setup, not the request: the walk goes on, like no deployment.
         return Failed(Outcome.PROVIDER_NOT_CONNECTED, status, detail)
     if status in (400, 404, 413, 422):
-        message = said.message.replace(api_key, "[key]") if said.message and api_key else said.message
+        message = _without(said.message, api_key)
         refusal = domain_error(
             providers_pb2.ERROR_KIND_INVALID_REQUEST,
             said.code or "invalid_request",

@@ -178,7 +178,7 @@ class KeysServicer(providers_pb2_grpc.KeysServicer):
                 secret = fields.check(text)
                 shown = fields.shown(secret)
                 stored = await asyncio.to_thread(
-                    self._vault.put, account_id, provider, secret, masked=shown["api_key"], shown=_json(shown)
+                    self._vault.put, account_id, provider, secret, masked=fields.masked(shown), shown=_json(shown)
                 )
             else:
                 stored = await asyncio.to_thread(self._vault.put, account_id, provider, _plain_key(provider, text))

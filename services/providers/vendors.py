@@ -91,4 +91,6 @@ def _vendor(name: str, row: Any, override: str | None) -> Vendor:
     if not isinstance(operator_only, bool):
         raise TypeError("operator_only must be true or false")
     fields = KeyFields.parse(row["fields"]) if "fields" in row else None
+    if "{region}" in base_url and (fields is None or not fields.has_region):
+        raise ValueError("a base_url with {region} needs a key field of kind region")
     return Vendor(name, wire_format, base_url, make_adapter(wire_format, quirks), operator_only, fields)

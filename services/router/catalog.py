@@ -48,7 +48,7 @@ from services.router.embedding_catalog import EmbeddingEntry, parse_embeddings
 KNOWN_PROVIDERS = frozenset(
     {
         *("openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "demo"),
-        *("fireworks", "cerebras", "openrouter", "perplexity", "azure"),
+        *("fireworks", "cerebras", "openrouter", "perplexity", "azure", "bedrock"),
         *("demo_anthropic", "demo_gemini"),
     }
 )

@@ -1,12 +1,12 @@
 """The mock provider as a plain ASGI app: OpenAI's `POST {prefix}/chat/completions`,
 each OpenAI-compatible vendor's variant at `POST /<vendor>/v1/chat/completions`
 (groq, deepseek, mistral, together, xai, fireworks, cerebras, openrouter, perplexity,
-ollama, local — see `flavours`), Anthropic's
-`POST /v1/messages`, Gemini's `POST /v1beta/models/{model}:generateContent` and
-`:streamGenerateContent?alt=sse`, OpenAI's embeddings at `POST {prefix}/embeddings`
+ollama, local — see `flavours`), Anthropic's `POST /v1/messages`, Gemini's `POST
+/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`, OpenAI's embeddings at `POST {prefix}/embeddings`
 and `POST /<vendor>/v1/embeddings` (embeddings.py), Azure OpenAI's
-`POST [/azure]/openai/deployments/{deployment}/chat/completions` (azure.py), and a
-small control API for tests.
+`POST [/azure]/openai/deployments/{deployment}/chat/completions` (azure.py), AWS
+Bedrock's `POST [/bedrock]/model/{modelId}/converse[-stream]` (bedrock_wire.py, SigV4
+checked by sigv4.py), and a small control API for tests.
 
 Control API (not part of any provider's):
 - `POST /_mock/behaviour` `{"model": "<upstream id or *>", "status": 503, "delay_ms": 0,
@@ -47,6 +47,7 @@ import orjson
 
 import stepblend.mockprovider.anthropic_wire as anthropic_wire
 import stepblend.mockprovider.azure as azure
+import stepblend.mockprovider.bedrock_wire as bedrock_wire
 import stepblend.mockprovider.embeddings as embeddings
 import stepblend.mockprovider.gemini_wire as gemini_wire
 import stepblend.mockprovider.wire as wire
@@ -56,7 +57,6 @@ from stepblend.mockprovider.behaviour import Behaviour
 from stepblend.mockprovider.flavours import FLAVOURS, Flavour
 
 MESSAGES_PATH = "/v1/messages"
-_SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _FLAVOUR_PATH = re.compile(r"^/(?P<flavour>[a-z]+)/v1/chat/completions$")
 _EMBEDDINGS_PATH = re.compile(r"^(/[a-z]+/v1|/v1)/embeddings$")
 _GEMINI_PATH = re.compile(
@@ -78,6 +78,7 @@ class _Stream:
     frames: list[bytes]
     end: bytes
     error: bytes
+    content_type: bytes = b"text/event-stream; charset=utf-8"
 
 
 class MockProvider:
@@ -99,8 +100,11 @@ class MockProvider:
         flavour = _FLAVOUR_PATH.match(path)
         gemini = _GEMINI_PATH.match(path)
         deployment = azure.PATH.match(path)
+        converse = bedrock_wire.PATH.match(path)
         if deployment is not None and method == "POST":
             await self._azure(scope, body, receive, send, deployment["deployment"])
+        elif converse is not None and method == "POST":
+            await self._converse(scope, body, receive, send, converse["model"], converse["operation"] != "converse")
         elif path == self._chat_path and method == "POST":
             await self._chat(scope, body, receive, send, FLAVOURS["openai"])
         elif flavour is not None and flavour["flavour"] in FLAVOURS and method == "POST":
@@ -326,6 +330,28 @@ class MockProvider:
         if not await _stream(send, receive, _Stream(frames, b"", error), behaviour, response_id):
             record["disconnected"] = True
 
+    async def _converse(self, scope: Scope, raw: bytes, receive: Receive, send: Send, model: str, stream: bool) -> None:
+        """Bedrock's Converse / ConverseStream (bedrock_wire), behind its SigV4 gate (sigv4)."""
+        record, headers, body = self._record(scope, raw, stream)
+        refused = bedrock_wire.refusal(scope, headers, raw, body, self.reject_keys)
+        behaviour = Behaviour() if refused else self._behaviour_for(model) or Behaviour()
+        await asyncio.sleep(behaviour.delay_ms / 1000)
+        if refused or behaviour.status != 200:
+            status, error_body, more = refused or bedrock_wire.error_answer(behaviour.status, behaviour.message)
+            await respond(send, status, error_body, headers=more)
+            return
+        n = next(self._ids)
+        said = bedrock_wire.answer_to(body, f"tooluse_mock{n:010d}_", behaviour.content, behaviour.tool_calls)
+        prompt, cached = bedrock_wire.prompt_tokens(body), behaviour.cached_tokens
+        if not stream:
+            await asyncio.sleep(behaviour.ttft_ms / 1000)
+            await respond(send, 200, bedrock_wire.response(said, prompt, cached))
+            return
+        error = bedrock_wire.error_frame(behaviour.stream_error or "modelStreamErrorException", behaviour.message)
+        sent = _Stream(bedrock_wire.frames(said, prompt, cached), b"", error, bedrock_wire.EVENT_STREAM)
+        if not await _stream(send, receive, sent, behaviour, f"mock-{n}"):
+            record["disconnected"] = True
+
 
 def _load(raw: bytes, stream: bool | None) -> tuple[Any, bool]:
     """A request body (None when not JSON), and whether it asks to stream (unless `stream` says)."""
@@ -338,7 +364,8 @@ def _load(raw: bytes, stream: bool | None) -> tuple[Any, bool]:
 
 async def _stream(send: Send, receive: Receive, stream: _Stream, behaviour: Behaviour, request_id: str) -> bool:
     """Send the SSE stream; False when the client went away before its end."""
-    headers = [*_SSE, (b"x-request-id", request_id.encode()), (b"request-id", request_id.encode())]
+    framing = [(b"content-type", stream.content_type), (b"cache-control", b"no-cache")]
+    headers = [*framing, (b"x-request-id", request_id.encode()), (b"request-id", request_id.encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     # The body has been read, so the next receive() only returns on disconnect.
     gone = asyncio.ensure_future(receive())

@@ -40,8 +40,14 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
-async def respond(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:
-    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [*_JSON, (b"content-length", str(len(body)).encode()), *(headers or [])]
     if request_id is not None:
         headers.append((b"request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

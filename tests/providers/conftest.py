@@ -116,6 +116,7 @@ async def service(
                 **{name: f"{mock_provider.url}/{name}/v1" for name in ("mistral", "together", "xai")},
                 "anthropic": mock_provider.url,
                 "gemini": mock_provider.url,
+                "bedrock": f"{mock_provider.url}/bedrock",
             },
         )
     )

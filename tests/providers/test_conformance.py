@@ -1,6 +1,6 @@
 """One suite, every vendor: each row of vendors.toml against the mock provider
 speaking that vendor's wire format (OpenAI's, its vendor variants, Anthropic's,
-Gemini's).
+Gemini's, Azure's, Bedrock's).
 
 A new vendor is a row of vendors.toml, a flavour of the mock when it departs from
 its wire format, and one line in `ROWS` below.
@@ -21,6 +21,7 @@ from services.providers.executor import Executor
 from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
+from stepblend.mockprovider.sigv4 import EXAMPLE_ACCESS_KEY_ID, EXAMPLE_SECRET_ACCESS_KEY
 from stepblend.v1 import providers_pb2, router_pb2
 from tests.providers.conftest import REJECTED_KEY, MemoryKeys, Mock, candidate, http
 
@@ -65,6 +66,8 @@ ROWS = [
     Row("demo_gemini", "gemini-2.5-flash", ""),
     # The account's resource at the mock's /azure; the model is the deployment's name.
     Row("azure", "gpt-4o-mini-deployment", "/azure"),
+    # Bedrock's Converse at the mock's /bedrock (SigV4 checked); JSON through a forced tool.
+    Row("bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0", "/bedrock"),
 ]
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
 TOOLS = [
@@ -89,7 +92,7 @@ TIMEOUTS = Timeouts(connect=2.0, read=2.0, total=20.0, first_token=0.5)
 rows = pytest.mark.parametrize("row", ROWS, ids=[row.provider for row in ROWS])
 # Gemini answers an invalid key with a 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not
 # a 401: outcomes.http_failure reads the reason, so it is provider_key_invalid too.
-REJECTED_STATUS = {"gemini": 400, "demo_gemini": 400}
+REJECTED_STATUS = {"gemini": 400, "demo_gemini": 400, "bedrock": 403}
 
 
 def key_of(provider: str) -> str:
@@ -98,7 +101,13 @@ def key_of(provider: str) -> str:
 
 def stored(row: Row, key: str, root: str) -> str:
     """What the vault holds for `row`: the key, or Azure's object of fields around it
-    (its endpoint the mock, which only the vault's Put refuses, being no Azure host)."""
+    (its endpoint the mock, which only the vault's Put refuses, being no Azure host),
+    or Bedrock's AWS credentials: the mock's known pair, its secret replaced by a
+    rejected key (the signature the mock recomputes then differs: a 403)."""
+    if row.provider == "bedrock":
+        secret = key if key == REJECTED_KEY else EXAMPLE_SECRET_ACCESS_KEY
+        fields = {"access_key_id": EXAMPLE_ACCESS_KEY_ID, "secret_access_key": secret, "region": "us-east-1"}
+        return orjson.dumps(fields).decode()
     if row.provider != "azure":
         return key
     fields = {"api_key": key, "endpoint": root + row.path, "deployments": {row.candidate.model: row.model}}

@@ -9,7 +9,7 @@ from services.router.strategies import STRATEGY_NAMES
 HOSTS = frozenset({"fireworks", "cerebras", "openrouter", "perplexity"})
 #: Azure's rows are OpenAI's models on an account's own Azure resource.
 ALL_PROVIDERS = frozenset(
-    {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "azure", *HOSTS}
+    {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "azure", "bedrock", *HOSTS}
 )
 
 

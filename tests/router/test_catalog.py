@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,8 @@ REQUIRED_IDS = {
     "codestral-latest", "grok-3", "grok-3-mini", "gpt-oss-120b", "qwen3-32b", "deepseek-v3",
     "kimi-k2", "sonar", "sonar-pro",
 }  # fmt: skip
-ALL_PROVIDERS = {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", "azure", *HOSTS}
+ALL_PROVIDERS = {"openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "together", "xai", *HOSTS}
+ALL_PROVIDERS |= {"azure", "bedrock"}
 
 
 def shipped() -> dict[str, Any]:
@@ -77,7 +79,7 @@ def test_tokenizer_margins_err_high(catalog: Catalog) -> None:
         else:
             # The corpus bound (tests/router/test_estimate_error.py): 1.30 or more.
             assert m.tokenizer.margin >= Decimal("1.30"), m.key
-    (claude,) = catalog.resolve("claude-sonnet-4-20250514")
+    (claude,) = catalog.resolve("anthropic:claude-sonnet-4-20250514")
     assert claude.tokenizer.margin == Decimal("1.35")
     assert claude.tokenizer.estimate(1000, needs_tools=False) == 1350
     assert claude.tokenizer.estimate(1000, needs_tools=True) == 1350 + 350
@@ -97,6 +99,7 @@ HOSTED = {
         "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
         "fireworks": "accounts/fireworks/models/llama-v3p3-70b-instruct",
         "openrouter": "meta-llama/llama-3.3-70b-instruct",
+        "bedrock": "us.meta.llama3-3-70b-instruct-v1:0",
     },
     "gpt-oss-120b": {
         "groq": "openai/gpt-oss-120b",
@@ -276,3 +279,26 @@ def test_lookup_by_id_alias_and_provider_prefix(catalog: Catalog) -> None:
     assert catalog.resolve("groq:gpt-4o") == ()
     assert catalog.resolve("gpt-5-ultra") == ()
     assert catalog.resolve("mystery:gpt-4o") == ()
+
+
+def test_bedrock_rows_name_bedrock_ids_at_the_same_price_as_the_model_makers(catalog: Catalog) -> None:
+    rows = {m.id: m for m in catalog.models if m.provider == "bedrock"}
+    assert set(rows) >= {"claude-3-5-haiku-20241022", "claude-sonnet-4-20250514", "llama-3.3-70b"}
+    assert set(rows) >= {"mistral-large-2407", "nova-pro", "nova-lite", "nova-micro"}
+    for m in rows.values():
+        # A Bedrock model id (provider.model-vN:N), or the US inference profile of one.
+        assert re.fullmatch(r"(us\.)?[a-z]+\.[a-z0-9.-]+-v\d+:\d+", m.upstream_model), m.key
+        # Converse has no field for these: the router routes such requests elsewhere.
+        assert {"seed", "top_k", "n", "logprobs"} <= set(m.unsupported_params), m.key
+        assert not m.capabilities.json_schema, m.key
+        # JSON through a forced tool: only the models that take a named toolChoice.
+        forced_tool = m.id.startswith(("claude", "mistral"))
+        assert ("response_format" not in m.unsupported_params) == forced_tool, m.key
+    # Claude on Bedrock costs what it costs at Anthropic.
+    for claude in ("claude-3-5-haiku-20241022", "claude-sonnet-4-20250514"):
+        (anthropic,) = catalog.resolve(f"anthropic:{claude}")
+        prices = (rows[claude].input_per_mtok, rows[claude].output_per_mtok, rows[claude].cached_input_per_mtok)
+        assert prices == (anthropic.input_per_mtok, anthropic.output_per_mtok, anthropic.cached_input_per_mtok)
+    # A bare Claude id falls back between Anthropic and Bedrock; Bedrock's own id pins Bedrock.
+    assert {e.provider for e in catalog.resolve("claude-3-5-haiku-20241022")} == {"anthropic", "bedrock"}
+    assert [e.key for e in catalog.resolve("amazon.nova-pro-v1:0")] == ["bedrock:nova-pro"]

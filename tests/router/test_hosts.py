@@ -44,7 +44,7 @@ def test_a_bare_id_is_served_by_every_connected_host(catalog: Catalog) -> None:
     # Whichever host serves it, the client is answered as the model it named.
     assert {c.model for c in decision.candidates} == {"gpt-oss-120b"}
     llama = decide(catalog, "llama-3.3-70b")
-    assert {c.provider for c in llama.candidates} == {"groq", "together", "fireworks", "openrouter"}
+    assert {c.provider for c in llama.candidates} == {"groq", "together", "fireworks", "openrouter", "bedrock"}
     assert {c.provider for c in decide(catalog, "kimi-k2").candidates} == {"groq", "together", "fireworks"}
     assert {c.provider for c in decide(catalog, "deepseek-v3").candidates} == {"together", "fireworks"}
 

@@ -132,6 +132,8 @@ def test_requested_output_over_model_max_excludes(catalog: Catalog) -> None:
         ("together", "deepseek-v3"), ("fireworks", "deepseek-v3"),
         ("fireworks", "llama-3.3-70b"), ("openrouter", "llama-3.3-70b"),
         ("perplexity", "sonar"), ("perplexity", "sonar-pro"),
+        ("bedrock", "claude-3-5-haiku-20241022"), ("bedrock", "llama-3.3-70b"), ("bedrock", "mistral-large-2407"),
+        ("bedrock", "nova-pro"), ("bedrock", "nova-lite"), ("bedrock", "nova-micro"),
     }  # fmt: skip
     # Groq's and Together's llama-3.3-70b write 32K: the same model stays eligible there.
     assert {c.provider for c in decision.candidates if c.model == "llama-3.3-70b"} == {"groq", "together"}

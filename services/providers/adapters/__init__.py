@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.providers.adapters import anthropic, azure, gemini, openai_compatible
+from services.providers.adapters import anthropic, azure, bedrock, gemini, openai_compatible
 from services.providers.adapters.base import (
     Adapter,
     ProviderError,
@@ -19,7 +19,7 @@ from services.providers.adapters.base import (
     parse_body,
 )
 
-WIRE_FORMATS = ("openai_compatible", "anthropic", "gemini", "azure")
+WIRE_FORMATS = ("openai_compatible", "anthropic", "gemini", "azure", "bedrock")
 
 
 def make_adapter(wire_format: str, quirks: Mapping[str, Any]) -> Adapter:
@@ -32,6 +32,8 @@ def make_adapter(wire_format: str, quirks: Mapping[str, Any]) -> Adapter:
         return gemini.Gemini(gemini.Quirks.parse(quirks))
     if wire_format == "azure":
         return azure.Azure(azure.Quirks.parse(quirks))
+    if wire_format == "bedrock":
+        return bedrock.Bedrock(bedrock.Quirks.parse(quirks))
     raise ValueError(f"unknown wire format {wire_format!r} (known: {', '.join(WIRE_FORMATS)})")
 
 

@@ -13,8 +13,9 @@ depends on the events before it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import orjson
@@ -143,6 +144,39 @@ class Adapter(Protocol):
 
     def error_details(self, data: bytes) -> ProviderError:
         """What a provider's error body says."""
+        ...
+
+
+class FrameDecoder(Protocol):
+    """Splits a streamed body into events, as `sse.SseDecoder` does for SSE."""
+
+    def feed(self, data: bytes) -> list[SseEvent]:
+        """The events completed by `data`; `UpstreamFormatError` for what is not the format."""
+        ...
+
+    def finish(self) -> list[SseEvent]:
+        """The events left when the body ends."""
+        ...
+
+
+@runtime_checkable
+class OwnTransport(Protocol):
+    """What an adapter whose provider is not spoken to like the others (AWS's
+    Bedrock) adds to `Adapter`: its requests are signed over their final URL, headers
+    and body (so the headers come after the body is built), its streams are framed
+    otherwise than SSE, and its error type travels in a response header."""
+
+    def sign(self, url: str, headers: dict[str, str], content: bytes, secret: str) -> dict[str, str]:
+        """The headers to send: `headers` plus the authentication computed over the
+        request (`auth_headers` is not used for such an adapter)."""
+        ...
+
+    def frame_decoder(self) -> FrameDecoder:
+        """A decoder for one streamed body."""
+        ...
+
+    def error_of(self, data: bytes, headers: Mapping[str, str]) -> ProviderError:
+        """What an error answer says, from its body and its headers."""
         ...
 
 
