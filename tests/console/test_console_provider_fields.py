@@ -42,3 +42,27 @@ def test_an_azure_key_is_connected_from_its_three_fields(system: System, page: P
     expect(page.get_by_label("New Azure OpenAI API key")).to_have_value("")
     assert API_KEY not in page.content()
     shot(page, "azure-key-connected")
+
+
+def test_a_bedrock_key_is_connected_from_its_fields_without_the_optional_token(system: System, page: Page) -> None:
+    access_key_id, secret = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    sign_up(page, new_email())
+    page.get_by_label("AWS Bedrock access key ID", exact=True).fill(access_key_id)
+    page.get_by_label("AWS Bedrock secret access key").fill(secret)
+    region = page.get_by_label("AWS Bedrock region")
+    connect = page.get_by_role("button", name="Connect AWS Bedrock key")
+
+    # A region that is not one names another host: StepBlend's 400, said plainly.
+    region.fill("evil.example.com/x")
+    connect.click()
+    expect(page.get_by_role("alert")).to_contain_text("must be an AWS region name")
+    expect(page.locator("#key-state-bedrock")).to_have_text("Not connected")
+
+    # The session token is optional: left empty, the key is saved without it.
+    region.fill("eu-west-1")
+    connect.click()
+    state = page.locator("#key-state-bedrock")
+    expect(state).to_contain_text("Connected …")
+    expect(state).to_contain_text("eu-west-1")
+    expect(page.get_by_role("status")).to_contain_text("AWS Bedrock key saved")
+    assert secret not in page.content() and access_key_id not in page.content()

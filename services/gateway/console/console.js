@@ -17,6 +17,7 @@
     ["together", "Together AI"],
     ["xai", "xAI"],
     ["azure", "Azure OpenAI"],
+    ["bedrock", "AWS Bedrock"],
   ];
   const PROVIDER_NAMES = new Map(PROVIDERS);
   // Providers whose key has several fields (SPEC.md §11), each with its input; the first is the secret.
@@ -25,6 +26,12 @@
       { name: "api_key", label: "API key", type: "password" },
       { name: "endpoint", label: "Endpoint", type: "url", placeholder: "https://NAME.openai.azure.com" },
       { name: "deployments", label: "Deployments (model=deployment, one a line)", type: "textarea", placeholder: "gpt-4o=my-gpt-4o" },
+    ]],
+    ["bedrock", [
+      { name: "access_key_id", label: "access key ID", type: "password" },
+      { name: "secret_access_key", label: "Secret access key", type: "password" },
+      { name: "region", label: "Region", type: "text", placeholder: "us-east-1" },
+      { name: "session_token", label: "Session token (optional)", type: "password", optional: true },
     ]],
   ]);
   // The front doors, by the ledger's `dialect`.
@@ -103,6 +110,7 @@
         if (err.param === "provider") return "StepBlend does not know that provider.";
         if (err.param === "endpoint") return "The endpoint must be your Azure resource's URL, like https://NAME.openai.azure.com.";
         if (err.param === "deployments") return `Check the deployments: ${said}`;
+        if (err.param === "region") return "The region must be an AWS region name, like us-east-1.";
         if (err.param === "name") return "Give the key a name of at most 100 characters.";
         return said ? `StepBlend could not accept that: ${said}` : "StepBlend could not accept that request.";
       case 401:
@@ -295,6 +303,7 @@
   function describeFields(fields) {
     const parts = [];
     if (fields.endpoint) parts.push(String(fields.endpoint));
+    if (fields.region) parts.push(String(fields.region));
     const deployments = Object.entries(fields.deployments || {}).map(([model, deployment]) => `${model}→${deployment}`);
     if (deployments.length) parts.push(deployments.join(", "));
     return parts.join(" · ");
@@ -312,6 +321,7 @@
       const input = document.createElement(spec.type === "textarea" ? "textarea" : "input");
       input.id = index === 0 ? `key-${provider}` : `key-${provider}-${spec.name}`;
       input.dataset.field = spec.name;
+      if (spec.optional) input.dataset.optional = "true";
       // What the person typed, and whether it was marked wrong, survive a re-render.
       const kept = typed.get(input.id);
       input.value = kept ? kept.value : "";
@@ -427,6 +437,7 @@
     for (const input of inputs) {
       const value = input.value.trim();
       const label = form.querySelector(`label[for="${input.id}"]`).textContent;
+      if (!value && input.dataset.optional) continue;
       if (!value) {
         setInvalid(input, true);
         showError(input.dataset.field === "api_key" ? `Paste your ${name} API key into the field first.` : `Fill in the ${label} first.`);
