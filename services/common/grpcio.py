@@ -36,9 +36,11 @@ CALLER_METHODS: dict[str, frozenset[str]] = {
     "gateway": frozenset(
         {
             "/stepblend.v1.Router/Route",
+            "/stepblend.v1.Router/RouteStream",
             "/stepblend.v1.Router/ListModels",
             "/stepblend.v1.Providers/Execute",
             "/stepblend.v1.Providers/Complete",
+            "/stepblend.v1.Providers/CompleteStream",
             "/stepblend.v1.Keys/Put",
             "/stepblend.v1.Keys/Delete",
             "/stepblend.v1.Keys/List",

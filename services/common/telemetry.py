@@ -71,7 +71,14 @@ _EXPORT_VARIABLES = (
     "OTEL_TRACES_EXPORTER",
     "OTEL_METRICS_EXPORTER",
 )
-_UNTRACED_GRPC = ("grpc.health.v1.", "grpc.reflection.")
+# Probes, and the long-lived streams that carry Route and Complete calls (mux.py
+# traces each call on them as its unary method).
+_UNTRACED_GRPC = (
+    "grpc.health.v1.",
+    "grpc.reflection.",
+    "stepblend.v1.Router/RouteStream",
+    "stepblend.v1.Providers/CompleteStream",
+)
 MESSAGING_SYSTEM = "nats"
 
 

@@ -29,8 +29,17 @@ from services.common import events, telemetry
 from services.common.cache import TtlCache
 from services.common.config import Settings
 from services.common.grpcio import call_metadata, channel, make_server, start_server
+from services.common.mux import MuxClient
 from services.common.tls import InternalTls
-from stepblend.v1 import billing_pb2_grpc, chat_pb2, chat_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
+from stepblend.v1 import (
+    billing_pb2_grpc,
+    chat_pb2,
+    chat_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
 
 from . import accounts
 from .apikeys import ApiKeyBook
@@ -56,6 +65,9 @@ ACCOUNT_TTL_S = 30.0
 CONNECTED_TTL_S = 30.0
 OUTBOX_DRAIN_S = 10.0
 LEASES_RETURN_S = 5.0
+# The unary methods whose calls go as messages on a stream (their spans' names).
+ROUTE = "/stepblend.v1.Router/Route"
+COMPLETE = "/stepblend.v1.Providers/Complete"
 GRACEFUL_CHAT_S = 30.0
 
 
@@ -146,6 +158,25 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
         keys = providers_pb2_grpc.KeysStub(providers_ch)
         billing = billing_pb2_grpc.BillingStub(billing_ch)
         apikeys = ApiKeyBook(settings.api_key_pepper, billing_pb2_grpc.ApiKeysStub(billing_ch), metadata)
+        router_stub, providers_stub = (
+            router_pb2_grpc.RouterStub(router_ch),
+            providers_pb2_grpc.ProvidersStub(providers_ch),
+        )
+        streams = gateway.call_streams
+        route_calls = (
+            MuxClient(partial(router_stub.RouteStream, metadata=metadata), ROUTE, router_pb2.RouteResponse.FromString)
+            if streams
+            else None
+        )
+        complete_calls = (
+            MuxClient(
+                partial(providers_stub.CompleteStream, metadata=metadata),
+                COMPLETE,
+                providers_pb2.ExecuteEvents.FromString,
+            )
+            if streams
+            else None
+        )
         leases = (
             Leases(billing, metadata, gateway=f"{socket.gethostname()}:{os.getpid()}", idle_s=gateway.lease_idle_s)
             if gateway.leases
@@ -159,8 +190,10 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
             keyring=keyring,
             verifier=Verifier(keyring, apikeys.load if apikeys.enabled else None),
             encoding=o200k_base(),
-            router=router_pb2_grpc.RouterStub(router_ch),
-            providers=providers_pb2_grpc.ProvidersStub(providers_ch),
+            router=router_stub,
+            providers=providers_stub,
+            route_calls=route_calls,
+            complete_calls=complete_calls,
             keys=keys,
             billing=billing,
             apikeys=apikeys,
@@ -190,6 +223,9 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
                     await ticking
                 # After the requests in flight have ended: their slots stay held, the rest come back now.
                 await leases.close_all(LEASES_RETURN_S)
+            for calls in (route_calls, complete_calls):
+                if calls is not None:
+                    await calls.close()
             await outbox.drain(OUTBOX_DRAIN_S)
             for ch in channels.values():
                 await ch.close()

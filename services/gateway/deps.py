@@ -9,7 +9,8 @@ from nats.aio.client import Client as NATS
 
 from services.common.cache import TtlCache
 from services.common.config import Settings
-from stepblend.v1 import billing_pb2_grpc, providers_pb2_grpc, router_pb2_grpc
+from services.common.mux import MuxClient
+from stepblend.v1 import billing_pb2_grpc, providers_pb2, providers_pb2_grpc, router_pb2, router_pb2_grpc
 
 from .apikeys import ApiKeyBook
 from .auth import Keyring, Verifier
@@ -45,4 +46,8 @@ class Deps:
     in_flight: InFlight
     # None when STEPBLEND_LEASES is off: every request is one Admit.
     leases: Leases | None = None
+    # Route and Complete as messages on a long-lived stream each; None when
+    # STEPBLEND_CALL_STREAMS is off: a unary call each.
+    route_calls: MuxClient[router_pb2.RouteResponse] | None = None
+    complete_calls: MuxClient[providers_pb2.ExecuteEvents] | None = None
     telemetry: RequestTelemetry = field(default_factory=lambda: RequestTelemetry(None))

@@ -11,6 +11,7 @@ rest of a whole completion (`finish_completion`), or the rest of a stream
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -74,9 +75,20 @@ def execute(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision, 
     if exchange.stream:
         stream = deps.providers.Execute(request, timeout=deadline_s, metadata=deps.metadata)
         return Running(stream, stream.__aiter__(), candidates)
-    # A whole answer is one message: a unary call, which costs half a stream's.
+    # A whole answer is one message: a message on the call stream, or a unary call
+    # (either costs half of what an Execute stream of its own would).
+    if deps.complete_calls is not None:
+        task = asyncio.ensure_future(deps.complete_calls.call(request, deadline_s))
+        task.add_done_callback(_retrieved)
+        return Running(task, _one(task), candidates)
     unary = deps.providers.Complete(request, timeout=deadline_s, metadata=deps.metadata)
     return Running(unary, _one(unary), candidates)
+
+
+def _retrieved(task: asyncio.Future[providers_pb2.ExecuteEvents]) -> None:
+    # Read by `first_answer` unless the request was abandoned first: then it is dropped here.
+    if not task.cancelled():
+        task.exception()
 
 
 async def _one(call: Awaitable[providers_pb2.ExecuteEvents]) -> AsyncIterator[providers_pb2.ExecuteEvents]:

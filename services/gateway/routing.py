@@ -14,7 +14,7 @@ from .auth import Grant
 from .deps import Deps
 from .errors import ApiError
 from .features import features
-from .rpc import call
+from .rpc import call, call_on
 from .schemas import ChatRequest
 
 __all__ = ["count", "route"]
@@ -63,9 +63,12 @@ async def route(
         allowed_models=models,
         kind=kind,
     )
-    response = await call(
-        deps.router.Route, route_request, service="router", timeout_s=_ROUTE_TIMEOUT_S, metadata=deps.metadata
-    )
+    if deps.route_calls is not None:
+        response = await call_on(deps.route_calls, route_request, service="router", timeout_s=_ROUTE_TIMEOUT_S)
+    else:
+        response = await call(
+            deps.router.Route, route_request, service="router", timeout_s=_ROUTE_TIMEOUT_S, metadata=deps.metadata
+        )
     if response.WhichOneof("result") == "refusal":
         refusal = response.refusal
         if only_error is not None and refusal.code in _NONE_LEFT:

@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.common.mux import MuxClient
+
 from .errors import ApiError
 
-__all__ = ["Metadata", "ServiceFailed", "call", "rpc_error"]
+__all__ = ["Metadata", "ServiceFailed", "call", "call_on", "rpc_error"]
 
 # Call metadata: the internal token, sent explicitly on every call (cheaper than
 # a client interceptor, which costs an extra task per call in grpc.aio).
@@ -64,4 +66,13 @@ async def call(
         expected = errors.get(exc.code()) if errors else None
         if expected is not None:
             raise expected(exc.details() or "") from exc
+        raise rpc_error(service, exc) from exc
+
+
+async def call_on(calls: MuxClient[R], request: Any, *, service: str, timeout_s: float) -> R:
+    """`request` as a message on the service's call stream (services/common/mux.py),
+    its errors mapped as `call` maps a unary call's."""
+    try:
+        return await calls.call(request, timeout_s)
+    except grpc.aio.AioRpcError as exc:
         raise rpc_error(service, exc) from exc

@@ -12,25 +12,27 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
 import grpc
 import orjson
 from nats.js import JetStreamContext
 
-from services.common import events, telemetry
+from services.common import events, mux, telemetry
 from services.providers.credentials import KeyFieldError, KeyFields
 from services.providers.executor import Executor
 from services.providers.outcomes import error
 from services.providers.timeouts import Timeouts
 from services.providers.vault import KeyVault
-from stepblend.v1 import providers_pb2, providers_pb2_grpc
+from stepblend.v1 import mux_pb2, providers_pb2, providers_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 _MAX_KEY_CHARS = 4096
 _PUBLISH_TIMEOUT = 2.0
 _CALLER_MARGIN_S = 0.1
+#: The unary method whose calls CompleteStream carries (its spans' name).
+COMPLETE = "/stepblend.v1.Providers/Complete"
 
 
 class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
@@ -49,7 +51,7 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
         # Writing from here (rather than yielding) means a cancelled call raises
         # inside this coroutine, and `aclosing` closes the upstream response at once.
         # One message per batch: a write costs far more than the events in it.
-        budget = self._budget(context)
+        budget = self._budget(context.time_remaining())
         try:
             async with asyncio.timeout(budget), contextlib.aclosing(self._executor.execute(request)) as batches:
                 async for batch in batches:
@@ -66,9 +68,22 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
     async def Complete(
         self, request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> providers_pb2.ExecuteEvents:
+        return await self._complete(request, self._budget(context.time_remaining()))
+
+    async def CompleteStream(
+        self, request_iterator: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Complete calls as messages on one long-lived stream (services/common/mux.py)."""
+        await mux.serve(request_iterator, context, COMPLETE, self._complete_message)
+
+    async def _complete_message(self, payload: bytes, timeout_s: float) -> bytes:
+        request = providers_pb2.ExecuteRequest.FromString(payload)
+        answer = await self._complete(request, self._budget(timeout_s or None))
+        return answer.SerializeToString()
+
+    async def _complete(self, request: providers_pb2.ExecuteRequest, budget: float) -> providers_pb2.ExecuteEvents:
         # A cancelled call cancels this coroutine, and `aclosing` closes the upstream too.
         answer = providers_pb2.ExecuteEvents()
-        budget = self._budget(context)
         try:
             async with asyncio.timeout(budget), contextlib.aclosing(self._executor.execute(request)) as batches:
                 async for batch in batches:
@@ -81,9 +96,8 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
             return _INTERNAL_ERROR
         return answer
 
-    def _budget(self, context: grpc.aio.ServicerContext) -> float:
-        """Seconds this call may take: the service's bound, or the caller's deadline if sooner."""
-        remaining: float | None = context.time_remaining()
+    def _budget(self, remaining: float | None) -> float:
+        """Seconds a call may take: the service's bound, or the caller's deadline (`remaining`) if sooner."""
         if remaining is None:
             return self._deadline_s
         return max(0.0, min(self._deadline_s, remaining - _CALLER_MARGIN_S))

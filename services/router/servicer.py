@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
 
+from services.common import mux
 from services.router.catalog import Catalog, ModelEntry
 from services.router.decision import Candidate, Decision, Exclusion, RouteRequest
 from services.router.embedding_catalog import EmbeddingEntry
 from services.router.embedding_routing import route_embedding
 from services.router.routing import Circuits, route
 from services.router.strategies import Stats
-from stepblend.v1 import router_pb2, router_pb2_grpc
+from stepblend.v1 import mux_pb2, router_pb2, router_pb2_grpc
 
+#: The unary method whose calls RouteStream carries (its spans' name).
+ROUTE = "/stepblend.v1.Router/Route"
 #: RouteRequest.kind of an embeddings request.
 EMBEDDING = "embedding"
 
@@ -31,6 +35,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Route(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.RouteResponse:
+        return self._route(request)
+
+    def _route(self, request: router_pb2.RouteRequest) -> router_pb2.RouteResponse:
         routed = to_route_request(request)
         if routed.kind == EMBEDDING:
             result = route_embedding(self._catalog, routed)
@@ -41,6 +48,15 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return router_pb2.RouteResponse(
             refusal=router_pb2.RouteRefusal(code=result.code.value, message=result.message, param=result.param)
         )
+
+    async def RouteStream(
+        self, request_iterator: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Route calls as messages on one long-lived stream (services/common/mux.py)."""
+        await mux.serve(request_iterator, context, ROUTE, self._route_message)
+
+    async def _route_message(self, payload: bytes, timeout_s: float) -> bytes:
+        return self._route(router_pb2.RouteRequest.FromString(payload)).SerializeToString()
 
     async def ListModels(
         self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

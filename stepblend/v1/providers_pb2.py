@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from stepblend.v1 import mux_pb2 as stepblend_dot_v1_dot_mux__pb2
 from stepblend.v1 import router_pb2 as stepblend_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstepblend/v1/providers.proto\x12\x0cstepblend.v1\x1a\x19stepblend/v1/router.proto\"\xd7\x02\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12+\n\ncandidates\x18\x03 \x03(\x0b\x32\x17.stepblend.v1.Candidate\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x0e\n\x06stream\x18\x05 \x01(\x08\x12\x15\n\rinclude_usage\x18\x06 \x01(\x08\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\x12\x13\n\x0bnative_body\x18\x08 \x01(\x0c\x12\x16\n\x0enative_dialect\x18\t \x01(\t\x12G\n\x0enative_headers\x18\n \x03(\x0b\x32/.stepblend.v1.ExecuteRequest.NativeHeadersEntry\x1a\x34\n\x12NativeHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x12\n\nlatency_ms\x18\x05 \x01(\r\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"m\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\r\"{\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\r\n\x05param\x18\x05 \x01(\t\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.stepblend.v1.ErrorKind\x12\x11\n\tretryable\x18\x07 \x01(\x08J\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03\";\n\rExecuteEvents\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.stepblend.v1.ExecuteEvent\"\xb4\x01\n\x0c\x45xecuteEvent\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.AttemptH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x14\n\ncompletion\x18\x03 \x01(\x0cH\x00\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x13.stepblend.v1.UsageH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.stepblend.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"L\n\rPutKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\tJ\x04\x08\x04\x10\x05\"9\n\x0ePutKeyResponse\x12\x12\n\nmasked_key\x18\x01 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x02 \x01(\t\"8\n\x10\x44\x65leteKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"$\n\x11\x44\x65leteKeyResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"%\n\x0fListKeysRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\\\n\x0bProviderKey\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nmasked_key\x18\x02 \x01(\t\x12\x12\n\nupdated_at\x18\x03 \x01(\x03\x12\x13\n\x0b\x66ields_json\x18\x04 \x01(\t\";\n\x10ListKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.stepblend.v1.ProviderKey\"&\n\x10\x43onnectedRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"&\n\x11\x43onnectedResponse\x12\x11\n\tproviders\x18\x01 \x03(\t*\xef\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_KIND_INVALID_REQUEST\x10\x01\x12\x1c\n\x18\x45RROR_KIND_NOT_CONNECTED\x10\x02\x12\x1b\n\x17\x45RROR_KIND_RATE_LIMITED\x10\x03\x12\x16\n\x12\x45RROR_KIND_TIMEOUT\x10\x04\x12\x1e\n\x1a\x45RROR_KIND_UPSTREAM_FAILED\x10\x05\x12\x1a\n\x16\x45RROR_KIND_UNAVAILABLE\x10\x06\x12\x17\n\x13\x45RROR_KIND_INTERNAL\x10\x07\x32\x9a\x01\n\tProviders\x12\x46\n\x07\x45xecute\x12\x1c.stepblend.v1.ExecuteRequest\x1a\x1b.stepblend.v1.ExecuteEvents0\x01\x12\x45\n\x08\x43omplete\x12\x1c.stepblend.v1.ExecuteRequest\x1a\x1b.stepblend.v1.ExecuteEvents2\xf5\x02\n\x04Keys\x12@\n\x03Put\x12\x1b.stepblend.v1.PutKeyRequest\x1a\x1c.stepblend.v1.PutKeyResponse\x12K\n\x0ePutOperatorKey\x12\x1b.stepblend.v1.PutKeyRequest\x1a\x1c.stepblend.v1.PutKeyResponse\x12I\n\x06\x44\x65lete\x12\x1e.stepblend.v1.DeleteKeyRequest\x1a\x1f.stepblend.v1.DeleteKeyResponse\x12\x45\n\x04List\x12\x1d.stepblend.v1.ListKeysRequest\x1a\x1e.stepblend.v1.ListKeysResponse\x12L\n\tConnected\x12\x1e.stepblend.v1.ConnectedRequest\x1a\x1f.stepblend.v1.ConnectedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstepblend/v1/providers.proto\x12\x0cstepblend.v1\x1a\x16stepblend/v1/mux.proto\x1a\x19stepblend/v1/router.proto\"\xd7\x02\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12+\n\ncandidates\x18\x03 \x03(\x0b\x32\x17.stepblend.v1.Candidate\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x0e\n\x06stream\x18\x05 \x01(\x08\x12\x15\n\rinclude_usage\x18\x06 \x01(\x08\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x03\x12\x13\n\x0bnative_body\x18\x08 \x01(\x0c\x12\x16\n\x0enative_dialect\x18\t \x01(\t\x12G\n\x0enative_headers\x18\n \x03(\x0b\x32/.stepblend.v1.ExecuteRequest.NativeHeadersEntry\x1a\x34\n\x12NativeHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x12\n\nlatency_ms\x18\x05 \x01(\r\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"m\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\r\"{\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\r\n\x05param\x18\x05 \x01(\t\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.stepblend.v1.ErrorKind\x12\x11\n\tretryable\x18\x07 \x01(\x08J\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03\";\n\rExecuteEvents\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.stepblend.v1.ExecuteEvent\"\xb4\x01\n\x0c\x45xecuteEvent\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.stepblend.v1.AttemptH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x14\n\ncompletion\x18\x03 \x01(\x0cH\x00\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x13.stepblend.v1.UsageH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.stepblend.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"L\n\rPutKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\tJ\x04\x08\x04\x10\x05\"9\n\x0ePutKeyResponse\x12\x12\n\nmasked_key\x18\x01 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x02 \x01(\t\"8\n\x10\x44\x65leteKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"$\n\x11\x44\x65leteKeyResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"%\n\x0fListKeysRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\\\n\x0bProviderKey\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nmasked_key\x18\x02 \x01(\t\x12\x12\n\nupdated_at\x18\x03 \x01(\x03\x12\x13\n\x0b\x66ields_json\x18\x04 \x01(\t\";\n\x10ListKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.stepblend.v1.ProviderKey\"&\n\x10\x43onnectedRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"&\n\x11\x43onnectedResponse\x12\x11\n\tproviders\x18\x01 \x03(\t*\xef\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_KIND_INVALID_REQUEST\x10\x01\x12\x1c\n\x18\x45RROR_KIND_NOT_CONNECTED\x10\x02\x12\x1b\n\x17\x45RROR_KIND_RATE_LIMITED\x10\x03\x12\x16\n\x12\x45RROR_KIND_TIMEOUT\x10\x04\x12\x1e\n\x1a\x45RROR_KIND_UPSTREAM_FAILED\x10\x05\x12\x1a\n\x16\x45RROR_KIND_UNAVAILABLE\x10\x06\x12\x17\n\x13\x45RROR_KIND_INTERNAL\x10\x07\x32\xe5\x01\n\tProviders\x12\x46\n\x07\x45xecute\x12\x1c.stepblend.v1.ExecuteRequest\x1a\x1b.stepblend.v1.ExecuteEvents0\x01\x12\x45\n\x08\x43omplete\x12\x1c.stepblend.v1.ExecuteRequest\x1a\x1b.stepblend.v1.ExecuteEvents\x12I\n\x0e\x43ompleteStream\x12\x18.stepblend.v1.MuxRequest\x1a\x19.stepblend.v1.MuxResponse(\x01\x30\x01\x32\xf5\x02\n\x04Keys\x12@\n\x03Put\x12\x1b.stepblend.v1.PutKeyRequest\x1a\x1c.stepblend.v1.PutKeyResponse\x12K\n\x0ePutOperatorKey\x12\x1b.stepblend.v1.PutKeyRequest\x1a\x1c.stepblend.v1.PutKeyResponse\x12I\n\x06\x44\x65lete\x12\x1e.stepblend.v1.DeleteKeyRequest\x1a\x1f.stepblend.v1.DeleteKeyResponse\x12\x45\n\x04List\x12\x1d.stepblend.v1.ListKeysRequest\x1a\x1e.stepblend.v1.ListKeysResponse\x12L\n\tConnected\x12\x1e.stepblend.v1.ConnectedRequest\x1a\x1f.stepblend.v1.ConnectedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,42 +35,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXECUTEREQUEST_NATIVEHEADERSENTRY']._loaded_options = None
   _globals['_EXECUTEREQUEST_NATIVEHEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORKIND']._serialized_start=1538
-  _globals['_ERRORKIND']._serialized_end=1777
-  _globals['_EXECUTEREQUEST']._serialized_start=74
-  _globals['_EXECUTEREQUEST']._serialized_end=417
-  _globals['_EXECUTEREQUEST_NATIVEHEADERSENTRY']._serialized_start=365
-  _globals['_EXECUTEREQUEST_NATIVEHEADERSENTRY']._serialized_end=417
-  _globals['_ATTEMPT']._serialized_start=420
-  _globals['_ATTEMPT']._serialized_end=548
-  _globals['_USAGE']._serialized_start=550
-  _globals['_USAGE']._serialized_end=659
-  _globals['_ERROR']._serialized_start=661
-  _globals['_ERROR']._serialized_end=784
-  _globals['_EXECUTEEVENTS']._serialized_start=786
-  _globals['_EXECUTEEVENTS']._serialized_end=845
-  _globals['_EXECUTEEVENT']._serialized_start=848
-  _globals['_EXECUTEEVENT']._serialized_end=1028
-  _globals['_PUTKEYREQUEST']._serialized_start=1030
-  _globals['_PUTKEYREQUEST']._serialized_end=1106
-  _globals['_PUTKEYRESPONSE']._serialized_start=1108
-  _globals['_PUTKEYRESPONSE']._serialized_end=1165
-  _globals['_DELETEKEYREQUEST']._serialized_start=1167
-  _globals['_DELETEKEYREQUEST']._serialized_end=1223
-  _globals['_DELETEKEYRESPONSE']._serialized_start=1225
-  _globals['_DELETEKEYRESPONSE']._serialized_end=1261
-  _globals['_LISTKEYSREQUEST']._serialized_start=1263
-  _globals['_LISTKEYSREQUEST']._serialized_end=1300
-  _globals['_PROVIDERKEY']._serialized_start=1302
-  _globals['_PROVIDERKEY']._serialized_end=1394
-  _globals['_LISTKEYSRESPONSE']._serialized_start=1396
-  _globals['_LISTKEYSRESPONSE']._serialized_end=1455
-  _globals['_CONNECTEDREQUEST']._serialized_start=1457
-  _globals['_CONNECTEDREQUEST']._serialized_end=1495
-  _globals['_CONNECTEDRESPONSE']._serialized_start=1497
-  _globals['_CONNECTEDRESPONSE']._serialized_end=1535
-  _globals['_PROVIDERS']._serialized_start=1780
-  _globals['_PROVIDERS']._serialized_end=1934
-  _globals['_KEYS']._serialized_start=1937
-  _globals['_KEYS']._serialized_end=2310
+  _globals['_ERRORKIND']._serialized_start=1562
+  _globals['_ERRORKIND']._serialized_end=1801
+  _globals['_EXECUTEREQUEST']._serialized_start=98
+  _globals['_EXECUTEREQUEST']._serialized_end=441
+  _globals['_EXECUTEREQUEST_NATIVEHEADERSENTRY']._serialized_start=389
+  _globals['_EXECUTEREQUEST_NATIVEHEADERSENTRY']._serialized_end=441
+  _globals['_ATTEMPT']._serialized_start=444
+  _globals['_ATTEMPT']._serialized_end=572
+  _globals['_USAGE']._serialized_start=574
+  _globals['_USAGE']._serialized_end=683
+  _globals['_ERROR']._serialized_start=685
+  _globals['_ERROR']._serialized_end=808
+  _globals['_EXECUTEEVENTS']._serialized_start=810
+  _globals['_EXECUTEEVENTS']._serialized_end=869
+  _globals['_EXECUTEEVENT']._serialized_start=872
+  _globals['_EXECUTEEVENT']._serialized_end=1052
+  _globals['_PUTKEYREQUEST']._serialized_start=1054
+  _globals['_PUTKEYREQUEST']._serialized_end=1130
+  _globals['_PUTKEYRESPONSE']._serialized_start=1132
+  _globals['_PUTKEYRESPONSE']._serialized_end=1189
+  _globals['_DELETEKEYREQUEST']._serialized_start=1191
+  _globals['_DELETEKEYREQUEST']._serialized_end=1247
+  _globals['_DELETEKEYRESPONSE']._serialized_start=1249
+  _globals['_DELETEKEYRESPONSE']._serialized_end=1285
+  _globals['_LISTKEYSREQUEST']._serialized_start=1287
+  _globals['_LISTKEYSREQUEST']._serialized_end=1324
+  _globals['_PROVIDERKEY']._serialized_start=1326
+  _globals['_PROVIDERKEY']._serialized_end=1418
+  _globals['_LISTKEYSRESPONSE']._serialized_start=1420
+  _globals['_LISTKEYSRESPONSE']._serialized_end=1479
+  _globals['_CONNECTEDREQUEST']._serialized_start=1481
+  _globals['_CONNECTEDREQUEST']._serialized_end=1519
+  _globals['_CONNECTEDRESPONSE']._serialized_start=1521
+  _globals['_CONNECTEDRESPONSE']._serialized_end=1559
+  _globals['_PROVIDERS']._serialized_start=1804
+  _globals['_PROVIDERS']._serialized_end=2033
+  _globals['_KEYS']._serialized_start=2036
+  _globals['_KEYS']._serialized_end=2409
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from stepblend.v1 import mux_pb2 as _mux_pb2
 from stepblend.v1 import router_pb2 as _router_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from stepblend.v1 import mux_pb2 as stepblend_dot_v1_dot_mux__pb2
 from stepblend.v1 import providers_pb2 as stepblend_dot_v1_dot_providers__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -46,6 +47,11 @@ class ProvidersStub:
                 request_serializer=stepblend_dot_v1_dot_providers__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_providers__pb2.ExecuteEvents.FromString,
                 _registered_method=True)
+        self.CompleteStream = channel.stream_stream(
+                '/stepblend.v1.Providers/CompleteStream',
+                request_serializer=stepblend_dot_v1_dot_mux__pb2.MuxRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_mux__pb2.MuxResponse.FromString,
+                _registered_method=True)
 
 
 class ProvidersServicer:
@@ -69,6 +75,15 @@ class ProvidersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteStream(self, request_iterator, context):
+        """Complete calls as messages on one long-lived stream per gateway (mux.proto):
+        each MuxRequest's payload is an ExecuteRequest, each answer's ExecuteEvents;
+        the call's timeout_s bounds it as Complete's deadline does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProvidersServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_ProvidersServicer_to_server(servicer, server):
                     servicer.Complete,
                     request_deserializer=stepblend_dot_v1_dot_providers__pb2.ExecuteRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_providers__pb2.ExecuteEvents.SerializeToString,
+            ),
+            'CompleteStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CompleteStream,
+                    request_deserializer=stepblend_dot_v1_dot_mux__pb2.MuxRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_mux__pb2.MuxResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +159,33 @@ class Providers:
             '/stepblend.v1.Providers/Complete',
             stepblend_dot_v1_dot_providers__pb2.ExecuteRequest.SerializeToString,
             stepblend_dot_v1_dot_providers__pb2.ExecuteEvents.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/stepblend.v1.Providers/CompleteStream',
+            stepblend_dot_v1_dot_mux__pb2.MuxRequest.SerializeToString,
+            stepblend_dot_v1_dot_mux__pb2.MuxResponse.FromString,
             options,
             channel_credentials,
             insecure,

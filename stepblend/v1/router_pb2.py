@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from stepblend.v1 import mux_pb2 as stepblend_dot_v1_dot_mux__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stepblend/v1/router.proto\x12\x0cstepblend.v1\"\xc7\x01\n\x0fRequestFeatures\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x02 \x01(\r\x12\x13\n\x0bneeds_tools\x18\x03 \x01(\x08\x12\x14\n\x0cneeds_vision\x18\x04 \x01(\x08\x12\x19\n\x11needs_json_schema\x18\x05 \x01(\x08\x12\x0e\n\x06params\x18\x06 \x03(\t\x12\x1c\n\x14longest_input_tokens\x18\x07 \x01(\r\x12\x0e\n\x06inputs\x18\x08 \x01(\r\"\xca\x01\n\x0cRouteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12/\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x1d.stepblend.v1.RequestFeatures\x12\x14\n\x0cmax_cost_usd\x18\x04 \x01(\t\x12\x1b\n\x13\x63onnected_providers\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\"\xaa\x03\n\tCandidate\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x04 \x01(\t\x12\x1c\n\x14input_price_per_mtok\x18\x05 \x01(\t\x12\x1d\n\x15output_price_per_mtok\x18\x06 \x01(\t\x12\x15\n\routput_budget\x18\x07 \x01(\r\x12@\n\rparam_renames\x18\x08 \x03(\x0b\x32).stepblend.v1.Candidate.ParamRenamesEntry\x12\x1a\n\x12unsupported_params\x18\t \x03(\t\x12\r\n\x05score\x18\n \x01(\x01\x12#\n\x1b\x63\x61\x63hed_input_price_per_mtok\x18\x0b \x01(\t\x12\x15\n\rprompt_tokens\x18\x0c \x01(\r\x12\x16\n\x0eworst_cost_usd\x18\r \x01(\t\x1a\x33\n\x11ParamRenamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"L\n\tExclusion\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"<\n\x0cRouteRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\x97\x01\n\rRouteDecision\x12\x15\n\rstrategy_used\x18\x01 \x01(\t\x12+\n\ncandidates\x18\x02 \x03(\x0b\x32\x17.stepblend.v1.Candidate\x12\x17\n\x0f\x63\x61talog_version\x18\x03 \x01(\t\x12)\n\x08\x65xcluded\x18\x04 \x03(\x0b\x32\x17.stepblend.v1.Exclusion\"y\n\rRouteResponse\x12/\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.stepblend.v1.RouteDecisionH\x00\x12-\n\x07refusal\x18\x02 \x01(\x0b\x32\x1a.stepblend.v1.RouteRefusalH\x00\x42\x08\n\x06result\"\x13\n\x11ListModelsRequest\"\x98\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12\x1c\n\x14input_price_per_mtok\x18\x04 \x01(\t\x12\x1d\n\x15output_price_per_mtok\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x06 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\r\x12\r\n\x05tools\x18\x08 \x01(\x08\x12\x0e\n\x06vision\x18\t \x01(\x08\x12\x13\n\x0bjson_schema\x18\n \x01(\x08\x12\x0f\n\x07\x61liases\x18\x0b \x03(\t\x12\x0c\n\x04kind\x18\x0c \x01(\t\x12\x12\n\ndimensions\x18\r \x01(\r\"V\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.stepblend.v1.ModelInfo\x12\x17\n\x0f\x63\x61talog_version\x18\x02 \x01(\t2\x9b\x01\n\x06Router\x12@\n\x05Route\x12\x1a.stepblend.v1.RouteRequest\x1a\x1b.stepblend.v1.RouteResponse\x12O\n\nListModels\x12\x1f.stepblend.v1.ListModelsRequest\x1a .stepblend.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stepblend/v1/router.proto\x12\x0cstepblend.v1\x1a\x16stepblend/v1/mux.proto\"\xc7\x01\n\x0fRequestFeatures\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x02 \x01(\r\x12\x13\n\x0bneeds_tools\x18\x03 \x01(\x08\x12\x14\n\x0cneeds_vision\x18\x04 \x01(\x08\x12\x19\n\x11needs_json_schema\x18\x05 \x01(\x08\x12\x0e\n\x06params\x18\x06 \x03(\t\x12\x1c\n\x14longest_input_tokens\x18\x07 \x01(\r\x12\x0e\n\x06inputs\x18\x08 \x01(\r\"\xca\x01\n\x0cRouteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12/\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x1d.stepblend.v1.RequestFeatures\x12\x14\n\x0cmax_cost_usd\x18\x04 \x01(\t\x12\x1b\n\x13\x63onnected_providers\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\"\xaa\x03\n\tCandidate\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x04 \x01(\t\x12\x1c\n\x14input_price_per_mtok\x18\x05 \x01(\t\x12\x1d\n\x15output_price_per_mtok\x18\x06 \x01(\t\x12\x15\n\routput_budget\x18\x07 \x01(\r\x12@\n\rparam_renames\x18\x08 \x03(\x0b\x32).stepblend.v1.Candidate.ParamRenamesEntry\x12\x1a\n\x12unsupported_params\x18\t \x03(\t\x12\r\n\x05score\x18\n \x01(\x01\x12#\n\x1b\x63\x61\x63hed_input_price_per_mtok\x18\x0b \x01(\t\x12\x15\n\rprompt_tokens\x18\x0c \x01(\r\x12\x16\n\x0eworst_cost_usd\x18\r \x01(\t\x1a\x33\n\x11ParamRenamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"L\n\tExclusion\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"<\n\x0cRouteRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\x97\x01\n\rRouteDecision\x12\x15\n\rstrategy_used\x18\x01 \x01(\t\x12+\n\ncandidates\x18\x02 \x03(\x0b\x32\x17.stepblend.v1.Candidate\x12\x17\n\x0f\x63\x61talog_version\x18\x03 \x01(\t\x12)\n\x08\x65xcluded\x18\x04 \x03(\x0b\x32\x17.stepblend.v1.Exclusion\"y\n\rRouteResponse\x12/\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.stepblend.v1.RouteDecisionH\x00\x12-\n\x07refusal\x18\x02 \x01(\x0b\x32\x1a.stepblend.v1.RouteRefusalH\x00\x42\x08\n\x06result\"\x13\n\x11ListModelsRequest\"\x98\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12\x1c\n\x14input_price_per_mtok\x18\x04 \x01(\t\x12\x1d\n\x15output_price_per_mtok\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x06 \x01(\r\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\r\x12\r\n\x05tools\x18\x08 \x01(\x08\x12\x0e\n\x06vision\x18\t \x01(\x08\x12\x13\n\x0bjson_schema\x18\n \x01(\x08\x12\x0f\n\x07\x61liases\x18\x0b \x03(\t\x12\x0c\n\x04kind\x18\x0c \x01(\t\x12\x12\n\ndimensions\x18\r \x01(\r\"V\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.stepblend.v1.ModelInfo\x12\x17\n\x0f\x63\x61talog_version\x18\x02 \x01(\t2\xe3\x01\n\x06Router\x12@\n\x05Route\x12\x1a.stepblend.v1.RouteRequest\x1a\x1b.stepblend.v1.RouteResponse\x12\x46\n\x0bRouteStream\x12\x18.stepblend.v1.MuxRequest\x1a\x19.stepblend.v1.MuxResponse(\x01\x30\x01\x12O\n\nListModels\x12\x1f.stepblend.v1.ListModelsRequest\x1a .stepblend.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +34,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CANDIDATE_PARAMRENAMESENTRY']._loaded_options = None
   _globals['_CANDIDATE_PARAMRENAMESENTRY']._serialized_options = b'8\001'
-  _globals['_REQUESTFEATURES']._serialized_start=44
-  _globals['_REQUESTFEATURES']._serialized_end=243
-  _globals['_ROUTEREQUEST']._serialized_start=246
-  _globals['_ROUTEREQUEST']._serialized_end=448
-  _globals['_CANDIDATE']._serialized_start=451
-  _globals['_CANDIDATE']._serialized_end=877
-  _globals['_CANDIDATE_PARAMRENAMESENTRY']._serialized_start=826
-  _globals['_CANDIDATE_PARAMRENAMESENTRY']._serialized_end=877
-  _globals['_EXCLUSION']._serialized_start=879
-  _globals['_EXCLUSION']._serialized_end=955
-  _globals['_ROUTEREFUSAL']._serialized_start=957
-  _globals['_ROUTEREFUSAL']._serialized_end=1017
-  _globals['_ROUTEDECISION']._serialized_start=1020
-  _globals['_ROUTEDECISION']._serialized_end=1171
-  _globals['_ROUTERESPONSE']._serialized_start=1173
-  _globals['_ROUTERESPONSE']._serialized_end=1294
-  _globals['_LISTMODELSREQUEST']._serialized_start=1296
-  _globals['_LISTMODELSREQUEST']._serialized_end=1315
-  _globals['_MODELINFO']._serialized_start=1318
-  _globals['_MODELINFO']._serialized_end=1598
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1600
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1686
-  _globals['_ROUTER']._serialized_start=1689
-  _globals['_ROUTER']._serialized_end=1844
+  _globals['_REQUESTFEATURES']._serialized_start=68
+  _globals['_REQUESTFEATURES']._serialized_end=267
+  _globals['_ROUTEREQUEST']._serialized_start=270
+  _globals['_ROUTEREQUEST']._serialized_end=472
+  _globals['_CANDIDATE']._serialized_start=475
+  _globals['_CANDIDATE']._serialized_end=901
+  _globals['_CANDIDATE_PARAMRENAMESENTRY']._serialized_start=850
+  _globals['_CANDIDATE_PARAMRENAMESENTRY']._serialized_end=901
+  _globals['_EXCLUSION']._serialized_start=903
+  _globals['_EXCLUSION']._serialized_end=979
+  _globals['_ROUTEREFUSAL']._serialized_start=981
+  _globals['_ROUTEREFUSAL']._serialized_end=1041
+  _globals['_ROUTEDECISION']._serialized_start=1044
+  _globals['_ROUTEDECISION']._serialized_end=1195
+  _globals['_ROUTERESPONSE']._serialized_start=1197
+  _globals['_ROUTERESPONSE']._serialized_end=1318
+  _globals['_LISTMODELSREQUEST']._serialized_start=1320
+  _globals['_LISTMODELSREQUEST']._serialized_end=1339
+  _globals['_MODELINFO']._serialized_start=1342
+  _globals['_MODELINFO']._serialized_end=1622
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1624
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1710
+  _globals['_ROUTER']._serialized_start=1713
+  _globals['_ROUTER']._serialized_end=1940
 # @@protoc_insertion_point(module_scope)

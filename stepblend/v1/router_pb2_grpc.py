@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from stepblend.v1 import mux_pb2 as stepblend_dot_v1_dot_mux__pb2
 from stepblend.v1 import router_pb2 as stepblend_dot_v1_dot_router__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -41,6 +42,11 @@ class RouterStub:
                 request_serializer=stepblend_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
                 response_deserializer=stepblend_dot_v1_dot_router__pb2.RouteResponse.FromString,
                 _registered_method=True)
+        self.RouteStream = channel.stream_stream(
+                '/stepblend.v1.Router/RouteStream',
+                request_serializer=stepblend_dot_v1_dot_mux__pb2.MuxRequest.SerializeToString,
+                response_deserializer=stepblend_dot_v1_dot_mux__pb2.MuxResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/stepblend.v1.Router/ListModels',
                 request_serializer=stepblend_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
@@ -59,6 +65,14 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RouteStream(self, request_iterator, context):
+        """Route calls as messages on one long-lived stream per gateway (mux.proto):
+        each MuxRequest's payload is a RouteRequest, each answer's a RouteResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """The catalog, for GET /v1/models and the console.
         """
@@ -73,6 +87,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Route,
                     request_deserializer=stepblend_dot_v1_dot_router__pb2.RouteRequest.FromString,
                     response_serializer=stepblend_dot_v1_dot_router__pb2.RouteResponse.SerializeToString,
+            ),
+            'RouteStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.RouteStream,
+                    request_deserializer=stepblend_dot_v1_dot_mux__pb2.MuxRequest.FromString,
+                    response_serializer=stepblend_dot_v1_dot_mux__pb2.MuxResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -109,6 +128,33 @@ class Router:
             '/stepblend.v1.Router/Route',
             stepblend_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
             stepblend_dot_v1_dot_router__pb2.RouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouteStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/stepblend.v1.Router/RouteStream',
+            stepblend_dot_v1_dot_mux__pb2.MuxRequest.SerializeToString,
+            stepblend_dot_v1_dot_mux__pb2.MuxResponse.FromString,
             options,
             channel_credentials,
             insecure,
