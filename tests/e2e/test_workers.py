@@ -82,6 +82,13 @@ def owner(server_port: int, client_port: int, pids: set[int]) -> int:
     return holders.pop()
 
 
+def gateway_processes(system: System) -> set[int]:
+    assert system.up is not None
+    gateways = children(system.up.pid, "gateway")
+    assert len(gateways) == 2, gateways
+    return gateways
+
+
 def gateway_port(system: System) -> int:
     return int(system.base_url.split(":")[2].split("/")[0])
 
@@ -117,8 +124,7 @@ def test_up_runs_two_gateways_and_two_providers_named_in_its_output(system: Syst
 
 
 def test_requests_on_the_one_port_are_served_by_both_gateway_processes(system: System) -> None:
-    assert system.up is not None
-    gateways = children(system.up.pid, "gateway")
+    gateways = gateway_processes(system)
     account = make_account(system)
     results = [complete(system, account.token, f"spread {i}", gateways) for i in range(16)]
     assert {status for status, *_ in results} == {200}
@@ -127,8 +133,7 @@ def test_requests_on_the_one_port_are_served_by_both_gateway_processes(system: S
 
 
 def test_a_plan_of_20_serves_exactly_20_of_80_concurrent_across_both_gateways(system: System) -> None:
-    assert system.up is not None
-    gateways = children(system.up.pid, "gateway")
+    gateways = gateway_processes(system)
     account = make_account(system, plan="twenty")
     marker = f"workers-{uuid.uuid4().hex}"
     start = threading.Barrier(CONCURRENT)
@@ -170,8 +175,7 @@ def test_a_plan_of_20_serves_exactly_20_of_80_concurrent_across_both_gateways(sy
 
 
 async def test_the_grpc_chat_api_is_served_by_both_gateway_processes(system: System) -> None:
-    assert system.up is not None
-    gateways = children(system.up.pid, "gateway")
+    gateways = gateway_processes(system)
     account = make_account(system)
     chat_port = int(system.chat_addr.rpartition(":")[2])
     request = chat_pb2.ChatRequest(
@@ -179,7 +183,7 @@ async def test_the_grpc_chat_api_is_served_by_both_gateway_processes(system: Sys
     )
     # A channel of its own per call (no shared subchannel): a connection each, placed by the kernel.
     channels = [
-        grpc.aio.insecure_channel(system.chat_addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(12)
+        grpc.aio.insecure_channel(system.chat_addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(20)
     ]
     try:
         for channel in channels:
