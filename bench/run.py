@@ -389,7 +389,7 @@ def measure(
     g, d = target.sequential(streamed, requests // 2, True), direct.sequential(streamed, requests // 2, True)
     results["added_ttft_ms"] = statistics.median(g) - statistics.median(d)
 
-    cpu_at = {}
+    cpu_at, cpu_each = {}, {}
     for connections in (16, 64):
         quiesce(pids)
         before_each = cpu_by_process(pids)
@@ -402,8 +402,9 @@ def measure(
         after_each = cpu_by_process(pids)
         cpu_at[connections] = (sum(after_each.values()) - sum(before_each.values())) * 1000 / served
         if connections == 64:
-            for name, value in after_each.items():
-                results[f"cpu_ms_per_request[{name}]"] = (value - before_each.get(name, 0.0)) * 1000 / served
+            cpu_each = {
+                name: (value - before_each.get(name, 0.0)) * 1000 / served for name, value in after_each.items()
+            }
         results[f"rps_at_{connections}"] = run["rps"]
         results[f"p50_ms_at_{connections}"] = run["p50_ms"]
         results[f"p99_ms_at_{connections}"] = run["p99_ms"]
@@ -414,6 +415,7 @@ def measure(
     results["cpu_ms_per_request_sequential"] = cpu_seq
     results["cpu_ms_per_request_at_16"] = cpu_at[16]
     results["cpu_ms_per_request_at_64"] = cpu_at[64]
+    results.update({f"cpu_ms_per_request_at_64[{name}]": value for name, value in cpu_each.items()})
 
     # CPU per chunk: a 50-chunk stream against a 1-chunk one, per extra chunk. Paced,
     # each chunk reaches the server in a read of its own, as from a real provider;
@@ -460,6 +462,9 @@ def measure_litellm(mock_port: int, seconds: int, requests: int) -> dict[str, fl
 def table(sides: dict[str, dict[str, float]]) -> str:
     """One row per figure, one column per side; `met` is StepBlend's against its target."""
     names = list(dict.fromkeys(name for results in sides.values() for name in results))
+    # A side's own processes (litellm) beside the other's, under the same figure.
+    bases = list(dict.fromkeys(name.split("[")[0] for name in names))
+    names.sort(key=lambda name: bases.index(name.split("[")[0]))
     lines = [f"{'figure':<36}" + "".join(f"{side:>12}" for side in sides) + f"{'target':>10}  met"]
     for name in names:
         target = TARGETS.get(name)

@@ -114,10 +114,21 @@ def complete(system: System, token: str, content: str, gateways: set[int]) -> tu
         conn.close()
 
 
-def test_up_runs_two_gateways_and_two_providers_named_in_its_output(system: System) -> None:
-    assert system.up is not None
-    assert len(children(system.up.pid, "gateway")) == 2
-    assert len(children(system.up.pid, "providers")) == 2
+def test_up_runs_two_gateways_and_two_providers_named_in_its_output_and_logs(system: System) -> None:
+    assert system.up is not None and system.up.stdout is not None
+    gateways, providers = children(system.up.pid, "gateway"), children(system.up.pid, "providers")
+    assert len(gateways) == 2 and len(providers) == 2
+    lines: list[str] = []
+    while not lines or "Ctrl-C stops everything." not in lines[-1]:
+        line = system.up.stdout.readline().decode()
+        assert line, "stepblend up ended before it was ready:\n" + "".join(lines)
+        lines.append(line)
+    output = "".join(lines)
+    assert "Workers: 2 gateway and 2 providers processes" in output
+    named = {line.split(":")[0].strip(): int(line.split("pid ")[1].split(",")[0]) for line in lines if "pid " in line}
+    assert named.keys() == {"gateway-1", "gateway-2", "providers-1", "providers-2"}
+    assert {named["gateway-1"], named["gateway-2"]} == gateways
+    assert {named["providers-1"], named["providers-2"]} == providers
     logs = {p.name for p in (system.data_dir / "logs").glob("*.log")}
     assert {"gateway-1.log", "gateway-2.log", "providers-1.log", "providers-2.log"} <= logs
     assert not {"gateway.log", "providers.log"} & logs
@@ -130,6 +141,24 @@ def test_requests_on_the_one_port_are_served_by_both_gateway_processes(system: S
     assert {status for status, *_ in results} == {200}
     # 16 connections, each placed by the kernel: both processes answered some.
     assert {served_by for *_, served_by in results} == gateways
+
+
+def test_the_console_is_served_by_both_gateway_processes(system: System) -> None:
+    gateways = gateway_processes(system)
+    port = gateway_port(system)
+    served_by = set()
+    for _ in range(16):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.connect()
+            assert conn.sock is not None
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert response.status == 200 and b"<html" in response.read().lower()
+            served_by.add(owner(port, conn.sock.getsockname()[1], gateways))
+        finally:
+            conn.close()
+    assert served_by == gateways
 
 
 def test_a_plan_of_20_serves_exactly_20_of_80_concurrent_across_both_gateways(system: System) -> None:
