@@ -465,7 +465,7 @@ def table(sides: dict[str, dict[str, float]]) -> str:
     # A side's own processes (litellm) beside the other's, under the same figure.
     bases = list(dict.fromkeys(name.split("[")[0] for name in names))
     names.sort(key=lambda name: bases.index(name.split("[")[0]))
-    lines = [f"{'figure':<36}" + "".join(f"{side:>12}" for side in sides) + f"{'target':>10}  met"]
+    lines = [f"{'figure':<40}" + "".join(f"{side:>12}" for side in sides) + f"{'target':>10}  met"]
     for name in names:
         target = TARGETS.get(name)
         value = sides["StepBlend"].get(name)
@@ -475,7 +475,7 @@ def table(sides: dict[str, dict[str, float]]) -> str:
             met = "yes" if (value <= bound if upper else value >= bound) else "NO"
         cells = "".join(f"{'' if side.get(name) is None else f'{side[name]:.3f}':>12}" for side in sides.values())
         bound_text = "" if target is None else ("≤ " if target[1] else "≥ ") + f"{target[0]:g}"
-        lines.append(f"{name:<36}{cells}{bound_text:>10}  {met}")
+        lines.append(f"{name:<40}{cells}{bound_text:>10}  {met}")
     return "\n".join(lines)
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -22,6 +25,7 @@ import grpc
 import pytest
 
 from stepblend.v1 import chat_pb2, chat_pb2_grpc
+from tests.support.procs import free_port
 from tests.support.system import TEST_PLANS, System, make_account, running_system
 from tests.support.waiting import wait_until
 
@@ -242,3 +246,25 @@ def _holds_connection_on(pid: int, port: int) -> bool:
         except OSError:
             continue
     return False
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--workers", "0"], {}, "--workers='0'"),
+        ([], {"STEPBLEND_WORKERS": "many"}, "STEPBLEND_WORKERS='many'"),
+    ],
+)
+def test_a_worker_count_that_is_not_a_whole_number_of_at_least_one_stops_up_naming_it(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stepblend", "--data-dir", str(tmp_path), "up", "--port", str(free_port()), *args],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert named in done.stderr
+    assert not (tmp_path / "services.json").exists()
