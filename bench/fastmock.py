@@ -22,7 +22,10 @@ import orjson
 PACE_S = 0.001
 
 _CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
-_MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens":(\d+)')
+# Whatever the client's JSON spacing (StepBlend sends compact JSON, LiteLLM's client may not).
+_MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens":\s*(\d+)')
+_STREAM = re.compile(rb'"stream":\s*true')
+_PACED = re.compile(rb'"user":\s*"paced"')
 
 _COMPLETION = orjson.dumps(
     {
@@ -111,10 +114,10 @@ class _Protocol(asyncio.Protocol):
                 return
             body = self._buffer[end + 4 : end + 4 + length]
             self._buffer = self._buffer[end + 4 + length :]
-            if b'"stream":true' in body:
+            if _STREAM.search(body):
                 tokens = _MAX_TOKENS.search(body)
                 chunks = int(tokens.group(1)) if tokens else 20
-                if b'"user":"paced"' in body:
+                if _PACED.search(body):
                     asyncio.get_running_loop().create_task(self._paced(chunks))
                 else:
                     self._transport.write(_sse_response(chunks, self._cache))

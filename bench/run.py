@@ -1,13 +1,17 @@
 """StepBlend's overhead against a direct call to the provider, in one command:
 
-    python bench/run.py            # about two minutes
+    python bench/run.py                    # about two minutes
+    python bench/run.py --against litellm  # and LiteLLM Proxy's, side by side (about five)
 
-Starts a microsecond mock provider and `stepblend up` (the whole tree: gateway,
-router, providers, billing, nats-server) pinned to core 0, and drives load from
-core 1 (the sequential Python client, wrk for concurrency, the mock). Each figure
-is StepBlend minus a direct call to the mock with the same client. The account
-is on an unlimited plan, so admission is exercised on every request but never
-refuses. Prints one table; `--json FILE` also writes the figures.
+Starts a microsecond mock provider and `stepblend up --workers 1` (the whole tree:
+gateway, router, providers, billing, nats-server; `--workers N` for more) pinned to
+core 0, and drives load from core 1 (the sequential Python client, wrk for
+concurrency, the mock). Each figure is StepBlend minus a direct call to the mock
+with the same client. The account is on an unlimited plan, so admission is
+exercised on every request but never refuses. With `--against litellm`, LiteLLM
+Proxy (bench/litellm_proxy.py: its own venv, one worker, no database) is measured
+the same way afterwards, on the same core, against the same mock. Prints one table;
+`--json FILE` also writes the figures, each side's under its name.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,14 +38,15 @@ STEPBLEND_CORE = "0"
 LOAD_CORE = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# Issue 20's targets: (figure, bound, whether the figure must stay under it).
 TARGETS = {
-    "seq_added_p50_ms": 1.5,
-    "seq_added_p99_ms": 4.0,
-    "cpu_ms_per_request": 1.3,
-    "added_ttft_ms": 1.5,
-    "cpu_us_per_chunk": 30.0,
-    "p99_ms_at_16": 20.0,
-    "rss_mb_total": 350.0,
+    "cpu_ms_per_request": (1.8, True),
+    "seq_added_p50_ms": (2.0, True),
+    "seq_added_p99_ms": (5.0, True),
+    "added_ttft_ms": (2.0, True),
+    "rps_at_64": (550.0, False),
+    "errors_at_64": (0.0, True),
+    "rss_mb_total": (420.0, True),
 }
 
 
@@ -166,6 +172,18 @@ def tree(pid: int) -> list[int]:
     return found
 
 
+def process_name(argv: list[bytes]) -> str:
+    """What a process of the tree is: a service's name (several workers share it),
+    the supervisor, litellm, or the executable's name (nats-server)."""
+    if b"serve" in argv:
+        return argv[argv.index(b"serve") + 1].decode()
+    if b"stepblend" in argv and b"up" in argv:
+        return "supervisor"
+    if any(arg.endswith(b"/litellm") for arg in argv):
+        return "litellm"
+    return Path(argv[0].decode()).name
+
+
 def cpu_by_process(pids: list[int]) -> dict[str, float]:
     """CPU seconds so far of each process, named by what it runs."""
     found: dict[str, float] = {}
@@ -175,7 +193,7 @@ def cpu_by_process(pids: list[int]) -> dict[str, float]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        name = argv[-2].decode() if b"serve" in argv else Path(argv[0].decode()).name
+        name = process_name(argv)
         found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return found
 
@@ -196,16 +214,43 @@ def quiesce(pids: list[int], timeout: float = 15.0) -> None:
             return
 
 
-def rss_mb(pids: list[int], field: str) -> float:
-    total = 0
+def rss_by_process(pids: list[int], field: str) -> dict[str, float]:
+    """`field` of /proc/PID/status (VmRSS now, VmHWM the peak) in MB, by process name."""
+    found: dict[str, float] = {}
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    total += int(line.split()[1])
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-    return total / 1024
+        for line in status.splitlines():
+            if line.startswith(field + ":"):
+                name = process_name(argv)
+                found[name] = found.get(name, 0.0) + int(line.split()[1]) / 1024
+    return found
+
+
+def rss_mb(pids: list[int], field: str) -> float:
+    return sum(rss_by_process(pids, field).values())
+
+
+class TreePeak(threading.Thread):
+    """The tree's peak: the largest sum of its processes' RSS at one moment, sampled
+    every 0.1 s (the sum of each process's own peak, VmHWM, can only be larger)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak_mb = pids, 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            self.peak_mb = max(self.peak_mb, rss_mb(self.pids, "VmRSS"))
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join()
+        return self.peak_mb
 
 
 def profile(pids: list[int], folder: str, seconds: int) -> list[subprocess.Popen[bytes]]:
@@ -217,7 +262,9 @@ def profile(pids: list[int], folder: str, seconds: int) -> list[subprocess.Popen
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if b"serve" not in argv:
             continue
-        name = argv[-2].decode()
+        name = process_name(argv)
+        if (Path(folder) / f"{name}.txt").exists():  # a second worker of the same service
+            name = f"{name}-{pid}"
         spies.append(
             subprocess.Popen(
                 [
@@ -242,16 +289,25 @@ def profile(pids: list[int], folder: str, seconds: int) -> list[subprocess.Popen
     return spies
 
 
-def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]:
-    mock_port, port = free_port(), free_port()
+def start_mock() -> tuple[subprocess.Popen[bytes], int]:
+    mock_port = free_port()
     mock = subprocess.Popen(
         ["taskset", "-c", LOAD_CORE, sys.executable, str(ROOT / "bench" / "fastmock.py"), "--port", str(mock_port)]
     )
     wait_port(mock_port)
+    return mock, mock_port
+
+
+def start_stepblend(data_dir: Path, mock_port: int, workers: int = 1) -> tuple[subprocess.Popen[bytes], int, str]:
+    """`stepblend up` on core 0 with an unlimited account whose OpenAI key reaches the mock."""
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
     env.update(STEPBLEND_DATA_DIR=str(data_dir), STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1")
     up = subprocess.Popen(
-        ["taskset", "-c", STEPBLEND_CORE, sys.executable, "-m", "stepblend", "up", "--port", str(port)],
+        [
+            *("taskset", "-c", STEPBLEND_CORE, sys.executable, "-m", "stepblend", "up"),
+            *("--port", str(port), "--workers", str(workers)),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -275,27 +331,152 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[byt
         capture_output=True,
         check=True,
     )
+    return up, port, token
+
+
+def start(data_dir: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]:
+    mock, mock_port = start_mock()
+    up, port, token = start_stepblend(data_dir, mock_port, workers)
     return up, mock, port, mock_port, token
 
 
-def launch(prefix: str) -> tuple[Path, tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]]:
+def launch(
+    prefix: str, workers: int = 1
+) -> tuple[Path, tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int, str]]:
     """This process onto the load core, then `start` in a new data dir; wrk must be there."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    return data_dir, start(data_dir)
+    return data_dir, start(data_dir, workers)
 
 
-def stop(up: subprocess.Popen[bytes], mock: subprocess.Popen[bytes], data_dir: Path) -> None:
-    """Stop `stepblend up` (gracefully, then hard) and the mock; remove the data dir."""
+def stop_stepblend(up: subprocess.Popen[bytes]) -> None:
+    """Stop `stepblend up` (gracefully, then hard)."""
     up.send_signal(signal.SIGINT)
     try:
         up.wait(40)
     except subprocess.TimeoutExpired:
         up.kill()
+
+
+def stop(up: subprocess.Popen[bytes], mock: subprocess.Popen[bytes], data_dir: Path) -> None:
+    """Stop `stepblend up` and the mock; remove the data dir."""
+    stop_stepblend(up)
     mock.kill()
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def measure(
+    target: Target, direct: Target, pids: list[int], seconds: int, requests: int, spy: str | None
+) -> dict[str, float]:
+    """Every figure of one side (StepBlend or LiteLLM) whose process tree is `pids`."""
+    results: dict[str, float] = {}
+    peak = TreePeak(pids)
+    peak.start()
+    plain, streamed, streamed_one = body(False), body(True, 20), body(True, 1)
+    target.sequential(plain, 300)  # warm-up: caches, channels, JIT-free but lazy imports
+    direct.sequential(plain, 300)
+
+    quiesce(pids)
+    before = cpu_seconds(pids)
+    g = target.sequential(plain, requests)
+    quiesce(pids)
+    cpu_seq = (cpu_seconds(pids) - before) * 1000 / requests
+    d = direct.sequential(plain, requests)
+    results["seq_added_p50_ms"] = statistics.median(g) - statistics.median(d)
+    results["seq_added_p99_ms"] = percentile(g, 99) - percentile(d, 99)
+    g, d = target.sequential(streamed, requests // 2, True), direct.sequential(streamed, requests // 2, True)
+    results["added_ttft_ms"] = statistics.median(g) - statistics.median(d)
+
+    cpu_at, cpu_each = {}, {}
+    for connections in (16, 64):
+        quiesce(pids)
+        before_each = cpu_by_process(pids)
+        spies = profile(pids, spy, seconds) if spy and connections == 16 else []
+        run = target.wrk(plain, connections, seconds)
+        for one in spies:
+            one.wait()
+        quiesce(pids)
+        served = max(1, run["requests"] - run["errors"])
+        after_each = cpu_by_process(pids)
+        cpu_at[connections] = (sum(after_each.values()) - sum(before_each.values())) * 1000 / served
+        if connections == 64:
+            cpu_each = {
+                name: (value - before_each.get(name, 0.0)) * 1000 / served for name, value in after_each.items()
+            }
+        results[f"rps_at_{connections}"] = run["rps"]
+        results[f"p50_ms_at_{connections}"] = run["p50_ms"]
+        results[f"p99_ms_at_{connections}"] = run["p99_ms"]
+        results[f"errors_at_{connections}"] = run["errors"]
+        results[f"direct_rps_at_{connections}"] = direct.wrk(plain, connections, max(3, seconds // 3))["rps"]
+    # Issue 20's measure: the larger of sequential and 64 connections.
+    results["cpu_ms_per_request"] = max(cpu_seq, cpu_at[64])
+    results["cpu_ms_per_request_sequential"] = cpu_seq
+    results["cpu_ms_per_request_at_16"] = cpu_at[16]
+    results["cpu_ms_per_request_at_64"] = cpu_at[64]
+    results.update({f"cpu_ms_per_request_at_64[{name}]": value for name, value in cpu_each.items()})
+
+    # CPU per chunk: a 50-chunk stream against a 1-chunk one, per extra chunk. Paced,
+    # each chunk reaches the server in a read of its own, as from a real provider;
+    # batched, all arrive in one read (the best case: one gRPC message, one SSE write).
+    per_stream = {}
+    for name, payload in (
+        ("paced_50", body(True, 50, paced=True)),
+        ("paced_1", body(True, 1, paced=True)),
+        ("batched_50", body(True, 50)),
+        ("batched_1", streamed_one),
+    ):
+        quiesce(pids)
+        before = cpu_seconds(pids)
+        run = target.wrk(payload, 16, seconds)
+        quiesce(pids)
+        per_stream[name] = (cpu_seconds(pids) - before) / max(1, run["requests"] - run["errors"])
+        results[f"errors_stream_{name}"] = run["errors"]
+    results["cpu_us_per_chunk"] = (per_stream["paced_50"] - per_stream["paced_1"]) / 49 * 1e6
+    results["cpu_us_per_chunk_batched"] = (per_stream["batched_50"] - per_stream["batched_1"]) / 49 * 1e6
+    results["rss_mb_tree_peak"] = peak.stop()
+    results["rss_mb_total"] = rss_mb(pids, "VmHWM")
+    for name, value in rss_by_process(pids, "VmHWM").items():
+        results[f"rss_mb_peak[{name}]"] = value
+    results["rss_mb_now"] = rss_mb(pids, "VmRSS")
+    return results
+
+
+def measure_litellm(mock_port: int, seconds: int, requests: int) -> dict[str, float]:
+    # bench/litellm_proxy.py, beside this file (this script's folder leads sys.path).
+    import litellm_proxy
+
+    folder = Path(tempfile.mkdtemp(prefix="litellm-bench-"))
+    port = free_port()
+    proxy = litellm_proxy.start(folder, mock_port, port, STEPBLEND_CORE)
+    try:
+        target = Target(port, "/chat/completions", litellm_proxy.MASTER_KEY)
+        direct = Target(mock_port, "/v1/chat/completions")
+        return measure(target, direct, tree(proxy.pid), seconds, requests, None)
+    finally:
+        litellm_proxy.stop(proxy)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def table(sides: dict[str, dict[str, float]]) -> str:
+    """One row per figure, one column per side; `met` is StepBlend's against its target."""
+    names = list(dict.fromkeys(name for results in sides.values() for name in results))
+    # A side's own processes (litellm) beside the other's, under the same figure.
+    bases = list(dict.fromkeys(name.split("[")[0] for name in names))
+    names.sort(key=lambda name: bases.index(name.split("[")[0]))
+    lines = [f"{'figure':<40}" + "".join(f"{side:>12}" for side in sides) + f"{'target':>10}  met"]
+    for name in names:
+        target = TARGETS.get(name)
+        value = sides["StepBlend"].get(name)
+        met = ""
+        if target is not None and value is not None:
+            bound, upper = target
+            met = "yes" if (value <= bound if upper else value >= bound) else "NO"
+        cells = "".join(f"{'' if side.get(name) is None else f'{side[name]:.3f}':>12}" for side in sides.values())
+        bound_text = "" if target is None else ("≤ " if target[1] else "≥ ") + f"{target[0]:g}"
+        lines.append(f"{name:<40}{cells}{bound_text:>10}  {met}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -306,79 +487,25 @@ def main() -> None:
     parser.add_argument(
         "--profile", help="record py-spy profiles of every service during the 16-connection run into DIR"
     )
+    parser.add_argument("--workers", type=int, default=1, help="stepblend up --workers (1)")
+    parser.add_argument("--against", choices=["litellm"], help="also measure LiteLLM Proxy, side by side")
     args = parser.parse_args()
-    data_dir, (up, mock, port, mock_port, token) = launch("stepblend-bench-")
-    results: dict[str, float] = {}
+    data_dir, (up, mock, port, mock_port, token) = launch("stepblend-bench-", args.workers)
+    sides: dict[str, dict[str, float]] = {}
     try:
         gateway = Target(port, "/api/v1/chat/completions", token)
         direct = Target(mock_port, "/v1/chat/completions")
-        plain, streamed, streamed_one = body(False), body(True, 20), body(True, 1)
-        gateway.sequential(plain, 300)  # warm-up: caches, channels, JIT-free but lazy imports
-        direct.sequential(plain, 300)
-
-        g, d = gateway.sequential(plain, args.requests), direct.sequential(plain, args.requests)
-        results["seq_added_p50_ms"] = statistics.median(g) - statistics.median(d)
-        results["seq_added_p99_ms"] = percentile(g, 99) - percentile(d, 99)
-        g, d = (
-            gateway.sequential(streamed, args.requests // 2, True),
-            direct.sequential(streamed, args.requests // 2, True),
-        )
-        results["added_ttft_ms"] = statistics.median(g) - statistics.median(d)
-
-        pids = tree(up.pid)
-        for connections in (16, 64):
-            quiesce(pids)
-            before_each = cpu_by_process(pids)
-            before = sum(before_each.values())
-            spies = profile(pids, args.profile, args.seconds) if args.profile and connections == 16 else []
-            run = gateway.wrk(plain, connections, args.seconds)
-            for spy in spies:
-                spy.wait()
-            quiesce(pids)
-            spent = cpu_seconds(pids) - before
-            if connections == 16:
-                served = max(1, run["requests"] - run["errors"])
-                for name, value in cpu_by_process(pids).items():
-                    results[f"cpu_ms_per_request[{name}]"] = (value - before_each.get(name, 0.0)) * 1000 / served
-            results[f"rps_at_{connections}"] = run["rps"]
-            results[f"p50_ms_at_{connections}"] = run["p50_ms"]
-            results[f"p99_ms_at_{connections}"] = run["p99_ms"]
-            results[f"errors_at_{connections}"] = run["errors"]
-            if connections == 16:
-                results["cpu_ms_per_request"] = spent * 1000 / max(1, run["requests"] - run["errors"])
-            direct_run = direct.wrk(plain, connections, max(3, args.seconds // 3))
-            results[f"direct_rps_at_{connections}"] = direct_run["rps"]
-
-        # CPU per chunk: a 50-chunk stream against a 1-chunk one, per extra chunk. Paced,
-        # each chunk reaches providers in a read of its own, as from a real provider;
-        # batched, all arrive in one read (the best case: one gRPC message, one SSE write).
-        per_stream = {}
-        for name, payload in (
-            ("paced_50", body(True, 50, paced=True)),
-            ("paced_1", body(True, 1, paced=True)),
-            ("batched_50", body(True, 50)),
-            ("batched_1", streamed_one),
-        ):
-            quiesce(pids)
-            before = cpu_seconds(pids)
-            run = gateway.wrk(payload, 16, args.seconds)
-            quiesce(pids)
-            per_stream[name] = (cpu_seconds(pids) - before) / max(1, run["requests"] - run["errors"])
-            results[f"errors_stream_{name}"] = run["errors"]
-        results["cpu_us_per_chunk"] = (per_stream["paced_50"] - per_stream["paced_1"]) / 49 * 1e6
-        results["cpu_us_per_chunk_batched"] = (per_stream["batched_50"] - per_stream["batched_1"]) / 49 * 1e6
-        results["rss_mb_total"] = rss_mb(pids, "VmHWM")
-        results["rss_mb_now"] = rss_mb(pids, "VmRSS")
+        sides["StepBlend"] = measure(gateway, direct, tree(up.pid), args.seconds, args.requests, args.profile)
+        stop_stepblend(up)  # off the core before the other side runs
+        if args.against == "litellm":
+            sides["LiteLLM"] = measure_litellm(mock_port, args.seconds, args.requests)
     finally:
         stop(up, mock, data_dir)
 
-    print(f"{'figure':<24}{'StepBlend':>12}{'target':>10}  met")
-    for name, value in results.items():
-        target = TARGETS.get(name)
-        met = "" if target is None else ("yes" if value <= target else "NO")
-        print(f"{name:<24}{value:>12.3f}{'' if target is None else f'{target:>10}'}  {met}")
+    print(table(sides))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        figures = {side.lower(): results for side, results in sides.items()}
+        Path(args.json).write_text(json.dumps({"workers": args.workers, **figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

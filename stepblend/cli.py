@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=int(os.environ.get("STEPBLEND_PORT") or 8080))
     up.add_argument("--data-dir", dest="data_dir_up")
     up.add_argument("--demo", action="store_true", help="also run a local demo provider and print a demo token")
+    up.add_argument(
+        "--workers",
+        help="gateway and providers processes (default $STEPBLEND_WORKERS or the machine's cores)",
+    )
 
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=["gateway", "router", "providers", "billing"])
@@ -112,9 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "up":
         from .up import up
+        from .workers import WorkersError, default_workers, parse_workers
 
         data_dir = Path(args.data_dir_up or _data_dir(args))
-        sys.exit(up(data_dir, args.port, args.demo))
+        try:
+            workers = parse_workers(args.workers, "--workers") if args.workers else default_workers()
+        except WorkersError as exc:
+            raise SystemExit(f"stepblend up: {exc}") from None
+        sys.exit(up(data_dir, args.port, args.demo, workers))
 
     if args.command == "keys" and args.action == "rotate":
         from services.providers.rotate import main as rotate

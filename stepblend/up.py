@@ -4,11 +4,14 @@ Starts an embedded nats-server with JetStream (unless STEPBLEND_NATS_URL names
 one), then router, providers, billing and the gateway as child processes on
 loopback, each service with its own SQLite file; writes their addresses to
 `services.json` in the data dir; stops them all, in reverse order, on Ctrl-C or
-SIGTERM, or when any of them dies.
+SIGTERM, or when any of them dies. With `--workers N` (N > 1) there are N gateway
+and N providers processes, named `gateway-1`… and `providers-1`… in the output and
+in logs/ (how they share ports: stepblend/workers.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -22,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import natsauth
+from . import natsauth, workers
 from .datadir import GENERATORS, read_or_create
 from .demo import DEMO_EMAIL, write_demo_catalog
 
@@ -102,6 +105,7 @@ class Supervisor:
     data_dir: Path
     port: int
     host: str = "127.0.0.1"
+    workers: int = 1
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -112,15 +116,19 @@ class Supervisor:
         return proc
 
     def stop(self) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        """In reverse order of start; the workers of one service together."""
+        for _service, group in itertools.groupby(reversed(self.procs), key=lambda named: named[0].partition("-")[0]):
+            procs = [proc for _name, proc in group]
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
-            while proc.poll() is None and time.monotonic() < deadline:
+            while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     def base_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -191,21 +199,18 @@ class Supervisor:
         for name in ("router", "providers", "billing"):
             addresses[name] = f"127.0.0.1:{free_port(self.port)}"
             env[f"STEPBLEND_{name.upper()}_ADDR"] = addresses[name]
+        # One providers process per gateway, each on a port of its own; the first is the
+        # one in services.json (the CLI's): a key changed there reaches the others by NATS.
+        first, *more = workers.names("providers", self.workers)
+        providers = {first: addresses["providers"], **{name: f"127.0.0.1:{free_port(self.port)}" for name in more}}
+        services = {"router": addresses["router"], "billing": addresses["billing"], **providers}
+        children = {name: self.service_env(name, address, env, nats_urls) for name, address in services.items()}
+        # Router, billing and the first providers process together; that one creates its
+        # tables before the other providers processes open the same file.
+        self.start_services({name: children[name] for name in ("router", "billing", first)}, services)
+        self.start_services({name: children[name] for name in more}, services)
 
-        children = {name: dict(env) for name in ("router", "providers", "billing")}
-        for name in ("providers", "billing"):
-            children[name]["STEPBLEND_DATABASE_URL"] = f"sqlite:///{self.data_dir / (name + '.db')}"
-        for name, child_env in children.items():
-            child_env["STEPBLEND_HOST"], _, child_env["STEPBLEND_PORT"] = addresses[name].partition(":")
-            child_env["STEPBLEND_NATS_URL"] = nats_urls.get(name, addresses["nats"])
-            proc = self.spawn(name, [sys.executable, "-m", "stepblend", "serve", name], child_env)
-        # A service binds its port once its database and NATS are ready, and reports
-        # SERVING in the same breath; the gateway's /readyz checks them properly below.
-        # (No gRPC health check from here: importing grpc would triple this process.)
-        for name in children:
-            proc = next(p for n, p in self.procs if n == name)
-            wait_tcp(int(addresses[name].rpartition(":")[2]), proc, name)
-
+        workers.check_port_free(self.host, self.port)
         chat_port = free_port(self.port)
         gateway_env = dict(
             env,
@@ -216,16 +221,47 @@ class Supervisor:
             STEPBLEND_INTERNAL_TOKEN=gateway_token,
         )
         gateway_env.pop("STEPBLEND_CALLER_TOKENS")
-        proc = self.spawn("gateway", [sys.executable, "-m", "stepblend", "serve", "gateway"], gateway_env)
+        if self.workers > 1:
+            gateway_env["STEPBLEND_REUSE_PORT"] = "true"
+        gateway_args = [sys.executable, "-m", "stepblend", "serve", "gateway"]
+        gateways = [
+            (name, self.spawn(name, gateway_args, dict(gateway_env, STEPBLEND_PROVIDERS_ADDR=provider)))
+            for name, provider in zip(workers.names("gateway", self.workers), providers.values(), strict=True)
+        ]
         addresses["gateway"] = f"http://{self.host}:{self.port}"
         addresses["chat"] = f"{self.host}:{chat_port}"
-        wait_http_ready(addresses["gateway"] + "/readyz", proc)
+        # Each gateway listens once its app has started; /readyz then checks the services.
+        workers.wait_listening(self.port, gateways, START_TIMEOUT_S)
+        wait_http_ready(addresses["gateway"] + "/readyz", gateways[0][1])
 
         addresses["pid"] = str(os.getpid())
-        services = self.data_dir / "services.json"
-        services.touch(mode=0o600)
-        services.write_text(json.dumps(addresses, indent=2) + "\n")
+        addresses["workers"] = str(self.workers)
+        found = self.data_dir / "services.json"
+        found.touch(mode=0o600)
+        found.write_text(json.dumps(addresses, indent=2) + "\n")
         return addresses
+
+    def service_env(self, name: str, address: str, env: dict[str, str], nats_urls: dict[str, str]) -> dict[str, str]:
+        """The environment of router, billing or a providers process serving at `address`."""
+        service = name.partition("-")[0]
+        child_env = dict(env)
+        if service != "router":
+            child_env["STEPBLEND_DATABASE_URL"] = f"sqlite:///{self.data_dir / (service + '.db')}"
+        child_env["STEPBLEND_HOST"], _, child_env["STEPBLEND_PORT"] = address.partition(":")
+        child_env["STEPBLEND_NATS_URL"] = nats_urls.get(service, env["STEPBLEND_NATS_URL"])
+        return child_env
+
+    def start_services(self, children: dict[str, dict[str, str]], addresses: dict[str, str]) -> None:
+        """Start each of `children` (name → environment) and wait until each listens.
+        A service binds its port once its database and NATS are ready, and reports
+        SERVING in the same breath; the gateway's /readyz checks them properly later.
+        (No gRPC health check from here: importing grpc would triple this process.)"""
+        started = [
+            (name, self.spawn(name, [sys.executable, "-m", "stepblend", "serve", name.partition("-")[0]], child_env))
+            for name, child_env in children.items()
+        ]
+        for name, proc in started:
+            wait_tcp(int(addresses[name].rpartition(":")[2]), proc, name)
 
     def watch(self) -> int:
         """Block until a signal or a child's death; return the exit code."""
@@ -258,13 +294,18 @@ def _demo_account(data_dir: Path) -> tuple[str, str]:
     return token, password
 
 
-def up(data_dir: Path, port: int, demo: bool) -> int:
-    supervisor = Supervisor(data_dir=data_dir.resolve(), port=port)
+def up(data_dir: Path, port: int, demo: bool, worker_count: int = 1) -> int:
+    supervisor = Supervisor(data_dir=data_dir.resolve(), port=port, workers=worker_count)
     try:
         addresses = supervisor.start(demo)
         base_url = addresses["gateway"] + "/api/v1"
         print(f"StepBlend is up: {base_url}", flush=True)
         print(f"Data dir: {supervisor.data_dir} (logs in logs/)", flush=True)
+        if worker_count > 1:
+            print(f"Workers: {worker_count} gateway and {worker_count} providers processes", flush=True)
+            for name, proc in supervisor.procs:
+                if name.startswith(("gateway-", "providers-")):
+                    print(f"  {name}: pid {proc.pid}, log logs/{name}.log", flush=True)
         print(f"Console: {addresses['gateway']}/", flush=True)
         if demo:
             token, password = _demo_account(supervisor.data_dir)

@@ -120,6 +120,9 @@ def running_system(data_dir: Path, *up_args: str, **extra_env: str) -> Iterator[
         # Every test's client is 127.0.0.1: the per-address sign-in limit is for the
         # public, not for a test session (the per-email one stays as shipped).
         env["STEPBLEND_AUTH_ATTEMPTS_PER_ADDRESS"] = "1000"
+        # One gateway and one providers process, as before `--workers` (whose default is
+        # the machine's cores); a suite that wants more passes `--workers N`.
+        env["STEPBLEND_WORKERS"] = "1"
         env.update(extra_env)
         up = subprocess.Popen(
             [sys.executable, "-m", "stepblend", "up", "--port", str(free_port()), *up_args],
