@@ -173,16 +173,21 @@ async def serve(
     requests: AsyncIterator[mux_pb2.MuxRequest],
     context: grpc.aio.ServicerContext,
     method: str,
-    handle: Callable[[bytes, float], Awaitable[bytes]],
+    handle: Callable[[bytes, float], Awaitable[bytes]] | None = None,
+    *,
+    answer_now: Callable[[bytes], bytes] | None = None,
 ) -> None:
-    """Serve one stream of `method`'s calls: `handle(payload, timeout_s)` answers
-    each, in a task of its own (cancelled by the caller's `cancel` or its deadline);
-    returns when the caller closes the stream."""
+    """Serve one stream of `method`'s calls until the caller closes it: each by
+    `handle(payload, timeout_s)` in a task of its own (cancelled by the caller's
+    `cancel` or its deadline), or, for work that never waits (Route),
+    `answer_now(payload)` at once, in order, with no task."""
+    if (handle is None) == (answer_now is None):
+        raise TypeError("serve() takes one of handle and answer_now")
     writing = asyncio.Lock()
     running: dict[int, asyncio.Task[None]] = {}
     tracer = trace.get_tracer(__name__)
 
-    async def answer(message: mux_pb2.MuxRequest) -> None:
+    async def answer(message: mux_pb2.MuxRequest, handle: Callable[[bytes, float], Awaitable[bytes]]) -> None:
         try:
             response = await _answer(tracer, method, handle, message)
             async with writing:
@@ -201,12 +206,37 @@ async def serve(
                 if task is not None:
                     task.cancel()
                 continue
-            running[message.id] = asyncio.ensure_future(answer(message))
+            if answer_now is not None:
+                response = _answer_now(tracer, method, answer_now, message)
+                async with writing:
+                    await context.write(response)
+                continue
+            assert handle is not None
+            running[message.id] = asyncio.ensure_future(answer(message, handle))
         if running:
             await asyncio.gather(*running.values(), return_exceptions=True)
     finally:
         for task in list(running.values()):
             task.cancel()
+
+
+def _answer_now(
+    tracer: trace.Tracer, method: str, answer_now: Callable[[bytes], bytes], message: mux_pb2.MuxRequest
+) -> mux_pb2.MuxResponse:
+    span = None
+    if message.trace:
+        span = tracer.start_span(method, context=propagate.extract(dict(message.trace)), kind=SpanKind.SERVER)
+    try:
+        with trace.use_span(span) if span is not None else contextlib.nullcontext():
+            return mux_pb2.MuxResponse(id=message.id, payload=answer_now(message.payload))
+    except Exception as exc:
+        log.exception("%s failed", method)
+        return mux_pb2.MuxResponse(
+            id=message.id, code=grpc.StatusCode.INTERNAL.value[0], detail=f"{method} failed: {type(exc).__name__}"
+        )
+    finally:
+        if span is not None:
+            span.end()
 
 
 async def _answer(

@@ -53,9 +53,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self, request_iterator: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext
     ) -> None:
         """Route calls as messages on one long-lived stream (services/common/mux.py)."""
-        await mux.serve(request_iterator, context, ROUTE, self._route_message)
+        # Routing never waits: each call is answered as it arrives, with no task of its own.
+        await mux.serve(request_iterator, context, ROUTE, answer_now=self._route_message)
 
-    async def _route_message(self, payload: bytes, timeout_s: float) -> bytes:
+    def _route_message(self, payload: bytes) -> bytes:
         return self._route(router_pb2.RouteRequest.FromString(payload)).SerializeToString()
 
     async def ListModels(

@@ -64,7 +64,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     env["STEPBLEND_DATA_DIR"] = str(data_dir)
     env["STEPBLEND_OPENAI_BASE_URL"] = f"{mock_url}/v1"
     up = subprocess.Popen(
-        [sys.executable, "-m", "stepblend", "up", "--port", str(free_port())],
+        [sys.executable, "-m", "stepblend", "up", "--port", str(free_port()), "--workers", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,160 @@
+"""Unary calls as messages on one long-lived stream (services/common/mux.py), over a
+real grpc.aio server and channel: answers reach their own callers however they
+interleave; a deadline, a cancelled caller and a failing handler end as a unary
+call's would, and the server stops the work; a broken stream fails the calls on it
+and the next call opens a new one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from services.common import mux
+from services.common.mux import MuxClient
+from stepblend.v1 import mux_pb2, router_pb2
+
+METHOD = "/test.Echo/Echo"
+
+
+class Echo:
+    """Answers a RouteRequest with a refusal whose message is its model, after
+    `max_cost_usd` seconds; `model="boom"` fails; counts what it started and cancelled."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.cancelled = 0
+
+    async def handle(self, payload: bytes, timeout_s: float) -> bytes:
+        request = router_pb2.RouteRequest.FromString(payload)
+        self.started += 1
+        if request.model == "boom":
+            raise RuntimeError("the handler failed")
+        try:
+            await asyncio.sleep(float(request.max_cost_usd or 0))
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        refusal = router_pb2.RouteRefusal(message=request.model)
+        return router_pb2.RouteResponse(refusal=refusal).SerializeToString()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Echo, grpc.aio.Server, int]]:
+    echo = Echo()
+
+    async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
+        await mux.serve(requests, context, METHOD, echo.handle)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"EchoStream": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield echo, server, port
+    await server.stop(None)
+
+
+@pytest.fixture
+async def client(served: tuple[Echo, grpc.aio.Server, int]) -> AsyncIterator[MuxClient[router_pb2.RouteResponse]]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{served[2]}")
+    open_stream = channel.stream_stream(
+        "/test.Echo/EchoStream",
+        request_serializer=mux_pb2.MuxRequest.SerializeToString,
+        response_deserializer=mux_pb2.MuxResponse.FromString,
+    )
+    calls = MuxClient(open_stream, METHOD, router_pb2.RouteResponse.FromString)
+    yield calls
+    await calls.close()
+    await channel.close()
+
+
+def _ask(model: str, delay_s: float = 0.0) -> router_pb2.RouteRequest:
+    return router_pb2.RouteRequest(model=model, max_cost_usd=str(delay_s))
+
+
+async def test_interleaved_answers_reach_their_own_callers(client: MuxClient[router_pb2.RouteResponse]) -> None:
+    # Later calls answer first: each caller still gets its own answer.
+    names = [f"call-{i}" for i in range(60)]
+    answers = await asyncio.gather(*(client.call(_ask(name, (60 - i) / 1000), 5) for i, name in enumerate(names)))
+    assert [a.refusal.message for a in answers] == names
+
+
+async def test_a_deadline_is_deadline_exceeded_and_stops_the_servers_work(
+    served: tuple[Echo, grpc.aio.Server, int], client: MuxClient[router_pb2.RouteResponse]
+) -> None:
+    echo = served[0]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.call(_ask("slow", 30), 0.2)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(100):
+        if echo.cancelled:
+            break
+        await asyncio.sleep(0.02)
+    assert echo.cancelled == 1
+    # The stream is still good for the next call.
+    assert (await client.call(_ask("next"), 5)).refusal.message == "next"
+
+
+async def test_a_cancelled_caller_cancels_the_servers_work(
+    served: tuple[Echo, grpc.aio.Server, int], client: MuxClient[router_pb2.RouteResponse]
+) -> None:
+    echo = served[0]
+    waiting = asyncio.ensure_future(client.call(_ask("abandoned", 30), 60))
+    while not echo.started:
+        await asyncio.sleep(0.01)
+    waiting.cancel()
+    for _ in range(100):
+        if echo.cancelled:
+            break
+        await asyncio.sleep(0.02)
+    assert echo.cancelled == 1
+
+
+async def test_a_failing_handler_is_internal_for_that_call_only(client: MuxClient[router_pb2.RouteResponse]) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.call(_ask("boom"), 5)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert (await client.call(_ask("after"), 5)).refusal.message == "after"
+
+
+async def test_a_broken_stream_fails_its_calls_and_the_next_call_opens_another(
+    served: tuple[Echo, grpc.aio.Server, int], client: MuxClient[router_pb2.RouteResponse]
+) -> None:
+    echo, server, port = served
+    waiting = asyncio.ensure_future(client.call(_ask("in flight", 30), 60))
+    while not echo.started:
+        await asyncio.sleep(0.01)
+    await server.stop(None)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await waiting
+    assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+    # The service comes back on the same port: the next call gets a new stream.
+    again = Echo()
+
+    async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
+        await mux.serve(requests, context, METHOD, again.handle)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
+    )
+    restarted = grpc.aio.server()
+    restarted.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"EchoStream": handler}),))
+    restarted.add_insecure_port(f"127.0.0.1:{port}")
+    await restarted.start()
+    answer = None
+    try:
+        for _ in range(50):
+            try:
+                answer = await client.call(_ask("back"), 2)
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+        assert answer is not None and answer.refusal.message == "back"
+    finally:
+        await restarted.stop(None)
