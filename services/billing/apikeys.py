@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
-from services.billing import counters
+from services.billing import counters, leases
 from services.billing.accounts import AccountNotFound, InvalidAccountRequest, parse_budget
 from services.billing.models import Account, ApiKey
 from services.billing.months import as_utc, month_key
@@ -146,7 +146,9 @@ def find_key(session: Session, digest: str, now: datetime) -> tuple[KeyView, boo
 
 
 def _view(session: Session, key: ApiKey, month: str) -> KeyView:
-    counts = counters.read(session.connection(), counters.KEYS, key.key_id, month)
+    connection = session.connection()
+    counts = counters.read(connection, counters.KEYS, key.key_id, month)
+    leased = leases.holding(connection, month=month, key_id=key.key_id)
     return KeyView(
         key_id=key.key_id,
         account_id=key.account_id,
@@ -162,7 +164,7 @@ def _view(session: Session, key: ApiKey, month: str) -> KeyView:
         ),
         last_used_at=as_utc(key.last_used_at) if key.last_used_at else None,
         revoked=key.revoked_at is not None,
-        # Read-your-writes, as the account's count: admitted and not yet settled counts.
-        requests_this_month=counts.used + counts.reserved,
+        # As the account's count: admitted and not yet settled counts, leased slots do not.
+        requests_this_month=counts.used + counts.reserved - leased,
         spend_this_month_usd=counts.spent_usd,
     )

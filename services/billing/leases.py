@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from services.billing import counters
 from services.billing.admission import (
@@ -53,7 +53,18 @@ from services.billing.models import Lease, LeaseState
 from services.billing.months import month_end, month_key
 from services.billing.plans import PlanBook
 
-__all__ = ["MAX_SLOTS", "LeaseGrant", "LeaseHeld", "expire", "give_back", "grant", "held_by", "settle_one"]
+__all__ = [
+    "MAX_SLOTS",
+    "LeaseGrant",
+    "LeaseHeld",
+    "expire",
+    "forget_ended",
+    "give_back",
+    "grant",
+    "held_by",
+    "holding",
+    "settle_one",
+]
 
 MAX_SLOTS = 1024  # the most one lease may hold
 _SHARE = 4  # a lease takes at most 1/_SHARE of what is left of a limit
@@ -71,6 +82,15 @@ _SETTLE_ONE = (
     .values(settled=_l.settled + 1)
     .returning(_l.state, _l.settled, _l.holds)
 )
+# (Two equalities, not IN: db.execute runs statements compiled once, with no expanding parameters.)
+_LIVE = (_l.state == LeaseState.ACTIVE) | (_l.state == LeaseState.RETURNED)
+_HOLDING_OF_ACCOUNT = select(func.coalesce(func.sum(_l.holds - _l.settled), 0)).where(
+    _LIVE, _l.account_id == bindparam("b_owner"), _l.month == bindparam("b_month")
+)
+_HOLDING_OF_KEY = select(func.coalesce(func.sum(_l.holds - _l.settled), 0)).where(
+    _LIVE, _l.api_key_id == bindparam("b_owner"), _l.month == bindparam("b_month")
+)
+_FORGET = delete(_leases).where(_l.state == LeaseState.ENDED, _l.ended_at < bindparam("b_before"))
 _END = update(_leases).where(_this).values(state=LeaseState.ENDED, ended_at=bindparam("b_now"))
 _CLOSE = (
     update(_leases)
@@ -212,6 +232,18 @@ def held_by(connection: Connection, lease_id: str) -> LeaseHeld | None:
     """The lease's account, key and month; None for no such lease."""
     row = execute(connection, _BY_ID, {"b_lease_id": lease_id}).fetchone()
     return None if row is None else LeaseHeld(row[0], row[1], row[2])
+
+
+def holding(connection: Connection, *, month: str, account_id: str = "", key_id: str = "") -> int:
+    """The slots of `month` that the live leases of an account (or of an API key) hold
+    on its counter's `reserved`: unused ones, and their requests not yet settled."""
+    statement = _HOLDING_OF_KEY if key_id else _HOLDING_OF_ACCOUNT
+    return int(execute(connection, statement, {"b_owner": key_id or account_id, "b_month": month}).fetchone()[0])
+
+
+def forget_ended(connection: Connection, before: datetime) -> int:
+    """Delete the leases that ended before `before` (the ledger keeps each request's lease id)."""
+    return int(execute(connection, _FORGET, {"b_before": before}).rowcount)
 
 
 def settle_one(connection: Connection, lease_id: str, now: datetime) -> bool:

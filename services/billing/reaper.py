@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy import Engine, update
@@ -34,6 +34,7 @@ __all__ = ["Reaper", "expire_due"]
 log = logging.getLogger(__name__)
 
 _BATCH = 500
+_KEEP_ENDED = timedelta(days=1)  # an ended lease is kept this long, for an operator to read
 
 
 def expire_due(engine: Engine, now_s: float) -> int:
@@ -64,7 +65,14 @@ def _expire_leases(engine: Engine, now: datetime) -> int:
     freed = 0
     for lease_id in due:
         freed += retrying(partial(_expire_lease, engine, lease_id, now))
+    retrying(partial(_forget_leases, engine, now - _KEEP_ENDED))
     return freed
+
+
+def _forget_leases(engine: Engine, before: datetime) -> None:
+    with write_session(engine) as session:
+        leases.forget_ended(session.connection(), before)
+        session.commit()
 
 
 def _expire_lease(engine: Engine, lease_id: str, now: datetime) -> int:

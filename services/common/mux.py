@@ -51,19 +51,61 @@ def _failed(code: grpc.StatusCode, detail: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), detail)
 
 
+class _Writer:
+    """Writes a call's messages one at a time, from a task of its own: grpc.aio allows
+    one write at a time, and a write cut in half by a caller's cancellation leaves the
+    call unusable (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS)."""
+
+    def __init__(self, write: Callable[[Any], Awaitable[None]], on_failure: Callable[[BaseException], None]) -> None:
+        self._write = write
+        self._on_failure = on_failure
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._run())
+
+    def put(self, message: Any) -> None:
+        self._queue.put_nowait(message)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                message = await self._queue.get()
+                await self._write(message)
+                self._queue.task_done()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._on_failure(exc)
+
+    async def flush(self) -> None:
+        """Return once every message put so far is written (or writing failed)."""
+        waiting = asyncio.ensure_future(self._queue.join())
+        await asyncio.wait({waiting, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
 class _Stream:
-    """One open stream, the calls waiting on it, and the task reading its answers."""
+    """One open stream, the calls waiting on it, and the tasks writing and reading it."""
 
     def __init__(self, call: Any) -> None:
         self.call = call
         self.pending: dict[int, asyncio.Future[mux_pb2.MuxResponse]] = {}
-        self.writing = asyncio.Lock()  # grpc.aio allows one write at a time
         self.broken: grpc.aio.AioRpcError | None = None
+        self.writer = _Writer(call.write, self._write_failed)
         self.reader = asyncio.ensure_future(self._read())
 
-    async def send(self, message: mux_pb2.MuxRequest) -> None:
-        async with self.writing:
-            await self.call.write(message)
+    def _write_failed(self, exc: BaseException) -> None:
+        self._fail(_failed(grpc.StatusCode.UNAVAILABLE, f"the call stream broke ({type(exc).__name__})"))
+        self.call.cancel()
+
+    def _fail(self, error: grpc.aio.AioRpcError) -> None:
+        if self.broken is None:
+            self.broken = error
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(self.broken)
 
     async def _read(self) -> None:
         error = _failed(grpc.StatusCode.UNAVAILABLE, "the call stream ended")
@@ -77,10 +119,8 @@ class _Stream:
         except asyncio.CancelledError:
             error = _failed(grpc.StatusCode.CANCELLED, "the call stream was closed")
         finally:
-            self.broken = error
-            for future in self.pending.values():
-                if not future.done():
-                    future.set_exception(error)
+            self.writer.close()
+            self._fail(error)
 
 
 class MuxClient(Generic[R]):
@@ -117,9 +157,9 @@ class MuxClient(Generic[R]):
         stream = self._current()
         future: asyncio.Future[mux_pb2.MuxResponse] = asyncio.get_running_loop().create_future()
         stream.pending[message.id] = future
+        stream.writer.put(message)
         try:
             async with asyncio.timeout(timeout_s):
-                await stream.send(message)
                 response = await future
         except TimeoutError:
             self._cancel(stream, message.id)
@@ -127,10 +167,6 @@ class MuxClient(Generic[R]):
         except asyncio.CancelledError:
             self._cancel(stream, message.id)
             raise
-        except grpc.aio.AioRpcError:
-            raise
-        except Exception as exc:  # the write failed: the stream is broken
-            raise stream.broken or _failed(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
         finally:
             stream.pending.pop(message.id, None)
         if response.code:
@@ -147,22 +183,17 @@ class MuxClient(Generic[R]):
 
     def _cancel(self, stream: _Stream, call_id: int) -> None:
         if stream.broken is None:
-            task = asyncio.ensure_future(stream.send(mux_pb2.MuxRequest(id=call_id, cancel=True)))
-            task.add_done_callback(_ignore)
+            stream.writer.put(mux_pb2.MuxRequest(id=call_id, cancel=True))
 
     async def close(self) -> None:
         """Close the stream (at shutdown); calls in flight fail with CANCELLED."""
         stream, self._stream = self._stream, None
         if stream is not None:
+            stream.writer.close()
             stream.call.cancel()
             stream.reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stream.reader
-
-
-def _ignore(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 # StatusCode by its number, for the codes a MuxResponse carries.
@@ -183,19 +214,15 @@ async def serve(
     `answer_now(payload)` at once, in order, with no task."""
     if (handle is None) == (answer_now is None):
         raise TypeError("serve() takes one of handle and answer_now")
-    writing = asyncio.Lock()
     running: dict[int, asyncio.Task[None]] = {}
     tracer = trace.get_tracer(__name__)
+    writer = _Writer(context.write, lambda exc: log.warning("answering on %s failed: %r", method, exc))
 
     async def answer(message: mux_pb2.MuxRequest, handle: Callable[[bytes, float], Awaitable[bytes]]) -> None:
         try:
-            response = await _answer(tracer, method, handle, message)
-            async with writing:
-                await context.write(response)
+            writer.put(await _answer(tracer, method, handle, message))
         except asyncio.CancelledError:
             pass
-        except Exception:
-            log.warning("a call on %s could not be answered", method, exc_info=True)
         finally:
             running.pop(message.id, None)
 
@@ -207,17 +234,17 @@ async def serve(
                     task.cancel()
                 continue
             if answer_now is not None:
-                response = _answer_now(tracer, method, answer_now, message)
-                async with writing:
-                    await context.write(response)
+                writer.put(_answer_now(tracer, method, answer_now, message))
                 continue
             assert handle is not None
             running[message.id] = asyncio.ensure_future(answer(message, handle))
         if running:
             await asyncio.gather(*running.values(), return_exceptions=True)
+        await writer.flush()
     finally:
         for task in list(running.values()):
             task.cancel()
+        writer.close()
 
 
 def _answer_now(

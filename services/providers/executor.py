@@ -55,6 +55,7 @@ import aiohttp
 
 from services.common.vocab import Outcome
 from services.providers.adapters import (
+    HoldsBack,
     RequestRefused,
     TokenUsage,
     UpstreamFormatError,
@@ -336,7 +337,13 @@ class Executor:
                     break
                 if batch:
                     yield batch
-            # The end of the stream travels with the last read's chunks.
+            # The end of the stream travels with the last read's chunks, and what the
+            # translator held back until it (Gemini's finish chunk).
+            held = translator.close() if isinstance(translator, HoldsBack) else []
+            if held and not served:
+                served = True
+                batch.append(call.ok(status))
+            batch.extend(providers_pb2.ExecuteEvent(chunk=chunk) for chunk in held)
             if not served:
                 raise Failed(Outcome.PROVIDER_ERROR, status, "the stream ended before its first chunk")
             if not translator.complete:

@@ -24,18 +24,18 @@ class Echo:
     `max_cost_usd` seconds; `model="boom"` fails; counts what it started and cancelled."""
 
     def __init__(self) -> None:
-        self.started = 0
-        self.cancelled = 0
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
 
     async def handle(self, payload: bytes, timeout_s: float) -> bytes:
         request = router_pb2.RouteRequest.FromString(payload)
-        self.started += 1
+        self.started.set()
         if request.model == "boom":
             raise RuntimeError("the handler failed")
         try:
             await asyncio.sleep(float(request.max_cost_usd or 0))
         except asyncio.CancelledError:
-            self.cancelled += 1
+            self.cancelled.set()
             raise
         refusal = router_pb2.RouteRefusal(message=request.model)
         return router_pb2.RouteResponse(refusal=refusal).SerializeToString()
@@ -91,11 +91,7 @@ async def test_a_deadline_is_deadline_exceeded_and_stops_the_servers_work(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await client.call(_ask("slow", 30), 0.2)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    for _ in range(100):
-        if echo.cancelled:
-            break
-        await asyncio.sleep(0.02)
-    assert echo.cancelled == 1
+    await asyncio.wait_for(echo.cancelled.wait(), 5)
     # The stream is still good for the next call.
     assert (await client.call(_ask("next"), 5)).refusal.message == "next"
 
@@ -105,14 +101,9 @@ async def test_a_cancelled_caller_cancels_the_servers_work(
 ) -> None:
     echo = served[0]
     waiting = asyncio.ensure_future(client.call(_ask("abandoned", 30), 60))
-    while not echo.started:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(echo.started.wait(), 5)
     waiting.cancel()
-    for _ in range(100):
-        if echo.cancelled:
-            break
-        await asyncio.sleep(0.02)
-    assert echo.cancelled == 1
+    await asyncio.wait_for(echo.cancelled.wait(), 5)
 
 
 async def test_a_failing_handler_is_internal_for_that_call_only(client: MuxClient[router_pb2.RouteResponse]) -> None:
@@ -127,8 +118,7 @@ async def test_a_broken_stream_fails_its_calls_and_the_next_call_opens_another(
 ) -> None:
     echo, server, port = served
     waiting = asyncio.ensure_future(client.call(_ask("in flight", 30), 60))
-    while not echo.started:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(echo.started.wait(), 5)
     await server.stop(None)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await waiting

@@ -23,6 +23,7 @@ from services.common.grpcio import TOKEN_HEADER
 from stepblend.v1 import (
     billing_pb2,
     billing_pb2_grpc,
+    mux_pb2,
     providers_pb2,
     providers_pb2_grpc,
     router_pb2,
@@ -57,16 +58,20 @@ def victim(stack: Stack) -> str:
 
 def _example(module: Any, method: Any, account_id: str) -> Any:
     """A plausible request for `method`, so that only the token is wrong."""
+    execute = providers_pb2.ExecuteRequest(
+        request_id="forged-1",
+        account_id=account_id,
+        candidates=[router_pb2.Candidate(provider="openai", model="gpt-4o-mini", upstream_model="gpt-4o-mini")],
+        body=b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
+    )
+    route = router_pb2.RouteRequest(model="gpt-4o-mini", connected_providers=["openai"])
     examples: dict[str, Any] = {
         "Put": providers_pb2.PutKeyRequest(account_id=account_id, provider="openai", api_key="sk-forged-0000000000"),
-        "Execute": providers_pb2.ExecuteRequest(
-            request_id="forged-1",
-            account_id=account_id,
-            candidates=[router_pb2.Candidate(provider="openai", model="gpt-4o-mini", upstream_model="gpt-4o-mini")],
-            body=b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
-        ),
+        "Execute": execute,
+        "CompleteStream": mux_pb2.MuxRequest(id=1, payload=execute.SerializeToString(), timeout_s=10),
+        "RouteStream": mux_pb2.MuxRequest(id=1, payload=route.SerializeToString(), timeout_s=10),
         "Admit": billing_pb2.AdmitRequest(account_id=account_id, request_id="forged-2"),
-        "Route": router_pb2.RouteRequest(model="gpt-4o-mini", connected_providers=["openai"]),
+        "Route": route,
         "SetPlan": billing_pb2.SetPlanRequest(account_id=account_id, plan="enterprise"),
         "SetDisabled": billing_pb2.SetDisabledRequest(account_id=account_id, disabled=True),
         "GetAccount": billing_pb2.GetAccountRequest(account_id=account_id),
@@ -80,6 +85,8 @@ def _call(stack: Stack, address: str, grpc_module: Any, service: str, method: An
     with grpc.insecure_channel(stack.addresses[address]) as channel:
         stub = getattr(grpc_module, f"{service}Stub")(channel)
         call = getattr(stub, method.name)
+        if method.client_streaming:
+            request = iter([request])
         if method.server_streaming:
             return list(call(request, metadata=metadata, timeout=10))
         return call(request, metadata=metadata, timeout=10)

@@ -132,6 +132,8 @@ def translate(raw: bytes, include_usage: bool = False) -> tuple[list[dict[str, A
             out.extend(orjson.loads(chunk) for chunk in translator.feed(event))
     for event in decoder.finish():
         out.extend(orjson.loads(chunk) for chunk in translator.feed(event))
+    # As the executor does once the stream has ended: the finish chunk held back.
+    out.extend(orjson.loads(chunk) for chunk in translator.close())
     return out, translator
 
 

@@ -407,7 +407,9 @@ async def test_gemini_stream_saying_stop_on_every_chunk_is_forwarded_whole(repla
     assert story.startswith("In the quaint, sunlit cottage nestled amidst a lush meadow, resided two feline companions")
     assert story.endswith("their love for each other and for adventure stronger than ever.")
     assert '"冒险伙伴" (Adventure Buddies)' in story
+    # One finish, after all of the text: a client that stops at it has the whole story.
     assert finishes(streamed) == ["stop"]
+    assert streamed[-1]["choices"][0]["finish_reason"] == "stop"
     assert replay.seen == ["/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from services.providers.adapters import anthropic, azure, bedrock, gemini, openai_compatible
 from services.providers.adapters.base import (
     Adapter,
+    HoldsBack,
     ProviderError,
     RequestRefused,
     StreamTranslator,
@@ -40,6 +41,7 @@ def make_adapter(wire_format: str, quirks: Mapping[str, Any]) -> Adapter:
 __all__ = [
     "WIRE_FORMATS",
     "Adapter",
+    "HoldsBack",
     "ProviderError",
     "RequestRefused",
     "StreamTranslator",

@@ -90,6 +90,16 @@ class UpstreamStreamError(Exception):
         self.kind = kind
 
 
+@runtime_checkable
+class HoldsBack(Protocol):
+    """A StreamTranslator that holds chunks back until its stream has ended
+    (Gemini's finish, which its stream may repeat on every chunk)."""
+
+    def close(self) -> list[bytes]:
+        """The chunks held back, once the stream ended whole."""
+        ...
+
+
 class StreamTranslator(Protocol):
     """Translates one upstream stream, event by event, into OpenAI chunks."""
 

@@ -15,8 +15,9 @@ PROHIBITED_CONTENT, SPII and the IMAGE_* ones → content_filter, as is a prompt
 blocked outright (`promptFeedback.blockReason`, no candidate); anything else
 (MALFORMED_FUNCTION_CALL, OTHER, reasons added since) → stop. A stream may give a
 finish reason on every chunk, not only the last (the gemini-pro stream recorded in
-Google's cookbook says STOP on each): a finish does not end the answer, what comes
-after it is forwarded, and the finish chunk is sent again only when the reason changes.
+Google's cookbook says STOP on each): a finish does not end the answer. The finish
+chunk is held back until the stream ends (`close`), with the last reason given, so
+a client sees one finish, after all of the text.
 
 Usage (`usageMetadata`, repeated by every chunk, the last one final): prompt =
 promptTokenCount (cached tokens included) + toolUsePromptTokenCount; completion =
@@ -195,13 +196,15 @@ class ChunkTranslator:
             reason = "content_filter"
         elif answer.candidates and answer.candidates[0].finish_reason:
             reason = finish_reason(answer.candidates[0].finish_reason, self._calls > 0)
-        if reason is not None and reason != self._reason:
-            out.append(self._finish(reason))
+        if reason is not None:
+            self._reason = reason
         return out
 
-    def _finish(self, reason: str) -> bytes:
-        self._reason = reason
-        return self._chunk({} if self._started else {"content": ""}, reason)
+    def close(self) -> list[bytes]:
+        """The finish chunk, once the stream has ended (`HoldsBack`)."""
+        if self._reason is None:
+            return []
+        return [self._chunk({} if self._started else {"content": ""}, self._reason)]
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         if not self._started:
