@@ -37,6 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPBLEND_CORE = "0"
 LOAD_CORE = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The only STEPBLEND_ variables passed on to the system measured: the switches that turn
+# the request path's newer designs off, to measure before and after in one checkout
+# (`STEPBLEND_LEASES=false STEPBLEND_CALL_STREAMS=false python bench/run.py`).
+DESIGN_SWITCHES = frozenset({"STEPBLEND_LEASES", "STEPBLEND_CALL_STREAMS"})
 
 # Issue 20's targets: (figure, bound, whether the figure must stay under it).
 TARGETS = {
@@ -301,7 +305,7 @@ def start_mock() -> tuple[subprocess.Popen[bytes], int]:
 def start_stepblend(data_dir: Path, mock_port: int, workers: int = 1) -> tuple[subprocess.Popen[bytes], int, str]:
     """`stepblend up` on core 0 with an unlimited account whose OpenAI key reaches the mock."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_") or k in DESIGN_SWITCHES}
     env.update(STEPBLEND_DATA_DIR=str(data_dir), STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1")
     up = subprocess.Popen(
         [
