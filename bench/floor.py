@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,19 @@ async def _streamed(method: Any, request: providers_pb2.ExecuteRequest) -> None:
         pass
 
 
+async def _cost(call: Callable[[], Awaitable[Any]], server_pid: int) -> tuple[float, float]:
+    """CPU µs per `call()` in this process and in the server's, after a warm-up."""
+    for _ in range(WARM_UP):
+        await call()
+    server_before, client_before = _cpu_seconds(server_pid), time.process_time()
+    for _ in range(CALLS):
+        await call()
+    return (
+        (time.process_time() - client_before) / CALLS * 1e6,
+        (_cpu_seconds(server_pid) - server_before) / CALLS * 1e6,
+    )
+
+
 async def _grpc(port: int, server_pid: int) -> dict[str, tuple[float, float]]:
     request = providers_pb2.ExecuteRequest(request_id="r", body=b"{}")
     found = {}
@@ -127,16 +141,7 @@ async def _grpc(port: int, server_pid: int) -> dict[str, tuple[float, float]]:
                 request_serializer=providers_pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=providers_pb2.ExecuteEvents.FromString,
             )
-            call = partial(_unary if kind == "unary" else _streamed, method, request)
-            for _ in range(WARM_UP):
-                await call()
-            server_before, client_before = _cpu_seconds(server_pid), time.process_time()
-            for _ in range(CALLS):
-                await call()
-            found[kind] = (
-                (time.process_time() - client_before) / CALLS * 1e6,
-                (_cpu_seconds(server_pid) - server_before) / CALLS * 1e6,
-            )
+            found[kind] = await _cost(partial(_unary if kind == "unary" else _streamed, method, request), server_pid)
         route = channel.unary_unary(
             "/floor.Floor/route",
             request_serializer=router_pb2.RouteRequest.SerializeToString,
@@ -148,19 +153,8 @@ async def _grpc(port: int, server_pid: int) -> dict[str, tuple[float, float]]:
             response_deserializer=mux_pb2.MuxResponse.FromString,
         )
         on_stream = mux.MuxClient(open_stream, "/floor.Floor/route", router_pb2.RouteResponse.FromString)
-        for kind, call in (
-            ("route_unary", partial(route, _ROUTE, timeout=5)),
-            ("route_mux", partial(on_stream.call, _ROUTE, 5)),
-        ):
-            for _ in range(WARM_UP):
-                await call()
-            server_before, client_before = _cpu_seconds(server_pid), time.process_time()
-            for _ in range(CALLS):
-                await call()
-            found[kind] = (
-                (time.process_time() - client_before) / CALLS * 1e6,
-                (_cpu_seconds(server_pid) - server_before) / CALLS * 1e6,
-            )
+        found["route_unary"] = await _cost(partial(route, _ROUTE, timeout=5), server_pid)
+        found["route_mux"] = await _cost(partial(on_stream.call, _ROUTE, 5), server_pid)
         await on_stream.close()
     return found
 

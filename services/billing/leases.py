@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
@@ -207,25 +208,12 @@ def give_back(connection: Connection, *, lease_id: str, account_id: str, admitte
     """End an active lease's admissions: it keeps `admitted` slots (its requests
     that count, settled or not) and frees the rest. Returns how many it freed; 0
     for a lease that is not this account's or no longer active."""
-    statement = _BY_ID_LOCKED if connection.dialect.name == "postgresql" else _BY_ID
-    row = execute(connection, statement, {"b_lease_id": lease_id}).fetchone()
+    row = _locked(connection, lease_id)
     if row is None or row[0] != account_id or row[3] != LeaseState.ACTIVE:
         return 0
-    granted, holds, settled = int(row[4]), int(row[5]), int(row[6])
+    granted, settled = int(row[4]), int(row[6])
     keep = max(settled, min(max(admitted, 0), granted))
-    state = LeaseState.ENDED if keep == settled else LeaseState.RETURNED
-    values = {
-        "b_lease_id": lease_id,
-        "b_was": LeaseState.ACTIVE,
-        "b_holds_was": holds,
-        "b_state": state,
-        "b_holds": keep,
-        "b_now": now,
-    }
-    if execute(connection, _CLOSE, values).rowcount != 1:
-        return 0
-    _move(connection, row[0], row[1], row[2], reserved=keep - holds)
-    return holds - keep
+    return _close(connection, lease_id, row, LeaseState.ENDED if keep == settled else LeaseState.RETURNED, keep, now)
 
 
 def held_by(connection: Connection, lease_id: str) -> LeaseHeld | None:
@@ -260,23 +248,33 @@ def settle_one(connection: Connection, lease_id: str, now: datetime) -> bool:
 
 def expire(connection: Connection, lease_id: str, now: datetime) -> int:
     """Free what a lease past its `expires_at` still holds; how many slots that was."""
-    statement = _BY_ID_LOCKED if connection.dialect.name == "postgresql" else _BY_ID
-    row = execute(connection, statement, {"b_lease_id": lease_id}).fetchone()
+    row = _locked(connection, lease_id)
     if row is None or row[3] == LeaseState.ENDED:
         return 0
-    holds, settled = int(row[5]), int(row[6])
+    return _close(connection, lease_id, row, LeaseState.ENDED, int(row[6]), now)
+
+
+def _locked(connection: Connection, lease_id: str) -> Any:
+    """The lease's row, locked for the transaction (FOR UPDATE on PostgreSQL; SQLite's writer holds the file)."""
+    statement = _BY_ID_LOCKED if connection.dialect.name == "postgresql" else _BY_ID
+    return execute(connection, statement, {"b_lease_id": lease_id}).fetchone()
+
+
+def _close(connection: Connection, lease_id: str, row: Any, state: str, keep: int, now: datetime) -> int:
+    """Move the lease to `state` holding `keep` slots, and free the rest on its counters; how many were freed."""
+    holds = int(row[5])
     values = {
         "b_lease_id": lease_id,
         "b_was": row[3],
         "b_holds_was": holds,
-        "b_state": LeaseState.ENDED,
-        "b_holds": settled,
+        "b_state": state,
+        "b_holds": keep,
         "b_now": now,
     }
     if execute(connection, _CLOSE, values).rowcount != 1:
         return 0
-    _move(connection, row[0], row[1], row[2], reserved=settled - holds)
-    return holds - settled
+    _move(connection, row[0], row[1], row[2], reserved=keep - holds)
+    return holds - keep
 
 
 def _needs_money(holder: Holder) -> bool:

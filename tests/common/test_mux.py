@@ -41,9 +41,8 @@ class Echo:
         return router_pb2.RouteResponse(refusal=refusal).SerializeToString()
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[Echo, grpc.aio.Server, int]]:
-    echo = Echo()
+async def _serve(echo: Echo, port: int = 0) -> tuple[grpc.aio.Server, int]:
+    """A real gRPC server whose EchoStream is `mux.serve` over `echo`, on `port` (0: any)."""
 
     async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
         await mux.serve(requests, context, METHOD, echo.handle)
@@ -53,8 +52,15 @@ async def served() -> AsyncIterator[tuple[Echo, grpc.aio.Server, int]]:
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"EchoStream": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    return server, port
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Echo, grpc.aio.Server, int]]:
+    echo = Echo()
+    server, port = await _serve(echo)
     yield echo, server, port
     await server.stop(None)
 
@@ -125,18 +131,7 @@ async def test_a_broken_stream_fails_its_calls_and_the_next_call_opens_another(
     assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
     # The service comes back on the same port: the next call gets a new stream.
-    again = Echo()
-
-    async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
-        await mux.serve(requests, context, METHOD, again.handle)
-
-    handler = grpc.stream_stream_rpc_method_handler(
-        stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
-    )
-    restarted = grpc.aio.server()
-    restarted.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"EchoStream": handler}),))
-    restarted.add_insecure_port(f"127.0.0.1:{port}")
-    await restarted.start()
+    restarted, _ = await _serve(Echo(), port)
     answer = None
     try:
         for _ in range(50):

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from services.providers.adapters.base import DATA_URL, RequestRefused
+from services.providers.adapters.turns import merge, messages_of
 
 Block = dict[str, Any]
 
@@ -40,15 +41,9 @@ class Conversation:
 
 def convert(messages: Any) -> Conversation:
     """The Anthropic form of OpenAI `messages`; `RequestRefused` naming the bad part."""
-    if not isinstance(messages, list) or not messages:
-        raise RequestRefused("'messages' must be a non-empty array", "messages")
     system: list[Block] = []
     turns: list[tuple[str, list[Block]]] = []
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise RequestRefused(f"{where} must be an object", where)
-        role = message.get("role")
+    for where, message, role in messages_of(messages):
         if role in ("system", "developer"):
             system.extend(_text_blocks(message.get("content"), where))
         elif role == "user":
@@ -59,26 +54,12 @@ def convert(messages: Any) -> Conversation:
             turns.append(("user", [_tool_result(message, where)]))
         else:
             raise RequestRefused(f"{where}: role {role!r} is not supported with Anthropic models", f"{where}.role")
-    merged = _merge(turns)
-    if not merged:
-        raise RequestRefused("'messages' must include a user or assistant message with content", "messages")
-    return Conversation(system, merged)
-
-
-def _merge(turns: list[tuple[str, list[Block]]]) -> list[dict[str, Any]]:
-    merged: list[dict[str, Any]] = []
-    for role, blocks in turns:
-        if not blocks:
-            continue
-        if merged and merged[-1]["role"] == role:
-            merged[-1]["content"].extend(blocks)
-        else:
-            merged.append({"role": role, "content": list(blocks)})
+    merged = merge(turns, "content")
     for turn in merged:
         if turn["role"] == "user":
             # Anthropic: in a user turn, tool_result blocks come before any other.
             turn["content"].sort(key=lambda block: block.get("type") != "tool_result")
-    return merged
+    return Conversation(system, merged)
 
 
 def _text_blocks(content: Any, where: str) -> list[Block]:

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from services.providers.adapters.base import DATA_URL, RequestRefused
+from services.providers.adapters.turns import merge, messages_of
 
 Block = dict[str, Any]
 
@@ -55,15 +56,9 @@ class Conversation:
 
 def convert(messages: Any) -> Conversation:
     """The Converse form of OpenAI `messages`; `RequestRefused` naming the bad part."""
-    if not isinstance(messages, list) or not messages:
-        raise RequestRefused("'messages' must be a non-empty array", "messages")
     system: list[Block] = []
     turns: list[tuple[str, list[Block]]] = []
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise RequestRefused(f"{where} must be an object", where)
-        role = message.get("role")
+    for where, message, role in messages_of(messages):
         if role in ("system", "developer"):
             system.extend(_blocks(message.get("content"), where, images=False))
         elif role == "user":
@@ -74,17 +69,7 @@ def convert(messages: Any) -> Conversation:
             turns.append(("user", [_tool_result(message, where)]))
         else:
             raise RequestRefused(f"{where}: role {role!r} is not supported with {_WHERE}", f"{where}.role")
-    out: list[dict[str, Any]] = []
-    for role, blocks in turns:
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": list(blocks)})
-    if not out:
-        raise RequestRefused("'messages' must include a user or assistant message with content", "messages")
-    return Conversation(system, out)
+    return Conversation(system, merge(turns, "content"))
 
 
 def _blocks(content: Any, where: str, *, images: bool) -> list[Block]:

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from services.providers.adapters.base import DATA_URL, RequestRefused
+from services.providers.adapters.turns import merge, messages_of
 
 Part = dict[str, Any]
 
@@ -46,17 +47,11 @@ class Conversation:
 
 def convert(messages: Any) -> Conversation:
     """The Gemini form of OpenAI `messages`; `RequestRefused` naming the bad part."""
-    if not isinstance(messages, list) or not messages:
-        raise RequestRefused("'messages' must be a non-empty array", "messages")
     system: list[Part] = []
     turns: list[tuple[str, list[Part]]] = []
     # tool_call_id → the function name, from the assistant turns seen so far
     called: dict[str, str] = {}
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise RequestRefused(f"{where} must be an object", where)
-        role = message.get("role")
+    for where, message, role in messages_of(messages):
         if role in ("system", "developer"):
             system.extend(_parts(message.get("content"), where, images=False))
         elif role == "user":
@@ -67,17 +62,7 @@ def convert(messages: Any) -> Conversation:
             turns.append(("user", [_function_response(message, where, called)]))
         else:
             raise RequestRefused(f"{where}: role {role!r} is not supported with Gemini models", f"{where}.role")
-    contents: list[dict[str, Any]] = []
-    for role, parts in turns:
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": list(parts)})
-    if not contents:
-        raise RequestRefused("'messages' must include a user or assistant message with content", "messages")
-    return Conversation(system, contents)
+    return Conversation(system, merge(turns, "parts"))
 
 
 def _parts(content: Any, where: str, *, images: bool) -> list[Part]:
