@@ -65,7 +65,7 @@ import services.providers.adapters.bedrock_answers as bedrock_answers
 import services.providers.adapters.bedrock_messages as bedrock_messages
 from services.providers.adapters.base import ProviderError, RequestRefused, TokenUsage, UpstreamRequest
 from services.providers.adapters.eventstream import EventStreamDecoder
-from services.providers.adapters.params import apply_catalog, refuse_or_drop, without_own_fields
+from services.providers.adapters.params import apply_catalog, output_limit, refuse_or_drop, without_own_fields
 from services.providers.adapters.wire_bedrock import ERROR, JSON_TOOL
 from stepblend.v1 import router_pb2
 
@@ -137,7 +137,7 @@ def build_request(body: Mapping[str, Any], candidate: router_pb2.Candidate, stre
 
 def _inference_config(given: dict[str, Any], candidate: router_pb2.Candidate) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    max_tokens = _max_tokens(given) or candidate.output_budget
+    max_tokens = output_limit(given) or candidate.output_budget
     if max_tokens:
         config["maxTokens"] = max_tokens
     for name, field in _SAMPLING.items():
@@ -155,17 +155,6 @@ def _inference_config(given: dict[str, Any], candidate: router_pb2.Candidate) ->
         if any(sequences):
             config["stopSequences"] = [s for s in sequences if s]
     return config
-
-
-def _max_tokens(given: dict[str, Any]) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = given.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RequestRefused(f"{name} must be a positive integer", name)
-        return value
-    return None
 
 
 def _tool_config(tools: Any, choice: Any, uses_tools: bool) -> dict[str, Any] | None:

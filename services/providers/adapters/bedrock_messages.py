@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from services.providers.adapters.base import DATA_URL, RequestRefused
-from services.providers.adapters.turns import merge, messages_of
+from services.providers.adapters.base import RequestRefused
+from services.providers.adapters.turns import data_url_image, merge, messages_of
 
 Block = dict[str, Any]
 
@@ -97,18 +97,13 @@ def _blocks(content: Any, where: str, *, images: bool) -> list[Block]:
 
 
 def _image(image_url: Any, at: str) -> Block:
-    url = image_url.get("url") if isinstance(image_url, dict) else image_url
-    if not isinstance(url, str) or not url:
-        raise RequestRefused(f"{at}.image_url.url must be a URL", at)
-    match = DATA_URL.match(url)
-    if match is None:
-        raise RequestRefused(f"{at}: {_WHERE} take images as base64 data URLs (data:image/png;base64,...)", at)
-    image_format = _IMAGE_FORMATS.get(match["type"].lower())
+    media_type, data = data_url_image(image_url, at, _WHERE)
+    image_format = _IMAGE_FORMATS.get(media_type)
     if image_format is None:
         raise RequestRefused(
-            f"{at}: image type {match['type']} is not supported by {_WHERE} (png, jpeg, gif, webp are)", at
+            f"{at}: image type {media_type} is not supported by {_WHERE} (png, jpeg, gif, webp are)", at
         )
-    return {"image": {"format": image_format, "source": {"bytes": match["data"]}}}
+    return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
 def _assistant(message: dict[str, Any], where: str) -> list[Block]:

@@ -51,7 +51,7 @@ import services.providers.adapters.gemini_answers as gemini_answers
 import services.providers.adapters.gemini_contents as gemini_contents
 from services.providers.adapters.base import ProviderError, RequestRefused, TokenUsage, UpstreamRequest
 from services.providers.adapters.gemini_schema import to_gemini
-from services.providers.adapters.params import apply_catalog, refuse_or_drop, without_own_fields
+from services.providers.adapters.params import apply_catalog, output_limit, refuse_or_drop, without_own_fields
 from services.providers.adapters.wire_gemini import ERROR
 from stepblend.v1 import router_pb2
 
@@ -132,7 +132,7 @@ def build_request(
 
 def _generation_config(given: dict[str, Any], candidate: router_pb2.Candidate) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    max_tokens = _max_tokens(given) or candidate.output_budget
+    max_tokens = output_limit(given) or candidate.output_budget
     if max_tokens:
         config["maxOutputTokens"] = max_tokens
     stop = given.get("stop")
@@ -154,17 +154,6 @@ def _generation_config(given: dict[str, Any], candidate: router_pb2.Candidate) -
             )
         config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGETS[effort]}
     return config
-
-
-def _max_tokens(given: dict[str, Any]) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = given.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RequestRefused(f"{name} must be a positive integer", name)
-        return value
-    return None
 
 
 def _stop_sequences(stop: Any) -> list[str]:

@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from services.providers.adapters.base import DATA_URL, RequestRefused
-from services.providers.adapters.turns import merge, messages_of
+from services.providers.adapters.base import RequestRefused
+from services.providers.adapters.turns import data_url_image, merge, messages_of
 
 Part = dict[str, Any]
 
@@ -90,18 +90,13 @@ def _parts(content: Any, where: str, *, images: bool) -> list[Part]:
 
 
 def _image(image_url: Any, at: str) -> Part:
-    url = image_url.get("url") if isinstance(image_url, dict) else image_url
-    if not isinstance(url, str) or not url:
-        raise RequestRefused(f"{at}.image_url.url must be a URL", at)
-    match = DATA_URL.match(url)
-    if match is None:
-        raise RequestRefused(f"{at}: Gemini models take images as base64 data URLs (data:image/png;base64,...)", at)
-    mime_type = match["type"].lower().replace("image/jpg", "image/jpeg")
+    media_type, data = data_url_image(image_url, at, "Gemini models")
+    mime_type = media_type.replace("image/jpg", "image/jpeg")
     if mime_type not in _IMAGE_TYPES:
         raise RequestRefused(
             f"{at}: image type {mime_type} is not supported by Gemini models (png, jpeg, webp, heic, heif are)", at
         )
-    return {"inlineData": {"mimeType": mime_type, "data": match["data"]}}
+    return {"inlineData": {"mimeType": mime_type, "data": data}}
 
 
 def _model_parts(message: dict[str, Any], where: str, called: dict[str, str]) -> list[Part]:

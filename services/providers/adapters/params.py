@@ -69,3 +69,16 @@ def apply_catalog(out: dict[str, Any], candidate: router_pb2.Candidate) -> None:
     """The catalog row's renames and refusals for this model."""
     apply_renames(out, candidate.param_renames)
     refuse_or_drop(out, candidate.unsupported_params, f"the model '{candidate.model}'")
+
+
+def output_limit(given: Mapping[str, Any]) -> int | None:
+    """The client's `max_completion_tokens` (or older `max_tokens`); None when it set
+    neither; `RequestRefused` for one that is not a positive integer."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = given.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RequestRefused(f"{name} must be a positive integer", name)
+        return value
+    return None
