@@ -219,12 +219,16 @@ def quiesce(pids: list[int], timeout: float = 15.0) -> None:
 
 
 def rss_by_process(pids: list[int], field: str) -> dict[str, float]:
-    """`field` of /proc/PID/status (VmRSS now, VmHWM the peak) in MB, by process name."""
+    """`field` of /proc/PID/status (VmRSS now, VmHWM the peak) or, for Pss, of
+    /proc/PID/smaps_rollup in MB, by process name. Pss counts a page shared by k
+    processes as 1/k in each (forked gateway workers share their token tables),
+    where RSS counts it whole in every one of them."""
     found: dict[str, float] = {}
+    source = "smaps_rollup" if field == "Pss" else "status"
     for pid in pids:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            status = Path(f"/proc/{pid}/status").read_text()
+            status = Path(f"/proc/{pid}/{source}").read_text()
         except OSError:
             continue
         for line in status.splitlines():
@@ -239,22 +243,24 @@ def rss_mb(pids: list[int], field: str) -> float:
 
 
 class TreePeak(threading.Thread):
-    """The tree's peak: the largest sum of its processes' RSS at one moment, sampled
-    every 0.1 s (the sum of each process's own peak, VmHWM, can only be larger)."""
+    """The tree's peak: the largest sum of its processes' RSS, and of their Pss, at
+    one moment, sampled every 0.1 s (the sum of each process's own peak, VmHWM, can
+    only be larger)."""
 
     def __init__(self, pids: list[int]) -> None:
         super().__init__(daemon=True)
-        self.pids, self.peak_mb = pids, 0.0
+        self.pids, self.peak_mb, self.peak_pss_mb = pids, 0.0, 0.0
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.1):
             self.peak_mb = max(self.peak_mb, rss_mb(self.pids, "VmRSS"))
+            self.peak_pss_mb = max(self.peak_pss_mb, rss_mb(self.pids, "Pss"))
 
-    def stop(self) -> float:
+    def stop(self) -> tuple[float, float]:
         self.done.set()
         self.join()
-        return self.peak_mb
+        return self.peak_mb, self.peak_pss_mb
 
 
 def profile(pids: list[int], folder: str, seconds: int) -> list[subprocess.Popen[bytes]]:
@@ -439,11 +445,13 @@ def measure(
         results[f"errors_stream_{name}"] = run["errors"]
     results["cpu_us_per_chunk"] = (per_stream["paced_50"] - per_stream["paced_1"]) / 49 * 1e6
     results["cpu_us_per_chunk_batched"] = (per_stream["batched_50"] - per_stream["batched_1"]) / 49 * 1e6
-    results["rss_mb_tree_peak"] = peak.stop()
+    results["rss_mb_tree_peak"], results["pss_mb_tree_peak"] = peak.stop()
     results["rss_mb_total"] = rss_mb(pids, "VmHWM")
     for name, value in rss_by_process(pids, "VmHWM").items():
         results[f"rss_mb_peak[{name}]"] = value
     results["rss_mb_now"] = rss_mb(pids, "VmRSS")
+    for name, value in rss_by_process(pids, "Pss").items():
+        results[f"pss_mb_now[{name}]"] = value
     return results
 
 

@@ -47,6 +47,11 @@ def run(name: str) -> None:
         # that has no other use for it. Only providers calls HTTP with aiohttp.
         # Before anything imports nats, hence the imports below.
         sys.modules["aiohttp"] = None  # type: ignore[assignment]
+    if name == "gateway":
+        from stepblend import forks
+
+        # The token tables first; with several workers, they fork here.
+        forks.preload_and_fork()
     from services.common import logs, telemetry
     from services.common.config import ConfigError, Settings
 

@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import natsauth, workers
+from . import forks, natsauth, workers
 from .datadir import GENERATORS, read_or_create
 from .demo import DEMO_EMAIL, write_demo_catalog
 
@@ -223,16 +223,20 @@ class Supervisor:
         gateway_env.pop("STEPBLEND_CALLER_TOKENS")
         if self.workers > 1:
             gateway_env["STEPBLEND_REUSE_PORT"] = "true"
-        gateway_args = [sys.executable, "-m", "stepblend", "serve", "gateway"]
-        gateways = [
-            (name, self.spawn(name, gateway_args, dict(gateway_env, STEPBLEND_PROVIDERS_ADDR=provider)))
-            for name, provider in zip(workers.names("gateway", self.workers), providers.values(), strict=True)
-        ]
+        if self.workers > 1:
+            # One gateway process, which forks the workers once it has built the
+            # token tables they share (stepblend/forks.py); each calls its own providers.
+            plan = [
+                forks.Worker(name, provider, str(self.data_dir / "logs" / f"{name}.log"))
+                for name, provider in zip(workers.names("gateway", self.workers), providers.values(), strict=True)
+            ]
+            gateway_env[forks.PLAN_ENV] = forks.encode(plan)
+        gateway = self.spawn("gateway", [sys.executable, "-m", "stepblend", "serve", "gateway"], gateway_env)
         addresses["gateway"] = f"http://{self.host}:{self.port}"
         addresses["chat"] = f"{self.host}:{chat_port}"
-        # Each gateway listens once its app has started; /readyz then checks the services.
-        workers.wait_listening(self.port, gateways, START_TIMEOUT_S)
-        wait_http_ready(addresses["gateway"] + "/readyz", gateways[0][1])
+        # Each worker listens once its app has started; /readyz then checks the services.
+        workers.wait_listening(self.port, self.workers, gateway, START_TIMEOUT_S)
+        wait_http_ready(addresses["gateway"] + "/readyz", gateway)
 
         addresses["pid"] = str(os.getpid())
         addresses["workers"] = str(self.workers)
@@ -304,7 +308,11 @@ def up(data_dir: Path, port: int, demo: bool, worker_count: int = 1) -> int:
         if worker_count > 1:
             print(f"Workers: {worker_count} gateway and {worker_count} providers processes", flush=True)
             for name, proc in supervisor.procs:
-                if name.startswith(("gateway-", "providers-")):
+                if name == "gateway":
+                    print(f"  gateway: pid {proc.pid}, forks the gateway workers, log logs/gateway.log", flush=True)
+                    for worker, pid in forks.worker_pids(proc.pid).items():
+                        print(f"  {worker}: pid {pid}, log logs/{worker}.log", flush=True)
+                elif name.startswith("providers-"):
                     print(f"  {name}: pid {proc.pid}, log logs/{name}.log", flush=True)
         print(f"Console: {addresses['gateway']}/", flush=True)
         if demo:

@@ -1,6 +1,7 @@
 """Several gateway and providers processes under one `stepblend up` (`--workers N`).
 
-The gateways share the HTTP port: each binds it with SO_REUSEPORT
+The gateway workers are forked by one gateway process, after it has built the
+token tables they share (stepblend/forks.py). They share the HTTP port: each binds it with SO_REUSEPORT
 (`STEPBLEND_REUSE_PORT`) and the kernel hands each new connection to one of them;
 their gRPC chat servers share the chat port the same way (gRPC sets SO_REUSEPORT
 on its own). Each gateway calls a providers process of its own, on a port of its
@@ -85,16 +86,15 @@ def listeners(port: int) -> int | None:
     return found
 
 
-def wait_listening(port: int, procs: list[tuple[str, subprocess.Popen[bytes]]], timeout: float) -> None:
-    """Until every one of `procs` listens on `port` (each does once its app has
-    started); SystemExit naming the one that exits meanwhile."""
+def wait_listening(port: int, count: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until `count` gateway workers listen on `port` (each does once its app has
+    started); SystemExit if the gateway process exits meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name, proc in procs:
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with code {proc.returncode} while starting")
-        count = listeners(port)
-        if count is None or count >= len(procs):
+        if proc.poll() is not None:
+            raise SystemExit(f"gateway exited with code {proc.returncode} while starting")
+        found = listeners(port)
+        if found is None or found >= count:
             return
         time.sleep(0.05)
     raise SystemExit(f"not every gateway worker listens on port {port} after {timeout:.0f} s")

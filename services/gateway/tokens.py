@@ -15,6 +15,7 @@ that grows with what clients send.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import tiktoken
@@ -39,8 +40,10 @@ _PATTERN = "|".join(
 _SPECIAL_TOKENS = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
 
 
+@functools.cache
 def o200k_base() -> tiktoken.Encoding:
-    """The o200k_base encoding from the shipped rank file."""
+    """The o200k_base encoding from the shipped rank file, built once per process
+    (before the gateway's other imports, and before its workers fork: stepblend/forks.py)."""
     encoding = tiktoken.Encoding(
         "o200k_base",
         pat_str=_PATTERN,

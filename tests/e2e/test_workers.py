@@ -87,8 +87,10 @@ def owner(server_port: int, client_port: int, pids: set[int]) -> int:
 
 
 def gateway_processes(system: System) -> set[int]:
+    """The two gateway workers: forked by the one gateway process `stepblend up` started."""
     assert system.up is not None
-    gateways = children(system.up.pid, "gateway")
+    (parent,) = children(system.up.pid, "gateway")
+    gateways = children(parent, "gateway")
     assert len(gateways) == 2, gateways
     return gateways
 
@@ -120,8 +122,9 @@ def complete(system: System, token: str, content: str, gateways: set[int]) -> tu
 
 def test_up_runs_two_gateways_and_two_providers_named_in_its_output_and_logs(system: System) -> None:
     assert system.up is not None and system.up.stdout is not None
-    gateways, providers = children(system.up.pid, "gateway"), children(system.up.pid, "providers")
-    assert len(gateways) == 2 and len(providers) == 2
+    (parent,) = children(system.up.pid, "gateway")
+    gateways, providers = gateway_processes(system), children(system.up.pid, "providers")
+    assert len(providers) == 2
     lines: list[str] = []
     while not lines or "Ctrl-C stops everything." not in lines[-1]:
         line = system.up.stdout.readline().decode()
@@ -130,12 +133,37 @@ def test_up_runs_two_gateways_and_two_providers_named_in_its_output_and_logs(sys
     output = "".join(lines)
     assert "Workers: 2 gateway and 2 providers processes" in output
     named = {line.split(":")[0].strip(): int(line.split("pid ")[1].split(",")[0]) for line in lines if "pid " in line}
-    assert named.keys() == {"gateway-1", "gateway-2", "providers-1", "providers-2"}
+    assert named.keys() == {"gateway", "gateway-1", "gateway-2", "providers-1", "providers-2"}
+    assert named["gateway"] == parent
     assert {named["gateway-1"], named["gateway-2"]} == gateways
     assert {named["providers-1"], named["providers-2"]} == providers
     logs = {p.name for p in (system.data_dir / "logs").glob("*.log")}
     assert {"gateway-1.log", "gateway-2.log", "providers-1.log", "providers-2.log"} <= logs
-    assert not {"gateway.log", "providers.log"} & logs
+    assert "providers.log" not in logs
+    for name in ("gateway-1", "gateway-2"):
+        assert (Path("/proc") / str(named[name]) / "comm").read_text().strip() == name
+        assert f"Started server process [{named[name]}]" in (system.data_dir / "logs" / f"{name}.log").read_text()
+
+
+def test_the_gateway_workers_share_the_token_tables_their_parent_built(system: System) -> None:
+    """Built once, before the fork: each worker's anonymous memory shared with the
+    others (o200k_base's tables, about 46 MB) is counted once for the three of them.
+    Processes started apart would share only the files they map."""
+    for pid in gateway_processes(system):
+        rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        shared_anonymous_mb = int(rollup["Shared_Dirty"].split()[0]) / 1024
+        assert shared_anonymous_mb > 40, (pid, shared_anonymous_mb)
+
+
+def test_a_gateway_worker_that_dies_stops_the_others_and_stepblend_up(tmp_path: Path) -> None:
+    with running_system(tmp_path, "--workers", "2") as own:
+        assert own.up is not None
+        (parent,) = children(own.up.pid, "gateway")
+        first, second = sorted(children(parent, "gateway"))
+        os.kill(second, 9)
+        assert own.up.wait(timeout=60) == 1
+        for pid in (parent, first):
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
 def test_requests_on_the_one_port_are_served_by_both_gateway_processes(system: System) -> None:

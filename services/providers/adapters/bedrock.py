@@ -57,9 +57,6 @@ from urllib.parse import quote
 
 import msgspec
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 import services.providers.adapters.bedrock_answers as bedrock_answers
 import services.providers.adapters.bedrock_messages as bedrock_messages
@@ -230,6 +227,12 @@ def sign(url: str, headers: dict[str, str], content: bytes, secret: str) -> dict
     """`headers` signed with SigV4 by botocore over the method, URL, headers and body;
     `secret` is the stored key object (access_key_id, secret_access_key, region,
     session_token)."""
+    # botocore on the first Bedrock call: 16 MB a providers process without a
+    # Bedrock key does not need to hold.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     key = orjson.loads(secret)
     credentials = Credentials(key["access_key_id"], key["secret_access_key"], key.get("session_token"))
     accept = EVENT_STREAM if url.endswith("/converse-stream") else "application/json"

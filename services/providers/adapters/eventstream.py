@@ -19,7 +19,6 @@ from __future__ import annotations
 import struct
 
 import orjson
-from botocore.eventstream import EventStreamBuffer, ParserError
 
 from services.providers.adapters.base import SseEvent, UpstreamFormatError
 from services.providers.adapters.sse import MAX_EVENT_BYTES
@@ -34,6 +33,9 @@ class EventStreamDecoder:
     """A `FrameDecoder` for AWS event streams."""
 
     def __init__(self, max_message: int = MAX_MESSAGE_BYTES) -> None:
+        # botocore on the first Bedrock stream (bedrock.sign says why).
+        from botocore.eventstream import EventStreamBuffer
+
         self._buffer = EventStreamBuffer()
         self._max = max_message
         # The bytes fed and not yet part of a message, for the size check.
@@ -46,7 +48,7 @@ class EventStreamDecoder:
         try:
             for message in self._buffer:
                 events.append(_event(message.headers, message.payload))
-        except ParserError as exc:
+        except _parser_error() as exc:
             raise UpstreamFormatError(f"the event stream is broken: {exc}") from None
         return events
 
@@ -79,3 +81,10 @@ def _event(headers: dict[str, object], payload: bytes) -> SseEvent:
         message = orjson.dumps({"message": str(headers.get(":error-message", ""))})
         return SseEvent(message, EXCEPTION + str(headers.get(":error-code", "")))
     raise UpstreamFormatError(f"an event-stream message of type {str(kind)[:40]!r}")
+
+
+def _parser_error() -> type[Exception]:
+    from botocore.eventstream import ParserError
+
+    error: type[Exception] = ParserError
+    return error
