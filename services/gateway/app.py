@@ -164,16 +164,12 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
         )
         streams = gateway.call_streams
         route_calls = (
-            MuxClient(partial(router_stub.RouteStream, metadata=metadata), ROUTE, router_pb2.RouteResponse.FromString)
+            MuxClient(router_stub.RouteStream, ROUTE, router_pb2.RouteResponse.FromString, metadata)
             if streams
             else None
         )
         complete_calls = (
-            MuxClient(
-                partial(providers_stub.CompleteStream, metadata=metadata),
-                COMPLETE,
-                providers_pb2.ExecuteEvents.FromString,
-            )
+            MuxClient(providers_stub.CompleteStream, COMPLETE, providers_pb2.ExecuteEvents.FromString, metadata)
             if streams
             else None
         )

@@ -26,6 +26,7 @@ class Echo:
     def __init__(self) -> None:
         self.started = asyncio.Event()
         self.cancelled = asyncio.Event()
+        self.messages_in = 0  # gRPC messages the stream delivered (a batch is one)
 
     async def handle(self, payload: bytes, timeout_s: float) -> bytes:
         request = router_pb2.RouteRequest.FromString(payload)
@@ -44,8 +45,13 @@ class Echo:
 async def _serve(echo: Echo, port: int = 0) -> tuple[grpc.aio.Server, int]:
     """A real gRPC server whose EchoStream is `mux.serve` over `echo`, on `port` (0: any)."""
 
+    async def counted(requests: AsyncIterator[mux_pb2.MuxRequest]) -> AsyncIterator[mux_pb2.MuxRequest]:
+        async for message in requests:
+            echo.messages_in += 1
+            yield message
+
     async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
-        await mux.serve(requests, context, METHOD, echo.handle)
+        await mux.serve(counted(requests), context, METHOD, echo.handle)
 
     handler = grpc.stream_stream_rpc_method_handler(
         stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
@@ -88,6 +94,36 @@ async def test_interleaved_answers_reach_their_own_callers(client: MuxClient[rou
     names = [f"call-{i}" for i in range(60)]
     answers = await asyncio.gather(*(client.call(_ask(name, (60 - i) / 1000), 5) for i, name in enumerate(names)))
     assert [a.refusal.message for a in answers] == names
+
+
+async def test_calls_that_queue_behind_a_write_go_in_one_message_and_each_gets_its_own_answer(
+    served: tuple[Echo, grpc.aio.Server, int], client: MuxClient[router_pb2.RouteResponse]
+) -> None:
+    echo = served[0]
+    await client.call(_ask("first"), 5)  # the stream open, and both sides know they batch
+    names = [f"together-{i}" for i in range(300)]
+    answers = await asyncio.gather(*(client.call(_ask(name), 5) for name in names))
+    assert [a.refusal.message for a in answers] == names
+    # 300 calls put at once: they wait for the writer, then go together.
+    assert 1 + 1 <= echo.messages_in <= 1 + 10, echo.messages_in
+
+
+async def test_a_caller_that_does_not_say_it_reads_batches_gets_one_answer_per_message(
+    served: tuple[Echo, grpc.aio.Server, int],
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{served[2]}") as channel:
+        call = channel.stream_stream(
+            "/test.Echo/EchoStream",
+            request_serializer=mux_pb2.MuxRequest.SerializeToString,
+            response_deserializer=mux_pb2.MuxResponse.FromString,
+        )()  # no `stepblend-mux: batch` in its metadata: a caller of an earlier release
+        assert mux.BATCH in tuple(await call.initial_metadata())  # the server says it reads them
+        for i in range(1, 101):
+            await call.write(mux_pb2.MuxRequest(id=i, payload=_ask(f"old-{i}").SerializeToString(), timeout_s=5))
+        answers = [await call.read() for _ in range(100)]
+        assert all(not answer.more for answer in answers)
+        assert sorted(answer.id for answer in answers) == list(range(1, 101))
+        await call.done_writing()
 
 
 async def test_a_deadline_is_deadline_exceeded_and_stops_the_servers_work(
