@@ -389,10 +389,13 @@ def measure(
     direct.sequential(plain, 300)
 
     quiesce(pids)
-    before = cpu_seconds(pids)
+    before_seq = cpu_by_process(pids)
     g = target.sequential(plain, requests)
     quiesce(pids)
-    cpu_seq = (cpu_seconds(pids) - before) * 1000 / requests
+    after_seq = cpu_by_process(pids)
+    cpu_seq = (sum(after_seq.values()) - sum(before_seq.values())) * 1000 / requests
+    for name, value in after_seq.items():
+        results[f"cpu_ms_per_request_sequential[{name}]"] = (value - before_seq.get(name, 0.0)) * 1000 / requests
     d = direct.sequential(plain, requests)
     results["seq_added_p50_ms"] = statistics.median(g) - statistics.median(d)
     results["seq_added_p99_ms"] = percentile(g, 99) - percentile(d, 99)

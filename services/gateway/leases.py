@@ -7,9 +7,14 @@ Per account (and API key) this replica holds at most one open lease:
 - A request takes one of its unused slots, synchronously. A request that finds
   none asks billing for the next lease; the others that find none meanwhile
   wait for that one answer (one call, however many wait), then take from it.
-- The size asked for adapts: doubled when a lease ran dry within its window,
-  halved when one closed with most of it unused. Billing cuts it near a limit,
-  down to one request: there this is Admit's behaviour again, exactly.
+- Renewal before it runs dry: once a full-sized lease is down to a quarter of its
+  slots, the next one is asked for in the background and held ready (at most one
+  ready lease per account or key); the request that finds the current one dry
+  switches to it with no call. A lease billing cut short (near the limit) is not
+  renewed ahead: the remaining slots stay where any replica can take them.
+- The size asked for adapts: doubled when a lease ran dry (or low) within its
+  window, halved when one closed with most of it unused. Billing cuts it near a
+  limit, down to one request: there this is Admit's behaviour again, exactly.
 - A request that ends: one a provider answered is `admitted` (billing settles it
   from its usage event, which names the lease); one no provider answered gives
   its slot back to the lease at once, if the lease is still open.
@@ -56,6 +61,7 @@ class Lease:
     limit: int  # 0: unlimited
     remaining: int  # slots of the month no one held when it was granted
     unused: int
+    full: bool = True  # billing granted all that was asked for
     in_flight: int = 0
     admitted: int = 0  # requests from it that a provider answered
     open: bool = True
@@ -78,6 +84,8 @@ class _Owner:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lease: Lease | None = None
+    ready: Lease | None = None  # renewed ahead: the next one, untouched yet
+    renewing: bool = False
     want: int = _FIRST_WANT
     per_request_until: float = 0.0  # monotonic
     seen: float = field(default_factory=time.monotonic)
@@ -109,11 +117,13 @@ class Leases:
         if owner is None:
             owner = self._owners[account_id, api_key_id] = _Owner()
         owner.seen = time.monotonic()
-        lease = _take(owner.lease)
+        lease = _take(owner.lease) or self._switch(owner)
         if lease is not None:
+            self._renew_if_low(owner, lease, account_id, api_key_id)
             return lease
         async with owner.lock:
-            lease = _take(owner.lease)  # the next lease may have come while this waited
+            # The next lease may have come while this waited.
+            lease = _take(owner.lease) or self._switch(owner)
             if lease is not None:
                 return lease
             if owner.per_request_until > time.monotonic():
@@ -141,9 +151,13 @@ class Leases:
         """Close leases whose window ended or that sat idle; forget long-idle owners."""
         now, wall = time.monotonic(), time.time()
         for key, owner in list(self._owners.items()):
-            lease = owner.lease
-            if lease is not None and lease.open and (wall >= lease.admit_until or now - lease.used_at >= self._idle_s):
+            lease = owner.lease or owner.ready
+            if lease is not None and lease.open and now - lease.used_at >= self._idle_s:
                 self._close(owner)
+            elif owner.lease is not None and owner.lease.open and wall >= owner.lease.admit_until:
+                self._close(owner, ready=False)  # the ready one, if any, takes over
+            if owner.ready is not None and wall >= owner.ready.admit_until:
+                self._close_ready(owner)
             if owner.lease is None and not owner.lock.locked() and now - owner.seen >= _FORGET_S:
                 del self._owners[key]
 
@@ -156,7 +170,7 @@ class Leases:
     async def close_all(self, timeout_s: float) -> None:
         """At shutdown: return every lease, counting what is still in flight as admitted."""
         for owner in self._owners.values():
-            owner.lease = None
+            owner.lease = owner.ready = None
         for lease in list(self._held.values()):
             lease.open = False
             lease.admitted += lease.in_flight
@@ -171,6 +185,58 @@ class Leases:
             if previous.unused == 0 and time.time() < previous.admit_until:
                 owner.want = min(owner.want * 2, _MAX_WANT)  # ran dry within its window
             self._close(owner)
+        answer = await self._ask(owner, account_id, api_key_id)
+        if isinstance(answer, Lease):
+            owner.lease = answer
+            taken = _take(answer)
+            assert taken is answer
+        return answer
+
+    def _switch(self, owner: _Owner) -> Lease | None:
+        """The ready lease, now the one admitted from (the current one is dry or ended)."""
+        ready = owner.ready
+        if ready is None or time.time() >= ready.admit_until:
+            return None
+        owner.ready = None
+        self._close(owner)
+        owner.lease = ready
+        return _take(ready)
+
+    def _renew_if_low(self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str) -> None:
+        if (
+            lease.full
+            and lease.unused <= lease.granted // 4
+            and owner.ready is None
+            and not owner.renewing
+            and owner.per_request_until <= time.monotonic()
+        ):
+            owner.renewing = True
+            task = asyncio.ensure_future(self._renew(owner, lease, account_id, api_key_id))
+            self._returning.add(task)
+            task.add_done_callback(self._returning.discard)
+
+    async def _renew(self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str) -> None:
+        try:
+            async with owner.lock:
+                if owner.lease is not lease or not lease.open or owner.ready is not None:
+                    return  # replaced, closed or renewed meanwhile
+                owner.want = min(owner.want * 2, _MAX_WANT)  # running low within its window
+                answer = await self._ask(owner, account_id, api_key_id)
+                if not isinstance(answer, Lease):
+                    return  # a refusal or per_request: the request that finds the lease dry learns it
+                if owner.lease is lease and lease.open:
+                    owner.ready = answer
+                else:  # closed while billing answered (the account changed): not to be used
+                    answer.open = False
+                    self._give_back(answer)
+        except ServiceFailed:
+            return  # the request that finds the lease dry asks again
+        finally:
+            owner.renewing = False
+
+    async def _ask(self, owner: _Owner, account_id: str, api_key_id: str) -> Lease | billing_pb2.LeaseResponse | None:
+        """A new lease of `owner.want` slots from billing (held, nothing taken yet);
+        billing's refusal; or None: admit one by one for a while."""
         request = billing_pb2.LeaseRequest(
             lease_id=uuid.uuid4().hex,
             account_id=account_id,
@@ -194,14 +260,22 @@ class Leases:
             limit=answer.limit,
             remaining=answer.remaining,
             unused=answer.granted,
+            full=answer.granted >= request.want,
         )
-        owner.lease = lease
         self._held[lease.lease_id] = lease
-        taken = _take(lease)
-        assert taken is lease
         return lease
 
-    def _close(self, owner: _Owner) -> None:
+    def _close_ready(self, owner: _Owner) -> None:
+        ready, owner.ready = owner.ready, None
+        if ready is not None:
+            ready.open = False
+            self._give_back(ready)
+
+    def _close(self, owner: _Owner, *, ready: bool = True) -> None:
+        """End the owner's lease (returned once nothing from it is in flight) and,
+        unless `ready` is False, the one renewed ahead."""
+        if ready:
+            self._close_ready(owner)
         lease = owner.lease
         if lease is None:
             return

@@ -69,6 +69,20 @@ async def test_thirty_requests_in_a_row_take_three_leases_and_no_admit(gateway: 
     await _wait(lambda: _counter(gateway, account_id)[0] == 30, "the 30 requests counted")
 
 
+async def test_a_lease_down_to_a_quarter_is_renewed_before_it_runs_dry(gateway: Stack) -> None:
+    account_id, headers = await gateway.account()
+    for _ in range(3):
+        assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
+    # One slot of the first 4 is left, and the next lease (8) is already held, so
+    # the request that takes the last slot and the one after it ask billing nothing.
+    await _wait(lambda: [lease.granted for lease in _leases(gateway, account_id)] == [4, 8], "the next lease held")
+    await _wait(lambda: _counter(gateway, account_id) == (3, 1 + 8), "3 counted, 1 + 8 held")
+    for _ in range(2):
+        assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
+    assert [lease.granted for lease in _leases(gateway, account_id)] == [4, 8]
+    await _wait(lambda: _counter(gateway, account_id) == (5, 7), "5 counted, 7 held")
+
+
 async def test_a_stopping_gateway_returns_its_unused_slots(gateway: Stack) -> None:
     account_id, headers = await gateway.account()
     async with gateway.another_gateway(GatewaySettings()) as other:
