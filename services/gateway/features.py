@@ -21,6 +21,7 @@ from typing import Protocol
 
 import orjson
 
+from services.common.inert import is_inert
 from stepblend.v1 import router_pb2
 
 from .schemas import ChatRequest, ImagePart, TextPart
@@ -46,14 +47,13 @@ class Encoding(Protocol):
 
 
 def params(body: dict[str, object]) -> list[str]:
-    """The parameters a body sets, as the catalog names them; `n: 1` is the default."""
+    """The parameters a body sets that ask for something, as the catalog names them:
+    not null, not OpenAI's default (`n: 1`, `response_format: {"type": "text"}`), which
+    the adapters drop for a model that refuses the parameter (services/common/inert.py)."""
     return [
         key
         for key, value in body.items()
-        if value is not None
-        and key not in _ALWAYS_TAKEN
-        and not key.startswith("stepblend_")
-        and not (key == "n" and value == 1)
+        if key not in _ALWAYS_TAKEN and not key.startswith("stepblend_") and not is_inert(key, value)
     ]
 
 

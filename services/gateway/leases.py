@@ -2,7 +2,8 @@
 replica in bulk (billing's leases.py), so that most requests are admitted here,
 with no call (ARCHITECTURE.md, "admission without a call per request").
 
-Per account (and API key) this replica holds at most one open lease:
+Per account (and API key) this replica admits from one lease at a time, and holds
+at most one more, renewed ahead:
 
 - A request takes one of its unused slots, synchronously. A request that finds
   none asks billing for the next lease; the others that find none meanwhile

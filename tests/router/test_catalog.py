@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from services.providers.adapters import anthropic, bedrock, gemini
 from services.router.catalog import (
     Catalog,
     CatalogError,
@@ -91,6 +92,16 @@ def test_anthropic_refuses_what_the_messages_api_lacks(catalog: Catalog) -> None
         if m.provider == "anthropic":
             assert {"n", "logit_bias", "presence_penalty", "frequency_penalty"} <= set(m.unsupported_params), m.key
             assert m.capabilities.tools and m.capabilities.vision, m.key
+
+
+def test_every_row_refuses_what_its_wire_formats_translation_refuses(catalog: Catalog) -> None:
+    """The router skips a row for a parameter its adapter would answer with a 400
+    (no fallback after that), so a strategy never picks a model that then refuses."""
+    refused = {"anthropic": anthropic.REFUSED, "bedrock": bedrock.REFUSED, "gemini": gemini.REFUSED}
+    for m in catalog.models:
+        if m.provider in refused:
+            missing = set(refused[m.provider]) - set(m.unsupported_params)
+            assert not missing, (m.key, missing)
 
 
 HOSTED = {

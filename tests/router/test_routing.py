@@ -316,6 +316,21 @@ def test_strategy_skips_models_that_refuse_a_set_parameter(catalog: Catalog) -> 
     assert any(e.reason is Reason.UNSUPPORTED_PARAM for e in explained.excluded)
 
 
+def test_a_strategy_asked_for_json_mode_skips_claude_rather_than_failing_on_it(catalog: Catalog) -> None:
+    # Claude's Messages API has no JSON mode: the adapter would answer 400, ending the walk.
+    json_mode = frozenset({"response_format"})
+    both = frozenset({"anthropic", "openai"})
+    asked = decide(catalog, "lowest-cost", prompt_tokens=50, params=json_mode, connected_providers=both)
+    assert asked.candidates
+    assert {c.provider for c in asked.candidates} == {"openai"}
+    only_claude = refuse(
+        catalog, "lowest-cost", prompt_tokens=50, params=json_mode, connected_providers=frozenset({"anthropic"})
+    )
+    assert (only_claude.code, only_claude.param) == (RefusalCode.NO_ELIGIBLE_MODEL, "response_format")
+    plain = decide(catalog, "lowest-cost", prompt_tokens=50, connected_providers=frozenset({"anthropic"}))
+    assert {c.provider for c in plain.candidates} == {"anthropic"}
+
+
 def test_forced_model_refusing_a_parameter_is_a_clear_400(catalog: Catalog) -> None:
     refusal = refuse(catalog, "o3-mini", prompt_tokens=50, params=frozenset({"temperature", "seed"}))
     assert refusal.code is RefusalCode.NO_ELIGIBLE_MODEL

@@ -65,7 +65,7 @@ MESSAGES_PATH = "/v1/messages"
 API_VERSION = "2023-06-01"
 _MAX_ERROR_CHARS = 500
 
-_REFUSED = (
+REFUSED = (
     "n",
     "logprobs",
     "top_logprobs",
@@ -113,7 +113,7 @@ def build_request(
     """The Messages API request for `candidate` (see the module docstring)."""
     given = without_own_fields(body)
     apply_catalog(given, candidate)
-    refuse_or_drop(given, _REFUSED, "Anthropic models")
+    refuse_or_drop(given, REFUSED, "Anthropic models")
     conversation = anthropic_messages.convert(given.get("messages"))
     out: dict[str, Any] = {"model": candidate.upstream_model}
     if conversation.system:

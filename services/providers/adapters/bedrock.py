@@ -71,7 +71,7 @@ EVENT_STREAM = "application/vnd.amazon.eventstream"
 _MAX_ERROR_CHARS = 500
 _WHERE = "Bedrock models"
 
-_REFUSED = (
+REFUSED = (
     "n",
     "logprobs",
     "top_logprobs",
@@ -116,7 +116,7 @@ def build_request(body: Mapping[str, Any], candidate: router_pb2.Candidate, stre
     """The Converse request for `candidate` (see the module docstring)."""
     given = without_own_fields(body)
     apply_catalog(given, candidate)
-    refuse_or_drop(given, _REFUSED, _WHERE)
+    refuse_or_drop(given, REFUSED, _WHERE)
     conversation = bedrock_messages.convert(given.get("messages"))
     out: dict[str, Any] = {"messages": conversation.messages}
     if conversation.system:

@@ -58,7 +58,7 @@ from stepblend.v1 import router_pb2
 API_VERSION = "v1beta"
 _MAX_ERROR_CHARS = 500
 
-_REFUSED = (
+REFUSED = (
     "n",
     "logprobs",
     "top_logprobs",
@@ -113,7 +113,7 @@ def build_request(
     """The `generateContent` request for `candidate` (see the module docstring)."""
     given = without_own_fields(body)
     apply_catalog(given, candidate)
-    refuse_or_drop(given, _REFUSED, "Gemini models")
+    refuse_or_drop(given, REFUSED, "Gemini models")
     conversation = gemini_contents.convert(given.get("messages"))
     out: dict[str, Any] = {"contents": conversation.contents}
     if conversation.system:

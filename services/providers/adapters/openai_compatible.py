@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from services.common.inert import is_inert
 from services.providers.adapters.base import (
     ProviderError,
     TokenUsage,
@@ -37,7 +38,6 @@ from services.providers.adapters.base import (
 from services.providers.adapters.params import (
     apply_catalog,
     apply_renames,
-    is_inert,
     refuse_or_drop,
     unsupported,
     without_own_fields,

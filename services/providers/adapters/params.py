@@ -10,33 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from services.common.inert import is_inert
 from services.providers.adapters.base import RequestRefused
 from stepblend.v1 import router_pb2
-
-#: OpenAI's documented default of each parameter a vendor may refuse: sending the
-#: default asks for nothing a vendor without the parameter would not do anyway.
-OPENAI_DEFAULTS: Mapping[str, Any] = {
-    "n": 1,
-    "logprobs": False,
-    "top_logprobs": 0,
-    "presence_penalty": 0,
-    "frequency_penalty": 0,
-    "parallel_tool_calls": True,
-    "logit_bias": {},
-    "response_format": {"type": "text"},
-}
-_ABSENT = object()
 
 
 def without_own_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the body without `stepblend_*` fields (StepBlend's alone)."""
     return {key: value for key, value in body.items() if not key.startswith("stepblend_")}
-
-
-def is_inert(param: str, value: Any) -> bool:
-    """Whether sending `value` for `param` asks for nothing (null or OpenAI's default)."""
-    default = OPENAI_DEFAULTS.get(param, _ABSENT)
-    return value is None or (default is not _ABSENT and value == default and type(value) is type(default))
 
 
 def unsupported(param: str, where: str) -> RequestRefused:
