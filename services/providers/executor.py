@@ -68,6 +68,7 @@ from services.providers.outcomes import (
     Failed,
     attempt,
     broken,
+    domain_error,
     error,
     final_error,
     http_failure,
@@ -127,6 +128,9 @@ class Executor:
         # per model. At most `max_attempts` candidates are called per request.
         dead: set[str] = set()
         called = 0
+        # The first candidate's translation that refused the request (a parameter
+        # that model does not take): the answer if no other candidate takes it.
+        refused: providers_pb2.Error | None = None
         for candidate in request.candidates:
             if candidate.provider in dead:
                 continue
@@ -148,13 +152,13 @@ class Executor:
                 observed.end()
                 return
             except RequestRefused as exc:
+                # Refused before any upstream call: the next candidate may take it
+                # (the catalog lists most refusals, so the router seldom sends these).
                 observed.end(Outcome.BAD_REQUEST)
                 elapsed = int((time.monotonic() - started) * 1000)
-                yield [
-                    attempt(candidate, Outcome.BAD_REQUEST, 0, elapsed, detail=scrub(exc.message, "")),
-                    error(providers_pb2.ERROR_KIND_INVALID_REQUEST, exc.code, exc.message, exc.param),
-                ]
-                return
+                failed = [attempt(candidate, Outcome.BAD_REQUEST, 0, elapsed, detail=scrub(exc.message, ""))]
+                if refused is None:
+                    refused = domain_error(providers_pb2.ERROR_KIND_INVALID_REQUEST, exc.code, exc.message, exc.param)
             except Failed as failure:
                 observed.end(failure.outcome)
                 elapsed = int((time.monotonic() - started) * 1000)
@@ -174,7 +178,8 @@ class Executor:
             finally:
                 # Closed mid-attempt (the client went away): its span still ends.
                 observed.end("cancelled")
-        yield [*failed, providers_pb2.ExecuteEvent(error=final_error(failures))]
+        last = refused if refused is not None and not failures else final_error(failures)
+        yield [*failed, providers_pb2.ExecuteEvent(error=last)]
 
     async def _prepare(
         self,

@@ -157,10 +157,17 @@ async def test_tool_choice_none_sends_no_tools(executor: Executor, mock: Mock) -
 async def test_what_converse_cannot_take_is_a_400_before_any_call(
     executor: Executor, mock: Mock, body: dict[str, Any], param: str
 ) -> None:
-    events = await run(executor, LLAMA, OPENAI, **body)
+    events = await run(executor, LLAMA, **body)
     assert [e.WhichOneof("event") for e in events] == ["attempt", "error"]
     assert (http(events[-1].error).status, events[-1].error.param) == (400, param)
     assert await mock.requests() == []
+    # Under a strategy, the next candidate takes it: Bedrock was never called.
+    events = await run(executor, LLAMA, OPENAI, **body)
+    assert [(e.attempt.provider, e.attempt.outcome) for e in events if e.WhichOneof("event") == "attempt"] == [
+        ("bedrock", "bad_request"),
+        ("openai", "ok"),
+    ]
+    assert [request["path"] for request in await mock.requests()] == ["/v1/chat/completions"]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])

@@ -323,6 +323,37 @@ async def test_unsupported_parameter_is_refused_before_any_call(service: Service
     assert await mock.requests() == []
 
 
+async def test_a_candidate_whose_translation_refuses_the_request_passes_it_to_the_next(
+    service: Service, mock: Mock, account: str
+) -> None:
+    # A parameter one model does not take says nothing against the request: the next
+    # candidate serves it, and only the one that takes it is called.
+    await connect(service, account, "openai", "groq")
+    o1 = candidate("openai", "o1", unsupported_params=["temperature"])
+    events = await service.execute(
+        request_id="r", account_id=account, candidates=[o1, GROQ], body=body(temperature=0.3)
+    )
+    assert attempts(events) == [("openai", "bad_request", 0), ("groq", "ok", 200)]
+    assert "completion" in kinds(events) and "error" not in kinds(events)
+    assert [seen["body"]["model"] for seen in await mock.requests()] == ["llama-3.1-8b-instant"]
+
+
+async def test_when_every_candidate_refuses_the_request_the_first_refusal_is_the_answer(
+    service: Service, mock: Mock, account: str
+) -> None:
+    await connect(service, account, "openai")
+    o1 = candidate("openai", "o1", unsupported_params=["temperature"])
+    o3 = candidate("openai", "o3-mini", unsupported_params=["temperature", "seed"])
+    events = await service.execute(
+        request_id="r", account_id=account, candidates=[o1, o3], body=body(temperature=0.3, seed=1)
+    )
+    assert attempts(events) == [("openai", "bad_request", 0), ("openai", "bad_request", 0)]
+    error = events[-1].error
+    assert (http(error).status, error.param) == (400, "temperature")
+    assert "o1" in error.message
+    assert await mock.requests() == []
+
+
 async def test_renamed_parameter_reaches_the_provider(service: Service, mock: Mock, account: str) -> None:
     await connect(service, account, "openai")
     o3 = candidate("openai", "o3-mini", param_renames={"max_tokens": "max_completion_tokens"})
