@@ -67,7 +67,9 @@ def preload_and_fork() -> None:
 
 def worker_pids(parent: int) -> dict[str, int]:
     """The workers of the gateway process `parent`, by name (Linux)."""
-    found = {}
+    found: dict[str, int] = {}
+    if not Path("/proc").is_dir():
+        return found
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -80,20 +82,23 @@ def worker_pids(parent: int) -> dict[str, int]:
 
 def _fork(plan: list[Worker]) -> None:
     children: dict[int, str] = {}
+    parent = os.getpid()
     for worker in plan:
         pid = os.fork()
         if pid == 0:
-            _become(worker)
+            _become(worker, parent)
             return
         children[pid] = worker.name
     sys.exit(_supervise(children))
 
 
-def _become(worker: Worker) -> None:
+def _become(worker: Worker, parent: int) -> None:
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         libc.prctl(_PR_SET_NAME, worker.name.encode()[:15])
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
     log = os.open(worker.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
