@@ -74,21 +74,13 @@ def test_params_name_what_the_body_sets() -> None:
 def test_params_leave_out_what_asks_for_nothing_and_keep_what_asks_for_something() -> None:
     # OpenAI's defaults: an adapter drops them for a model that refuses the parameter,
     # so the router must not drop that model for them.
-    inert = feats(
-        model="m",
-        messages=[{"role": "user", "content": "Hi"}],
-        response_format={"type": "text"},
-        logprobs=False,
-        parallel_tool_calls=True,
-        presence_penalty=0,
-    )
-    assert list(inert.params) == []
-    meant = feats(
-        model="m",
-        messages=[{"role": "user", "content": "Hi"}],
-        response_format={"type": "json_object"},
-        logprobs=True,
-        parallel_tool_calls=False,
-        presence_penalty=0.5,
-    )
-    assert sorted(meant.params) == ["logprobs", "parallel_tool_calls", "presence_penalty", "response_format"]
+    hi = [{"role": "user", "content": "Hi"}]
+    inert = {"response_format": {"type": "text"}, "logprobs": False, "parallel_tool_calls": True, "presence_penalty": 0}
+    meant = {"response_format": {"type": "json_object"}, "logprobs": True, "parallel_tool_calls": False}
+    assert list(feats(model="m", messages=hi, **inert).params) == []
+    assert sorted(feats(model="m", messages=hi, **meant, presence_penalty=0.5).params) == [
+        "logprobs",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "response_format",
+    ]
