@@ -62,12 +62,26 @@ CALLER_METHODS: dict[str, frozenset[str]] = {
 }
 _OPERATOR = "operator"
 
-_CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-    ("grpc.max_send_message_length", 32 * 1024 * 1024),
-]
+#: Both ends ping an idle connection this often, so that a dead peer is noticed.
+KEEPALIVE_MS = 30_000
+
+
+def _channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+        ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    ]
+
+
+def _server_options() -> dict[str, int]:
+    """A server accepts its callers' keepalive pings. gRPC's default accepts one per
+    5 minutes on a connection sending no data, and answers the third too soon with
+    GOAWAY `too_many_pings`, closing the connection. That broke the gateway's
+    long-lived call streams (services/common/mux.py) after about 90 s idle: the next
+    call on the stream failed with UNAVAILABLE, a 503 to the client."""
+    return {**dict(_channel_options()), "grpc.http2.min_ping_interval_without_data_ms": KEEPALIVE_MS // 3}
 
 
 def _denials(code: grpc.StatusCode, message: str) -> tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]:
@@ -120,7 +134,7 @@ def make_server(
     interceptors: list[grpc.aio.ServerInterceptor] = telemetry.server_interceptors()
     if internal_token or caller_tokens:
         interceptors.append(_TokenCheck(internal_token, caller_tokens or {}))
-    options = dict(_CHANNEL_OPTIONS)
+    options = _server_options()
     if max_message_bytes is not None:
         options["grpc.max_receive_message_length"] = max_message_bytes
     return grpc.aio.server(interceptors=interceptors, options=list(options.items()))
@@ -192,5 +206,5 @@ def channel(address: str, internal_token: str = "", tls: InternalTls | None = No
     )
     credentials = tls.channel_credentials() if tls else None
     if credentials is not None:
-        return grpc.aio.secure_channel(address, credentials, options=_CHANNEL_OPTIONS, interceptors=interceptors)
-    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)
+        return grpc.aio.secure_channel(address, credentials, options=_channel_options(), interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=_channel_options(), interceptors=interceptors)

@@ -7,10 +7,10 @@ client sent it and passed through to OpenAI-shaped providers.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -129,7 +129,10 @@ class PutKeyBody(BaseModel):
         if not extra and self.api_key is not None:
             return self.api_key
         fields = {**({} if self.api_key is None else {"api_key": self.api_key}), **extra}
-        return orjson.dumps(fields).decode()
+        # The standard library's encoder: any number a client sends encodes (orjson
+        # refuses integers past 64 bits, which made such a body a 500); the providers
+        # service then refuses what is not a field of the vendor's.
+        return json.dumps(fields, separators=(",", ":"))
 
 
 class Credentials(BaseModel):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from services.common import mux
+from services.common import grpcio, mux
 from services.common.mux import MuxClient
 from stepblend.v1 import mux_pb2, router_pb2
 
@@ -179,3 +179,38 @@ async def test_a_broken_stream_fails_its_calls_and_the_next_call_opens_another(
         assert answer is not None and answer.refusal.message == "back"
     finally:
         await restarted.stop(None)
+
+
+async def test_a_call_stream_idle_for_many_keepalive_pings_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The services' own server and channel (services/common/grpcio.py), keepalive
+    scaled down to 0.3 s: a dozen pings on a connection sending no data. gRPC's default
+    server policy closed such a connection after the third (GOAWAY too_many_pings), and
+    the next call on the stream failed with UNAVAILABLE."""
+    monkeypatch.setattr(grpcio, "KEEPALIVE_MS", 300)
+    echo = Echo()
+
+    async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
+        await mux.serve(requests, context, METHOD, echo.handle)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
+    )
+    server = grpcio.make_server("")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"EchoStream": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpcio.channel(f"127.0.0.1:{port}")
+    open_stream = channel.stream_stream(
+        "/test.Echo/EchoStream",
+        request_serializer=mux_pb2.MuxRequest.SerializeToString,
+        response_deserializer=mux_pb2.MuxResponse.FromString,
+    )
+    calls = MuxClient(open_stream, METHOD, router_pb2.RouteResponse.FromString)
+    try:
+        assert (await calls.call(_ask("before"), 5)).refusal.message == "before"
+        await asyncio.sleep(4.0)
+        assert (await calls.call(_ask("after"), 5)).refusal.message == "after"
+    finally:
+        await calls.close()
+        await channel.close()
+        await server.stop(None)

@@ -46,6 +46,9 @@ async def test_an_azure_key_is_connected_and_listed_with_its_secret_masked(gatew
         ({"endpoint": "https://169.254.169.254"}, "endpoint"),
         ({"endpoint": "https://localhost"}, "endpoint"),
         ({"deployments": {"gpt-4o": "a/b"}}, "deployments"),
+        # Past 64 bits: once a 500, because the edge's JSON encoder refused the number.
+        ({"endpoint": -9223372036854775809}, "endpoint"),
+        ({"deployments": {"gpt-4o": 2**70}}, "deployments"),
     ],
 )
 async def test_a_wrong_field_is_a_400_naming_it(gateway: Stack, change: dict[str, Any], param: str) -> None:
