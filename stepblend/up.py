@@ -226,7 +226,6 @@ class Supervisor:
         gateway_env.pop("STEPBLEND_CALLER_TOKENS")
         if self.workers > 1:
             gateway_env["STEPBLEND_REUSE_PORT"] = "true"
-        if self.workers > 1:
             # One gateway process, which forks the workers once it has built the
             # token tables they share (stepblend/forks.py); each calls its own providers.
             plan = [

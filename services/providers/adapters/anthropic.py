@@ -55,6 +55,7 @@ from services.providers.adapters.base import (
 )
 from services.providers.adapters.params import (
     apply_catalog,
+    output_limit,
     refuse_or_drop,
     without_own_fields,
 )
@@ -152,14 +153,7 @@ def _system(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 
 
 def _max_tokens(given: dict[str, Any], candidate: router_pb2.Candidate, quirks: Quirks) -> int:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = given.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RequestRefused(f"{name} must be a positive integer", name)
-        return value
-    return candidate.output_budget or quirks.default_max_tokens
+    return output_limit(given) or candidate.output_budget or quirks.default_max_tokens
 
 
 def _stop_sequences(stop: Any) -> list[str]:
