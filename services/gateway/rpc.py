@@ -11,6 +11,7 @@ its errors mapped by `rpc_error` where they surface, mid-stream.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ from services.common.mux import MuxClient
 from .errors import ApiError
 
 __all__ = ["Metadata", "ServiceFailed", "call", "call_on", "rpc_error"]
+
+log = logging.getLogger(__name__)
 
 # Call metadata: the internal token, sent explicitly on every call (cheaper than
 # a client interceptor, which costs an extra task per call in grpc.aio).
@@ -46,6 +49,8 @@ class ServiceFailed(ApiError):
 
 
 def rpc_error(service: str, exc: grpc.aio.AioRpcError) -> ServiceFailed:
+    """The client's 503 or 504; the operator's log line says how the call ended."""
+    log.warning("a call to StepBlend's %s service failed: %s: %s", service, exc.code().name, exc.details())
     return ServiceFailed(service, exc.code())
 
 

@@ -280,6 +280,11 @@ async def _complete(client: httpx.AsyncClient, url: str, token: str, content: st
     )
 
 
+def _unexpected(responses: list[httpx.Response]) -> list[str]:
+    """The bodies of the first few answers that were neither served nor refused by the limit."""
+    return [f"{r.status_code} {r.text[:300]}" for r in responses if r.status_code not in (200, 429)][:3]
+
+
 def _wait(check: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -303,7 +308,7 @@ def test_a_plan_of_50_serves_exactly_50_of_200_across_two_gateways(stack: Stack)
     statuses = Counter(r.status_code for r in responses)
     calls = _mock_calls(stack, marker)
     print(f"\n(a) [{stack.billing_url.split(':')[0]}] statuses {dict(statuses)}, provider calls {calls}")
-    assert statuses == {200: 50, 429: 150}, statuses
+    assert statuses == {200: 50, 429: 150}, (statuses, _unexpected(responses), stack.logs())
     for response in (r for r in responses if r.status_code == 429):
         error = response.json()["error"]
         assert error["type"] == "rate_limit_error" and error["code"] == "plan_limit_exceeded"
@@ -446,7 +451,7 @@ def test_a_keys_limit_of_30_serves_exactly_30_of_200_across_two_gateways(stack: 
     responses = asyncio.run(_concurrently(stack, str(key["key"]), marker, 200))
     statuses = Counter(r.status_code for r in responses)
     print(f"\n(c) [{stack.billing_url.split(':')[0]}] key limit 30: statuses {dict(statuses)}")
-    assert statuses == {200: 30, 429: 170}, statuses
+    assert statuses == {200: 30, 429: 170}, (statuses, _unexpected(responses), stack.logs())
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"key_limit_exceeded"}
     assert _mock_calls(stack, marker) == 30
 

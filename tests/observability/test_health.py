@@ -63,7 +63,7 @@ def _eventually(check: object, timeout: float = 15.0) -> None:
 
 
 def test_a_downstream_outage_leaves_the_gateway_ready_with_503s(
-    lonely_gateway: tuple[str, NatsServer], monkeypatch: pytest.MonkeyPatch
+    lonely_gateway: tuple[str, NatsServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     url, nats = lonely_gateway
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
@@ -90,6 +90,9 @@ def test_a_downstream_outage_leaves_the_gateway_ready_with_503s(
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "api_error" and error["code"] == "billing_unavailable"
     assert response.headers["x-request-id"]
+    # The operator's log says why.
+    logged = (tmp_path / "gateway.log").read_text()
+    assert "a call to StepBlend's billing service failed: UNAVAILABLE" in logged, logged
     assert httpx.get(f"{url}/readyz").status_code == 200
 
     # NATS is the one dependency readiness is about.
