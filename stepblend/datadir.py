@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+
+def token(nbytes: int) -> str:
+    """`nbytes` random bytes, URL-safe base64, unpadded: what `secrets.token_urlsafe`
+    makes, without importing `secrets`, which loads OpenSSL's libcrypto (4 MB) into
+    the long-lived `stepblend up` process for nothing."""
+    return base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode()
+
+
 GENERATORS: dict[str, tuple[str, Callable[[], str]]] = {
-    "STEPBLEND_JWT_SECRET": ("jwt_secret", lambda: secrets.token_urlsafe(48)),
+    "STEPBLEND_JWT_SECRET": ("jwt_secret", lambda: token(48)),
     "STEPBLEND_KEY_ENCRYPTION_KEY": ("key_encryption_key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
-    "STEPBLEND_INTERNAL_TOKEN": ("internal_token", lambda: secrets.token_urlsafe(32)),
+    "STEPBLEND_INTERNAL_TOKEN": ("internal_token", lambda: token(32)),
     # The keyed hash of API keys (services/gateway/apikeys.py): losing it invalidates every key.
-    "STEPBLEND_API_KEY_PEPPER": ("api_key_pepper", lambda: secrets.token_urlsafe(32)),
+    "STEPBLEND_API_KEY_PEPPER": ("api_key_pepper", lambda: token(32)),
     # `stepblend up` only: the gateway's own internal gRPC token (grpcio.CALLER_METHODS).
-    "STEPBLEND_GATEWAY_TOKEN": ("gateway_token", lambda: secrets.token_urlsafe(32)),
+    "STEPBLEND_GATEWAY_TOKEN": ("gateway_token", lambda: token(32)),
 }
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from pathlib import Path
+
+from .datadir import token
 
 DEMO_EMAIL = "demo@stepblend.local"
 #: Packaged catalog rows the demo provider also serves: cheap and dear, four families,
@@ -84,7 +85,7 @@ def demo_account(data_dir: Path) -> tuple[str, str]:
     control = Control.find(data_dir)
     password_file = data_dir / "demo_password"
     try:
-        password = secrets.token_urlsafe(12)
+        password = token(12)
         account_id = control.create_account(DEMO_EMAIL, "free", password)
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

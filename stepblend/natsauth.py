@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from urllib.parse import quote
+
+from .datadir import token
 
 SERVICES = ("gateway", "router", "providers", "billing")
 OPERATOR = "operator"
@@ -53,7 +54,7 @@ def passwords(data_dir: Path) -> dict[str, str]:
         stored: dict[str, str] = json.loads(path.read_text())
         if set(stored) == set(users):
             return stored
-    created = {name: secrets.token_urlsafe(24) for name in users}
+    created = {name: token(24) for name in users}
     _write_private(path, json.dumps(created) + "\n")
     return created
 

@@ -38,6 +38,10 @@ async def _until_signal(serve: Callable[[Settings], Awaitable[None]], settings: 
         await task
 
 
+def _uses_rs256(settings: Settings) -> bool:
+    return bool(settings.jwt_private_key_file or settings.jwt_public_key_file or settings.jwt_previous_public_key_file)
+
+
 def run(name: str) -> None:
     if name not in SERVICES:
         raise SystemExit(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
@@ -60,6 +64,10 @@ def run(name: str) -> None:
     except ConfigError as exc:
         raise SystemExit(f"stepblend serve {name}: {exc}") from None
     logs.setup(name, settings.log_level)
+    if name == "gateway" and not _uses_rs256(settings) and "cryptography" not in sys.modules:
+        # PyJWT imports cryptography (6 MB) for RS256 alone; a gateway that signs
+        # and verifies HS256 only has no other use for it.
+        sys.modules["cryptography"] = None  # type: ignore[assignment]
     if name != "gateway" and not settings.internal_token:
         # The internal services trust any caller holding this token; without one
         # their gRPC would be open to anyone who can reach the port.

@@ -21,7 +21,7 @@ from services.billing.consumer import UsageConsumer
 from services.billing.db import database_url, make_engine
 from services.billing.keys_servicer import SERVICE_NAME as KEYS_SERVICE_NAME
 from services.billing.keys_servicer import ApiKeysServicer
-from services.billing.migrate import upgrade
+from services.billing.migrate import to_head
 from services.billing.months import Clock
 from services.billing.notify import JetStreamAccountEvents
 from services.billing.options import BillingOptions
@@ -104,7 +104,8 @@ def open_database(url: str, synchronous: str = "NORMAL") -> tuple[Engine, Writer
     """Billing's database at `url`, migrated to the newest schema, and its writer.
 
     Replicas starting together on one database take turns (db.startup_lock,
-    migrate.upgrade); none of them fails for another's lock.
+    migrate.upgrade); none of them fails for another's lock. The migration runs
+    in a child process (migrate.to_head).
     """
     engine = make_engine(url, synchronous)
     try:
@@ -113,7 +114,7 @@ def open_database(url: str, synchronous: str = "NORMAL") -> tuple[Engine, Writer
         engine.dispose()
         raise
     try:
-        upgrade(engine)
+        to_head(engine, url)
     except BaseException:
         writer.close()
         engine.dispose()

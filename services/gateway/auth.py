@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 
 from services.common.cache import TtlCache
 from services.common.config import Settings
@@ -76,6 +75,9 @@ def _hs_key(secret: str) -> Key:
 
 
 def _rs_key(public_pem: bytes, private_pem: bytes | None = None) -> Key:
+    # Here, not at the top: a gateway with no RS256 key never loads cryptography (stepblend/serve.py).
+    from cryptography.hazmat.primitives import serialization
+
     private = serialization.load_pem_private_key(private_pem, password=None) if private_pem else None
     public = serialization.load_pem_public_key(public_pem) if public_pem else private.public_key()  # type: ignore[union-attr]
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

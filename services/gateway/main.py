@@ -54,6 +54,7 @@ async def serve(settings: Settings) -> None:
         host=settings.host,
         port=port,
         http="httptools",
+        ws="none",  # no WebSocket endpoints: no websockets library loaded
         loop="none",
         lifespan="on",
         access_log=False,

@@ -28,13 +28,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from pydantic import SecretStr
-from sqlmodel import Session, select
+from sqlalchemy import Row, select, update
 
 from services.providers.vault import (
-    ProviderKeyRow,
+    PROVIDER_KEYS,
     create_tables,
     default_database_url,
     kek_id,
@@ -63,26 +64,28 @@ def rotate(database_url: str, old_kek: Kek | Sequence[Kek], new_kek: Kek) -> int
     try:
         create_tables(engine)
         rotated = 0
-        with Session(engine) as session, session.begin():
-            rows = session.exec(select(ProviderKeyRow).with_for_update()).all()
+        keys = PROVIDER_KEYS.c
+        with engine.begin() as connection:
+            rows = connection.execute(
+                select(keys.account_id, keys.provider, keys.sealed, keys.kek_id).with_for_update()
+            ).all()
             for row in rows:
                 if row.kek_id == new_id:
                     continue
                 plain, sealed_by = _open(row, by_id, new)
-                if sealed_by == new_id:
-                    # An unlabelled row the new key already opens: only its label was missing.
-                    row.kek_id = new_id
-                else:
-                    row.sealed = seal(new, row.account_id, row.provider, plain.get_secret_value())
-                    row.kek_id = new_id
+                values: dict[str, object] = {"kek_id": new_id}
+                if sealed_by != new_id:
+                    values["sealed"] = seal(new, row.account_id, row.provider, plain.get_secret_value())
                     rotated += 1
-                session.add(row)
+                # else: an unlabelled row the new key already opens: only its label was missing.
+                this = (keys.account_id == row.account_id) & (keys.provider == row.provider)
+                connection.execute(update(PROVIDER_KEYS).where(this).values(values))
         return rotated
     finally:
         engine.dispose()
 
 
-def _open(row: ProviderKeyRow, olds: dict[str, bytes], new: bytes) -> tuple[SecretStr, str]:
+def _open(row: Row[Any, Any, Any, Any], olds: dict[str, bytes], new: bytes) -> tuple[SecretStr, str]:
     """The row's key (revealed only to seal it again) and the id of the key that opened it."""
     if row.kek_id:
         tries = [(row.kek_id, olds[row.kek_id])] if row.kek_id in olds else []

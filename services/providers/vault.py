@@ -35,14 +35,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
-from sqlalchemy import Engine, Text, inspect, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    create_engine,
+    delete,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from services.common.cache import TtlCache
 
@@ -50,20 +65,25 @@ _NONCE_BYTES = 12
 _KEK_ID_LABEL = b"stepblend.v1 key-encryption-key id"
 
 
-class ProviderKeyRow(SQLModel, table=True):
-    __tablename__ = "provider_keys"
-
-    account_id: str = Field(primary_key=True, max_length=128)
-    provider: str = Field(primary_key=True, max_length=64)
+# SQLAlchemy Core, not an ORM: the vault is five statements, and the ORM's
+# modules would cost providers about 6 MB of memory for nothing.
+PROVIDER_KEYS = Table(
+    "provider_keys",
+    MetaData(),
+    Column("account_id", String(128), primary_key=True),
+    Column("provider", String(64), primary_key=True),
     # nonce (12 bytes) + AES-GCM ciphertext and tag
-    sealed: bytes
-    masked: str = Field(max_length=32)
+    Column("sealed", LargeBinary, nullable=False),
+    Column("masked", String(32), nullable=False),
     # Unix seconds
-    updated_at: int
+    Column("updated_at", Integer, nullable=False),
     # kek_id() of the key-encryption key that sealed it; "" for rows older than ids
-    kek_id: str = Field(default="", max_length=32)
+    Column("kek_id", String(32), nullable=False, default=""),
     # A multi-field key as listing shows it (JSON, secrets masked); "" for a plain key.
-    shown: str = Field(default="", sa_type=Text)
+    Column("shown", Text, nullable=False, default=""),
+)
+_k = PROVIDER_KEYS.c
+_ROW = (_k.account_id == bindparam("account_id")) & (_k.provider == bindparam("provider"))
 
 
 @dataclass(frozen=True)
@@ -145,7 +165,7 @@ _ADDED_COLUMNS = {"kek_id": "VARCHAR(32) NOT NULL DEFAULT ''", "shown": "TEXT NO
 
 def create_tables(engine: Engine) -> None:
     """The vault's table, and the columns added since (`kek_id`, `shown`) on a table made before them."""
-    SQLModel.metadata.create_all(engine, tables=[ProviderKeyRow.__table__])  # type: ignore[attr-defined]
+    PROVIDER_KEYS.create(engine, checkfirst=True)
     for column, definition in _ADDED_COLUMNS.items():
         if _has_column(engine, column):
             continue
@@ -186,59 +206,45 @@ class KeyVault:
     ) -> StoredKey:
         """Store (or replace) the account's key for `provider`, under the current key;
         a multi-field key comes with its `masked` key and `shown` view."""
-        row = ProviderKeyRow(
-            account_id=account_id,
-            provider=provider,
-            sealed=seal(self._kek, account_id, provider, api_key),
-            masked=mask(api_key) if masked is None else masked,
-            updated_at=int(self._clock()),
-            kek_id=self._kek_id,
-            shown=shown,
-        )
-        for attempt in range(2):
-            try:
-                with Session(self._engine) as session:
-                    session.merge(row)
-                    session.commit()
-                break
-            except IntegrityError:
-                # Two puts raced to insert the same row; the second try updates it.
-                if attempt:
-                    raise
-        return StoredKey(provider, row.masked, row.updated_at, row.shown)
+        stored = StoredKey(provider, mask(api_key) if masked is None else masked, int(self._clock()), shown)
+        row = {
+            "account_id": account_id,
+            "provider": provider,
+            "sealed": seal(self._kek, account_id, provider, api_key),
+            "masked": stored.masked,
+            "updated_at": stored.updated_at,
+            "kek_id": self._kek_id,
+            "shown": shown,
+        }
+        with self._engine.begin() as connection:
+            connection.execute(_upsert(connection.dialect.name, row))
+        return stored
 
     def delete(self, account_id: str, provider: str) -> bool:
-        with Session(self._engine) as session:
-            row = session.get(ProviderKeyRow, (account_id, provider))
-            if row is None:
-                return False
-            session.delete(row)
-            session.commit()
-            return True
+        with self._engine.begin() as connection:
+            done = connection.execute(delete(PROVIDER_KEYS).where(_ROW), _key(account_id, provider))
+            return bool(done.rowcount)
 
     def list_keys(self, account_id: str) -> list[StoredKey]:
         """The account's keys, masked, by provider."""
-        with Session(self._engine) as session:
-            rows = session.exec(
-                select(ProviderKeyRow).where(ProviderKeyRow.account_id == account_id).order_by(ProviderKeyRow.provider)
-            ).all()
-            return [StoredKey(row.provider, row.masked, row.updated_at, row.shown) for row in rows]
+        query = (
+            select(_k.provider, _k.masked, _k.updated_at, _k.shown)
+            .where(_k.account_id == account_id)
+            .order_by(_k.provider)
+        )
+        with self._engine.connect() as connection:
+            return [StoredKey(*row) for row in connection.execute(query)]
 
     def connected(self, account_id: str) -> list[str]:
-        with Session(self._engine) as session:
-            return list(
-                session.exec(
-                    select(ProviderKeyRow.provider)
-                    .where(ProviderKeyRow.account_id == account_id)
-                    .order_by(ProviderKeyRow.provider)
-                ).all()
-            )
+        query = select(_k.provider).where(_k.account_id == account_id).order_by(_k.provider)
+        with self._engine.connect() as connection:
+            return list(connection.execute(query).scalars())
 
     def sealed(self, account_id: str, provider: str) -> Sealed | None:
         """The stored row's ciphertext and the id of the key that sealed it (a database read)."""
-        with Session(self._engine) as session:
-            row = session.get(ProviderKeyRow, (account_id, provider))
-            return None if row is None else Sealed(row.sealed, row.kek_id)
+        with self._engine.connect() as connection:
+            row = connection.execute(select(_k.sealed, _k.kek_id).where(_ROW), _key(account_id, provider)).first()
+        return None if row is None else Sealed(bytes(row[0]), row[1])
 
     def open(self, account_id: str, provider: str, found: Sealed) -> SecretStr:
         """Decrypt a sealed key (a `SecretStr`); `KeyDecryptionError` when no key this vault has opens it."""
@@ -303,6 +309,20 @@ class KeyCache:
 
     def drop(self, account_id: str, provider: str) -> None:
         self._cache.drop((account_id, provider))
+
+
+def _key(account_id: str, provider: str) -> dict[str, str]:
+    return {"account_id": account_id, "provider": provider}
+
+
+def _upsert(dialect: str, row: dict[str, object]) -> Any:
+    """Insert `row`, or replace the stored one of its account and provider."""
+    if dialect not in ("postgresql", "sqlite"):
+        raise RuntimeError(f"the key vault runs on SQLite or PostgreSQL, not {dialect!r}")
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(PROVIDER_KEYS).values(row)
+    changed = {name: statement.excluded[name] for name in row if name not in ("account_id", "provider")}
+    return statement.on_conflict_do_update(index_elements=[_k.account_id, _k.provider], set_=changed)
 
 
 def _aad(account_id: str, provider: str) -> bytes:

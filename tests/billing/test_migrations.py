@@ -4,11 +4,15 @@ database made before migrations existed."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect, text
 from sqlmodel import SQLModel
 
@@ -89,5 +93,43 @@ def test_main_migrates_the_database_in_the_environment(
     engine = make_engine(url)
     try:
         assert migrate.current_revision(engine) == "0005"
+    finally:
+        engine.dispose()
+
+
+def test_head_is_the_newest_migration() -> None:
+    # Billing's start-up compares the database's revision with HEAD, without Alembic.
+    scripts = ScriptDirectory(str(Path(migrate.__file__).parent / "migrations"))
+    assert scripts.get_current_head() == migrate.HEAD
+
+
+def test_start_up_migrates_in_a_child_and_never_loads_alembic(new_database: NewDatabase) -> None:
+    url = new_database(migrated=False)
+    # What billing's start-up does (main.open_database), in a fresh interpreter.
+    probe = (
+        "import sys\n"
+        "from services.billing.main import open_database\n"
+        "engine, writer = open_database(sys.argv[1])\n"
+        "writer.close(); engine.dispose()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    for _ in range(2):  # migrating, then finding the schema at head
+        done = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == "[]", done.stdout
+    engine = make_engine(url)
+    try:
+        assert migrate.current_revision(engine) == migrate.HEAD
+    finally:
+        engine.dispose()
+
+
+def test_start_up_on_a_database_from_before_migrations_says_why(new_database: NewDatabase) -> None:
+    url = new_database(migrated=False)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE accounts (account_id VARCHAR(36) PRIMARY KEY)"))
+        with pytest.raises(migrate.MigrationError, match=r"^billing's database has tables but no migration history"):
+            migrate.to_head(engine, url)
     finally:
         engine.dispose()
