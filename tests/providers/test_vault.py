@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
+from services.providers.rotate import rotate
 from services.providers.vault import (
     KeyCache,
     KeyDecryptionError,
@@ -22,6 +24,7 @@ from services.providers.vault import (
     seal,
     unseal,
 )
+from tests.billing.pgcluster import PostgresCluster
 
 KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
 
@@ -227,3 +230,44 @@ async def test_a_key_opened_by_the_vault_never_shows_itself(
             logging.getLogger("test").exception("failed with %s", key)
         shown = " ".join([repr(key), str(key), f"{key}", f"{key!r}", caplog.text])
         assert KEY not in shown and KEY[-6:] not in shown
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A database in a throwaway PostgreSQL cluster: the vault of a deployment that sets
+    STEPBLEND_DATABASE_URL to PostgreSQL for providers."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.url(cluster.create_database())
+    finally:
+        cluster.stop()
+
+
+def test_the_vault_on_postgresql_stores_replaces_lists_rotates_and_deletes(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        old = parse_kek(new_kek())
+        vault = KeyVault(engine, old, clock=lambda: 1_700_000_000.0)
+        vault.create_tables()
+        vault.create_tables()  # a second replica starting: nothing to do
+        vault.put("a1", "openai", KEY)
+        replaced = vault.put("a1", "openai", KEY + "new9", masked="sk-…new9", shown='{"region": "x"}')
+        vault.put("a1", "groq", "gsk_" + "x" * 40)
+        assert [(k.provider, k.masked, k.shown) for k in vault.list_keys("a1")] == [
+            ("groq", "gsk…xxxx", ""),
+            ("openai", "sk-…new9", '{"region": "x"}'),
+        ]
+        assert replaced.masked == "sk-…new9"
+        assert _reveal(vault.get_plaintext("a1", "openai")) == KEY + "new9"
+
+        new = new_kek()
+        assert rotate(postgres_url, [base64.urlsafe_b64encode(old).decode()], new) == 2
+        assert _reveal(KeyVault(engine, parse_kek(new)).get_plaintext("a1", "openai")) == KEY + "new9"
+        with pytest.raises(KeyDecryptionError):
+            vault.get_plaintext("a1", "openai")
+
+        assert vault.delete("a1", "openai") is True
+        assert vault.delete("a1", "openai") is False
+        assert vault.connected("a1") == ["groq"]
+    finally:
+        engine.dispose()
