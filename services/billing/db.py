@@ -59,6 +59,7 @@ __all__ = [
     "make_engine",
     "retrying",
     "startup_lock",
+    "transient",
     "write_options",
     "write_session",
 ]
@@ -264,7 +265,7 @@ def retrying(work: Callable[[], T], *, attempts: int = 8, first_delay_s: float =
         work,
         attempts=attempts,
         first_delay_s=first_delay_s,
-        retry_if=lambda exc: isinstance(exc, DBAPIError) and _transient(exc),
+        retry_if=transient,
         on_retry=lambda attempt, exc: log.info(
             "transient database error (attempt %d of %d); retrying: %s", attempt, attempts, exc
         ),
@@ -276,5 +277,11 @@ def is_locked(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower()
 
 
-def _transient(exc: DBAPIError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES or is_locked(exc)
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` is a deadlock, a serialization failure or a lock not granted,
+    worth running the transaction again for: raised through SQLAlchemy, or straight
+    from the driver, as the statements `execute` runs on its cursor raise them."""
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    if getattr(error, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error).lower()

@@ -5,26 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from services.billing import accounts, admission, counters
 from services.billing.db import make_engine, write_session
 from services.billing.migrate import upgrade
 from services.billing.plans import PlanBook
 from services.billing.writer import Writer
+from tests.billing.pgcluster import PostgresCluster
 
 PLANS = PlanBook.from_limits({"trial": 3, "big": None})
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
 
 
-def _account(engine: Engine, plan: str = "trial") -> str:
+def _account(engine: Engine, plan: str = "trial", email: str = "w@example.com") -> str:
     with write_session(engine) as session:
-        return accounts.create_account(session, PLANS, email="w@example.com", plan=plan).account_id
+        return accounts.create_account(session, PLANS, email=email, plan=plan).account_id
 
 
 async def _admit(writer: Writer, account_id: str, request_id: str) -> admission.Admission:
@@ -103,3 +106,43 @@ async def test_the_sqlite_log_is_emptied_under_steady_writes(sqlite_engine: Engi
         assert wal.stat().st_size < written / 10  # noqa: ASYNC240
     finally:
         writer.close()
+
+
+def _read(connection: Connection, account_id: str) -> counters.Counts:
+    return counters.read(connection, counters.ACCOUNTS, account_id, "2025-03")
+
+
+async def test_a_deadlock_on_postgresql_is_run_again_not_returned(pg_cluster: PostgresCluster) -> None:
+    """Two units lock two accounts' counters in opposite orders: PostgreSQL aborts
+    one with "deadlock detected", raised by the driver itself (the hot statements run
+    on its cursor, db.execute). The writer runs that unit again, and both land."""
+    url = pg_cluster.url(pg_cluster.create_database())
+    engine = make_engine(url)
+    upgrade(engine)
+    first, second = _account(engine, "big", "one@example.com"), _account(engine, "big", "two@example.com")
+    both_hold_one = threading.Barrier(2, timeout=10)
+    attempts: list[str] = []
+
+    def unit(name: str, order: tuple[str, str]) -> Callable[[Connection], None]:
+        def work(connection: Connection) -> None:
+            attempts.append(name)
+            counters.adjust(connection, counters.ACCOUNTS, order[0], "2025-03", used=1)
+            if attempts.count(name) == 1:
+                both_hold_one.wait()  # the first time, each holds one row and wants the other's
+            counters.adjust(connection, counters.ACCOUNTS, order[1], "2025-03", used=1)
+
+        return work
+
+    writer = Writer(engine)
+    try:
+        await asyncio.gather(
+            writer.run(unit("a", (first, second))),
+            writer.run(unit("b", (second, first))),
+        )
+        assert len(attempts) == 3  # one of them deadlocked once and ran again
+        for account_id in (first, second):
+            counts = await writer.run(partial(_read, account_id=account_id))
+            assert counts.used == 2
+    finally:
+        writer.close()
+        engine.dispose()
