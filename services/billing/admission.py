@@ -67,6 +67,7 @@ __all__ = [
     "Key",
     "Refused",
     "admit",
+    "budget_left",
     "check",
     "holder_of",
     "touch_key",
@@ -216,13 +217,7 @@ def admit(
     refuse = _Refusal(plan, month)
 
     # What is left of each budget, and which candidates' worst cases fit it.
-    # (Read only where there is a budget: without one, nothing needs the counts.)
-    lefts = []
-    if account_budget is not None:
-        lefts.append((account_budget, counters.read(connection, ACCOUNTS, account_id, month), "account"))
-    if key is not None and key.budget is not None:
-        lefts.append((key.budget, counters.read(connection, KEYS, key.key_id, month), "key"))
-    left, owner = _least_left(lefts)
+    left, owner = budget_left(connection, holder, account_id, month)
     fits = tuple(left is None or cost <= left for cost in worst_costs)
     amount = max((cost for cost, fit in zip(worst_costs, fits, strict=True) if fit), default=Decimal(0))
 
@@ -314,6 +309,19 @@ def _minute_full(connection: Connection, key: Key, now: datetime) -> int:
         return 0
     oldest_at = _moment(connection, oldest) or now
     return max(1, math.ceil((oldest_at + _MINUTE - now).total_seconds()))
+
+
+def budget_left(connection: Connection, holder: Holder, account_id: str, month: str) -> tuple[Decimal | None, str]:
+    """The least that the account's and its key's budgets leave of `month` (spent and
+    reserved taken off), and whose budget that is ("account" or "key"); None when
+    neither has a budget. (The counts are read only where there is a budget.)"""
+    lefts = []
+    if holder.account_budget is not None:
+        lefts.append((holder.account_budget, counters.read(connection, ACCOUNTS, account_id, month), "account"))
+    key = holder.key
+    if key is not None and key.budget is not None:
+        lefts.append((key.budget, counters.read(connection, KEYS, key.key_id, month), "key"))
+    return _least_left(lefts)
 
 
 def _least_left(lefts: list[tuple[Decimal, counters.Counts, str]]) -> tuple[Decimal | None, str]:

@@ -52,6 +52,7 @@ def entry_from_event(event: UsageEvent) -> dict[str, Any]:
     try:
         estimated = parse_usd(event.estimated_cost_usd)
         actual = None if event.actual_cost_usd is None else parse_usd(event.actual_cost_usd)
+        lease_usd = None if event.lease_usd is None or not event.lease_id else parse_usd(event.lease_usd)
     except ValueError as exc:
         raise InvalidEvent(str(exc)) from None
     counts = (event.prompt_tokens, event.completion_tokens, event.latency_ms)
@@ -84,6 +85,7 @@ def entry_from_event(event: UsageEvent) -> dict[str, Any]:
         # without one (billing was fail-open) has only the event's word.
         "api_key_id": event.api_key_id or None,
         "lease_id": event.lease_id or None,
+        "lease_usd": lease_usd,
         "admitted_at": admitted_at,
         "created_at": utcnow(),
     }

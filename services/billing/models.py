@@ -196,6 +196,15 @@ class Lease(SQLModel, table=True):
     holds: int = Field(sa_column=Column(BigInteger, nullable=False))
     # Its requests whose usage event moved a held slot to `used`.
     settled: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # The same for money, where a budget bounds the account or its key: the USD it
+    # holds on the counters' `reserved_usd` for its requests' worst cases, and the
+    # worst cases of its settled requests (freed as each settled).
+    usd_holds: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0), server_default="0")
+    )
+    usd_settled: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0), server_default="0")
+    )
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
     ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
@@ -238,6 +247,8 @@ class LedgerEntry(SQLModel, table=True):
     api_key_id: str | None = Field(default=None, max_length=64)
     # The lease it was admitted under (leases.py); None for one Admit of its own.
     lease_id: str | None = Field(default=None, max_length=64)
+    # The worst case its lease held for it (a budget bounded it); None otherwise.
+    lease_usd: Decimal | None = Field(default=None, sa_type=Money)
     admitted_at: datetime = Field(sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 

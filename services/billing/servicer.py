@@ -212,6 +212,10 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             admission.check(request.account_id, request.lease_id)
         except admission.InvalidAdmission as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            worst = parse_usd(request.worst_cost_usd) if request.worst_cost_usd else None
+        except ValueError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"worst_cost_usd: {exc}")
         now, options = self.now(), self._options
 
         def lease(connection: Connection) -> leases.LeaseGrant:
@@ -226,6 +230,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
                 now=now,
                 window=options.lease_window,
                 ttl=options.reservation_ttl,
+                worst=worst,
             )
 
         answer = await self._writer.run(lease)
@@ -238,16 +243,26 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
             remaining=answer.remaining,
             month_start=month_start(answer.month),
             admit_until=answer.admit_until.timestamp() if answer.admit_until else 0.0,
+            granted_usd="" if answer.usd is None else usd(answer.usd),
         )
 
     async def ReturnLease(
         self, request: billing_pb2.ReturnLeaseRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.ReturnLeaseResponse:
         now = self.now()
+        try:
+            admitted_usd = parse_usd(request.admitted_usd) if request.admitted_usd else None
+        except ValueError as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"admitted_usd: {exc}")
 
         def give_back(connection: Connection) -> int:
             return leases.give_back(
-                connection, lease_id=request.lease_id, account_id=request.account_id, admitted=request.admitted, now=now
+                connection,
+                lease_id=request.lease_id,
+                account_id=request.account_id,
+                admitted=request.admitted,
+                now=now,
+                admitted_usd=admitted_usd,
             )
 
         return billing_pb2.ReturnLeaseResponse(freed=await self._writer.run(give_back))

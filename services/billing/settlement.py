@@ -26,9 +26,10 @@ caller's transaction (the consumer settles a fetched batch in one):
    window is small and bounded by the outage.
 
 A request admitted under a lease (its event names the lease) has no reservation:
-one a provider answered moves one of the lease's held slots to `used`, or, once
-the lease has expired, counts without one; one no provider answered changes no
-counter (its gateway gave the slot back to the lease).
+one a provider answered moves one of the lease's held slots to `used`, and the
+worst case it took of the lease's USD (`lease_usd`) off `reserved_usd`, or,
+once the lease has expired, counts without them; one no provider answered
+changes no counter (its gateway gave the slot and the USD back to the lease).
 """
 
 from __future__ import annotations
@@ -103,12 +104,13 @@ def _settle_leased(connection: Connection, entry: dict[str, Any]) -> bool:
     held = leases.held_by(connection, entry["lease_id"])
     if held is not None and held.account_id == entry["account_id"]:
         entry = {**entry, "month": held.month, "api_key_id": held.api_key_id}
-    else:
-        entry = {**entry, "lease_id": None}  # no such lease of this account: settled as unreserved
+    else:  # no such lease of this account: settled as unreserved
+        entry = {**entry, "lease_id": None, "lease_usd": None}
     if not insert_if_absent(connection, LedgerEntry, entry):
         return False
     if entry["counted"]:
-        took = entry["lease_id"] is not None and leases.settle_one(connection, entry["lease_id"], utcnow())
+        worst = entry.get("lease_usd") or Decimal(0)
+        took = entry["lease_id"] is not None and leases.settle_one(connection, entry["lease_id"], utcnow(), worst)
         _move(
             connection,
             entry["account_id"],
@@ -117,6 +119,7 @@ def _settle_leased(connection: Connection, entry: dict[str, Any]) -> bool:
             used=1,
             reserved=-1 if took else 0,
             spent_usd=_cost(entry),
+            freed_usd=worst if took else Decimal(0),
         )
     return True
 

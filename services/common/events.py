@@ -86,6 +86,9 @@ class UsageEvent(_Event):
     api_key_id: str = ""
     # The lease it was admitted under (billing's leases.py); "" for one Admit of its own.
     lease_id: str = ""
+    # The worst case (decimal USD) it took of its lease's money, where a budget bounds
+    # the account or its key; None otherwise.
+    lease_usd: str | None = None
 
 
 class KeysChanged(_Event):

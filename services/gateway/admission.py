@@ -20,7 +20,7 @@ from stepblend.v1 import billing_pb2, router_pb2
 
 from .deps import Deps
 from .errors import ApiError, unauthenticated, unavailable
-from .leases import Lease
+from .leases import Taken
 from .rpc import ServiceFailed, call
 from .state import Exchange
 
@@ -42,18 +42,21 @@ def rate_headers(response: billing_pb2.AdmitResponse) -> dict[str, str]:
 async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecision) -> dict[str, str]:
     """Reserve the request or raise; drops from `decision` the candidates no budget
     has room for; returns the rate-limit headers to send."""
+    worst_costs = [c.worst_cost_usd or c.estimated_cost_usd or "0" for c in decision.candidates]
     if deps.leases is not None:
         try:
-            taken = await deps.leases.take(exchange.account_id, exchange.api_key_id)
+            worst = tuple(Decimal(cost) for cost in worst_costs)
+            taken = await deps.leases.take(exchange.account_id, exchange.api_key_id, worst)
         except ServiceFailed as exc:
             if not deps.settings.billing_fail_open:
                 deps.telemetry.admission("billing_unavailable")
                 raise _billing_unavailable() from exc
             taken = None  # Admit below fails open the same way
-        if isinstance(taken, Lease):
+        if isinstance(taken, Taken):
             deps.telemetry.admission("admitted")
-            exchange.lease = taken
-            return taken.headers()
+            exchange.leased = taken
+            _keep_fitting(decision, taken.fits)
+            return taken.lease.headers()
         if taken is not None:
             deps.telemetry.admission(taken.reason or "refused", taken.plan)
             refused = billing_pb2.AdmitResponse(allowed=False, reason=taken.reason, plan=taken.plan, limit=taken.limit)
@@ -62,7 +65,7 @@ async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecisi
         account_id=exchange.account_id,
         request_id=exchange.request_id,
         api_key_id=exchange.api_key_id,
-        worst_cost_usd=[c.worst_cost_usd or c.estimated_cost_usd or "0" for c in decision.candidates],
+        worst_cost_usd=worst_costs,
     )
     try:
         response = await call(
@@ -80,11 +83,17 @@ async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecisi
     deps.telemetry.admission("admitted" if response.allowed else response.reason or "refused", response.plan)
     if not response.allowed:
         raise _refusal(response, decision)
-    if len(response.fits) == len(decision.candidates) and not all(response.fits):
-        fitting = [c for c, fits in zip(decision.candidates, response.fits, strict=True) if fits]
+    _keep_fitting(decision, tuple(response.fits))
+    return rate_headers(response)
+
+
+def _keep_fitting(decision: router_pb2.RouteDecision, fits: tuple[bool, ...]) -> None:
+    """Drop the candidates whose worst case the reservation does not cover (`fits`,
+    one per candidate; empty: all are covered)."""
+    if len(fits) == len(decision.candidates) and not all(fits):
+        fitting = [c for c, fit in zip(decision.candidates, fits, strict=True) if fit]
         del decision.candidates[:]
         decision.candidates.extend(fitting)
-    return rate_headers(response)
 
 
 def _billing_unavailable() -> ApiError:

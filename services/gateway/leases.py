@@ -22,9 +22,15 @@ at most one more, renewed ahead:
 - A lease closes when its window ends, when it has been idle `idle_s`, on
   `accounts.v1.changed` for its account, or at shutdown; once nothing admitted
   from it is in flight it is returned, and billing frees its unused slots.
+- Where a budget bounds the account or its key, a lease also holds USD of it.
+  A request takes the largest worst case among its candidates that the lease's
+  USD still covers (the candidates it does not cover are dropped, as Admit's
+  `fits` drops them), and its usage event names that amount; one no provider
+  answered gives it back. A lease whose USD covers none of a request's
+  candidates is dry for it, as one with no slots is.
 - Billing answers `per_request` for an account or key whose limits a lease
-  cannot carry (budgets, rpm): those requests are Admitted one by one (for
-  `_PER_REQUEST_S`, or until the account changes).
+  cannot carry (an `rpm`; a budget nearly spent): those requests are Admitted
+  one by one (for `_PER_REQUEST_S`, or until the account changes).
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from stepblend.v1 import billing_pb2, billing_pb2_grpc
 
 from .rpc import Metadata, ServiceFailed, call
 
-__all__ = ["Lease", "Leases"]
+__all__ = ["Lease", "Leases", "Taken"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ _FIRST_WANT = 4
 _MAX_WANT = 1024
 _PER_REQUEST_S = 10.0  # how long a per_request answer is believed
 _FORGET_S = 60.0  # an owner idle this long is forgotten
+_ZERO = Decimal(0)
 
 
 @dataclass
@@ -68,6 +76,12 @@ class Lease:
     open: bool = True
     returned: bool = False
     used_at: float = field(default_factory=time.monotonic)
+    # Where a budget bounds it: the USD it was granted, what is still free of it,
+    # and the worst cases its requests in flight and its answered ones took.
+    usd_granted: Decimal = _ZERO
+    usd_left: Decimal | None = None  # None: it holds no money (no budget)
+    usd_in_flight: Decimal = _ZERO
+    usd_admitted: Decimal = _ZERO
 
     def headers(self) -> dict[str, str]:
         """OpenAI's names for the plan's monthly request budget, as this replica knows it."""
@@ -77,6 +91,17 @@ class Lease:
             "x-ratelimit-limit-requests": str(self.limit),
             "x-ratelimit-remaining-requests": str(self.remaining + self.unused),
         }
+
+
+@dataclass(frozen=True)
+class Taken:
+    """One request's share of a lease: a slot, and the worst case it took of the
+    lease's USD (None when the lease holds none); `fits` says, per candidate worst
+    case it was asked about, whether that USD covers it (empty: all do)."""
+
+    lease: Lease
+    usd: Decimal | None = None
+    fits: tuple[bool, ...] = ()
 
 
 @dataclass
@@ -111,33 +136,42 @@ class Leases:
         self._held: dict[str, Lease] = {}  # every lease not yet returned, by id
         self._returning: set[asyncio.Task[None]] = set()
 
-    async def take(self, account_id: str, api_key_id: str) -> Lease | billing_pb2.LeaseResponse | None:
-        """A lease one slot of which is now this request's; billing's refusal; or
-        None: admit this request with Admit. Raises ServiceFailed when billing is unreachable."""
+    async def take(
+        self, account_id: str, api_key_id: str, worst: tuple[Decimal, ...] = ()
+    ) -> Taken | billing_pb2.LeaseResponse | None:
+        """This request's slot of a lease (and, where a budget bounds it, the largest
+        of `worst`, its candidates' worst cases, that the lease's USD covers);
+        billing's refusal; or None: admit this request with Admit. Raises
+        ServiceFailed when billing is unreachable."""
         owner = self._owners.get((account_id, api_key_id))
         if owner is None:
             owner = self._owners[account_id, api_key_id] = _Owner()
         owner.seen = time.monotonic()
-        lease = _take(owner.lease) or self._switch(owner)
-        if lease is not None:
-            self._renew_if_low(owner, lease, account_id, api_key_id)
-            return lease
+        taken = _take(owner.lease, worst) or self._switch(owner, worst)
+        if taken is not None:
+            self._renew_if_low(owner, taken.lease, account_id, api_key_id, worst)
+            return taken
         async with owner.lock:
             # The next lease may have come while this waited.
-            lease = _take(owner.lease) or self._switch(owner)
-            if lease is not None:
-                return lease
+            taken = _take(owner.lease, worst) or self._switch(owner, worst)
+            if taken is not None:
+                return taken
             if owner.per_request_until > time.monotonic():
                 return None
-            return await self._next(owner, account_id, api_key_id)
+            return await self._next(owner, account_id, api_key_id, worst)
 
-    def done(self, lease: Lease, answered: bool) -> None:
-        """A request admitted from `lease` ended; `answered`: a provider answered it (it counts)."""
+    def done(self, taken: Taken, answered: bool) -> None:
+        """A request admitted from `taken.lease` ended; `answered`: a provider answered it (it counts)."""
+        lease, usd = taken.lease, taken.usd or _ZERO
         lease.in_flight -= 1
+        lease.usd_in_flight -= usd
         if answered:
             lease.admitted += 1
+            lease.usd_admitted += usd
         elif lease.open:
             lease.unused += 1  # it did not count: the next request may have its slot
+            if lease.usd_left is not None:
+                lease.usd_left += usd
         if not lease.open and lease.in_flight == 0:
             self._give_back(lease)
 
@@ -175,25 +209,32 @@ class Leases:
         for lease in list(self._held.values()):
             lease.open = False
             lease.admitted += lease.in_flight
+            lease.usd_admitted += lease.usd_in_flight
             lease.in_flight = 0
+            lease.usd_in_flight = _ZERO
             self._give_back(lease)
         if self._returning:
             await asyncio.wait(self._returning, timeout=timeout_s)
 
-    async def _next(self, owner: _Owner, account_id: str, api_key_id: str) -> Lease | billing_pb2.LeaseResponse | None:
+    async def _next(
+        self, owner: _Owner, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+    ) -> Taken | billing_pb2.LeaseResponse | None:
         previous = owner.lease
         if previous is not None:
-            if previous.unused == 0 and time.time() < previous.admit_until:
+            dry = previous.unused == 0 or previous.usd_left is not None  # of slots, or of money for this request
+            if dry and time.time() < previous.admit_until:
                 owner.want = min(owner.want * 2, _MAX_WANT)  # ran dry within its window
             self._close(owner)
-        answer = await self._ask(owner, account_id, api_key_id)
-        if isinstance(answer, Lease):
-            owner.lease = answer
-            taken = _take(answer)
-            assert taken is answer
-        return answer
+        answer = await self._ask(owner, account_id, api_key_id, worst)
+        if not isinstance(answer, Lease):
+            return answer
+        owner.lease = answer
+        taken = _take(answer, worst)
+        if taken is None:  # its money covers none of this request's candidates: Admit decides
+            self._close(owner)
+        return taken
 
-    def _switch(self, owner: _Owner) -> Lease | None:
+    def _switch(self, owner: _Owner, worst: tuple[Decimal, ...]) -> Taken | None:
         """The ready lease, now the one admitted from (the current one is dry or ended)."""
         ready = owner.ready
         if ready is None or time.time() >= ready.admit_until:
@@ -201,28 +242,35 @@ class Leases:
         owner.ready = None
         self._close(owner)
         owner.lease = ready
-        return _take(ready)
+        return _take(ready, worst)
 
-    def _renew_if_low(self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str) -> None:
+    def _renew_if_low(
+        self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+    ) -> None:
+        low = lease.unused <= lease.granted // 4 or (
+            lease.usd_left is not None and lease.usd_left <= lease.usd_granted / 4
+        )
         if (
             lease.full
-            and lease.unused <= lease.granted // 4
+            and low
             and owner.ready is None
             and not owner.renewing
             and owner.per_request_until <= time.monotonic()
         ):
             owner.renewing = True
-            task = asyncio.ensure_future(self._renew(owner, lease, account_id, api_key_id))
+            task = asyncio.ensure_future(self._renew(owner, lease, account_id, api_key_id, worst))
             self._returning.add(task)
             task.add_done_callback(self._returning.discard)
 
-    async def _renew(self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str) -> None:
+    async def _renew(
+        self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+    ) -> None:
         try:
             async with owner.lock:
                 if owner.lease is not lease or not lease.open or owner.ready is not None:
                     return  # replaced, closed or renewed meanwhile
                 owner.want = min(owner.want * 2, _MAX_WANT)  # running low within its window
-                answer = await self._ask(owner, account_id, api_key_id)
+                answer = await self._ask(owner, account_id, api_key_id, worst)
                 if not isinstance(answer, Lease):
                     return  # a refusal or per_request: the request that finds the lease dry learns it
                 if owner.lease is lease and lease.open:
@@ -235,15 +283,19 @@ class Leases:
         finally:
             owner.renewing = False
 
-    async def _ask(self, owner: _Owner, account_id: str, api_key_id: str) -> Lease | billing_pb2.LeaseResponse | None:
+    async def _ask(
+        self, owner: _Owner, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+    ) -> Lease | billing_pb2.LeaseResponse | None:
         """A new lease of `owner.want` slots from billing (held, nothing taken yet);
         billing's refusal; or None: admit one by one for a while."""
+        largest = max(worst, default=_ZERO)
         request = billing_pb2.LeaseRequest(
             lease_id=uuid.uuid4().hex,
             account_id=account_id,
             api_key_id=api_key_id,
             gateway=self._gateway,
             want=owner.want,
+            worst_cost_usd=str(largest),
         )
         answer: billing_pb2.LeaseResponse = await call(
             self._billing.Lease, request, service="billing", timeout_s=_TIMEOUT_S, metadata=self._metadata
@@ -253,6 +305,7 @@ class Leases:
             return None
         if not answer.granted:
             return answer
+        usd = Decimal(answer.granted_usd) if answer.granted_usd else None
         lease = Lease(
             lease_id=request.lease_id,
             account_id=account_id,
@@ -261,7 +314,9 @@ class Leases:
             limit=answer.limit,
             remaining=answer.remaining,
             unused=answer.granted,
-            full=answer.granted >= request.want,
+            full=answer.granted >= request.want and (usd is None or usd >= largest * request.want),
+            usd_granted=usd or _ZERO,
+            usd_left=usd,
         )
         self._held[lease.lease_id] = lease
         return lease
@@ -298,7 +353,10 @@ class Leases:
 
     async def _return(self, lease: Lease) -> None:
         request = billing_pb2.ReturnLeaseRequest(
-            lease_id=lease.lease_id, account_id=lease.account_id, admitted=lease.admitted
+            lease_id=lease.lease_id,
+            account_id=lease.account_id,
+            admitted=lease.admitted,
+            admitted_usd="" if lease.usd_left is None else str(lease.usd_admitted),
         )
         with contextlib.suppress(ServiceFailed):
             await call(
@@ -309,11 +367,22 @@ class Leases:
         log.warning("returning a lease failed; billing frees it at its expiry", extra={"lease_id": lease.lease_id})
 
 
-def _take(lease: Lease | None) -> Lease | None:
-    """One slot of `lease`, if it is open, in its window and has one."""
+def _take(lease: Lease | None, worst: tuple[Decimal, ...]) -> Taken | None:
+    """One slot of `lease`, if it is open, in its window and has one, and where it
+    holds money the largest of `worst` its USD covers, if it covers any."""
     if lease is None or not lease.open or lease.unused <= 0 or time.time() >= lease.admit_until:
         return None
+    usd: Decimal | None = None
+    fits: tuple[bool, ...] = ()
+    if lease.usd_left is not None:
+        left = lease.usd_left
+        fits = tuple(cost <= left for cost in worst)
+        if worst and not any(fits):
+            return None
+        usd = max((cost for cost, fit in zip(worst, fits, strict=True) if fit), default=_ZERO)
+        lease.usd_left = left - usd
+        lease.usd_in_flight += usd
     lease.unused -= 1
     lease.in_flight += 1
     lease.used_at = time.monotonic()
-    return lease
+    return Taken(lease, usd, fits)

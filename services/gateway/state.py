@@ -17,7 +17,7 @@ from stepblend.v1 import providers_pb2, router_pb2
 from .auth import Grant
 from .codecs.base import TokenCounts
 from .costs import actual_cost, as_json_number
-from .leases import Lease
+from .leases import Taken
 
 __all__ = ["Exchange"]
 
@@ -51,8 +51,8 @@ class Exchange:
     answered: bool = False
     error_code: str = ""
     rate_headers: dict[str, str] = field(default_factory=dict)
-    # The lease it was admitted from (leases.py); None when billing admitted it alone.
-    lease: Lease | None = None
+    # Its share of the lease it was admitted from (leases.py); None when billing admitted it alone.
+    leased: Taken | None = None
     finished: bool = False
     # For telemetry (observe.py): the cap, how many candidates the router ranked,
     # when the first chunk (or the completion) arrived.

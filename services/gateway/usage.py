@@ -21,14 +21,13 @@ def finish(deps: Deps, exchange: Exchange) -> None:
     exchange.finished = True
     event = usage_event(exchange)
     deps.outbox.put(event)
-    if exchange.lease is not None and deps.leases is not None:
-        deps.leases.done(exchange.lease, exchange.answered)
+    if exchange.leased is not None and deps.leases is not None:
+        deps.leases.done(exchange.leased, exchange.answered)
     deps.telemetry.finished(exchange, event)
 
 
 def usage_event(exchange: Exchange) -> UsageEvent:
-    serving = exchange.serving
-    usage = exchange.usage
+    serving, usage, leased = exchange.serving, exchange.usage, exchange.leased
     cost = actual_cost(serving, usage) if serving is not None else None
     return UsageEvent(
         request_id=exchange.request_id,
@@ -65,5 +64,6 @@ def usage_event(exchange: Exchange) -> UsageEvent:
         ],
         client_request_id=exchange.client_request_id,
         api_key_id=exchange.api_key_id,
-        lease_id=exchange.lease.lease_id if exchange.lease is not None else "",
+        lease_id=leased.lease.lease_id if leased is not None else "",
+        lease_usd=str(leased.usd) if leased is not None and leased.usd is not None else None,
     )

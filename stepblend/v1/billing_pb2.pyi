@@ -185,21 +185,23 @@ class AdmitResponse(_message.Message):
     def __init__(self, allowed: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reason: _Optional[str] = ..., month_start: _Optional[int] = ..., fits: _Optional[_Iterable[bool]] = ..., retry_after_s: _Optional[int] = ..., budget_owner: _Optional[str] = ..., budget_left_usd: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("lease_id", "account_id", "api_key_id", "gateway", "want")
+    __slots__ = ("lease_id", "account_id", "api_key_id", "gateway", "want", "worst_cost_usd")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
     WANT_FIELD_NUMBER: _ClassVar[int]
+    WORST_COST_USD_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     account_id: str
     api_key_id: str
     gateway: str
     want: int
-    def __init__(self, lease_id: _Optional[str] = ..., account_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., gateway: _Optional[str] = ..., want: _Optional[int] = ...) -> None: ...
+    worst_cost_usd: str
+    def __init__(self, lease_id: _Optional[str] = ..., account_id: _Optional[str] = ..., api_key_id: _Optional[str] = ..., gateway: _Optional[str] = ..., want: _Optional[int] = ..., worst_cost_usd: _Optional[str] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("granted", "reason", "per_request", "plan", "limit", "remaining", "month_start", "admit_until")
+    __slots__ = ("granted", "reason", "per_request", "plan", "limit", "remaining", "month_start", "admit_until", "granted_usd")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +210,7 @@ class LeaseResponse(_message.Message):
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     MONTH_START_FIELD_NUMBER: _ClassVar[int]
     ADMIT_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_USD_FIELD_NUMBER: _ClassVar[int]
     granted: int
     reason: str
     per_request: bool
@@ -216,17 +219,20 @@ class LeaseResponse(_message.Message):
     remaining: int
     month_start: int
     admit_until: float
-    def __init__(self, granted: _Optional[int] = ..., reason: _Optional[str] = ..., per_request: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., month_start: _Optional[int] = ..., admit_until: _Optional[float] = ...) -> None: ...
+    granted_usd: str
+    def __init__(self, granted: _Optional[int] = ..., reason: _Optional[str] = ..., per_request: _Optional[bool] = ..., plan: _Optional[str] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., month_start: _Optional[int] = ..., admit_until: _Optional[float] = ..., granted_usd: _Optional[str] = ...) -> None: ...
 
 class ReturnLeaseRequest(_message.Message):
-    __slots__ = ("lease_id", "account_id", "admitted")
+    __slots__ = ("lease_id", "account_id", "admitted", "admitted_usd")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_USD_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     account_id: str
     admitted: int
-    def __init__(self, lease_id: _Optional[str] = ..., account_id: _Optional[str] = ..., admitted: _Optional[int] = ...) -> None: ...
+    admitted_usd: str
+    def __init__(self, lease_id: _Optional[str] = ..., account_id: _Optional[str] = ..., admitted: _Optional[int] = ..., admitted_usd: _Optional[str] = ...) -> None: ...
 
 class ReturnLeaseResponse(_message.Message):
     __slots__ = ("freed",)

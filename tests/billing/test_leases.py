@@ -15,6 +15,7 @@ import hashlib
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -40,9 +41,15 @@ async def _account(replica: Replica, plan: str) -> str:
     return str(reply.account.account_id)
 
 
-def _lease(replica: Replica, account_id: str, want: int, key_id: str = "") -> object:
+def _lease(replica: Replica, account_id: str, want: int, key_id: str = "", worst: str = "") -> object:
+    """A Lease call; `worst` empty: from a gateway that names no worst case (before leases held money)."""
     request = billing_pb2.LeaseRequest(
-        lease_id=uuid.uuid4().hex, account_id=account_id, api_key_id=key_id, gateway="test", want=want
+        lease_id=uuid.uuid4().hex,
+        account_id=account_id,
+        api_key_id=key_id,
+        gateway="test",
+        want=want,
+        worst_cost_usd=worst,
     )
     return replica.stub.Lease(request)
 
@@ -83,6 +90,30 @@ async def test_a_keys_limit_bounds_its_leases_and_the_accounts(replicas: list[Re
     assert _taken(replicas[1], counters.KEYS, key.id).reserved == 12
 
 
+async def test_concurrent_leases_from_two_replicas_never_hold_more_than_a_budget(replicas: list[Replica]) -> None:
+    account_id = await _account(replicas[0], "enterprise")
+    await replicas[0].keys.SetBudget(billing_pb2.SetBudgetRequest(account_id=account_id, monthly_budget_usd="1"))
+    key = await replicas[0].keys.Create(
+        billing_pb2.CreateApiKeyRequest(
+            account_id=account_id,
+            name="ci",
+            digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+            hint="sb-…abcd",
+            limits=billing_pb2.ApiKeyLimits(monthly_budget_usd="0.5"),
+        )
+    )
+    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 8, key.id, "0.01") for i in range(60)))  # type: ignore[misc]
+    held = [Decimal(a.granted_usd) for a in answers if a.granted]
+    print(f"key budget $0.5: leases of {sorted(held, reverse=True)}")
+    # Each takes at most a quarter of what is left (and 8 worst cases): the key's
+    # smaller budget bounds them all, and near it the answer is one Admit at a time.
+    assert held and sum(held) <= Decimal("0.5")
+    assert max(held) <= Decimal("0.08")
+    assert all(a.per_request for a in answers if not a.granted)
+    assert _taken(replicas[1], counters.KEYS, key.id).reserved_usd == sum(held)
+    assert _taken(replicas[1], counters.ACCOUNTS, account_id).reserved_usd == sum(held)
+
+
 async def test_budgets_and_rpm_are_admitted_one_request_at_a_time(replicas: list[Replica]) -> None:
     account_id = await _account(replicas[0], "enterprise")
 
@@ -99,9 +130,13 @@ async def test_budgets_and_rpm_are_admitted_one_request_at_a_time(replicas: list
         return str(created.id)
 
     budgeted, limited, plain = await key(monthly_budget_usd="5"), await key(rpm=10), await key()
+    # A gateway that names no worst case cannot carry money: budgets go per request too.
     for key_id in (budgeted, limited):
         answer = await _lease(replicas[0], account_id, 8, key_id)  # type: ignore[misc]
         assert answer.per_request and answer.granted == 0
+    # One that does leases USD of a budget; a key's rolling minute is counted per request.
+    assert (await _lease(replicas[0], account_id, 8, budgeted, "0.01")).granted_usd == "0.08"  # type: ignore[misc]
+    assert (await _lease(replicas[0], account_id, 8, limited, "0.01")).per_request  # type: ignore[misc]
     assert (await _lease(replicas[0], account_id, 8, plain)).granted == 8  # type: ignore[misc]
     await replicas[1].keys.SetBudget(billing_pb2.SetBudgetRequest(account_id=account_id, monthly_budget_usd="9"))
     for key_id in ("", plain):
@@ -127,7 +162,9 @@ def _new_account(engine: Engine) -> str:
         return accounts.create_account(session, PLANS, email="lea@example.com", plan="trial").account_id
 
 
-def _grant(engine: Engine, account_id: str, want: int, lease_id: str = "L1") -> leases.LeaseGrant:
+def _grant(
+    engine: Engine, account_id: str, want: int, lease_id: str = "L1", worst: Decimal | None = None
+) -> leases.LeaseGrant:
     with write_session(engine) as session:
         answer = leases.grant(
             session.connection(),
@@ -140,18 +177,40 @@ def _grant(engine: Engine, account_id: str, want: int, lease_id: str = "L1") -> 
             now=NOW,
             window=WINDOW,
             ttl=TTL,
+            worst=worst,
         )
         session.commit()
         return answer
 
 
-def _give_back(engine: Engine, account_id: str, admitted: int, lease_id: str = "L1") -> int:
+def _give_back(
+    engine: Engine, account_id: str, admitted: int, lease_id: str = "L1", admitted_usd: Decimal | None = None
+) -> int:
     with write_session(engine) as session:
         freed = leases.give_back(
-            session.connection(), lease_id=lease_id, account_id=account_id, admitted=admitted, now=NOW
+            session.connection(),
+            lease_id=lease_id,
+            account_id=account_id,
+            admitted=admitted,
+            now=NOW,
+            admitted_usd=admitted_usd,
         )
         session.commit()
         return freed
+
+
+def _budgeted_account(engine: Engine, budget: str) -> str:
+    account_id = _new_account(engine)
+    with write_session(engine) as session:
+        accounts.set_budget(session, PLANS, account_id=account_id, budget_usd=budget, now=NOW)
+    return account_id
+
+
+def _money(engine: Engine, account_id: str) -> tuple[Decimal, Decimal]:
+    """The month's spent and held USD."""
+    with Session(engine) as session:
+        counts = counters.read(session.connection(), counters.ACCOUNTS, account_id, "2025-03")
+    return counts.spent_usd, counts.reserved_usd
 
 
 def _settle(engine: Engine, account_id: str, lease_id: str = "L1", **fields: object) -> bool:
@@ -280,3 +339,51 @@ def test_a_lease_admits_only_until_the_month_ends(engine: Engine) -> None:
         session.commit()
     assert answer.month == "2025-03"
     assert answer.admit_until == datetime(2025, 4, 1, tzinfo=UTC)
+
+
+# Leases that hold money (a budget bounds the account).
+
+
+def test_a_budgeted_lease_holds_usd_settles_worst_cases_and_frees_the_rest_on_return(engine: Engine) -> None:
+    account_id = _budgeted_account(engine, "20")
+    grant = _grant(engine, account_id, 8, worst=Decimal("0.5"))
+    # 8 requests of up to $0.5 each: $4, within a quarter of the $20 left.
+    assert grant.granted == 8 and grant.usd == Decimal(4)
+    assert _money(engine, account_id) == (0, 4)
+    for cost in ("0.01", "0.02"):
+        assert _settle(engine, account_id, actual_cost_usd=cost, lease_usd="0.5")
+    # Each frees the worst case it took and spends its actual cost.
+    assert _money(engine, account_id) == (Decimal("0.03"), 3)
+    # A third request (worst $0.5) is still in flight when its gateway returns the lease.
+    assert _give_back(engine, account_id, admitted=3, admitted_usd=Decimal("1.5")) == 5
+    assert _money(engine, account_id) == (Decimal("0.03"), Decimal("0.5"))
+    assert _state(engine) == LeaseState.RETURNED
+    assert _settle(engine, account_id, actual_cost_usd="0.04", lease_usd="0.5")
+    assert _money(engine, account_id) == (Decimal("0.07"), 0)
+    assert _slots(engine, account_id) == (3, 0)
+    assert _state(engine) == LeaseState.ENDED
+
+
+def test_a_budgeted_lease_its_gateway_never_returned_frees_its_usd_at_expiry(engine: Engine) -> None:
+    account_id = _budgeted_account(engine, "10")
+    _grant(engine, account_id, 4, worst=Decimal("0.25"))
+    assert _settle(engine, account_id, actual_cost_usd="0.01", lease_usd="0.25")
+    assert _money(engine, account_id) == (Decimal("0.01"), Decimal("0.75"))
+    assert expire_due(engine, (NOW + WINDOW + TTL + timedelta(seconds=1)).timestamp()) == 3
+    assert _money(engine, account_id) == (Decimal("0.01"), 0)
+    # A late event spends its cost and frees nothing it no longer holds.
+    assert _settle(engine, account_id, actual_cost_usd="0.02", lease_usd="0.25")
+    assert _money(engine, account_id) == (Decimal("0.03"), 0)
+
+
+def test_near_the_budget_a_lease_is_refused_for_one_admit_at_a_time(engine: Engine) -> None:
+    account_id = _budgeted_account(engine, "1")
+    sizes = [_grant(engine, account_id, 8, lease_id=f"L{i}", worst=Decimal("0.05")).usd for i in range(8)]
+    # A quarter of what is left each time ($0.25, then $0.1875, ...), until a quarter
+    # would not hold one $0.05 request: then per_request, and Admit decides exactly.
+    assert sizes[:3] == [Decimal("0.25"), Decimal("0.1875"), Decimal("0.140625")]
+    assert sizes[-1] is None
+    answer = _grant(engine, account_id, 8, lease_id="last", worst=Decimal("0.05"))
+    assert answer.per_request and answer.granted == 0
+    assert _money(engine, account_id)[1] == sum(size for size in sizes if size is not None)
+    assert _money(engine, account_id)[1] <= 1

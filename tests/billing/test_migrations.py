@@ -34,7 +34,7 @@ def test_upgrade_builds_the_models_schema(new_database: NewDatabase) -> None:
     try:
         assert migrate.current_revision(engine) is None
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0005"
+        assert migrate.current_revision(engine) == migrate.HEAD
         assert set(inspect(engine).get_table_names()) == {*TABLES, "alembic_version"}
         with engine.connect() as connection:
             differences = compare_metadata(
@@ -42,7 +42,7 @@ def test_upgrade_builds_the_models_schema(new_database: NewDatabase) -> None:
             )
         assert differences == []
         migrate.upgrade(engine)  # at head already: nothing to do
-        assert migrate.current_revision(engine) == "0005"
+        assert migrate.current_revision(engine) == migrate.HEAD
     finally:
         engine.dispose()
 
@@ -55,7 +55,7 @@ def test_downgrade_and_upgrade_again(new_database: NewDatabase) -> None:
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         assert migrate.current_revision(engine) is None
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0005"
+        assert migrate.current_revision(engine) == migrate.HEAD
     finally:
         engine.dispose()
 
@@ -66,7 +66,7 @@ def test_replicas_starting_together_migrate_once(new_database: NewDatabase) -> N
     try:
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(migrate.upgrade, engines))  # none fails on "table already exists"
-        assert migrate.current_revision(engines[0]) == "0005"
+        assert migrate.current_revision(engines[0]) == migrate.HEAD
     finally:
         for engine in engines:
             engine.dispose()
@@ -89,10 +89,10 @@ def test_main_migrates_the_database_in_the_environment(
     url = new_database(migrated=False)
     monkeypatch.setenv("STEPBLEND_DATABASE_URL", url)
     assert migrate.main() == 0
-    assert capsys.readouterr().out.strip() == "billing schema at revision 0005"
+    assert capsys.readouterr().out.strip() == f"billing schema at revision {migrate.HEAD}"
     engine = make_engine(url)
     try:
-        assert migrate.current_revision(engine) == "0005"
+        assert migrate.current_revision(engine) == migrate.HEAD
     finally:
         engine.dispose()
 

@@ -1,13 +1,14 @@
 """Admission from leases (services/gateway/leases.py) with the real billing behind
 the gateway (conftest.py): a run of requests costs a few Lease calls, not an Admit
-each; the slots a gateway holds come back when it stops; an account that sets a
-budget is admitted one request at a time from then on."""
+each; the slots a gateway holds come back when it stops; an account with a budget
+leases USD of it too, and near the budget is admitted one request at a time."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine
@@ -41,6 +42,13 @@ def _leases(gateway: Stack, account_id: str) -> list[Lease]:
 def _reservations(gateway: Stack, account_id: str) -> int:
     with _billing_db(gateway) as engine, Session(engine) as session:
         return len(session.exec(select(Reservation).where(col(Reservation.account_id) == account_id)).all())
+
+
+def _money(gateway: Stack, account_id: str) -> tuple[Decimal, Decimal]:
+    """The account's month: spent, and held for requests in flight (USD)."""
+    with _billing_db(gateway) as engine, Session(engine) as session:
+        row = session.exec(select(MonthCounter).where(col(MonthCounter.account_id) == account_id)).one()
+        return row.spent_usd, row.reserved_usd
 
 
 def _counter(gateway: Stack, account_id: str) -> tuple[int, int]:
@@ -102,7 +110,7 @@ async def test_an_idle_lease_is_returned(gateway: Stack) -> None:
         await _wait(lambda: _counter(gateway, account_id) == (1, 0), "the idle lease's 3 unused slots returned")
 
 
-async def test_setting_a_budget_ends_the_lease_and_admits_each_request(gateway: Stack) -> None:
+async def test_setting_a_budget_ends_the_lease_and_the_next_one_holds_money(gateway: Stack) -> None:
     account_id, headers = await gateway.account()
     assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
     applied = gateway.invalidations.applied
@@ -112,6 +120,33 @@ async def test_setting_a_budget_ends_the_lease_and_admits_each_request(gateway: 
     await _wait(lambda: _counter(gateway, account_id) == (1, 0), "the lease returned on the change")
     for _ in range(2):
         assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
-    # A lease carries no money: with a budget, each request reserved its worst case with Admit.
+    # No Admit: the leases since hold USD of the budget for their requests' worst
+    # cases, each at most a quarter of what the budget leaves.
+    assert _reservations(gateway, account_id) == 0
+    before, *since = _leases(gateway, account_id)
+    assert before.usd_holds == 0
+    assert since and all(Decimal(0) < lease.usd_holds <= Decimal(5) / 4 for lease in since)
+    # Settled, the two requests free the worst cases they took and spend their cost:
+    # the counter holds exactly what the leases still hold.
+    await _wait(lambda: _counter(gateway, account_id)[0] == 3, "the 3 requests counted")
+    spent, reserved_usd = _money(gateway, account_id)
+    leases = _leases(gateway, account_id)
+    assert reserved_usd == sum(lease.usd_holds - lease.usd_settled for lease in leases)
+    assert Decimal(0) < spent <= sum(lease.usd_settled for lease in leases)
+    # Returned when idle: nothing of the budget is held any more.
+    async with gateway.another_gateway(GatewaySettings(lease_idle_s=0.3)) as other:
+        assert (await other.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
+    await _wait(lambda: _counter(gateway, account_id) == (4, 0), "the fourth counted, every slot returned")
+    await _wait(lambda: _money(gateway, account_id)[1] == 0, "no USD held")
+
+
+async def test_near_the_budget_each_request_is_admitted_alone(gateway: Stack) -> None:
+    account_id, headers = await gateway.account()
+    # A quarter of $0.02 holds less than one worst case of gpt-4o-mini with no
+    # max_tokens (its whole output, about $0.01): billing answers per_request.
+    patched = await gateway.http.patch("/api/v1/account", headers=headers, json={"monthly_budget_usd": "0.02"})
+    assert patched.status_code == 200, patched.text
+    for _ in range(2):
+        assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
     assert _reservations(gateway, account_id) == 2
-    assert len(_leases(gateway, account_id)) == 1
+    assert _leases(gateway, account_id) == []
