@@ -41,13 +41,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from stepblend.v1 import billing_pb2, billing_pb2_grpc
 
 from .rpc import Metadata, ServiceFailed, call
 
-__all__ = ["Lease", "Leases", "Taken"]
+__all__ = ["Lease", "Leases", "Taken", "usd_amount"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ _MAX_WANT = 1024
 _PER_REQUEST_S = 10.0  # how long a per_request answer is believed
 _FORGET_S = 60.0  # an owner idle this long is forgotten
 _ZERO = Decimal(0)
+_PLACE = Decimal(1).scaleb(-12)  # billing keeps USD to 12 places (services/billing/money.py)
 
 
 @dataclass
@@ -365,6 +366,12 @@ class Leases:
             return
         # Its slots come back at the lease's expiry instead.
         log.warning("returning a lease failed; billing frees it at its expiry", extra={"lease_id": lease.lease_id})
+
+
+def usd_amount(amount: str) -> Decimal:
+    """A USD amount as billing stores it (12 places), so that what this replica takes
+    off a lease adds up to what billing settles, to the last digit."""
+    return Decimal(amount).quantize(_PLACE, rounding=ROUND_HALF_EVEN)
 
 
 def _take(lease: Lease | None, worst: tuple[Decimal, ...]) -> Taken | None:
