@@ -16,6 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -39,6 +40,20 @@ async def _account(replica: Replica, plan: str) -> str:
     email = f"lease-{uuid.uuid4().hex[:8]}@example.com"
     reply = await replica.stub.CreateAccount(billing_pb2.CreateAccountRequest(email=email, plan=plan))
     return str(reply.account.account_id)
+
+
+async def _key(replica: Replica, account_id: str, **limits: object) -> str:
+    """A new API key of the account with `limits` (ApiKeyLimits' fields); its id."""
+    created = await replica.keys.Create(
+        billing_pb2.CreateApiKeyRequest(
+            account_id=account_id,
+            name="ci",
+            digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+            hint="sb-…abcd",
+            limits=billing_pb2.ApiKeyLimits(**limits),  # type: ignore[arg-type]
+        )
+    )
+    return str(created.id)
 
 
 def _lease(replica: Replica, account_id: str, want: int, key_id: str = "", worst: str = "") -> object:
@@ -73,36 +88,20 @@ async def test_concurrent_leases_from_two_replicas_hold_a_plan_limit_exactly(rep
 
 async def test_a_keys_limit_bounds_its_leases_and_the_accounts(replicas: list[Replica]) -> None:
     account_id = await _account(replicas[0], "enterprise")
-    key = await replicas[0].keys.Create(
-        billing_pb2.CreateApiKeyRequest(
-            account_id=account_id,
-            name="ci",
-            digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
-            hint="sb-…abcd",
-            limits=billing_pb2.ApiKeyLimits(monthly_request_limit=12),
-        )
-    )
-    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 5, key.id) for i in range(20)))  # type: ignore[misc]
+    key_id = await _key(replicas[0], account_id, monthly_request_limit=12)
+    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 5, key_id) for i in range(20)))  # type: ignore[misc]
     assert sum(a.granted for a in answers) == 12
     assert {a.reason for a in answers if not a.granted} == {"key_limit_exceeded"}
     # The account's counter holds what the key's does, and no slot a refused lease asked for.
     assert _taken(replicas[1], counters.ACCOUNTS, account_id).reserved == 12
-    assert _taken(replicas[1], counters.KEYS, key.id).reserved == 12
+    assert _taken(replicas[1], counters.KEYS, key_id).reserved == 12
 
 
 async def test_concurrent_leases_from_two_replicas_never_hold_more_than_a_budget(replicas: list[Replica]) -> None:
     account_id = await _account(replicas[0], "enterprise")
     await replicas[0].keys.SetBudget(billing_pb2.SetBudgetRequest(account_id=account_id, monthly_budget_usd="1"))
-    key = await replicas[0].keys.Create(
-        billing_pb2.CreateApiKeyRequest(
-            account_id=account_id,
-            name="ci",
-            digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
-            hint="sb-…abcd",
-            limits=billing_pb2.ApiKeyLimits(monthly_budget_usd="0.5"),
-        )
-    )
-    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 8, key.id, "0.01") for i in range(60)))  # type: ignore[misc]
+    key_id = await _key(replicas[0], account_id, monthly_budget_usd="0.5")
+    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 8, key_id, "0.01") for i in range(60)))  # type: ignore[misc]
     held = [Decimal(a.granted_usd) for a in answers if a.granted]
     print(f"key budget $0.5: leases of {sorted(held, reverse=True)}")
     # Each takes at most a quarter of what is left (and 8 worst cases): the key's
@@ -110,25 +109,13 @@ async def test_concurrent_leases_from_two_replicas_never_hold_more_than_a_budget
     assert held and sum(held) <= Decimal("0.5")
     assert max(held) <= Decimal("0.08")
     assert all(a.per_request for a in answers if not a.granted)
-    assert _taken(replicas[1], counters.KEYS, key.id).reserved_usd == sum(held)
+    assert _taken(replicas[1], counters.KEYS, key_id).reserved_usd == sum(held)
     assert _taken(replicas[1], counters.ACCOUNTS, account_id).reserved_usd == sum(held)
 
 
 async def test_budgets_and_rpm_are_admitted_one_request_at_a_time(replicas: list[Replica]) -> None:
     account_id = await _account(replicas[0], "enterprise")
-
-    async def key(**limits: object) -> str:
-        created = await replicas[0].keys.Create(
-            billing_pb2.CreateApiKeyRequest(
-                account_id=account_id,
-                name="ci",
-                digest=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
-                hint="sb-…abcd",
-                limits=billing_pb2.ApiKeyLimits(**limits),  # type: ignore[arg-type]
-            )
-        )
-        return str(created.id)
-
+    key = partial(_key, replicas[0], account_id)
     budgeted, limited, plain = await key(monthly_budget_usd="5"), await key(rpm=10), await key()
     # A gateway that names no worst case cannot carry money: budgets go per request too.
     for key_id in (budgeted, limited):
