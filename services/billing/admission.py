@@ -24,9 +24,11 @@ worst case does not fit are reported (`fits`), and the gateway never tries them,
 so no request can spend more than it reserved. With no budget the amount is
 still held, so a budget set mid-month bounds the requests already in flight.
 
-A key's `rpm` counts its reservations of the last 60 s. The key's row is locked
-first (FOR UPDATE on PostgreSQL; SQLite's writer holds the database), so two
-replicas cannot both see room for the last request of the minute.
+A key's `rpm` counts its reservations of the last 60 s, and the slots its leases
+hold that admitted (or may still admit) requests within the last 60 s: a lease's
+count until a minute after its admission window ended (`minute_taken`). The
+key's row is locked first (FOR UPDATE on PostgreSQL; SQLite's writer holds the
+database), so two replicas cannot both see room for the last request of the minute.
 
 Unlimited plans (enterprise) reserve the same way without the condition, so
 that settlement is the same for every plan and the month's count is known.
@@ -48,7 +50,7 @@ from sqlalchemy import Connection, bindparam, delete, func, select, update
 from services.billing import counters
 from services.billing.counters import ACCOUNTS, KEYS
 from services.billing.db import execute, insert_if_absent
-from services.billing.models import Account, ApiKey, Reservation, ReservationState
+from services.billing.models import Account, ApiKey, Lease, Reservation, ReservationState
 from services.billing.money import from_column
 from services.billing.months import as_utc, month_key
 from services.billing.plans import Plan, PlanBook
@@ -70,6 +72,7 @@ __all__ = [
     "budget_left",
     "check",
     "holder_of",
+    "minute_taken",
     "touch_key",
 ]
 
@@ -110,6 +113,10 @@ _TOUCH_KEY = (
 )
 _LAST_MINUTE = select(func.count(), func.min(_reservations.c.created_at)).where(
     _reservations.c.api_key_id == bindparam("key_id"), _reservations.c.created_at > bindparam("since")
+)
+_leases = Lease.__table__.c  # type: ignore[attr-defined]
+_LEASED_LAST_MINUTE = select(func.coalesce(func.sum(_leases.holds), 0), func.min(_leases.admit_until)).where(
+    _leases.api_key_id == bindparam("key_id"), _leases.admit_until > bindparam("since")
 )
 _RESERVATION = select(_reservations.c.account_id, _reservations.c.month).where(
     _reservations.c.request_id == bindparam("request_id")
@@ -304,11 +311,23 @@ def _minute_full(connection: Connection, key: Key, now: datetime) -> int:
     """0 when the key's rolling minute has room for this request (already reserved,
     so it counts itself), else the seconds until it has."""
     assert key.rpm is not None
-    count, oldest = execute(connection, _LAST_MINUTE, {"key_id": key.key_id, "since": now - _MINUTE}).fetchone()
-    if int(count) <= key.rpm:
+    count, frees_at = minute_taken(connection, key.key_id, now)
+    if count <= key.rpm:
         return 0
-    oldest_at = _moment(connection, oldest) or now
-    return max(1, math.ceil((oldest_at + _MINUTE - now).total_seconds()))
+    return max(1, math.ceil(((frees_at or now + _MINUTE) - now).total_seconds()))
+
+
+def minute_taken(connection: Connection, key_id: str, now: datetime) -> tuple[int, datetime | None]:
+    """The requests of the key's rolling minute at `now` (its reservations of the
+    last 60 s, and its leases' slots, each counted until a minute after its lease's
+    admission window ended), and when the first of them leaves the minute."""
+    since = now - _MINUTE
+    count, oldest = execute(connection, _LAST_MINUTE, {"key_id": key_id, "since": since}).fetchone()
+    leased, first_window_end = execute(connection, _LEASED_LAST_MINUTE, {"key_id": key_id, "since": since}).fetchone()
+    leaving = [
+        moment + _MINUTE for moment in (_moment(connection, oldest), _moment(connection, first_window_end)) if moment
+    ]
+    return int(count) + int(leased), min(leaving, default=None)
 
 
 def budget_left(connection: Connection, holder: Holder, account_id: str, month: str) -> tuple[Decimal | None, str]:

@@ -26,15 +26,15 @@ month counters' `reserved` with them:
   reservation does; a late event still counts its request (used + 1).
 
 Where a budget bounds the account or its key, a lease also holds USD of it on the
-counters' `reserved_usd` (`spent + reserved_usd + usd <= budget`, in the same
-UPDATEs): several of the asking request's worst case, at most a quarter of what is
-left. The gateway takes each request's worst case off it; the usage event carries
-that amount (`lease_usd`), which settlement frees (`usd_settled + lease_usd <=
-usd_holds`) as it spends the actual cost. A return keeps the worst cases of the
-requests that count (`admitted_usd`); expiry frees what is not settled. When a
-quarter of what is left would not cover one worst case the answer is
-`per_request` (near a budget, one Admit at a time is exact), as it always is for
-a key with an `rpm` (a rolling minute is counted per request).
+counters' `reserved_usd` (`spent + reserved_usd + usd <= budget`, same UPDATEs),
+several of the asking request's worst case, at most a quarter of what is left.
+The gateway takes each request's worst case off it; the usage event carries that
+amount (`lease_usd`), which settlement frees as it spends the actual cost. A
+return keeps the worst cases of the requests that count (`admitted_usd`); expiry
+frees what is not settled. A key with an `rpm` leases at most a quarter of what
+its rolling minute has left (`admission.minute_taken` counts a lease's slots until
+a minute after its window ended). When a quarter would not cover one worst case,
+or one request of the minute, the answer is `per_request`: one Admit at a time.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from services.billing.admission import (
     budget_left,
     check,
     holder_of,
+    minute_taken,
     touch_key,
 )
 from services.billing.counters import ACCOUNTS, KEYS
@@ -159,13 +160,10 @@ def grant(
     worst: Decimal | None = None,
 ) -> LeaseGrant:
     """Take up to `want` slots of the month for `gateway` under `lease_id` (and, where
-    a budget bounds it, USD for requests of up to `worst` each), or refuse. A
-    caller that names no `worst` (a gateway from before leases held money) is told
-    `per_request` where a budget bounds the account or its key.
-
-    Runs in the caller's transaction; a second call with the same `lease_id` (a
-    retry) answers as the first did and takes nothing more.
-    """
+    a budget bounds it, USD for requests of up to `worst` each), or refuse; with no
+    `worst` (a gateway older than this), `per_request` wherever a budget or an rpm
+    applies. In the caller's transaction; a retry of the same `lease_id` answers as
+    the first did and takes nothing more."""
     check(account_id, lease_id)
     month = month_key(now)
     holder = holder_of(connection, plans, account_id, api_key_id, now)
@@ -175,8 +173,8 @@ def grant(
     plan = holder.plan
     per_request = LeaseGrant(0, per_request=True, plan=plan.name, limit=plan.monthly_limit, month=month)
     key = holder.key
-    if (key is not None and key.rpm is not None) or (worst is None and _has_budget(holder)):
-        return per_request
+    if worst is None and (_has_budget(holder) or (key is not None and key.rpm is not None)):
+        return per_request  # a gateway that names no worst case can carry neither
     earlier = execute(connection, _BY_ID, {"b_lease_id": lease_id}).fetchone()
     if earlier is not None:
         usd = from_column(connection, earlier[8]) if _has_budget(holder) else None
@@ -188,6 +186,11 @@ def grant(
         if free is not None and free <= 0:
             return LeaseGrant(0, reason, plan=plan.name, limit=plan.monthly_limit, month=month)
         slots = max(1, min(want, MAX_SLOTS, free // _SHARE if free is not None else MAX_SLOTS))
+        if key is not None and key.rpm is not None:
+            minute_left = key.rpm - minute_taken(connection, key.key_id, now)[0]
+            if minute_left // _SHARE < 1:
+                return per_request  # near the rpm: Admit decides, with a retry-after
+            slots = min(slots, minute_left // _SHARE)
         left, _owner = budget_left(connection, holder, account_id, month)
         usd = None if left is None else _usd_share(left, worst or _ZERO, slots)
         if left is not None and usd is None:
@@ -227,6 +230,7 @@ def grant(
             "usd_holds": amount,
             "usd_settled": _ZERO,
             "created_at": now,
+            "admit_until": admit_until,
             "expires_at": admit_until + ttl,
         }
         if not insert_if_absent(connection, Lease, row):

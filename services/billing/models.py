@@ -182,7 +182,11 @@ class Lease(SQLModel, table=True):
 
     __tablename__ = "leases"
     # Serves the reaper's scan for leases past their expiry.
-    __table_args__ = (Index("ix_leases_state_expires", "state", "expires_at"),)
+    __table_args__ = (
+        Index("ix_leases_state_expires", "state", "expires_at"),
+        # Serves a key's rolling minute (admission.minute_taken).
+        Index("ix_leases_key_admit_until", "api_key_id", "admit_until"),
+    )
 
     lease_id: str = Field(primary_key=True, max_length=64)
     account_id: str = Field(max_length=64)
@@ -206,6 +210,8 @@ class Lease(SQLModel, table=True):
         default=Decimal(0), sa_column=Column(Money, nullable=False, default=Decimal(0), server_default="0")
     )
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    # Until when its gateway may admit from it (None for leases from before 0006).
+    admit_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
     ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 

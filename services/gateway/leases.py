@@ -28,9 +28,9 @@ at most one more, renewed ahead:
   `fits` drops them), and its usage event names that amount; one no provider
   answered gives it back. A lease whose USD covers none of a request's
   candidates is dry for it, as one with no slots is.
-- Billing answers `per_request` for an account or key whose limits a lease
-  cannot carry (an `rpm`; a budget nearly spent): those requests are Admitted
-  one by one (for `_PER_REQUEST_S`, or until the account changes).
+- Billing answers `per_request` near a limit a lease cannot cut finer (a budget
+  or a key's minute nearly spent): those requests are Admitted one by one (for
+  `_PER_REQUEST_S`, or until the account changes).
 """
 
 from __future__ import annotations

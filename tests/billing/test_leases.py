@@ -2,10 +2,11 @@
 may admit without a call, and that every slot comes back.
 
 Over gRPC from two replicas on one database: concurrent Leases never hold more than
-a plan's or a key's limit, and limits a lease cannot carry are answered
-`per_request`. In one process: settlement moves a leased slot to `used`, a return
-frees the rest at once, a lease whose gateway died frees its slots at expiry, and
-a late event still counts its request.
+a plan's or a key's limit, a budget or a key's minute, and near one (or from a
+gateway that names no worst case) the answer is `per_request`. In one process:
+settlement moves a leased slot (and its worst case) to `used`, a return frees the
+rest at once, a lease whose gateway died frees what it holds at expiry, and a late
+event still counts its request.
 """
 
 from __future__ import annotations
@@ -113,7 +114,29 @@ async def test_concurrent_leases_from_two_replicas_never_hold_more_than_a_budget
     assert _taken(replicas[1], counters.ACCOUNTS, account_id).reserved_usd == sum(held)
 
 
-async def test_budgets_and_rpm_are_admitted_one_request_at_a_time(replicas: list[Replica]) -> None:
+async def test_concurrent_leases_from_two_replicas_never_hold_more_than_a_keys_minute(replicas: list[Replica]) -> None:
+    account_id = await _account(replicas[0], "enterprise")
+    key_id = await _key(replicas[0], account_id, rpm=20)
+    answers = await asyncio.gather(*(_lease(replicas[i % 2], account_id, 8, key_id, "0") for i in range(30)))  # type: ignore[misc]
+    granted = [a.granted for a in answers if a.granted]
+    print(f"rpm 20: leases of {granted}")
+    # A quarter of what the minute has left each (5, 3, 3, 2, 1 ...), then one Admit at a time.
+    assert granted and sum(granted) <= 20 and max(granted) <= 5
+    assert all(a.per_request for a in answers if not a.granted)
+    # The leased slots are the minute's: an Admit finds it full once the leases hold it.
+    admitted = 0
+    for i in range(20):
+        answer = await replicas[1].stub.Admit(
+            billing_pb2.AdmitRequest(account_id=account_id, request_id=f"rpm-{i}", api_key_id=key_id)
+        )
+        if not answer.allowed:
+            assert answer.reason == "rate_limit_exceeded" and answer.retry_after_s > 0
+            break
+        admitted += 1
+    assert sum(granted) + admitted == 20
+
+
+async def test_a_gateway_naming_no_worst_case_admits_budgets_and_rpm_one_at_a_time(replicas: list[Replica]) -> None:
     account_id = await _account(replicas[0], "enterprise")
     key = partial(_key, replicas[0], account_id)
     budgeted, limited, plain = await key(monthly_budget_usd="5"), await key(rpm=10), await key()
@@ -121,9 +144,9 @@ async def test_budgets_and_rpm_are_admitted_one_request_at_a_time(replicas: list
     for key_id in (budgeted, limited):
         answer = await _lease(replicas[0], account_id, 8, key_id)  # type: ignore[misc]
         assert answer.per_request and answer.granted == 0
-    # One that does leases USD of a budget; a key's rolling minute is counted per request.
+    # One that does leases USD of a budget, and a quarter of a key's minute.
     assert (await _lease(replicas[0], account_id, 8, budgeted, "0.01")).granted_usd == "0.08"  # type: ignore[misc]
-    assert (await _lease(replicas[0], account_id, 8, limited, "0.01")).per_request  # type: ignore[misc]
+    assert (await _lease(replicas[0], account_id, 8, limited, "0.01")).granted == 2  # type: ignore[misc]
     assert (await _lease(replicas[0], account_id, 8, plain)).granted == 8  # type: ignore[misc]
     await replicas[1].keys.SetBudget(billing_pb2.SetBudgetRequest(account_id=account_id, monthly_budget_usd="9"))
     for key_id in ("", plain):

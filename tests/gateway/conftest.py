@@ -129,6 +129,7 @@ async def stack(
             nats_url=nats_server.url,
             internal_token=INTERNAL_TOKEN,
             jwt_secret=JWT_SECRET,
+            api_key_pepper="gateway-stack-api-key-pepper",
             key_encryption_key=new_kek(),
             host="127.0.0.1",
             plans_file="",

@@ -150,3 +150,19 @@ async def test_near_the_budget_each_request_is_admitted_alone(gateway: Stack) ->
         assert (await gateway.http.post("/v1/chat/completions", headers=headers, json=BODY)).status_code == 200
     assert _reservations(gateway, account_id) == 2
     assert _leases(gateway, account_id) == []
+
+
+async def test_a_keys_rpm_is_leased_and_exact(gateway: Stack) -> None:
+    account_id, headers = await gateway.account()
+    created = await gateway.http.post("/api/v1/account/api-keys", headers=headers, json={"name": "paced", "rpm": 20})
+    assert created.status_code == 201, created.text
+    keyed = {"authorization": f"Bearer {created.json()['key']}"}
+    statuses = [(await gateway.http.post("/v1/chat/completions", headers=keyed, json=BODY)) for _ in range(24)]
+    # Exactly the minute's 20, most of them from leases (a quarter of what the minute
+    # has left each), the last few one Admit at a time; then 429 with a retry-after.
+    assert [r.status_code for r in statuses] == [200] * 20 + [429] * 4
+    refused = statuses[-1]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 70
+    leased = sum(lease.granted for lease in _leases(gateway, account_id))
+    assert leased >= 10 and _reservations(gateway, account_id) <= 20 - leased + 4
