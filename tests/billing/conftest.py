@@ -49,16 +49,6 @@ NewDatabase = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    """A throwaway PostgreSQL cluster for the session; fails (never skips) without the binaries."""
-    cluster = PostgresCluster().start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
 def pg_shared(pg_cluster: PostgresCluster) -> str:
     """The URL of a database migrated once and emptied before each test that uses it."""
     url = pg_cluster.url(pg_cluster.create_database())

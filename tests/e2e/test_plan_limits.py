@@ -159,18 +159,18 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with _running(request.param, Path(tmp_path_factory.mktemp("plan-limits"))) as running:
+    with _running(request, Path(tmp_path_factory.mktemp("plan-limits"))) as running:
         yield running
 
 
 @contextlib.contextmanager
-def _running(backend: str, root: Path, lease_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """The processes started, on `backend`; `lease_env` added to every service's environment."""
+def _running(request: pytest.FixtureRequest, root: Path, lease_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """The processes started, on the backend `request.param` names (PostgreSQL: a new
+    database in the session's cluster); `lease_env` added to every service's environment."""
     (root / "logs").mkdir()
     (root / "plans.toml").write_text(PLANS)
-    cluster: PostgresCluster | None = None
-    if backend == "postgresql":
-        cluster = PostgresCluster().start()
+    if request.param == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
         billing_url = cluster.url(cluster.create_database())
     else:
         billing_url = f"sqlite:///{root / 'billing.db'}"
@@ -239,8 +239,6 @@ def _running(backend: str, root: Path, lease_env: dict[str, str] | None = None) 
     finally:
         running.stop()
         nats.stop()
-        if cluster is not None:
-            cluster.stop()
 
 
 def _account(stack: Stack, plan: str) -> tuple[str, str, str]:
@@ -535,7 +533,7 @@ def expiring_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         "STEPBLEND_RESERVATION_TTL_SECONDS": "2",
         "STEPBLEND_LEASE_IDLE_SECONDS": "8",
     }
-    with _running(request.param, Path(tmp_path_factory.mktemp("lease-expiry")), lease_env) as running:
+    with _running(request, Path(tmp_path_factory.mktemp("lease-expiry")), lease_env) as running:
         yield running
 
 

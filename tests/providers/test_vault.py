@@ -232,18 +232,9 @@ async def test_a_key_opened_by_the_vault_never_shows_itself(
         assert KEY not in shown and KEY[-6:] not in shown
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A database in a throwaway PostgreSQL cluster: the vault of a deployment that sets
-    STEPBLEND_DATABASE_URL to PostgreSQL for providers."""
-    cluster = PostgresCluster().start()
-    try:
-        yield cluster.url(cluster.create_database())
-    finally:
-        cluster.stop()
-
-
-def test_the_vault_on_postgresql_stores_replaces_lists_rotates_and_deletes(postgres_url: str) -> None:
+def test_the_vault_on_postgresql_stores_replaces_lists_rotates_and_deletes(pg_cluster: PostgresCluster) -> None:
+    # The vault of a deployment that sets providers' STEPBLEND_DATABASE_URL to PostgreSQL.
+    postgres_url = pg_cluster.url(pg_cluster.create_database())
     engine = make_engine(postgres_url)
     try:
         old = parse_kek(new_kek())
