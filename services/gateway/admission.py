@@ -20,7 +20,7 @@ from stepblend.v1 import billing_pb2, router_pb2
 
 from .deps import Deps
 from .errors import ApiError, unauthenticated, unavailable
-from .leases import Taken, usd_amount
+from .leases import Taken
 from .rpc import ServiceFailed, call
 from .state import Exchange
 
@@ -45,8 +45,7 @@ async def admit(deps: Deps, exchange: Exchange, decision: router_pb2.RouteDecisi
     worst_costs = [c.worst_cost_usd or c.estimated_cost_usd or "0" for c in decision.candidates]
     if deps.leases is not None:
         try:
-            worst = tuple(usd_amount(cost) for cost in worst_costs)
-            taken = await deps.leases.take(exchange.account_id, exchange.api_key_id, worst)
+            taken = await deps.leases.take(exchange.account_id, exchange.api_key_id, tuple(worst_costs))
         except ServiceFailed as exc:
             if not deps.settings.billing_fail_open:
                 deps.telemetry.admission("billing_unavailable")

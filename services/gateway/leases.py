@@ -47,7 +47,7 @@ from stepblend.v1 import billing_pb2, billing_pb2_grpc
 
 from .rpc import Metadata, ServiceFailed, call
 
-__all__ = ["Lease", "Leases", "Taken", "usd_amount"]
+__all__ = ["Lease", "Leases", "Taken"]
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,11 @@ class Leases:
         self._returning: set[asyncio.Task[None]] = set()
 
     async def take(
-        self, account_id: str, api_key_id: str, worst: tuple[Decimal, ...] = ()
+        self, account_id: str, api_key_id: str, worst: tuple[str, ...] = ()
     ) -> Taken | billing_pb2.LeaseResponse | None:
         """This request's slot of a lease (and, where a budget bounds it, the largest
-        of `worst`, its candidates' worst cases, that the lease's USD covers);
+        of `worst`, its candidates' worst cases in decimal USD, that the lease's USD
+        covers: read only then, off the path of a lease that holds no money);
         billing's refusal; or None: admit this request with Admit. Raises
         ServiceFailed when billing is unreachable."""
         owner = self._owners.get((account_id, api_key_id))
@@ -218,7 +219,7 @@ class Leases:
             await asyncio.wait(self._returning, timeout=timeout_s)
 
     async def _next(
-        self, owner: _Owner, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+        self, owner: _Owner, account_id: str, api_key_id: str, worst: tuple[str, ...]
     ) -> Taken | billing_pb2.LeaseResponse | None:
         previous = owner.lease
         if previous is not None:
@@ -235,7 +236,7 @@ class Leases:
             self._close(owner)
         return taken
 
-    def _switch(self, owner: _Owner, worst: tuple[Decimal, ...]) -> Taken | None:
+    def _switch(self, owner: _Owner, worst: tuple[str, ...]) -> Taken | None:
         """The ready lease, now the one admitted from (the current one is dry or ended)."""
         ready = owner.ready
         if ready is None or time.time() >= ready.admit_until:
@@ -246,7 +247,7 @@ class Leases:
         return _take(ready, worst)
 
     def _renew_if_low(
-        self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+        self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str, worst: tuple[str, ...]
     ) -> None:
         low = lease.unused <= lease.granted // 4 or (
             lease.usd_left is not None and lease.usd_left <= lease.usd_granted / 4
@@ -264,7 +265,7 @@ class Leases:
             task.add_done_callback(self._returning.discard)
 
     async def _renew(
-        self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+        self, owner: _Owner, lease: Lease, account_id: str, api_key_id: str, worst: tuple[str, ...]
     ) -> None:
         try:
             async with owner.lock:
@@ -285,11 +286,11 @@ class Leases:
             owner.renewing = False
 
     async def _ask(
-        self, owner: _Owner, account_id: str, api_key_id: str, worst: tuple[Decimal, ...]
+        self, owner: _Owner, account_id: str, api_key_id: str, worst: tuple[str, ...]
     ) -> Lease | billing_pb2.LeaseResponse | None:
         """A new lease of `owner.want` slots from billing (held, nothing taken yet);
         billing's refusal; or None: admit one by one for a while."""
-        largest = max(worst, default=_ZERO)
+        largest = max((_usd(cost) for cost in worst), default=_ZERO)
         request = billing_pb2.LeaseRequest(
             lease_id=uuid.uuid4().hex,
             account_id=account_id,
@@ -368,13 +369,13 @@ class Leases:
         log.warning("returning a lease failed; billing frees it at its expiry", extra={"lease_id": lease.lease_id})
 
 
-def usd_amount(amount: str) -> Decimal:
+def _usd(amount: str) -> Decimal:
     """A USD amount as billing stores it (12 places), so that what this replica takes
     off a lease adds up to what billing settles, to the last digit."""
     return Decimal(amount).quantize(_PLACE, rounding=ROUND_HALF_EVEN)
 
 
-def _take(lease: Lease | None, worst: tuple[Decimal, ...]) -> Taken | None:
+def _take(lease: Lease | None, worst: tuple[str, ...]) -> Taken | None:
     """One slot of `lease`, if it is open, in its window and has one, and where it
     holds money the largest of `worst` its USD covers, if it covers any."""
     if lease is None or not lease.open or lease.unused <= 0 or time.time() >= lease.admit_until:
@@ -382,11 +383,11 @@ def _take(lease: Lease | None, worst: tuple[Decimal, ...]) -> Taken | None:
     usd: Decimal | None = None
     fits: tuple[bool, ...] = ()
     if lease.usd_left is not None:
-        left = lease.usd_left
-        fits = tuple(cost <= left for cost in worst)
-        if worst and not any(fits):
+        left, costs = lease.usd_left, tuple(_usd(cost) for cost in worst)
+        fits = tuple(cost <= left for cost in costs)
+        if costs and not any(fits):
             return None
-        usd = max((cost for cost, fit in zip(worst, fits, strict=True) if fit), default=_ZERO)
+        usd = max((cost for cost, fit in zip(costs, fits, strict=True) if fit), default=_ZERO)
         lease.usd_left = left - usd
         lease.usd_in_flight += usd
     lease.unused -= 1
