@@ -230,7 +230,13 @@ def test_traces_cross_a_failed_attempt(observed: Observed) -> None:
     first, second = receiver.wait_for(chats)
     assert first.attributes["error.type"] == "provider_error" and first.status == 2  # STATUS_CODE_ERROR
     assert "error.type" not in second.attributes
-    edge = next(s for s in receiver.trace(consumer.trace_id) if s.kind == "SERVER" and s.service == "stepblend-gateway")
+    # The gateway's edge span is exported after the response: it may come after the others.
+    edge = receiver.wait_for(
+        lambda r: next(
+            (s for s in r.trace(consumer.trace_id) if s.kind == "SERVER" and s.service == "stepblend-gateway"), None
+        )
+    )
+    assert edge is not None
     assert edge.attributes["stepblend.fallbacks"] == 1
     assert edge.attributes["stepblend.strategy"] == "lowest_cost"
     # The providers' log line about the failed attempt leads to this trace.
