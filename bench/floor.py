@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import CLK_TCK, free_port, wait_port  # noqa: E402 - after the path is set
-from services.common import mux  # noqa: E402
+from services.common import mux, mux_server  # noqa: E402
 from stepblend.v1 import mux_pb2, providers_pb2, router_pb2  # noqa: E402
 
 CALLS = 3000
@@ -81,7 +81,7 @@ async def _serve(port: int) -> None:
         return _DECISION
 
     async def route_stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
-        await mux.serve(requests, context, "/floor.Floor/route", answer_now=_route_message)
+        await mux_server.serve(requests, context, "/floor.Floor/route", answer_now=_route_message)
 
     handlers = {
         "route": grpc.unary_unary_rpc_method_handler(

@@ -12,10 +12,18 @@ What a unary call gave is kept:
 - errors as gRPC status codes: a failed call raises `grpc.aio.AioRpcError`, as a
   unary call would, so callers map errors exactly as before; a broken stream
   fails the calls in flight on it with UNAVAILABLE, and the next call opens a
-  new one;
+  new one. A call that failed so is sent once more, on a new stream, when it
+  never reached the transport, or whatever happened when the method is
+  idempotent (Route): as gRPC retries a unary call that never left the client;
 - one trace: with tracing on, each call is a CLIENT span named as the unary
   method, its context in `trace`, and the server's SERVER span is its child.
   The long-lived streams themselves are not traced (telemetry's filter).
+
+A stopping server drains its streams rather than cutting them (`stop_server`):
+it refuses new streams, then tells each caller (`draining`), answers the calls it
+has, and ends the stream once the caller closes its side. The caller sends its
+next calls on a new stream, which reaches another replica. So a rolling restart
+of the router or of providers fails no call that a unary call would have served.
 
 Authentication is the stream's: its metadata carries the internal token, which
 the server's interceptor checks when the stream opens.
@@ -33,8 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -44,9 +51,7 @@ from opentelemetry.trace import SpanKind
 
 from stepblend.v1 import mux_pb2
 
-__all__ = ["MuxClient", "serve"]
-
-log = logging.getLogger(__name__)
+__all__ = ["BATCH", "MuxClient", "Writer"]
 
 #: Metadata by which each side says it reads batched messages (`more`).
 BATCH = ("stepblend-mux", "batch")
@@ -62,34 +67,64 @@ def _failed(code: grpc.StatusCode, detail: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), detail)
 
 
-class _Writer:
+class _StreamFailed(grpc.aio.AioRpcError):  # type: ignore[misc]  # grpc.aio ships no type for it
+    """A call failed because its stream did (not by its server's answer): it may be
+    sent again on a new stream."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), detail)
+
+
+class Writer:
     """Writes a call's messages one at a time, from a task of its own: grpc.aio allows
     one write at a time, and a write cut in half by a caller's cancellation leaves the
     call unusable (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS)."""
 
-    def __init__(self, write: Callable[[Any], Awaitable[None]], on_failure: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self,
+        write: Callable[[Any], Awaitable[None]],
+        on_failure: Callable[[BaseException], None],
+        done_writing: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._write = write
         self._on_failure = on_failure
+        self._done_writing = done_writing
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._task = asyncio.ensure_future(self._run())
         #: Whether the peer reads `more`: then what queued meanwhile goes in one write.
         self.batch = False
+        #: Messages put, and messages handed to a write: the message `put` numbered n
+        #: never reached the transport while `handed < n`.
+        self.queued = self.handed = 0
 
-    def put(self, message: Any) -> None:
+    def put(self, message: Any) -> int:
+        """Queue `message` for writing; return its number (see `handed`)."""
         self._queue.put_nowait(message)
+        self.queued += 1
+        return self.queued
+
+    def close_writing(self) -> None:
+        """Half-close the call (`done_writing`) once what is queued is written."""
+        self._queue.put_nowait(None)
 
     async def _run(self) -> None:
         try:
             while True:
-                message = await self._queue.get()
-                taken = 1
+                taken = [await self._queue.get()]
                 if self.batch and not self._queue.empty():
-                    queued = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
-                    message.more.extend(queued)
-                    taken += len(queued)
-                await self._write(message)
-                for _ in range(taken):
+                    taken += [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+                messages = [message for message in taken if message is not None]
+                if messages:
+                    if len(messages) > 1:
+                        messages[0].more.extend(messages[1:])
+                    self.handed += len(messages)
+                    await self._write(messages[0])
+                for _ in taken:
                     self._queue.task_done()
+                if len(messages) < len(taken):
+                    if self._done_writing is not None:
+                        await self._done_writing()
+                    return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -112,11 +147,25 @@ class _Stream:
         self.call = call
         self.pending: dict[int, asyncio.Future[mux_pb2.MuxResponse]] = {}
         self.broken: grpc.aio.AioRpcError | None = None
-        self.writer = _Writer(call.write, self._write_failed)
+        #: The server is stopping (`draining`): no new calls here.
+        self.draining = False
+        self.closing = False
+        self.writer = Writer(call.write, self._write_failed, call.done_writing)
         self.reader = asyncio.ensure_future(self._read())
 
+    @property
+    def usable(self) -> bool:
+        return self.broken is None and not self.draining
+
+    def close_writing(self) -> None:
+        """Close this side once the calls on it are answered (the server is draining)."""
+        if not self.closing and not self.pending and self.broken is None:
+            self.closing = True
+            self.writer.close_writing()
+
     def _write_failed(self, exc: BaseException) -> None:
-        self._fail(_failed(grpc.StatusCode.UNAVAILABLE, f"the call stream broke ({type(exc).__name__})"))
+        why = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+        self._fail(_StreamFailed(f"the call stream broke ({why})"))
         self.call.cancel()
 
     def _fail(self, error: grpc.aio.AioRpcError) -> None:
@@ -127,7 +176,7 @@ class _Stream:
                 future.set_exception(self.broken)
 
     async def _read(self) -> None:
-        error = _failed(grpc.StatusCode.UNAVAILABLE, "the call stream ended")
+        error: grpc.aio.AioRpcError = _StreamFailed("the call stream ended")
         try:
             self.writer.batch = BATCH in tuple(await self.call.initial_metadata() or ())
             async for message in self.call:
@@ -135,8 +184,12 @@ class _Stream:
                     future = self.pending.get(response.id)
                     if future is not None and not future.done():
                         future.set_result(response)
+                    elif response.draining:
+                        self.draining = True
+                        self.close_writing()
         except grpc.aio.AioRpcError as exc:
-            error = _failed(exc.code(), exc.details() or "the call stream failed")
+            detail = exc.details() or "the call stream failed"
+            error = _StreamFailed(detail) if exc.code() == grpc.StatusCode.UNAVAILABLE else _failed(exc.code(), detail)
         except asyncio.CancelledError:
             error = _failed(grpc.StatusCode.CANCELLED, "the call stream was closed")
         finally:
@@ -146,7 +199,10 @@ class _Stream:
 
 class MuxClient(Generic[R]):
     """Calls of one unary `method` ("/stepblend.v1.Router/Route") on a stream that
-    `open_stream(metadata=…)` opens (the stub's stream method), with `metadata`."""
+    `open_stream(metadata=…)` opens (the stub's stream method), with `metadata`.
+    `idempotent`: a call that may have reached a server whose stream then failed is
+    sent once more (a pure decision such as Route); otherwise only a call that never
+    reached the transport is."""
 
     def __init__(
         self,
@@ -154,12 +210,17 @@ class MuxClient(Generic[R]):
         method: str,
         parse: Callable[[bytes], R],
         metadata: tuple[tuple[str, str], ...] = (),
+        *,
+        idempotent: bool = False,
     ) -> None:
         self._open_stream = partial(open_stream, metadata=(*metadata, BATCH))
         self._method = method
         self._parse = parse
+        self._idempotent = idempotent
         self._ids = itertools.count(1)
         self._stream: _Stream | None = None
+        #: Streams of stopping servers, until their calls are answered.
+        self._draining: set[_Stream] = set()
         service, _, name = method.lstrip("/").rpartition("/")
         self._attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
@@ -181,41 +242,59 @@ class MuxClient(Generic[R]):
                 raise
 
     async def _call(self, message: mux_pb2.MuxRequest, timeout_s: float) -> R:
-        stream = self._current()
-        future: asyncio.Future[mux_pb2.MuxResponse] = asyncio.get_running_loop().create_future()
-        stream.pending[message.id] = future
-        stream.writer.put(message)
-        try:
-            async with asyncio.timeout(timeout_s):
-                response = await future
-        except TimeoutError:
-            self._cancel(stream, message.id)
-            raise _failed(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-        except asyncio.CancelledError:
-            self._cancel(stream, message.id)
-            raise
-        finally:
-            stream.pending.pop(message.id, None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        again = True
+        while True:
+            stream = self._current()
+            future: asyncio.Future[mux_pb2.MuxResponse] = loop.create_future()
+            stream.pending[message.id] = future
+            number = stream.writer.put(message)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await future
+                break
+            except TimeoutError:
+                self._cancel(stream, message.id)
+                raise _failed(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            except asyncio.CancelledError:
+                self._cancel(stream, message.id)
+                raise
+            except _StreamFailed:
+                if not (again and (self._idempotent or stream.writer.handed < number)):
+                    raise
+                again = False
+                # Sent as it was, less the calls a batched write carried with it.
+                message.ClearField("more")
+                message.timeout_s = max(0.0, deadline - loop.time())
+            finally:
+                stream.pending.pop(message.id, None)
+                if stream.draining:
+                    stream.close_writing()
         if response.code:
             raise _failed(_STATUS.get(response.code, grpc.StatusCode.UNKNOWN), response.detail)
         return self._parse(response.payload)
 
     def _current(self) -> _Stream:
         stream = self._stream
-        if stream is None or stream.broken is not None:
+        if stream is None or not stream.usable:
+            if stream is not None and stream.broken is None:
+                self._draining.add(stream)
+                stream.reader.add_done_callback(partial(_discard, self._draining, stream))
             # Opened outside the caller's trace: the stream outlives every request.
             with trace.use_span(trace.INVALID_SPAN):
                 stream = self._stream = _Stream(self._open_stream())
         return stream
 
     def _cancel(self, stream: _Stream, call_id: int) -> None:
-        if stream.broken is None:
+        if stream.broken is None and not stream.closing:
             stream.writer.put(mux_pb2.MuxRequest(id=call_id, cancel=True))
 
     async def close(self) -> None:
-        """Close the stream (at shutdown); calls in flight fail with CANCELLED."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
+        """Close the streams (at shutdown); calls in flight fail with CANCELLED."""
+        streams = [*self._draining, *([self._stream] if self._stream is not None else [])]
+        self._stream = None
+        for stream in streams:
             stream.writer.close()
             stream.call.cancel()
             stream.reader.cancel()
@@ -223,102 +302,9 @@ class MuxClient(Generic[R]):
                 await stream.reader
 
 
+def _discard(streams: set[_Stream], stream: _Stream, _reader: object) -> None:
+    streams.discard(stream)
+
+
 # StatusCode by its number, for the codes a MuxResponse carries.
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
-
-
-async def serve(
-    requests: AsyncIterator[mux_pb2.MuxRequest],
-    context: grpc.aio.ServicerContext,
-    method: str,
-    handle: Callable[[bytes, float], Awaitable[bytes]] | None = None,
-    *,
-    answer_now: Callable[[bytes], bytes] | None = None,
-) -> None:
-    """Serve one stream of `method`'s calls until the caller closes it: each by
-    `handle(payload, timeout_s)` in a task of its own (cancelled by the caller's
-    `cancel` or its deadline), or, for work that never waits (Route),
-    `answer_now(payload)` at once, in order, with no task."""
-    if (handle is None) == (answer_now is None):
-        raise TypeError("serve() takes one of handle and answer_now")
-    running: dict[int, asyncio.Task[None]] = {}
-    tracer = trace.get_tracer(__name__)
-    writer = _Writer(context.write, lambda exc: log.warning("answering on %s failed: %r", method, exc))
-    if BATCH in tuple(context.invocation_metadata() or ()):
-        writer.batch = True
-    await context.send_initial_metadata((BATCH,))
-
-    async def answer(message: mux_pb2.MuxRequest, handle: Callable[[bytes, float], Awaitable[bytes]]) -> None:
-        try:
-            writer.put(await _answer(tracer, method, handle, message))
-        except asyncio.CancelledError:
-            pass
-        finally:
-            running.pop(message.id, None)
-
-    try:
-        async for batch in requests:
-            for message in (batch, *batch.more):
-                if message.cancel:
-                    task = running.get(message.id)
-                    if task is not None:
-                        task.cancel()
-                elif answer_now is not None:
-                    writer.put(_answer_now(tracer, method, answer_now, message))
-                else:
-                    assert handle is not None
-                    running[message.id] = asyncio.ensure_future(answer(message, handle))
-        if running:
-            await asyncio.gather(*running.values(), return_exceptions=True)
-        await writer.flush()
-    finally:
-        for task in list(running.values()):
-            task.cancel()
-        writer.close()
-
-
-def _answer_now(
-    tracer: trace.Tracer, method: str, answer_now: Callable[[bytes], bytes], message: mux_pb2.MuxRequest
-) -> mux_pb2.MuxResponse:
-    span = None
-    if message.trace:
-        span = tracer.start_span(method, context=propagate.extract(dict(message.trace)), kind=SpanKind.SERVER)
-    try:
-        with trace.use_span(span) if span is not None else contextlib.nullcontext():
-            return mux_pb2.MuxResponse(id=message.id, payload=answer_now(message.payload))
-    except Exception as exc:
-        log.exception("%s failed", method)
-        return mux_pb2.MuxResponse(
-            id=message.id, code=grpc.StatusCode.INTERNAL.value[0], detail=f"{method} failed: {type(exc).__name__}"
-        )
-    finally:
-        if span is not None:
-            span.end()
-
-
-async def _answer(
-    tracer: trace.Tracer,
-    method: str,
-    handle: Callable[[bytes, float], Awaitable[bytes]],
-    message: mux_pb2.MuxRequest,
-) -> mux_pb2.MuxResponse:
-    span = None
-    if message.trace:
-        parent = propagate.extract(dict(message.trace))
-        span = tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
-    try:
-        with trace.use_span(span) if span is not None else contextlib.nullcontext():
-            async with asyncio.timeout(message.timeout_s or None):
-                payload = await handle(message.payload, message.timeout_s)
-        return mux_pb2.MuxResponse(id=message.id, payload=payload)
-    except TimeoutError:
-        code, detail = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
-    except Exception as exc:
-        log.exception("%s failed", method)
-        code, detail = grpc.StatusCode.INTERNAL, f"{method} failed: {type(exc).__name__}"
-        if span is not None:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, detail))
-    finally:
-        if span is not None:
-            span.end()
-    return mux_pb2.MuxResponse(id=message.id, code=code.value[0], detail=detail)

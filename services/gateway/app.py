@@ -163,8 +163,9 @@ def create_app(settings: Settings, gateway: GatewaySettings | None = None) -> Fa
             providers_pb2_grpc.ProvidersStub(providers_ch),
         )
         streams = gateway.call_streams
+        # Routing is a pure decision: a Route call cut by its stream is asked again.
         route_calls = (
-            MuxClient(router_stub.RouteStream, ROUTE, router_pb2.RouteResponse.FromString, metadata)
+            MuxClient(router_stub.RouteStream, ROUTE, router_pb2.RouteResponse.FromString, metadata, idempotent=True)
             if streams
             else None
         )

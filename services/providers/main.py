@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from nats.aio.msg import Msg
 
-from services.common import events, grpcio, logs, telemetry
+from services.common import events, grpcio, logs, mux_server, telemetry
 from services.common.config import Settings
 from services.common.tls import InternalTls
 from services.providers.executor import Executor
@@ -65,6 +65,7 @@ async def serve(
     client = None
     nc = None
     server = None
+    draining = asyncio.Event()
     try:
         await asyncio.to_thread(vault.create_tables)
         tls = InternalTls.from_settings(settings)
@@ -92,6 +93,7 @@ async def serve(
                 ),
                 # The most its attempts may take; the gateway's own deadline is sooner.
                 deadline_s=timeouts.total * settings.max_attempts,
+                draining=draining,
             ),
             server,
         )
@@ -118,7 +120,7 @@ async def serve(
     finally:
         if server is not None:
             # As long as the gateway's own grace: in-flight streams finish.
-            await server.stop(grace=30)
+            await mux_server.stop_server(server, 30, draining)
         if client is not None:
             await client.close()
         if nc is not None:

@@ -18,7 +18,7 @@ import grpc
 import orjson
 from nats.js import JetStreamContext
 
-from services.common import events, mux, telemetry
+from services.common import events, mux_server, telemetry
 from services.providers.credentials import KeyFieldError, KeyFields
 from services.providers.executor import Executor
 from services.providers.outcomes import error
@@ -43,9 +43,13 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
     gets a readable error rather than a bare DEADLINE_EXCEEDED, and a caller that set
     no deadline cannot hold a call (and its upstream connection) open for ever."""
 
-    def __init__(self, executor: Executor, deadline_s: float = Timeouts.total) -> None:
+    def __init__(
+        self, executor: Executor, deadline_s: float = Timeouts.total, draining: asyncio.Event | None = None
+    ) -> None:
         self._executor = executor
         self._deadline_s = deadline_s
+        #: Set when the server stops: its call streams drain (mux_server.stop_server).
+        self._draining = draining
 
     async def Execute(self, request: providers_pb2.ExecuteRequest, context: grpc.aio.ServicerContext) -> None:
         # Writing from here (rather than yielding) means a cancelled call raises
@@ -74,7 +78,7 @@ class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
         self, request_iterator: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext
     ) -> None:
         """Complete calls as messages on one long-lived stream (services/common/mux.py)."""
-        await mux.serve(request_iterator, context, COMPLETE, self._complete_message)
+        await mux_server.serve(request_iterator, context, COMPLETE, self._complete_message, draining=self._draining)
 
     async def _complete_message(self, payload: bytes, timeout_s: float) -> bytes:
         request = providers_pb2.ExecuteRequest.FromString(payload)

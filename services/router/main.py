@@ -34,6 +34,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common import mux_server
 from services.common.config import Settings
 from services.common.grpcio import make_server, start_server
 from services.common.tls import InternalTls
@@ -88,10 +89,13 @@ def catalog_from_env(options: RouterOptions | None = None) -> Catalog:
     return load_catalog(Path(path) if path else None, reserved_names=STRATEGY_NAMES, vendors=vendors)
 
 
-async def start(settings: Settings, catalog: Catalog, book: StatsBook | None = None) -> tuple[grpc.aio.Server, int]:
-    """Build and start the gRPC server; return it and the port it listens on."""
+async def start(
+    settings: Settings, catalog: Catalog, book: StatsBook | None = None, draining: asyncio.Event | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Build and start the gRPC server; return it and the port it listens on. Its call
+    streams drain when `draining` is set (mux_server.stop_server)."""
     server = make_server(settings.internal_token, caller_tokens=settings.caller_tokens)
-    servicer = RouterServicer(catalog, book, book)
+    servicer = RouterServicer(catalog, book, book, draining)
     # The generated registration function carries no annotations.
     router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
     tls = InternalTls.from_settings(settings)
@@ -106,7 +110,8 @@ async def serve(settings: Settings, options: RouterOptions | None = None) -> Non
     options = options or RouterOptions.from_env()
     catalog = catalog_from_env(options)
     book = StatsBook(catalog, breaker=options.breaker)
-    server, port = await start(settings, catalog, book)
+    draining = asyncio.Event()
+    server, port = await start(settings, catalog, book, draining)
     consumer_options = dataclasses.replace(
         options.consumer, stream_replicas=settings.nats_stream_replicas, tls=InternalTls.from_settings(settings)
     )
@@ -124,14 +129,16 @@ async def serve(settings: Settings, options: RouterOptions | None = None) -> Non
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         # Shielded so that a second cancellation cannot cut the graceful stop short.
-        await asyncio.shield(_stop(server, consumer, consuming))
+        await asyncio.shield(_stop(server, draining, consumer, consuming))
         raise
 
 
-async def _stop(server: grpc.aio.Server, consumer: StatsConsumer, consuming: asyncio.Task[None]) -> None:
+async def _stop(
+    server: grpc.aio.Server, draining: asyncio.Event, consumer: StatsConsumer, consuming: asyncio.Task[None]
+) -> None:
     consumer.stop()
     # It may be inside a connect that retries until NATS answers: do not wait for that.
     consuming.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await consuming
-    await server.stop(STOP_GRACE_S)
+    await mux_server.stop_server(server, STOP_GRACE_S, draining)

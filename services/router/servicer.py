@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
 
-from services.common import mux
+from services.common import mux_server
 from services.router.catalog import Catalog, ModelEntry
 from services.router.decision import Candidate, Decision, Exclusion, RouteRequest
 from services.router.embedding_catalog import EmbeddingEntry
@@ -25,8 +26,15 @@ EMBEDDING = "embedding"
 class RouterServicer(router_pb2_grpc.RouterServicer):
     """Answers `Route` from one catalog and the live statistics, `ListModels` from the catalog."""
 
-    def __init__(self, catalog: Catalog, stats: Stats | None = None, circuits: Circuits | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        stats: Stats | None = None,
+        circuits: Circuits | None = None,
+        draining: asyncio.Event | None = None,
+    ) -> None:
         self._catalog = catalog
+        self._draining = draining
         self._stats = stats
         self._circuits = circuits
         # The catalog never changes while the process runs: render its listing once.
@@ -54,7 +62,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     ) -> None:
         """Route calls as messages on one long-lived stream (services/common/mux.py)."""
         # Routing never waits: each call is answered as it arrives, with no task of its own.
-        await mux.serve(request_iterator, context, ROUTE, answer_now=self._route_message)
+        await mux_server.serve(
+            request_iterator, context, ROUTE, answer_now=self._route_message, draining=self._draining
+        )
 
     def _route_message(self, payload: bytes) -> bytes:
         return self._route(router_pb2.RouteRequest.FromString(payload)).SerializeToString()

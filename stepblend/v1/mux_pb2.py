@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stepblend/v1/mux.proto\x12\x0cstepblend.v1\"\xd6\x01\n\nMuxRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12\x32\n\x05trace\x18\x04 \x03(\x0b\x32#.stepblend.v1.MuxRequest.TraceEntry\x12\x0e\n\x06\x63\x61ncel\x18\x05 \x01(\x08\x12&\n\x04more\x18\x06 \x03(\x0b\x32\x18.stepblend.v1.MuxRequest\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x0bMuxResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\'\n\x04more\x18\x05 \x03(\x0b\x32\x19.stepblend.v1.MuxResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16stepblend/v1/mux.proto\x12\x0cstepblend.v1\"\xd6\x01\n\nMuxRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12\x32\n\x05trace\x18\x04 \x03(\x0b\x32#.stepblend.v1.MuxRequest.TraceEntry\x12\x0e\n\x06\x63\x61ncel\x18\x05 \x01(\x08\x12&\n\x04more\x18\x06 \x03(\x0b\x32\x18.stepblend.v1.MuxRequest\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x83\x01\n\x0bMuxResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\'\n\x04more\x18\x05 \x03(\x0b\x32\x19.stepblend.v1.MuxResponse\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MUXREQUEST']._serialized_end=255
   _globals['_MUXREQUEST_TRACEENTRY']._serialized_start=211
   _globals['_MUXREQUEST_TRACEENTRY']._serialized_end=255
-  _globals['_MUXRESPONSE']._serialized_start=257
-  _globals['_MUXRESPONSE']._serialized_end=370
+  _globals['_MUXRESPONSE']._serialized_start=258
+  _globals['_MUXRESPONSE']._serialized_end=389
 # @@protoc_insertion_point(module_scope)

@@ -30,15 +30,17 @@ class MuxRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., payload: _Optional[bytes] = ..., timeout_s: _Optional[float] = ..., trace: _Optional[_Mapping[str, str]] = ..., cancel: _Optional[bool] = ..., more: _Optional[_Iterable[_Union[MuxRequest, _Mapping]]] = ...) -> None: ...
 
 class MuxResponse(_message.Message):
-    __slots__ = ("id", "payload", "code", "detail", "more")
+    __slots__ = ("id", "payload", "code", "detail", "more", "draining")
     ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     id: int
     payload: bytes
     code: int
     detail: str
     more: _containers.RepeatedCompositeFieldContainer[MuxResponse]
-    def __init__(self, id: _Optional[int] = ..., payload: _Optional[bytes] = ..., code: _Optional[int] = ..., detail: _Optional[str] = ..., more: _Optional[_Iterable[_Union[MuxResponse, _Mapping]]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, id: _Optional[int] = ..., payload: _Optional[bytes] = ..., code: _Optional[int] = ..., detail: _Optional[str] = ..., more: _Optional[_Iterable[_Union[MuxResponse, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...

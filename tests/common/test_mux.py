@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from services.common import grpcio, mux
-from services.common.mux import MuxClient
+from services.common import grpcio, mux_server
+from services.common.mux import BATCH, MuxClient
 from stepblend.v1 import mux_pb2, router_pb2
 
 METHOD = "/test.Echo/Echo"
@@ -27,9 +27,11 @@ class Echo:
         self.started = asyncio.Event()
         self.cancelled = asyncio.Event()
         self.messages_in = 0  # gRPC messages the stream delivered (a batch is one)
+        self.handled = 0
 
     async def handle(self, payload: bytes, timeout_s: float) -> bytes:
         request = router_pb2.RouteRequest.FromString(payload)
+        self.handled += 1
         self.started.set()
         if request.model == "boom":
             raise RuntimeError("the handler failed")
@@ -42,8 +44,8 @@ class Echo:
         return router_pb2.RouteResponse(refusal=refusal).SerializeToString()
 
 
-async def _serve(echo: Echo, port: int = 0) -> tuple[grpc.aio.Server, int]:
-    """A real gRPC server whose EchoStream is `mux.serve` over `echo`, on `port` (0: any)."""
+async def _serve(echo: Echo, port: int = 0, draining: asyncio.Event | None = None) -> tuple[grpc.aio.Server, int]:
+    """A real gRPC server whose EchoStream is `mux_server.serve` over `echo`, on `port` (0: any)."""
 
     async def counted(requests: AsyncIterator[mux_pb2.MuxRequest]) -> AsyncIterator[mux_pb2.MuxRequest]:
         async for message in requests:
@@ -51,7 +53,7 @@ async def _serve(echo: Echo, port: int = 0) -> tuple[grpc.aio.Server, int]:
             yield message
 
     async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
-        await mux.serve(counted(requests), context, METHOD, echo.handle)
+        await mux_server.serve(counted(requests), context, METHOD, echo.handle, draining=draining)
 
     handler = grpc.stream_stream_rpc_method_handler(
         stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
@@ -117,7 +119,7 @@ async def test_a_caller_that_does_not_say_it_reads_batches_gets_one_answer_per_m
             request_serializer=mux_pb2.MuxRequest.SerializeToString,
             response_deserializer=mux_pb2.MuxResponse.FromString,
         )()  # no `stepblend-mux: batch` in its metadata: a caller of an earlier release
-        assert mux.BATCH in tuple(await call.initial_metadata())  # the server says it reads them
+        assert BATCH in tuple(await call.initial_metadata())  # the server says it reads them
         for i in range(1, 101):
             await call.write(mux_pb2.MuxRequest(id=i, payload=_ask(f"old-{i}").SerializeToString(), timeout_s=5))
         answers = [await call.read() for _ in range(100)]
@@ -190,7 +192,7 @@ async def test_a_call_stream_idle_for_many_keepalive_pings_still_answers(monkeyp
     echo = Echo()
 
     async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
-        await mux.serve(requests, context, METHOD, echo.handle)
+        await mux_server.serve(requests, context, METHOD, echo.handle)
 
     handler = grpc.stream_stream_rpc_method_handler(
         stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
@@ -214,3 +216,91 @@ async def test_a_call_stream_idle_for_many_keepalive_pings_still_answers(monkeyp
         await calls.close()
         await channel.close()
         await server.stop(None)
+
+
+def _channel_client(
+    port: int, idempotent: bool = False
+) -> tuple[grpc.aio.Channel, MuxClient[router_pb2.RouteResponse]]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    open_stream = channel.stream_stream(
+        "/test.Echo/EchoStream",
+        request_serializer=mux_pb2.MuxRequest.SerializeToString,
+        response_deserializer=mux_pb2.MuxResponse.FromString,
+    )
+    return channel, MuxClient(open_stream, METHOD, router_pb2.RouteResponse.FromString, idempotent=idempotent)
+
+
+async def test_a_stopping_server_answers_its_calls_and_the_next_ones_reach_its_replacement() -> None:
+    """A rolling restart: the replacement listens on the same port (SO_REUSEPORT), the
+    old server stops with a grace period. Its stream is drained, not cut at the end of
+    the grace: the call in flight is answered, every call sent meanwhile reaches the
+    replacement, and the old server is gone long before its grace runs out."""
+    old_echo, new_echo, draining = Echo(), Echo(), asyncio.Event()
+    old, port = await _serve(old_echo, draining=draining)
+    channel, client = _channel_client(port)
+    try:
+        assert (await client.call(_ask("warm"), 5)).refusal.message == "warm"
+        replacement, _ = await _serve(new_echo, port)
+        in_flight = asyncio.ensure_future(client.call(_ask("in flight", 0.5), 10))
+        await asyncio.wait_for(old_echo.started.wait(), 5)
+        started = asyncio.get_running_loop().time()
+        stopping = asyncio.ensure_future(mux_server.stop_server(old, 20, draining))
+        answers = []
+        for i in range(20):
+            answers.append(await client.call(_ask(f"after {i}"), 5))
+            await asyncio.sleep(0.05)
+        assert [a.refusal.message for a in answers] == [f"after {i}" for i in range(20)]
+        assert (await in_flight).refusal.message == "in flight"
+        await asyncio.wait_for(stopping, 10)
+        assert asyncio.get_running_loop().time() - started < 5  # drained, not cut at the 20 s grace
+        # The old server answered what reached it before it told the caller to move on;
+        # everything after went to the replacement.
+        assert old_echo.handled + new_echo.handled == 22
+        assert new_echo.handled >= 18
+        await replacement.stop(None)
+    finally:
+        await client.close()
+        await channel.close()
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+async def test_a_call_cut_by_its_stream_is_sent_again_when_it_never_left_or_the_method_is_idempotent(
+    idempotent: bool,
+) -> None:
+    """The first call is in a write that has not finished when the stream breaks; the
+    second waits behind it and never reaches the transport. The second is sent again
+    on a new stream (to the replacement on the same port), and so is the first when
+    the method is idempotent; otherwise the first fails UNAVAILABLE, as a unary call
+    whose request may have reached its server would."""
+    old, port = await _serve(Echo())
+    channel, client = _channel_client(port, idempotent)
+    try:
+        await client.call(_ask("warm"), 5)
+        stream = client._stream
+        assert stream is not None
+        release = asyncio.Event()
+        write = stream.writer._write
+
+        async def slow_write(message: mux_pb2.MuxRequest) -> None:
+            await release.wait()  # a transport slow to take the bytes
+            await write(message)
+
+        stream.writer._write = slow_write
+        first = asyncio.ensure_future(client.call(_ask("first"), 10))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(client.call(_ask("second"), 10))
+        await asyncio.sleep(0.05)
+        replacement, _ = await _serve(Echo(), port)
+        await old.stop(None)
+        release.set()
+        assert (await second).refusal.message == "second"
+        if idempotent:
+            assert (await first).refusal.message == "first"
+        else:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await first
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        await replacement.stop(None)
+    finally:
+        await client.close()
+        await channel.close()
