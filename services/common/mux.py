@@ -12,14 +12,15 @@ What a unary call gave is kept:
 - errors as gRPC status codes: a failed call raises `grpc.aio.AioRpcError`, as a
   unary call would, so callers map errors exactly as before; a broken stream
   fails the calls in flight on it with UNAVAILABLE, and the next call opens a
-  new one. A call that failed so is sent once more, on a new stream, when it
-  never reached the transport, or whatever happened when the method is
-  idempotent (Route): as gRPC retries a unary call that never left the client;
+  new one. A call that failed so is sent once more on a new stream if it never
+  reached the transport (as gRPC retries a unary call that never left the
+  client), or, for an idempotent method (Route), in any case;
 - one trace: with tracing on, each call is a CLIENT span named as the unary
   method, its context in `trace`, and the server's SERVER span is its child.
   The long-lived streams themselves are not traced (telemetry's filter).
 
-A stopping server drains its streams rather than cutting them (`stop_server`):
+The server's side is `mux_server`. A stopping server drains its streams rather
+than cutting them (`mux_server.stop_server`):
 it refuses new streams, then tells each caller (`draining`), answers the calls it
 has, and ends the stream once the caller closes its side. The caller sends its
 next calls on a new stream, which reaches another replica. So a rolling restart
