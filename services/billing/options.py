@@ -1,5 +1,5 @@
-"""Billing's own settings, beyond the ones every service shares (common.config),
-read once at start by pydantic-settings, strictly.
+"""Billing's own settings, beyond the ones every service shares, read once at start
+(common.config), strictly.
 
 - `STEPBLEND_RESERVATION_TTL_SECONDS` (default 900): how long an admitted
   request's reservation holds its slot without a usage event before the

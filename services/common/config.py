@@ -1,12 +1,18 @@
 """Settings every service reads from the environment, once, in main().
 
-`Settings` is read by pydantic-settings from `STEPBLEND_*` variables, strictly: a
-value that does not parse (`STEPBLEND_SIGNUP_ENABLED=maybe`, a port that is not a
-number) stops the service at start with the variable's name, instead of being
-taken for a default or for true. An empty variable counts as unset. Nothing here
-is read at import time, and nothing writes the environment; each service builds
-one `Settings` (and its own `ServiceSettings` subclass for what only it reads)
-and passes it down.
+`Settings` is read from `STEPBLEND_*` variables and validated by pydantic,
+strictly: a value that does not parse (`STEPBLEND_SIGNUP_ENABLED=maybe`, a port
+that is not a number) stops the service at start with the variable's name, instead
+of being taken for a default or for true. An empty variable counts as unset.
+Nothing here is read at import time, and nothing writes the environment; each
+service builds one `Settings` (and its own `ServiceSettings` subclass for what only
+it reads) with `from_env()` and passes it down.
+
+The variables are looked up by the fields' names (or their `validation_alias`)
+here, rather than by pydantic-settings: the same few lines serve the process
+environment and a test's mapping, and pydantic-settings (with python-dotenv, and
+its command-line, cloud and file sources, which StepBlend never uses) cost each of
+the four services 1-2 MB of memory.
 
 Tests build variants with `settings.model_copy(update={...})`.
 """
@@ -19,8 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = ["ConfigError", "ServiceSettings", "Settings", "provider_base_urls"]
 
@@ -29,18 +34,12 @@ class ConfigError(ValueError):
     """A variable's value does not parse; the message names the variable."""
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(BaseModel):
     """The base of every service's settings: `STEPBLEND_`-prefixed variables,
-    validated once, immutable afterwards."""
+    validated once, immutable afterwards. Built directly (`XSettings()`), it holds
+    the defaults; `from_env()` reads the variables."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="STEPBLEND_",
-        env_ignore_empty=True,
-        str_strip_whitespace=True,
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-    )
+    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore", frozen=True, populate_by_name=True)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -64,10 +63,8 @@ class ServiceSettings(BaseSettings):
 
     @classmethod
     def _read(cls, environ: Mapping[str, str] | None) -> Self:
-        if environ is None:
-            return cls()
-        # pydantic-settings reads os.environ; for an explicit mapping, pass its
-        # STEPBLEND_ values as the fields' own names.
+        # Each field from the first of its variables that is set and not blank.
+        environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, field in cls.model_fields.items():
             for env_name in _env_names(name, field.validation_alias):
@@ -154,7 +151,7 @@ class Settings(ServiceSettings):
     @field_validator("caller_tokens", mode="before")
     @classmethod
     def _json_object(cls, value: Any) -> Any:
-        # From os.environ pydantic-settings decodes it; from a mapping it is still text.
+        # A variable's value is text; tests may pass the mapping itself.
         return json.loads(value) if isinstance(value, str) else value
 
     @classmethod
