@@ -26,25 +26,16 @@ processes rather than using the shared `system` fixture: it kills some of them.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -58,209 +49,20 @@ from services.billing.models import (
     Reservation,
     ReservationState,
 )
-from services.common.grpcio import TOKEN_HEADER
 from stepblend.v1 import billing_pb2, billing_pb2_grpc
-from tests.billing.pgcluster import PostgresCluster
-from tests.support.procs import NatsServer, free_port, wait_port
-
-START_TIMEOUT_S = 60.0
-PLANS = 'default_plan = "trial"\n[plans]\ntrial = 50\nhundred = 100\nbig = 100000\n'
-MODEL = "openai:gpt-4o-mini"
-
-
-@dataclass
-class Stack:
-    """The running processes, and how to reach and restart them."""
-
-    root: Path
-    env: dict[str, str]
-    billing_url: str
-    mock_url: str
-    billing_addrs: list[str]
-    gateway_urls: list[str]
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    envs: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        self.procs[name] = proc
-        self.envs[name] = env
-        return proc
-
-    def serve(self, name: str, service: str, address: str, **extra: str) -> subprocess.Popen[bytes]:
-        host, _, port = address.rpartition(":")
-        env = dict(self.env, STEPBLEND_HOST=host, STEPBLEND_PORT=port, **extra)
-        return self.spawn(name, [sys.executable, "-m", "stepblend", "serve", service], env)
-
-    def kill9(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait(10)
-
-    def restart(self, name: str) -> None:
-        args = [sys.executable, "-m", "stepblend", "serve", "billing"]
-        self.spawn(name, args, self.envs[name])
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "stepblend", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"stepblend {' '.join(args)} failed: {result.stderr}")
-        return result.stdout.strip()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((self.root / "logs").glob("*.log")))
-
-    def stop(self) -> None:
-        for proc in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_grpc(address: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"{what} exited with {proc.returncode} while starting"
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == 1:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.05)
-    raise TimeoutError(f"{what} not healthy at {address}")
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{what} exited with {proc.returncode} while starting"
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready at {url}")
+from tests.support.stack import MODEL, Stack, complete, internal_metadata, new_account, running_stack, wait_grpc
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with _running(request, Path(tmp_path_factory.mktemp("plan-limits"))) as running:
+    with running_stack(request, Path(tmp_path_factory.mktemp("plan-limits"))) as running:
         yield running
-
-
-@contextlib.contextmanager
-def _running(request: pytest.FixtureRequest, root: Path, lease_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """The processes started, on the backend `request.param` names (PostgreSQL: a new
-    database in the session's cluster); `lease_env` added to every service's environment."""
-    (root / "logs").mkdir()
-    (root / "plans.toml").write_text(PLANS)
-    if request.param == "postgresql":
-        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
-        billing_url = cluster.url(cluster.create_database())
-    else:
-        billing_url = f"sqlite:///{root / 'billing.db'}"
-    nats = NatsServer(root / "nats").start()
-    mock_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPBLEND_")}
-    env.update(
-        STEPBLEND_DATA_DIR=str(root),
-        STEPBLEND_NATS_URL=nats.url,
-        STEPBLEND_JWT_SECRET=secrets.token_urlsafe(48),
-        STEPBLEND_INTERNAL_TOKEN=secrets.token_urlsafe(32),
-        STEPBLEND_KEY_ENCRYPTION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        STEPBLEND_API_KEY_PEPPER=secrets.token_urlsafe(32),
-        STEPBLEND_PLANS_FILE=str(root / "plans.toml"),
-        STEPBLEND_OPENAI_BASE_URL=f"http://127.0.0.1:{mock_port}/v1",
-        STEPBLEND_ROUTER_ADDR=f"127.0.0.1:{free_port()}",
-        STEPBLEND_PROVIDERS_ADDR=f"127.0.0.1:{free_port()}",
-        # The test's one account sends all 200 requests at once: the plan limit,
-        # not the per-account concurrency limit, is what it measures.
-        STEPBLEND_MAX_CONCURRENT_PER_ACCOUNT="0",
-    )
-    env.update(lease_env or {})
-    billing_addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    gateway_ports = [free_port() for _ in range(2)]
-    env["STEPBLEND_BILLING_ADDR"] = billing_addrs[0]  # for the CLI
-    running = Stack(
-        root=root,
-        env=env,
-        billing_url=billing_url,
-        mock_url=f"http://127.0.0.1:{mock_port}",
-        billing_addrs=billing_addrs,
-        gateway_urls=[f"http://127.0.0.1:{port}" for port in gateway_ports],
-    )
-    try:
-        mock = running.spawn(
-            "mock", [sys.executable, "-m", "stepblend.mockprovider", "--port", str(mock_port)], running.env
-        )
-        wait_port(mock_port)
-        assert mock.poll() is None
-        running.serve("router", "router", env["STEPBLEND_ROUTER_ADDR"])
-        running.serve(
-            "providers",
-            "providers",
-            env["STEPBLEND_PROVIDERS_ADDR"],
-            STEPBLEND_DATABASE_URL=f"sqlite:///{root / 'providers.db'}",
-        )
-        # Both billings start together on one empty database: they take turns migrating it.
-        for i, address in enumerate(billing_addrs):
-            running.serve(f"billing-{i}", "billing", address, STEPBLEND_DATABASE_URL=billing_url)
-        for name, address in [
-            ("router", env["STEPBLEND_ROUTER_ADDR"]),
-            ("providers", env["STEPBLEND_PROVIDERS_ADDR"]),
-            ("billing-0", billing_addrs[0]),
-            ("billing-1", billing_addrs[1]),
-        ]:
-            _wait_grpc(address, running.procs[name], name)
-        # Each gateway has its own billing, so killing one billing takes out one path.
-        for i, port in enumerate(gateway_ports):
-            running.serve(f"gateway-{i}", "gateway", f"127.0.0.1:{port}", STEPBLEND_BILLING_ADDR=billing_addrs[i])
-        for i, url in enumerate(running.gateway_urls):
-            _wait_http(f"{url}/readyz", running.procs[f"gateway-{i}"], f"gateway-{i}")
-        yield running
-    except BaseException:
-        print(running.logs())
-        raise
-    finally:
-        running.stop()
-        nats.stop()
-
-
-def _account(stack: Stack, plan: str) -> tuple[str, str, str]:
-    """A new account on `plan` with an OpenAI key: (email, token, account id)."""
-    email = f"limits-{uuid.uuid4().hex[:10]}@example.com"
-    token = stack.cli("account", "create", email, "--plan", plan)
-    stack.cli("keys", "set", email, "openai", f"sk-{uuid.uuid4().hex}")
-    with grpc.insecure_channel(stack.billing_addrs[0]) as channel:
-        reply = billing_pb2_grpc.BillingStub(channel).GetAccount(
-            billing_pb2.GetAccountRequest(email=email), metadata=_metadata(stack), timeout=10
-        )
-    return email, token, str(reply.account.account_id)
-
-
-def _metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
-    return ((TOKEN_HEADER, stack.env["STEPBLEND_INTERNAL_TOKEN"]),)
 
 
 def _requests_this_month(stack: Stack, account_id: str, billing: int = 0) -> int:
     with grpc.insecure_channel(stack.billing_addrs[billing]) as channel:
         reply = billing_pb2_grpc.BillingStub(channel).GetAccount(
-            billing_pb2.GetAccountRequest(account_id=account_id), metadata=_metadata(stack), timeout=10
+            billing_pb2.GetAccountRequest(account_id=account_id), metadata=internal_metadata(stack), timeout=10
         )
     return int(reply.account.requests_this_month)
 
@@ -268,14 +70,6 @@ def _requests_this_month(stack: Stack, account_id: str, billing: int = 0) -> int
 def _mock_calls(stack: Stack, marker: str) -> int:
     seen = httpx.get(f"{stack.mock_url}/_mock/requests", timeout=10).json()
     return sum(1 for r in seen if marker in str(r.get("body")))
-
-
-async def _complete(client: httpx.AsyncClient, url: str, token: str, content: str) -> httpx.Response:
-    return await client.post(
-        f"{url}/api/v1/chat/completions",
-        headers={"authorization": f"Bearer {token}"},
-        json={"model": MODEL, "messages": [{"role": "user", "content": content}]},
-    )
 
 
 def _unexpected(responses: list[httpx.Response]) -> list[str]:
@@ -292,14 +86,14 @@ def _wait(check: object, timeout: float, what: str) -> None:
 
 
 def test_a_plan_of_50_serves_exactly_50_of_200_across_two_gateways(stack: Stack) -> None:
-    _email, token, account_id = _account(stack, "trial")
+    _email, token, account_id = new_account(stack, "trial")
     marker = f"limit-a-{uuid.uuid4().hex}"
 
     async def run() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             return await asyncio.gather(
-                *(_complete(client, stack.gateway_urls[i % 2], token, f"{marker} {i}") for i in range(200))
+                *(complete(client, stack.gateway_urls[i % 2], token, f"{marker} {i}") for i in range(200))
             )
 
     responses = asyncio.run(run())
@@ -318,7 +112,7 @@ def test_a_plan_of_50_serves_exactly_50_of_200_across_two_gateways(stack: Stack)
 
 
 def test_a_billing_killed_mid_run_loses_and_doubles_nothing(stack: Stack) -> None:
-    _email, token, account_id = _account(stack, "big")
+    _email, token, account_id = new_account(stack, "big")
     marker = f"limit-b-{uuid.uuid4().hex}"
     # Slow the provider a little so the kill lands while requests are in flight.
     httpx.post(f"{stack.mock_url}/_mock/behaviour", json={"model": "*", "delay_ms": 20}, timeout=10)
@@ -328,7 +122,7 @@ def test_a_billing_killed_mid_run_loses_and_doubles_nothing(stack: Stack) -> Non
         nonlocal done
         async with gate:
             try:
-                return await _complete(client, stack.gateway_urls[i % 2], token, f"{marker} {i}")
+                return await complete(client, stack.gateway_urls[i % 2], token, f"{marker} {i}")
             finally:
                 done += 1
 
@@ -352,7 +146,7 @@ def test_a_billing_killed_mid_run_loses_and_doubles_nothing(stack: Stack) -> Non
         responses = asyncio.run(run())
     finally:
         httpx.delete(f"{stack.mock_url}/_mock/behaviour", timeout=10)
-    _wait_grpc(stack.billing_addrs[1], stack.procs["billing-1"], "billing-1 after its restart")
+    wait_grpc(stack.billing_addrs[1], stack.procs["billing-1"], "billing-1 after its restart")
     statuses = Counter(r.status_code for r in responses)
     served = {r.headers["x-request-id"] for r in responses if r.status_code == 200}
     assert set(statuses) <= {200, 503}, statuses  # 503: its billing was down, fail-closed
@@ -443,7 +237,7 @@ async def _concurrently(stack: Stack, key: str, marker: str, count: int, **body:
 
 
 def test_a_keys_limit_of_30_serves_exactly_30_of_200_across_two_gateways(stack: Stack) -> None:
-    _email, token, _account_id = _account(stack, "big")
+    _email, token, _account_id = new_account(stack, "big")
     key = _api_key(stack, token, monthly_request_limit=30)
     marker = f"limit-c-{uuid.uuid4().hex}"
     responses = asyncio.run(_concurrently(stack, str(key["key"]), marker, 200))
@@ -455,7 +249,7 @@ def test_a_keys_limit_of_30_serves_exactly_30_of_200_across_two_gateways(stack: 
 
 
 def test_a_keys_budget_is_never_overspent_by_200_concurrent_requests(stack: Stack) -> None:
-    _email, token, _account_id = _account(stack, "big")
+    _email, token, _account_id = new_account(stack, "big")
     marker = f"limit-d-{uuid.uuid4().hex}"
     body = {"model": MODEL, "messages": [{"role": "user", "content": f"{marker} 100"}], "max_tokens": 64}
     route = httpx.post(
@@ -500,7 +294,7 @@ def test_a_keys_budget_is_never_overspent_by_200_concurrent_requests(stack: Stac
 
 
 def test_a_key_revoked_at_one_gateway_is_refused_by_the_other_within_a_second(stack: Stack) -> None:
-    _email, token, _account_id = _account(stack, "big")
+    _email, token, _account_id = new_account(stack, "big")
     created = _api_key(stack, token)
     key = str(created["key"])
     for url in stack.gateway_urls:  # both gateways now hold the key as verified
@@ -521,7 +315,7 @@ def test_a_key_revoked_at_one_gateway_is_refused_by_the_other_within_a_second(st
 
 async def _complete_one(url: str, key: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as client:
-        return await _complete(client, url, key, "revocation")
+        return await complete(client, url, key, "revocation")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -533,7 +327,7 @@ def expiring_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         "STEPBLEND_RESERVATION_TTL_SECONDS": "2",
         "STEPBLEND_LEASE_IDLE_SECONDS": "8",
     }
-    with _running(request, Path(tmp_path_factory.mktemp("lease-expiry")), lease_env) as running:
+    with running_stack(request, Path(tmp_path_factory.mktemp("lease-expiry")), lease_env) as running:
         yield running
 
 
@@ -549,12 +343,12 @@ def _month_counter(stack: Stack, account_id: str) -> tuple[int, int]:
 
 def test_a_gateway_killed_holding_a_lease_gives_its_slots_back_at_expiry(expiring_stack: Stack) -> None:
     stack = expiring_stack
-    _email, token, account_id = _account(stack, "hundred")
+    _email, token, account_id = new_account(stack, "hundred")
     marker = f"limit-f-{uuid.uuid4().hex}"
 
     async def one(gateway: int) -> httpx.Response:
         async with httpx.AsyncClient(timeout=60) as client:
-            return await _complete(client, stack.gateway_urls[gateway], token, f"{marker} {uuid.uuid4().hex}")
+            return await complete(client, stack.gateway_urls[gateway], token, f"{marker} {uuid.uuid4().hex}")
 
     # Gateway 0 serves 13 in a row; its leases grow as they run dry: 4, 8, then 16 slots.
     for _ in range(13):

@@ -21,14 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_plan_limits import Stack, _account, _complete, _running
+from tests.support.stack import Stack, complete, new_account, running_stack
 
 LOAD_CONCURRENCY = 8
 
 
 @pytest.fixture(params=["sqlite"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    with _running(request, tmp_path) as running:
+    with running_stack(request, tmp_path) as running:
         yield running
 
 
@@ -51,7 +51,7 @@ def _replace(stack: Stack, name: str, **extra: str) -> float:
 
 
 def test_replacing_the_router_and_providers_under_load_fails_no_request(stack: Stack) -> None:
-    _email, token, _account_id = _account(stack, "big")
+    _email, token, _account_id = new_account(stack, "big")
     url = stack.gateway_urls[0]
     stopped: dict[str, float] = {}
 
@@ -62,7 +62,7 @@ def test_replacing_the_router_and_providers_under_load_fails_no_request(stack: S
             async def worker(w: int) -> None:
                 i = 0
                 while not until.is_set():
-                    answers.append(await _complete(client, url, token, f"rolling {w}-{i}"))
+                    answers.append(await complete(client, url, token, f"rolling {w}-{i}"))
                     i += 1
 
             await asyncio.gather(*(worker(w) for w in range(LOAD_CONCURRENCY)))
