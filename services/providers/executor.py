@@ -62,6 +62,7 @@ from services.providers.adapters import (
     UpstreamStreamError,
     parse_body,
 )
+from services.providers.adapters.openai_embeddings import EMBEDDINGS_DIALECT
 from services.providers.call import Call, completion_id_for, for_account, native_body, speaker
 from services.providers.genai import AttemptTelemetry, GenAiTelemetry
 from services.providers.outcomes import (
@@ -120,6 +121,7 @@ class Executor:
             return
         completion_id = completion_id_for(request.request_id)
         created = request.created or int(self._clock())
+        operation = "embeddings" if request.native_dialect == EMBEDDINGS_DIALECT else "chat"
         failures: list[providers_pb2.Attempt] = []
         # The last failed attempt: sent when another candidate follows, else with the error.
         failed: list[providers_pb2.ExecuteEvent] = []
@@ -140,7 +142,7 @@ class Executor:
                 yield failed
                 failed = []
             started = time.monotonic()
-            observed = self._genai.attempt(candidate, request.stream, body)
+            observed = self._genai.attempt(candidate, request.stream, body, operation)
             try:
                 call = await self._prepare(request, body, native, candidate, completion_id, created, started, observed)
                 run = self._stream(call) if request.stream else self._complete(call)

@@ -1,10 +1,11 @@
 """The provider call in the OpenTelemetry GenAI semantic conventions.
 
-Each attempt on a candidate is one CLIENT span `chat {model}` (the model id the
-provider's API is sent), a child of the `Execute` call's server span and the parent
-of the upstream HTTP call's span, with:
+Each attempt on a candidate is one CLIENT span `{operation} {model}` (`chat`, or
+`embeddings` for an embeddings request; the model id the provider's API is sent), a
+child of the `Execute` call's server span and the parent of the upstream HTTP call's
+span, with:
 
-    gen_ai.operation.name        chat
+    gen_ai.operation.name        chat or embeddings
     gen_ai.provider.name         the convention's name for the provider (`mistral_ai`,
                                  `x_ai`; StepBlend's own name otherwise)
     gen_ai.request.model         the provider's model id
@@ -142,11 +143,16 @@ class GenAiTelemetry:
         return cls(None, None)
 
     def attempt(
-        self, candidate: router_pb2.Candidate, stream: bool, body: dict[str, Any] | None = None
+        self,
+        candidate: router_pb2.Candidate,
+        stream: bool,
+        body: dict[str, Any] | None = None,
+        operation: str = "chat",
     ) -> AttemptTelemetry:
+        """An attempt's telemetry; `operation` is the convention's name (`chat`, `embeddings`)."""
         if self._tracer is None:
             return _OFF
-        return _Attempt(self, self._tracer, candidate, stream, body or {})
+        return _Attempt(self, self._tracer, candidate, stream, body or {}, operation)
 
 
 class _Attempt:
@@ -157,6 +163,7 @@ class _Attempt:
         candidate: router_pb2.Candidate,
         stream: bool,
         body: dict[str, Any],
+        operation: str,
     ) -> None:
         self._owner = owner
         self._started = time.monotonic()
@@ -169,7 +176,7 @@ class _Attempt:
         self._ended = False
         self._model = candidate.upstream_model or candidate.model
         self._metric_attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.provider.name": provider_name(candidate.provider),
             "gen_ai.request.model": self._model,
         }
@@ -185,7 +192,7 @@ class _Attempt:
                 attributes[name] = value
         if candidate.output_budget and "gen_ai.request.max_tokens" not in attributes:
             attributes["gen_ai.request.max_tokens"] = candidate.output_budget
-        self._span = tracer.start_span(f"chat {self._model}", kind=SpanKind.CLIENT, attributes=attributes)
+        self._span = tracer.start_span(f"{operation} {self._model}", kind=SpanKind.CLIENT, attributes=attributes)
 
     def prepared(self, base_url: str) -> None:
         parts = urlsplit(base_url)

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from services.providers.adapters.openai_embeddings import EMBEDDINGS_DIALECT
 from services.providers.executor import Executor
 from services.providers.genai import GenAiTelemetry, provider_name
 from services.providers.upstream import make_client
@@ -26,6 +27,7 @@ from tests.providers.conftest import TIMEOUTS, MemoryKeys, candidate
 
 OPENAI = candidate("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", output_budget=128)
 GROQ = candidate("groq", "llama-3.1-8b-instant")
+EMBEDDING = candidate("openai", "text-embedding-3-small", "text-embedding-3-small")
 KEYS = {"openai": "sk-genai-openai-0123456789", "groq": "sk-genai-groq-0123456789"}
 
 
@@ -136,6 +138,34 @@ async def test_a_stream_closed_mid_way_still_ends_its_span(upstream: RunningMock
     await run(upstream, recorded.genai, True, OPENAI, take=1)
     (span,) = recorded.spans.get_finished_spans()
     assert span.attributes["error.type"] == "cancelled"
+
+
+async def test_an_embeddings_attempt_is_an_embeddings_span(upstream: RunningMockProvider) -> None:
+    recorded = Recorded()
+    vendors = load_vendors({"openai": upstream.base_url})
+    client = make_client(TIMEOUTS)
+    executor = Executor(client, MemoryKeys(KEYS), vendors, TIMEOUTS, genai=recorded.genai)
+    native = orjson.dumps({"model": "text-embedding-3-small", "input": "Hello"})
+    request = providers_pb2.ExecuteRequest(
+        request_id="e",
+        account_id="a",
+        candidates=[EMBEDDING],
+        body=native,
+        native_body=native,
+        native_dialect=EMBEDDINGS_DIALECT,
+    )
+    try:
+        events = [event async for batch in executor.execute(request) for event in batch]
+    finally:
+        await client.close()
+    assert [e.attempt.outcome for e in events if e.WhichOneof("event") == "attempt"] == ["ok"]
+    (span,) = recorded.spans.get_finished_spans()
+    assert span.name == "embeddings text-embedding-3-small" and span.kind is SpanKind.CLIENT
+    a = dict(span.attributes or {})
+    assert a["gen_ai.operation.name"] == "embeddings"
+    assert a["gen_ai.request.model"] == "text-embedding-3-small" and a["gen_ai.usage.input_tokens"] > 0
+    durations = recorded.points("gen_ai.client.operation.duration")
+    assert [p.attributes["gen_ai.operation.name"] for p in durations] == ["embeddings"]
 
 
 def test_provider_names_follow_the_convention() -> None:
