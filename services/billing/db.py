@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
 import os
 import sqlite3
@@ -49,6 +48,7 @@ from sqlmodel import Session, create_engine
 
 from services.common import retry
 from services.common.config import Settings
+from services.common.sql import conflict_insert
 
 __all__ = [
     "database_url",
@@ -242,11 +242,7 @@ def _prepared(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) ->
 @functools.cache
 def _insert_statement(dialect: str, table: Any) -> Insert:
     # Built once per table: admission and settlement run this per request.
-    if dialect not in ("postgresql", "sqlite"):
-        raise RuntimeError(f"billing runs on SQLite or PostgreSQL, not {dialect!r}")
-    # The engine has loaded its own dialect; the other one is never loaded (PostgreSQL's
-    # would cost a SQLite deployment about 3 MB).
-    insert: Any = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
+    insert = conflict_insert(dialect, "billing")
     core = table.__table__
     statement: Insert = insert(core).on_conflict_do_nothing().returning(*core.primary_key.columns)
     return statement

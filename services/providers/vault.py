@@ -30,7 +30,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import importlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +59,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from services.common.cache import TtlCache
+from services.common.sql import conflict_insert
 
 _NONCE_BYTES = 12
 _KEK_ID_LABEL = b"stepblend.v1 key-encryption-key id"
@@ -317,11 +317,7 @@ def _key(account_id: str, provider: str) -> dict[str, str]:
 
 def _upsert(dialect: str, row: dict[str, object]) -> Any:
     """Insert `row`, or replace the stored one of its account and provider."""
-    if dialect not in ("postgresql", "sqlite"):
-        raise RuntimeError(f"the key vault runs on SQLite or PostgreSQL, not {dialect!r}")
-    # The engine has loaded its own dialect; the other is never loaded (PostgreSQL's
-    # would cost a SQLite deployment about 3 MB).
-    statement = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert(PROVIDER_KEYS).values(row)
+    statement = conflict_insert(dialect, "the key vault")(PROVIDER_KEYS).values(row)
     changed = {name: statement.excluded[name] for name in row if name not in ("account_id", "provider")}
     return statement.on_conflict_do_update(index_elements=[_k.account_id, _k.provider], set_=changed)
 
