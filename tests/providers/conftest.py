@@ -27,8 +27,10 @@ from tests.support.procs import NatsServer
 
 INTERNAL_TOKEN = "test-internal-token"
 REJECTED_KEY = "sk-rejected-0000000000000000"
-# Short, so that timeout tests take about a second.
-TIMEOUTS = Timeouts(connect=2.0, read=1.0, total=20.0, first_token=1.0)
+# Short, so that timeout tests take about two seconds; long enough that a loaded
+# machine does not turn an answer into a timeout (the mock's delays in those tests
+# are at least twice as long).
+TIMEOUTS = Timeouts(connect=2.0, read=2.0, total=20.0, first_token=2.0)
 
 
 class Mock:

@@ -251,14 +251,14 @@ async def test_no_key_anywhere_is_provider_not_connected(service: Service, mock:
 
 async def test_no_first_token_in_time_falls_back_then_is_a_504(service: Service, mock: Mock, account: str) -> None:
     await connect(service, account, "openai", "groq")
-    await mock.behave(model="gpt-4o-mini-2024-07-18", ttft_ms=3000)
+    await mock.behave(model="gpt-4o-mini-2024-07-18", ttft_ms=5000)
     started = time.monotonic()
     events = await service.execute(
         request_id="r", account_id=account, candidates=[OPENAI, GROQ], body=body(stream=True), stream=True
     )
     assert attempts(events) == [("openai", "timeout", 200), ("groq", "ok", 200)]
-    assert events[0].attempt.detail == "no first token within 1s"
-    assert time.monotonic() - started < 2.5
+    assert events[0].attempt.detail == "no first token within 2s"
+    assert time.monotonic() - started < 4.5
 
     events = await service.execute(
         request_id="r", account_id=account, candidates=[OPENAI], body=body(stream=True), stream=True
@@ -269,7 +269,7 @@ async def test_no_first_token_in_time_falls_back_then_is_a_504(service: Service,
 
 async def test_silence_mid_stream_ends_it_with_a_timeout_error(service: Service, mock: Mock, account: str) -> None:
     await connect(service, account, "openai", "groq")
-    await mock.behave(model="gpt-4o-mini-2024-07-18", chunk_delay_ms=1500)
+    await mock.behave(model="gpt-4o-mini-2024-07-18", chunk_delay_ms=4000)
     events = await service.execute(
         request_id="r", account_id=account, candidates=[OPENAI, GROQ], body=body(stream=True), stream=True
     )
@@ -292,12 +292,12 @@ async def openai_then_groq(timeouts: Timeouts, openai_url: str, groq_url: str) -
 
 async def test_non_stream_is_bounded_by_the_total_timeout_and_falls_back(mock: Mock) -> None:
     # A non-streamed answer arrives whole, so only the total deadline bounds it.
-    timeouts = Timeouts(connect=2.0, read=0.2, total=1.0, first_token=0.2)
-    await mock.behave(model="gpt-4o-mini-2024-07-18", ttft_ms=1500)
+    timeouts = Timeouts(connect=2.0, read=0.2, total=2.0, first_token=0.2)
+    await mock.behave(model="gpt-4o-mini-2024-07-18", ttft_ms=4000)
     await mock.behave(model="llama-3.1-8b-instant", ttft_ms=500)
     events = await openai_then_groq(timeouts, mock.base_url, mock.base_url)
     assert attempts(events) == [("openai", "timeout", 0), ("groq", "ok", 200)]
-    assert events[0].attempt.detail == "no answer within the 1s total timeout"
+    assert events[0].attempt.detail == "no answer within the 2s total timeout"
 
 
 async def test_provider_refusing_the_request_is_a_400_without_fallback(
@@ -472,11 +472,11 @@ def never_accepting() -> Iterator[int]:
 
 
 async def test_no_connection_in_time_is_a_timeout_and_falls_back(mock: Mock) -> None:
-    timeouts = Timeouts(connect=0.3, read=1.0, total=20.0, first_token=1.0)
+    timeouts = Timeouts(connect=1.0, read=2.0, total=20.0, first_token=2.0)
     with never_accepting() as port:
         events = await openai_then_groq(timeouts, f"http://127.0.0.1:{port}/v1", mock.base_url)
     assert attempts(events) == [("openai", "timeout", 0), ("groq", "ok", 200)]
-    assert events[0].attempt.detail == "no connection within 0.3s"
+    assert events[0].attempt.detail == "no connection within 1s"
 
 
 def test_environment_proxies_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
