@@ -37,6 +37,7 @@ class RefusalCode(StrEnum):
     NO_MODEL_UNDER_COST_CAP = "no_model_under_cost_cap"
     NO_ELIGIBLE_MODEL = "no_eligible_model"
     STRATEGY_NOT_SUPPORTED = "strategy_not_supported"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
 
 
 class Strategy(StrEnum):

@@ -171,11 +171,13 @@ def require_session(caller: Caller, what: str) -> str:
 
 
 def allowed(grant: Grant | None, model: str) -> frozenset[str]:
-    """Refuse a `model` (id or strategy) the key does not allow (403 model_not_allowed);
-    the model ids the router may then consider (empty: any).
+    """Refuse a strategy the key does not allow, or any model id when it lists none
+    (403 model_not_allowed); the model names the router may then consider (empty: any).
 
     `gpt-4o` in the list allows that model on any provider, `openai:gpt-4o` on that
     one; a strategy in the list allows it, ranking only the listed models if any are.
+    Whether a model id the client names is one of those, by its id or an alias, the
+    router decides (its catalog knows the aliases): it refuses with model_not_allowed.
     """
     if grant is None or not grant.allowed_models:
         return frozenset()
@@ -183,15 +185,10 @@ def allowed(grant: Grant | None, model: str) -> frozenset[str]:
     models = frozenset(name for name in grant.allowed_models if parse_strategy(name) is None)
     wanted = model.strip()
     strategy = parse_strategy(wanted)
-    if strategy is not None:
-        if strategy not in strategies:
-            raise _not_allowed(wanted, grant)
-        return models
-    bare = wanted.split(":", 1)[-1]
-    # A bare id is allowed by any provider's row of it; `provider:id` by that row or the bare id.
-    if wanted in models or bare in models or (":" not in wanted and any(m.split(":", 1)[-1] == bare for m in models)):
-        return models
-    raise _not_allowed(wanted, grant)
+    refused = not models if strategy is None else strategy not in strategies
+    if refused:
+        raise _not_allowed(wanted, grant)
+    return models
 
 
 def _not_allowed(model: str, grant: Grant) -> ApiError:

@@ -21,6 +21,7 @@ REFUSAL_STATUS: dict[str, int] = {
     RefusalCode.NO_ELIGIBLE_MODEL: 400,
     RefusalCode.INVALID_REQUEST: 400,
     RefusalCode.STRATEGY_NOT_SUPPORTED: 400,
+    RefusalCode.MODEL_NOT_ALLOWED: 403,
 }
 # Errors that retrying cannot fix: the OpenAI SDKs obey `x-should-retry: false`. A
 # rejected stored key stays rejected (a retry would only hit the provider again).

@@ -75,6 +75,7 @@ async def route(
             raise only_error
         status = errors.REFUSAL_STATUS.get(refusal.code, 400)
         code = None if refusal.code == RefusalCode.INVALID_REQUEST else refusal.code
-        raise ApiError(status, refusal.message, "invalid_request_error", code, refusal.param or None)
+        kind_of_error = "permission_error" if status == 403 else "invalid_request_error"
+        raise ApiError(status, refusal.message, kind_of_error, code, refusal.param or None)
     decision: router_pb2.RouteDecision = response.decision
     return decision

@@ -19,6 +19,7 @@ from services.common.vocab import parse_strategy
 from services.router.catalog import Catalog
 from services.router.decision import Candidate, Decision, Exclusion, Reason, Refusal, RefusalCode, RouteRequest
 from services.router.embedding_catalog import EmbeddingEntry
+from services.router.refusals import listed, not_allowed
 from services.router.strategies import FORCE_MODEL
 
 __all__ = ["route_embedding"]
@@ -53,7 +54,9 @@ def route_embedding(catalog: Catalog, request: RouteRequest) -> Decision | Refus
             "model",
         )
     if request.allowed_models:
-        rows = tuple(e for e in rows if e.id in request.allowed_models or e.key in request.allowed_models)
+        rows = tuple(e for e in rows if listed(e, request.allowed_models))
+        if not rows:
+            return not_allowed(model, request.allowed_models)
     eligible: list[tuple[EmbeddingEntry, int]] = []
     excluded: list[Exclusion] = []
     for entry in rows:

@@ -6,6 +6,8 @@ key... would have helped those first. Codes, and the HTTP status the gateway map
 each to: provider_not_connected (409) for a named model none of whose providers is
 connected; no_model_under_cost_cap (400) when the cap stopped the furthest rows;
 no_eligible_model (400) otherwise, the message saying which check stopped them.
+model_not_allowed (403) comes first of all: an API key's list names none of the
+rows a named model resolves to.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import MappingProxyType
 
 from services.router.catalog import ModelEntry
 from services.router.decision import STAGE, Exclusion, Reason, Refusal, RefusalCode, RouteRequest
+from services.router.embedding_catalog import EmbeddingEntry
 
 KEYS_PATH = "PUT /api/v1/account/keys/{provider}"
 
@@ -28,6 +31,20 @@ CAPABILITY_WORDS: Mapping[Reason, tuple[str, str]] = MappingProxyType(
         Reason.LACKS_JSON_SCHEMA: ("JSON-schema-capable", "response_format"),
     }
 )
+
+
+def listed(entry: ModelEntry | EmbeddingEntry, allowed: frozenset[str]) -> bool:
+    """Whether an API key's list names this row: by its id or an alias, bare or `provider:`."""
+    return any(name in allowed or f"{entry.provider}:{name}" in allowed for name in entry.names)
+
+
+def not_allowed(model: str, allowed: frozenset[str]) -> Refusal:
+    """An API key's list names no row of the model the client named."""
+    return Refusal(
+        RefusalCode.MODEL_NOT_ALLOWED,
+        f"this API key may not use {model[:80]!r}; the models it allows are {', '.join(sorted(allowed))}",
+        "model",
+    )
 
 
 def explain_refusal(

@@ -57,7 +57,7 @@ from services.router.decision import (
     RefusalCode,
     RouteRequest,
 )
-from services.router.refusals import CAPABILITY_WORDS, explain_refusal
+from services.router.refusals import CAPABILITY_WORDS, explain_refusal, listed, not_allowed
 from services.router.strategies import (
     FORCE_MODEL,
     CatalogPriors,
@@ -183,7 +183,9 @@ def route(
         order = override or DEFAULT_FORCED_ORDER
         strategy_used = FORCE_MODEL
     if request.allowed_models:
-        rows = [entry for entry in rows if _allowed(entry, request.allowed_models)]
+        rows = [entry for entry in rows if listed(entry, request.allowed_models)]
+        if not rows and body_strategy is None:
+            return not_allowed(model, request.allowed_models)
         if not rows:
             return Refusal(
                 RefusalCode.NO_ELIGIBLE_MODEL,
@@ -307,11 +309,6 @@ def _not_requested(catalog: Catalog, rows: Sequence[ModelEntry], model: str) -> 
         for e in catalog.models
         if e.key not in named
     ]
-
-
-def _allowed(entry: ModelEntry, allowed: frozenset[str]) -> bool:
-    """Whether an API key's list names this row: by its id or an alias, bare or `provider:`."""
-    return any(name in allowed or f"{entry.provider}:{name}" in allowed for name in entry.names)
 
 
 def _candidate(ranked: Ranked, eligible: _Eligible) -> Candidate:

@@ -116,10 +116,26 @@ def test_a_revoked_key_stops_at_once_and_says_so(system: System, account: Accoun
 def test_allowed_models_refuse_others_and_bound_a_strategy(system: System, account: Account) -> None:
     key = _create(system, account, allowed_models=["gpt-4o-mini", "lowest-cost"])["key"]
     assert _chat(system, key, "gpt-4o-mini").status_code == 200
+    # The model's other names are the same model: its dated snapshot, with or without its provider.
+    for alias in ("gpt-4o-mini-2024-07-18", "openai:gpt-4o-mini-2024-07-18"):
+        answer = _chat(system, key, alias)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stepblend"]["routed_model"] == "gpt-4o-mini"
     refused = _chat(system, key, "gpt-4o")
     assert refused.status_code == 403
-    assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == ("model_not_allowed", "model")
+    error = refused.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("permission_error", "model_not_allowed", "model")
+    assert "'gpt-4o'" in error["message"] and "gpt-4o-mini" in error["message"]
     assert _chat(system, key, "fastest").json()["error"]["code"] == "model_not_allowed"
+    # Claude clients get the refusal in Anthropic's shape.
+    claude = httpx.post(
+        f"{system.base_url}/messages",
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        json={"model": "gpt-4o", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert claude.status_code == 403 and claude.json()["error"]["type"] == "permission_error"
+    only_a_strategy = _create(system, account, allowed_models=["fastest"])["key"]
+    assert _chat(system, only_a_strategy, "gpt-4o-mini").json()["error"]["code"] == "model_not_allowed"
     strategy = _chat(system, key, "lowest-cost")
     assert strategy.status_code == 200
     assert strategy.json()["stepblend"]["routed_model"] == "gpt-4o-mini"

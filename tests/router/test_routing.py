@@ -351,10 +351,21 @@ def test_a_strategy_ranks_only_the_models_a_key_allows(catalog: Catalog) -> None
     }
 
 
-def test_a_model_the_key_allows_on_no_connected_row_is_refused(catalog: Catalog) -> None:
+def test_a_model_the_key_does_not_list_is_not_allowed(catalog: Catalog) -> None:
     refusal = refuse(catalog, "llama-3.1-8b-instant", allowed_models=frozenset({"together:gpt-4o"}))
-    assert refusal.code == RefusalCode.NO_ELIGIBLE_MODEL
-    assert "together:gpt-4o" in refusal.message
+    assert (refusal.code, refusal.param) == (RefusalCode.MODEL_NOT_ALLOWED, "model")
+    assert "'llama-3.1-8b-instant'" in refusal.message and "together:gpt-4o" in refusal.message
+    # Listed on another provider only: that provider's row is not this one.
+    refusal = refuse(catalog, "openai:gpt-4o", allowed_models=frozenset({"azure:gpt-4o"}))
+    assert refusal.code == RefusalCode.MODEL_NOT_ALLOWED
+
+
+def test_a_key_allows_a_model_by_any_of_its_names(catalog: Catalog) -> None:
+    # `gpt-4o-2024-08-06` is an alias of gpt-4o's rows: listing either name allows both.
+    by_alias = decide(catalog, "gpt-4o-2024-08-06", allowed_models=frozenset({"gpt-4o"}))
+    assert {(c.provider, c.model) for c in by_alias.candidates} == {("openai", "gpt-4o"), ("azure", "gpt-4o")}
+    by_id = decide(catalog, "gpt-4o", allowed_models=frozenset({"openai:gpt-4o-2024-08-06"}))
+    assert [(c.provider, c.model) for c in by_id.candidates] == [("openai", "gpt-4o")]
 
 
 def test_the_worst_case_without_max_tokens_is_the_models_whole_output(catalog: Catalog) -> None:
@@ -396,6 +407,14 @@ def test_embeddings_refuse_strategies_chat_models_and_inputs_over_the_limit(cata
     shorter = _embed(catalog, "mistral-embed", params=frozenset({"dimensions"}))
     assert isinstance(shorter, Refusal) and shorter.param == "dimensions"
     assert isinstance(_embed(catalog, "text-embedding-3-large", params=frozenset({"dimensions"})), Decision)
+
+
+def test_a_key_allows_an_embedding_model_by_any_of_its_names(catalog: Catalog) -> None:
+    listed = _embed(catalog, "text-embedding-3-small", allowed_models=frozenset({"openai:text-embedding-3-small"}))
+    assert isinstance(listed, Decision) and [c.model for c in listed.candidates] == ["text-embedding-3-small"]
+    other = _embed(catalog, "text-embedding-3-small", allowed_models=frozenset({"text-embedding-3-large"}))
+    assert isinstance(other, Refusal) and (other.code, other.param) == (RefusalCode.MODEL_NOT_ALLOWED, "model")
+    assert "text-embedding-3-large" in other.message
 
 
 def test_chat_routing_never_offers_an_embedding_model(catalog: Catalog) -> None:
