@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from services.providers.adapters import RequestRefused
-from services.providers.adapters.gemini import Quirks, build_request
+from services.providers.adapters.gemini import Gemini, Quirks, build_request
+from services.providers.adapters.gemini_embeddings import GeminiEmbeddings
 from services.providers.vendors import load_vendors
 from tests.providers.conftest import candidate
 
@@ -54,6 +55,14 @@ def test_a_minimal_request() -> None:
 def test_the_model_is_in_the_path_escaped() -> None:
     request = build_request({"messages": [USER]}, candidate("gemini", "m", "../x?y"), False)
     assert request.path == "/v1beta/models/..%2Fx%3Fy:generateContent"
+
+
+def test_embeddings_take_the_vendors_api_version_and_escape_the_model() -> None:
+    body = {"input": ["Hi"]}
+    default = GeminiEmbeddings(Gemini()).build_request(body, candidate("gemini", "m", "../x?y"), False)
+    assert default.path == "/v1beta/models/..%2Fx%3Fy:batchEmbedContents"
+    v1 = GeminiEmbeddings(Gemini(Quirks(version="v1"))).build_request(body, candidate("gemini", "m", "e"), False)
+    assert v1.path == "/v1/models/e:batchEmbedContents"
 
 
 def test_the_vendor_row_speaks_gemini_with_the_key_in_x_goog_api_key() -> None:

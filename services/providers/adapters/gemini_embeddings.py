@@ -1,4 +1,5 @@
-"""Gemini's native embeddings API (`POST /v1beta/models/{model}:batchEmbedContents`),
+"""Gemini's native embeddings API (`POST /{version}/models/{model}:batchEmbedContents`,
+the version the vendor's quirks name, v1beta by default),
 for an embeddings request (SPEC.md §9) routed to a Gemini embedding row.
 
 Each input is one `EmbedContentRequest` (`content.parts[0].text`); `dimensions`
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 import orjson
@@ -67,7 +69,7 @@ class GeminiEmbeddings:
                 one["outputDimensionality"] = body["dimensions"]
             requests.append(one)
         self._estimate = candidate.prompt_tokens
-        path = f"/v1beta/models/{candidate.upstream_model}:batchEmbedContents"
+        path = f"/{self.base.quirks.version}/models/{quote(candidate.upstream_model, safe='')}:batchEmbedContents"
         return UpstreamRequest(path, orjson.dumps({"requests": requests}))
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
