@@ -30,14 +30,15 @@ log = logging.getLogger(__name__)
 
 _MAX_KEY_CHARS = 4096
 _PUBLISH_TIMEOUT = 2.0
-_CALLER_MARGIN_S = 0.1
+# Time left to send a readable 504 back before the caller's own deadline fires.
+_CALLER_MARGIN_S = 0.5
 #: The unary method whose calls CompleteStream carries (its spans' name).
 COMPLETE = "/stepblend.v1.Providers/Complete"
 
 
 class ProvidersServicer(providers_pb2_grpc.ProvidersServicer):
     """Each call runs within one deadline: `deadline_s` (what all its attempts may
-    take) from when it arrived, or a tenth of a second before the caller's gRPC deadline
+    take) from when it arrived, or half a second before the caller's gRPC deadline
     when that is sooner. When it passes, the upstream is closed and the call ends
     with a 504 `timeout` Error event after whatever was already sent, so a caller
     gets a readable error rather than a bare DEADLINE_EXCEEDED, and a caller that set

@@ -29,6 +29,7 @@ import pytest
 
 from stepblend.datadir import read_or_create
 from tests.support.procs import free_port, wait_port
+from tests.support.waiting import wait_until
 
 WORDS = 24
 CHUNK_DELAY_MS = 250  # a stream of ~6 s: long enough to signal mid-way, well under 30 s
@@ -162,8 +163,7 @@ def test_sigterm_lets_the_in_flight_stream_finish_and_publishes_its_usage(backen
                 if signalled_at is None and len(received) >= 2:
                     gateway.send_signal(signal.SIGTERM)  # what the kubelet does after preStop
                     signalled_at = time.monotonic()
-                    time.sleep(0.5)
-                    assert refuses_connections(port), "after SIGTERM the gateway must stop accepting"
+                    wait_until(lambda: refuses_connections(port), what="after SIGTERM the gateway stops accepting")
         assert signalled_at is not None, "the stream ended before the gateway could be signalled"
         stream_s = time.monotonic() - signalled_at
 

@@ -107,8 +107,8 @@ async def test_a_router_refusal_is_the_client_error_it_names(gateway: Stack) -> 
 
 async def test_providers_that_outlive_their_deadline_are_a_timeout(gateway: Stack) -> None:
     _, headers = await gateway.account()
-    await gateway.behave(ttft_ms=3000)
-    tight = GatewaySettings(provider_total_timeout_s=0.3, provider_deadline_margin_s=0.2)
+    await gateway.behave(ttft_ms=8000)
+    tight = GatewaySettings(provider_total_timeout_s=1.0, provider_deadline_margin_s=1.0)
     async with gateway.another_gateway(tight) as http:
         response = await http.post(
             "/v1/chat/completions", headers=headers, json={"model": "gpt-4o-mini", "messages": MESSAGES}
@@ -118,4 +118,4 @@ async def test_providers_that_outlive_their_deadline_are_a_timeout(gateway: Stac
     # The providers service ends the call just before the gateway's deadline, with
     # an error the client can read, and closes the upstream request.
     message = response.json()["error"]["message"]
-    assert message.startswith("The request did not finish within its 0.") and message.endswith("s deadline."), message
+    assert message == "The request did not finish within its 1.5s deadline.", message

@@ -28,6 +28,8 @@ from tests.hardening.stack import Account, Stack, error_of, running
 from tests.support.waiting import eventually, wait_until
 
 LIMIT = 4
+# How long the mock holds a request: the checks made while slots are held fit well inside it.
+HOLD_MS = 5000
 SLOW_MODEL = "openai:gpt-4o"  # the mock is told to make this one slow or long
 FAST_MODEL = "openai:gpt-4o-mini"
 
@@ -76,7 +78,7 @@ def test_limit_setting() -> None:
 
 def test_an_account_over_its_limit_gets_retryable_429s_while_another_is_served(stack: Stack) -> None:
     busy, other = stack.account(), stack.account()
-    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": 1500})
+    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": HOLD_MS})
 
     async def run() -> tuple[list[httpx.Response], list[httpx.Response], list[float]]:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
@@ -86,7 +88,7 @@ def test_an_account_over_its_limit_gets_retryable_429s_while_another_is_served(s
             ]
 
             async def every_busy_request_is_in() -> bool:
-                refused = sum(call.done() for call in busy_calls)
+                refused = sum(call.done() and call.result().status_code == 429 for call in busy_calls)
                 return refused == 2 * LIMIT and await at_provider(stack, busy) == LIMIT
 
             # The first LIMIT are waiting on the provider, the others were refused.
@@ -114,7 +116,7 @@ def test_an_account_over_its_limit_gets_retryable_429s_while_another_is_served(s
         assert "x-should-retry" not in response.headers  # retrying is the right thing to do
         assert response.headers["retry-after"] == "1" and response.headers["x-request-id"]
     assert all(r.status_code == 200 for r in other_responses)
-    assert max(other_times) < 1.0
+    assert max(other_times) < 3.0  # held requests wait 5 s: another account never waits on them
     # Slots come back: the busy account is served again, and its refusals were never billed.
     assert (
         httpx.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=busy.headers).status_code == 200
@@ -168,7 +170,7 @@ def _rss_mb(pid: int) -> float:
 
 def test_a_stream_holds_its_slot_until_it_ends_or_its_client_leaves(stack: Stack) -> None:
     account = stack.account()
-    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "chunk_delay_ms": 300})
+    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "chunk_delay_ms": 2000})
     streams = [
         _open_stream(stack, account, body(SLOW_MODEL, "one two three four five six", stream=True))[0]
         for _ in range(LIMIT)
@@ -182,7 +184,7 @@ def test_a_stream_holds_its_slot_until_it_ends_or_its_client_leaves(stack: Stack
         response = httpx.post(f"{stack.base_url}/chat/completions", json=body(FAST_MODEL), headers=account.headers)
         return response.status_code == 200
 
-    wait_until(served, timeout=5, interval=0.1, what="slots of abandoned streams given back")
+    wait_until(served, timeout=15, interval=0.1, what="slots of abandoned streams given back")
 
 
 def _cpu_s(pid: int) -> float:
@@ -239,8 +241,8 @@ def test_slow_sse_readers_do_not_slow_another_account(stack: Stack) -> None:
         f"p50 {statistics.median(during) * 1000:.1f} ms, max {max(during) * 1000:.1f} ms; "
         f"gateway RSS {rss_before:.0f} -> {rss_during:.0f} MB"
     )
-    assert statistics.median(during) < 2 * statistics.median(baseline) + 0.005  # noise on 2 cores, not a stall
-    assert max(during) < 0.5
+    assert statistics.median(during) < 3 * statistics.median(baseline) + 0.02  # noise on 2 cores, not a stall
+    assert max(during) < 3.0  # a gateway blocked on the stalled writes would hold these for good
     # Back-pressure, not buffering: what the stalled clients don't read is not piled up in the gateway.
     assert rss_during - rss_before < 40
     # The stalled streams were only waiting: read on, and each ends whole.
@@ -263,7 +265,7 @@ def test_the_grpc_chat_api_shares_the_accounts_slots(stack: Stack) -> None:
     from stepblend.v1 import chat_pb2, chat_pb2_grpc
 
     busy = stack.account()
-    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": 1500})
+    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": HOLD_MS})
 
     async def run() -> grpc.StatusCode:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
@@ -292,7 +294,7 @@ def test_the_grpc_chat_api_shares_the_accounts_slots(stack: Stack) -> None:
 def test_the_routing_api_shares_the_accounts_slots(stack: Stack) -> None:
     """/route parses and counts a body before admission: it takes a slot like a completion."""
     busy = stack.account()
-    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": 1500})
+    stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": HOLD_MS})
 
     async def run() -> httpx.Response:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:

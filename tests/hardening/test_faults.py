@@ -169,8 +169,8 @@ def test_a_killed_grpc_service_means_clean_503s_then_recovery(
 
     async def chaos(load: Load) -> None:
         assert await load.served_since(time.monotonic(), 20, 20) is not None, "no load before the kill"
+        await asyncio.to_thread(stack.kill9, service)  # returns once the process is gone
         marks["killed"] = time.monotonic()
-        await asyncio.to_thread(stack.kill9, service)
         await asyncio.sleep(DOWN_S)
         marks["restarting"] = time.monotonic()
         await asyncio.to_thread(stack.restart, service)
@@ -205,8 +205,8 @@ def test_nats_killed_mid_load_requests_go_on_and_events_wait_in_the_outbox(
 
     async def chaos(load: Load) -> None:
         assert await load.served_since(time.monotonic(), 20, 20) is not None
+        await asyncio.to_thread(stack.kill9, "nats")  # returns once the process is gone
         marks["killed"] = time.monotonic()
-        await asyncio.to_thread(stack.kill9, "nats")
         await asyncio.sleep(DOWN_S)
         held.append(await asyncio.to_thread(_outbox, stack))
         await asyncio.to_thread(stack.restart, "nats")

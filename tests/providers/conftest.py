@@ -51,6 +51,11 @@ class Mock:
         result: list[dict[str, Any]] = response.json()
         return result
 
+    async def hung_up(self) -> list[dict[str, Any]]:
+        """What the mock saw, once its first request's caller has hung up (else nothing)."""
+        seen = await self.requests()
+        return seen if seen and seen[0]["disconnected"] else []
+
     async def reset(self) -> None:
         await self._http.delete("/_mock/behaviour")
         await self._http.delete("/_mock/requests")

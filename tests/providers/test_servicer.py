@@ -4,7 +4,6 @@ a non-streaming request's events as one unary answer."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +24,7 @@ from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
 from tests.providers.conftest import INTERNAL_TOKEN, TIMEOUTS, MemoryKeys, Mock, Service, candidate, http, key_for
+from tests.support.waiting import eventually
 
 OPENAI = candidate("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
 GROQ = candidate("groq", "llama-3.1-8b-instant")
@@ -166,16 +166,9 @@ async def test_a_cancelled_complete_closes_the_upstream_request(service: Service
     await mock.behave(model="*", ttft_ms=5_000)
     request = providers_pb2.ExecuteRequest(**execute(account))
     call = service.providers.Complete(request, metadata=((grpcio.TOKEN_HEADER, INTERNAL_TOKEN),))
-    for _ in range(100):
-        if await mock.requests():
-            break
-        await asyncio.sleep(0.02)
+    await eventually(mock.requests, what="the upstream request sent")
     call.cancel()
-    for _ in range(100):
-        seen = await mock.requests()
-        if seen[0]["disconnected"]:
-            break
-        await asyncio.sleep(0.02)
+    seen = await eventually(mock.hung_up, what="the upstream request closed")
     assert seen[0]["disconnected"] is True
 
 
@@ -198,16 +191,16 @@ async def test_a_request_without_a_caller_deadline_still_ends_at_the_total_timeo
     error = got[-1].error
     assert (http(error).status, error.code) == (504, "timeout")
     assert error.message == "The request did not finish within its 1s deadline."
-    assert elapsed < 2.5
+    assert elapsed < 5
 
 
 async def test_a_shorter_caller_deadline_is_the_requests_deadline(mock: Mock, account: str) -> None:
-    # The service's own bound is 20 s; the caller gives the request 1 s, and gets a
-    # readable 504 before its deadline rather than a bare DEADLINE_EXCEEDED.
-    await mock.behave(model="*", ttft_ms=5000)
+    # The service's own bound is 20 s; the caller gives the request 2 s, and gets a
+    # readable 504 half a second before its deadline rather than a bare DEADLINE_EXCEEDED.
+    await mock.behave(model="*", ttft_ms=10_000)
     request = providers_pb2.ExecuteRequest(**execute(account, OPENAI, OPENAI))
     async with serving(mock.base_url, account) as stub:
-        answer = await stub.Complete(request, timeout=1.0)
+        answer = await stub.Complete(request, timeout=2.0)
     error = answer.events[-1].error
     assert (http(error).status, error.code) == (504, "timeout")
-    assert "deadline" in error.message
+    assert error.message == "The request did not finish within its 1.5s deadline."
