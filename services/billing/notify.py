@@ -28,7 +28,9 @@ class AccountEvents(Protocol):
 class JetStreamAccountEvents:
     """Publishes `accounts.v1.changed` and waits for the stream's ack."""
 
-    def __init__(self, js: JetStreamContext, timeout_s: float = 5.0) -> None:
+    # Well inside the gateway's 5 s call to billing: when NATS is down, the caller
+    # hears that the change is saved but unannounced, not that billing timed out.
+    def __init__(self, js: JetStreamContext, timeout_s: float = 2.0) -> None:
         self._js = js
         self._timeout_s = timeout_s
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hardening.stack import Account, Stack, is_openai_error, running
+from tests.hardening.stack import Account, Stack, error_of, is_openai_error, running
 from tests.support.waiting import wait_until
 
 DOWN_S = 3.0
@@ -223,6 +223,35 @@ def test_nats_killed_mid_load_requests_go_on_and_events_wait_in_the_outbox(
     assert statuses == {200: len(outcomes)}, statuses
     assert len(during) > 10 and held[0] > 10
     wait_until(lambda: _outbox(stack) == 0, timeout=20, interval=0.1, what="the outbox drained after NATS came back")
+
+
+def test_revoking_a_key_while_nats_is_down_asks_to_try_again_and_the_retry_takes(stack: Stack) -> None:
+    owner = stack.account(providers=("openai",))
+    created = httpx.post(f"{stack.base_url}/account/api-keys", headers=owner.headers, json={"name": "app"}).json()
+    key = {"authorization": f"Bearer {created['key']}"}
+    revoke = f"{stack.base_url}/account/api-keys/{created['id']}"
+
+    def status() -> int:
+        body = {"model": MODELS[0], "messages": [{"role": "user", "content": "revoked?"}]}
+        return httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=key, timeout=30).status_code
+
+    assert status() == 200
+    stack.kill9("nats")
+    # Saved, but no gateway could be told: a retryable 503, before the gateway's own
+    # deadline for the call (not a 504 that leaves the caller guessing).
+    started = time.monotonic()
+    refused = httpx.delete(revoke, headers=owner.headers, timeout=30)
+    assert refused.status_code == 503 and error_of(refused)["code"] == "billing_unavailable", refused.text
+    assert time.monotonic() - started < 4.5
+    stack.restart("nats")
+    # The retry the 503 asks for announces the revocation, and the key stops working.
+    again = wait_until(
+        lambda: (r := httpx.delete(revoke, headers=owner.headers, timeout=30)).status_code == 200 and r,
+        timeout=20,
+        what="the revocation retried once NATS is back",
+    )
+    assert again.json()["revoked"] is True
+    wait_until(lambda: status() == 401, timeout=5, what="the revoked key refused")
 
 
 def test_sigterm_publishes_what_the_outbox_kept_when_nats_returns_during_the_drain(
