@@ -4,7 +4,9 @@ events — only the gateway publishes usage (what billing bills), only providers
 changes, only billing account changes and dead letters.
 
 Every service also needs JetStream's API (`$JS.API.>`, to declare streams and read
-its consumers), acks (`$JS.ACK.>`) and replies (`_INBOX.>`); narrowing the API to each
+its consumers), acks (`$JS.ACK.>`) and replies (`_INBOX.>`), but none of JetStream's
+destructive calls (`DENIED`): no service can delete or purge a stream, delete a
+stored event, or restore a stream over it. Narrowing the rest of the API to each
 one's own streams and consumers is a further step. The `operator` user (the data
 dir's owner: the CLI, tests, an operator's `nats` tool) has every permission.
 
@@ -29,6 +31,14 @@ OPERATOR = "operator"
 USAGE, KEYS, ACCOUNTS, DEAD_LETTERS = "usage.v1.>", "keys.v1.changed", "accounts.v1.changed", "deadletter.>"
 _COMMON = ["$JS.API.>", "$JS.ACK.>", "_INBOX.>"]
 _EVENTS = [USAGE, KEYS, ACCOUNTS]
+#: JetStream calls that destroy stored events: the operator's alone.
+DENIED = [
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.STREAM.SNAPSHOT.>",
+    "$JS.API.STREAM.RESTORE.>",
+]
 #: The subjects each service may publish to, beyond the common ones.
 PUBLISHES: dict[str, list[str]] = {
     "gateway": [USAGE],
@@ -64,7 +74,7 @@ def authorization(users: dict[str, str]) -> str:
     entries = [json.dumps({"user": OPERATOR, "password": users[OPERATOR]})]
     for name in SERVICES:
         permissions = {
-            "publish": {"allow": PUBLISHES[name] + _COMMON},
+            "publish": {"allow": PUBLISHES[name] + _COMMON, "deny": DENIED},
             "subscribe": {"allow": [*_EVENTS, "_INBOX.>"]},
         }
         entries.append(json.dumps({"user": name, "password": users[name], "permissions": permissions}))

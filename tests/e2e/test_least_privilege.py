@@ -89,6 +89,40 @@ def test_no_service_publishes_another_ones_changes(system: System, service: str,
     assert any("permissions violation" in str(e).lower() for e in errors), errors
 
 
+async def _destroy_as(url: str) -> tuple[bool, bool]:
+    """Whether the URL's user may delete a stream and purge the usage stream. Each try
+    is harmless if allowed (a stream that does not exist; a subject with no events):
+    a refused call gets no answer, an allowed one does."""
+    client = await nats.connect(url, error_cb=_ignore, max_reconnect_attempts=0)
+    js = client.jetstream(timeout=1)
+    try:
+        try:
+            await js.delete_stream(f"NO-SUCH-STREAM-{uuid.uuid4().hex[:8]}")
+        except nats.js.errors.NotFoundError:
+            may_delete = True
+        except nats.errors.TimeoutError:
+            may_delete = False
+        try:
+            await js.purge_stream(events.USAGE_STREAM, subject=f"usage.v1.none-{uuid.uuid4().hex[:8]}")
+            may_purge = True
+        except nats.errors.TimeoutError:
+            may_purge = False
+    finally:
+        await client.close()
+    return may_delete, may_purge
+
+
+async def _ignore(exc: Exception) -> None:
+    pass
+
+
+def test_no_service_may_delete_or_purge_stored_events(system: System) -> None:
+    for service in natsauth.SERVICES:
+        assert asyncio.run(_destroy_as(nats_url(system, service))) == (False, False), service
+    # The operator may: the same calls are answered.
+    assert asyncio.run(_destroy_as(services(system)["nats"])) == (True, True)
+
+
 def test_the_natsauth_subjects_are_the_events_subjects() -> None:
     assert [natsauth.USAGE] == events.USAGE_SUBJECTS
     assert (natsauth.KEYS, natsauth.ACCOUNTS) == (events.KEYS_CHANGED, events.ACCOUNTS_CHANGED)
