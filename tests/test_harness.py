@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +71,15 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _parsed(report: Path) -> dict[str, Any] | None:
+    """The report, once written whole (it is written in one call, but not atomically)."""
+    try:
+        parsed: dict[str, Any] = json.loads(report.read_text())
+    except json.JSONDecodeError:
+        return None
+    return parsed
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -93,13 +104,13 @@ def test_an_interrupted_run_leaves_no_process_and_no_temp_dir(tmp_path: Path, si
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not report.exists():
+
+        def reported() -> bool:
             assert harness.poll() is None, harness.communicate()[0].decode()
-            assert time.monotonic() < deadline, "the inner test never started its processes"
-            time.sleep(0.1)
-        time.sleep(0.2)  # the report is written in one call; let it land whole
-        started = json.loads(report.read_text())
+            return report.exists()
+
+        wait_until(reported, timeout=120, what="the inner test starting its processes", interval=0.1)
+        started = wait_until(lambda: _parsed(report), what="the report written whole")
         assert all(_alive(pid) for pid in started["pids"]) and all(_listening(p) for p in started["ports"])
         assert Path(started["tmp"]).is_dir()
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import grpc
@@ -17,6 +18,7 @@ from sqlmodel import Session
 
 from services.billing import counters
 from services.billing.months import moment, month_key
+from services.billing.servicer import BillingServicer
 from stepblend.v1 import billing_pb2
 from tests.billing.conftest import Replica, settle_event, usage_event
 
@@ -132,15 +134,22 @@ async def test_a_keys_rolling_minute_refuses_past_its_rpm(replicas: list[Replica
     assert all(1 <= a.retry_after_s <= 60 for a in refused)
 
 
-async def test_revoked_expired_and_foreign_keys_admit_nothing(replicas: list[Replica]) -> None:
+async def test_revoked_expired_and_foreign_keys_admit_nothing(
+    replicas: list[Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Billing's clock (time.time in `replicas`), moved on by the test when the key is to expire.
+    ahead = timedelta(0)
+    real_now = BillingServicer.now
+    monkeypatch.setattr(BillingServicer, "now", lambda servicer: real_now(servicer) + ahead)
     account_id = await _account(replicas[0])
     other = await _account(replicas[0])
     revoked = await _key(replicas[0], account_id)
     await replicas[1].keys.Revoke(billing_pb2.RevokeApiKeyRequest(account_id=account_id, id=revoked.id))
-    expiring = await _key(replicas[0], account_id, expires_at=int(time.time()) + 1)
+    expiring = await _key(replicas[0], account_id, expires_at=int(time.time()) + 600)
     foreign = await _key(replicas[0], other)
     assert (await _admit(replicas[0], account_id, "e0", expiring.id)).allowed  # type: ignore[misc]
-    await asyncio.sleep(max(0.0, expiring.limits.expires_at - time.time()))  # billing's clock is time.time
+    # Billing's clock reaches the expiry (a key expires at its expires_at, not after it).
+    ahead = timedelta(seconds=expiring.limits.expires_at - time.time())
     for i, key_id in enumerate([revoked.id, expiring.id, foreign.id, "key_nope"]):
         answer = await _admit(replicas[i % 2], account_id, f"x{i}", key_id)  # type: ignore[misc]
         assert (answer.allowed, answer.reason) == (False, "key_revoked")

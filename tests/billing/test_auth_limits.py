@@ -8,20 +8,24 @@ between them, so a limit that held per replica only would let twice as many thro
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from services.billing import accounts, auth_limits
 from services.billing.auth_limits import AuthLimits
 from services.billing.options import BillingOptions
 from stepblend.v1 import billing_pb2
 from tests.billing.conftest import BACKENDS, service_database_url
 from tests.billing.harness import Billing, FakeClock, make_settings
 from tests.support.procs import NatsServer
+from tests.support.waiting import eventually
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the start of a window
 
@@ -95,7 +99,28 @@ async def test_an_address_is_limited_whatever_the_emails(replicas: tuple[Billing
     assert await _sign_in(first, "someone@example.com", "192.0.2.1") == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_a_sign_in_flood_does_not_hold_up_account_reads(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_a_sign_in_flood_does_not_hold_up_account_reads(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every password check is held until the read is answered: a read that waited on the
+    # hashing queue would wait for all twelve, so it would never be answered (and time out).
+    release, checking = threading.Event(), threading.Event()
+    charged: list[None] = []
+    real_verify, real_charge = accounts.verify_password, auth_limits.charge
+
+    def held_verify(stored: str, password: str) -> bool:
+        checking.set()
+        if not release.wait(30):  # only if the test failed to release it: never hang the suite
+            release.set()
+        return real_verify(stored, password)
+
+    def counted_charge(*args: Any, **kwargs: Any) -> int:
+        retry_after = real_charge(*args, **kwargs)
+        charged.append(None)  # this sign-in goes on to the hashing queue
+        return retry_after
+
+    monkeypatch.setattr(accounts, "verify_password", held_verify)
+    monkeypatch.setattr(auth_limits, "charge", counted_charge)
     options = BillingOptions(auth_limits=AuthLimits(per_address=0, per_email=0), password_hashing_threads=1)
     billing = await Billing(make_settings(tmp_path / "data", nats_server.url), options=options).start()
     try:
@@ -113,11 +138,18 @@ async def test_a_sign_in_flood_does_not_hold_up_account_reads(nats_server: NatsS
             finished.append("read")
 
         flood = [asyncio.ensure_future(sign_in(i)) for i in range(12)]
-        await asyncio.sleep(0.05)  # the flood is queued on the hashing pool before the read is asked
-        await read()
-        await asyncio.gather(*flood)
-        # One scrypt check takes tens of milliseconds on one thread: the read did not wait for the queue.
-        assert finished.index("read") < 6, finished
+        try:
+            # The flood is queued on the hashing pool, its one thread busy, before the read is asked
+            # (held checks on threads that other calls need would stop the charges here already).
+            await eventually(lambda: len(charged) == 12 and checking.is_set(), what="all 12 sign-ins queued")
+            await asyncio.wait_for(read(), 10)
+            before_release = list(finished)
+        finally:
+            release.set()
+            await asyncio.gather(*flood)
+        # The read was answered while every check still waited: it did not wait for the queue.
+        assert before_release == ["read"], finished
+        assert finished == ["read"] + ["sign-in"] * 12
     finally:
         await billing.stop()
         await billing.close()

@@ -161,11 +161,14 @@ async def test_verify_password(billing: Billing) -> None:
     }
     # And each took one scrypt check (tens of ms), not an instant "no such email": none
     # is faster than half of one check's own time here (an upper bound would only
-    # measure how busy the machine is).
+    # measure how busy the machine is). The fastest of five: a stall inflates a single timing.
     stored = hash_password("calibration")
-    started = time.perf_counter()
-    verify_password(stored, "calibration")
-    one_check = time.perf_counter() - started
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        verify_password(stored, "calibration")
+        timings.append(time.perf_counter() - started)
+    one_check = min(timings)
     durations = [elapsed for _, _, elapsed in refusals]
     assert min(durations) > 0.5 * one_check, (durations, one_check)
 
