@@ -64,6 +64,11 @@ _OPERATOR = "operator"
 
 #: Both ends ping an idle connection this often, so that a dead peer is noticed.
 KEEPALIVE_MS = 30_000
+#: A server asks a client to move to a new connection (GOAWAY) once theirs is this old
+#: (gRPC adds up to 10% of jitter). A Kubernetes Service balances connections, not
+#: calls: this is how replicas added since (a scale-out) take their share. Calls in
+#: flight are never cut (no grace limit); new ones go on the new connection.
+MAX_CONNECTION_AGE_S = 120.0
 
 
 def _channel_options() -> list[tuple[str, int]]:
@@ -81,7 +86,11 @@ def _server_options() -> dict[str, int]:
     GOAWAY `too_many_pings`, closing the connection. That broke the gateway's
     long-lived call streams (services/common/mux.py) after about 90 s idle: the next
     call on the stream failed with UNAVAILABLE, a 503 to the client."""
-    return {**dict(_channel_options()), "grpc.http2.min_ping_interval_without_data_ms": KEEPALIVE_MS // 3}
+    return {
+        **dict(_channel_options()),
+        "grpc.http2.min_ping_interval_without_data_ms": KEEPALIVE_MS // 3,
+        "grpc.max_connection_age_ms": int(MAX_CONNECTION_AGE_S * 1000),
+    }
 
 
 def _denials(code: grpc.StatusCode, message: str) -> tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]:

@@ -1,11 +1,18 @@
 """The server's side of the call streams (services/common/mux.py): `serve` answers
-one stream's calls, `stop_server` drains every stream of a stopping server."""
+one stream's calls, `stop_server` drains every stream of a stopping server.
+
+A stream also ages out: once older than `STREAM_AGE_S` (plus up to 10%), the caller
+is told to move on, as at a stop. Its connection had its GOAWAY before that
+(grpcio.MAX_CONNECTION_AGE_S), so the caller's next stream opens a new connection,
+which the Service may send to another replica: the streams spread over the replicas
+again after a scale-out instead of staying where they were first opened."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -14,11 +21,15 @@ from opentelemetry.trace import SpanKind
 
 from stepblend.v1 import mux_pb2
 
+from .grpcio import MAX_CONNECTION_AGE_S
 from .mux import BATCH, Writer
 
-__all__ = ["serve", "stop_server"]
+__all__ = ["STREAM_AGE_S", "serve", "stop_server"]
 
 log = logging.getLogger(__name__)
+
+#: Past its connection's age, so that the caller's next stream goes on a new connection.
+STREAM_AGE_S = MAX_CONNECTION_AGE_S * 1.2
 
 
 async def serve(
@@ -29,12 +40,14 @@ async def serve(
     *,
     answer_now: Callable[[bytes], bytes] | None = None,
     draining: asyncio.Event | None = None,
+    max_age_s: float | None = STREAM_AGE_S,
 ) -> None:
     """Serve one stream of `method`'s calls until the caller closes it: each by
     `handle(payload, timeout_s)` in a task of its own (cancelled by the caller's
     `cancel` or its deadline), or, for work that never waits (Route),
     `answer_now(payload)` at once, in order, with no task. Once `draining` is set
-    (`stop_server`), the caller is told to send its next calls elsewhere."""
+    (`stop_server`), or the stream is older than `max_age_s`, the caller is told to
+    send its next calls elsewhere."""
     if (handle is None) == (answer_now is None):
         raise TypeError("serve() takes one of handle and answer_now")
     running: dict[int, asyncio.Task[None]] = {}
@@ -43,7 +56,7 @@ async def serve(
     if BATCH in tuple(context.invocation_metadata() or ()):
         writer.batch = True
     await context.send_initial_metadata((BATCH,))
-    telling = asyncio.ensure_future(_tell_draining(draining, writer)) if draining is not None else None
+    telling = asyncio.ensure_future(_tell_draining(writer, draining, max_age_s))
 
     async def answer(message: mux_pb2.MuxRequest, handle: Callable[[bytes, float], Awaitable[bytes]]) -> None:
         try:
@@ -69,15 +82,24 @@ async def serve(
             await asyncio.gather(*running.values(), return_exceptions=True)
         await writer.flush()
     finally:
-        if telling is not None:
-            telling.cancel()
+        telling.cancel()
         for task in list(running.values()):
             task.cancel()
         writer.close()
 
 
-async def _tell_draining(draining: asyncio.Event, writer: Writer) -> None:
-    await draining.wait()
+async def _tell_draining(writer: Writer, draining: asyncio.Event | None, max_age_s: float | None) -> None:
+    """Say `draining` when the server stops or the stream has aged out, whichever is first."""
+    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(draining.wait())] if draining is not None else []
+    if max_age_s is not None:
+        waits.append(asyncio.ensure_future(asyncio.sleep(max_age_s * random.uniform(1.0, 1.1))))
+    if not waits:
+        return
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
     writer.put(mux_pb2.MuxResponse(draining=True))
 
 

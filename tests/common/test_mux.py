@@ -15,6 +15,7 @@ import pytest
 from services.common import grpcio, mux_server
 from services.common.mux import BATCH, MuxClient
 from stepblend.v1 import mux_pb2, router_pb2
+from tests.support.waiting import eventually
 
 METHOD = "/test.Echo/Echo"
 
@@ -44,8 +45,15 @@ class Echo:
         return router_pb2.RouteResponse(refusal=refusal).SerializeToString()
 
 
-async def _serve(echo: Echo, port: int = 0, draining: asyncio.Event | None = None) -> tuple[grpc.aio.Server, int]:
-    """A real gRPC server whose EchoStream is `mux_server.serve` over `echo`, on `port` (0: any)."""
+async def _serve(
+    echo: Echo,
+    port: int = 0,
+    draining: asyncio.Event | None = None,
+    max_age_s: float | None = None,
+    options: tuple[tuple[str, int], ...] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """A real gRPC server whose EchoStream is `mux_server.serve` over `echo`, on `port`
+    (0: any), its streams aging out after `max_age_s`, with gRPC `options`."""
 
     async def counted(requests: AsyncIterator[mux_pb2.MuxRequest]) -> AsyncIterator[mux_pb2.MuxRequest]:
         async for message in requests:
@@ -53,12 +61,12 @@ async def _serve(echo: Echo, port: int = 0, draining: asyncio.Event | None = Non
             yield message
 
     async def stream(requests: AsyncIterator[mux_pb2.MuxRequest], context: grpc.aio.ServicerContext) -> None:
-        await mux_server.serve(counted(requests), context, METHOD, echo.handle, draining=draining)
+        await mux_server.serve(counted(requests), context, METHOD, echo.handle, draining=draining, max_age_s=max_age_s)
 
     handler = grpc.stream_stream_rpc_method_handler(
         stream, mux_pb2.MuxRequest.FromString, mux_pb2.MuxResponse.SerializeToString
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"EchoStream": handler}),))
     port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -261,6 +269,44 @@ async def test_a_stopping_server_answers_its_calls_and_the_next_ones_reach_its_r
     finally:
         await client.close()
         await channel.close()
+
+
+async def test_streams_age_out_so_that_calls_reach_a_replica_added_later() -> None:
+    """A scale-out: a second replica listens on the same port (SO_REUSEPORT, as a new
+    pod behind a Service) once the caller's stream is open on the first. The servers
+    end connections at 0.3 s (GOAWAY) and streams at 0.4 s, as the services do at 120
+    and 144 s: the caller's next streams open new connections, the new replica gets
+    calls, and no call fails on the way."""
+    first, second = Echo(), Echo()
+    aging = (("grpc.max_connection_age_ms", 300),)
+    old, port = await _serve(first, max_age_s=0.4, options=aging)
+    channel, client = _channel_client(port)
+    added = None
+    try:
+        assert (await client.call(_ask("warm"), 5)).refusal.message == "warm"
+        added, _ = await _serve(second, port, max_age_s=0.4, options=aging)
+        sent = 0
+
+        async def reached_the_new_replica() -> bool:
+            nonlocal sent
+            answer = await client.call(_ask(f"call {sent}"), 5)
+            assert answer.refusal.message == f"call {sent}"
+            sent += 1
+            return second.handled > 0
+
+        await eventually(reached_the_new_replica, timeout=20, what="a call answered by the replica added later")
+        assert first.handled + second.handled == sent + 1
+    finally:
+        await client.close()
+        await channel.close()
+        await old.stop(None)
+        if added is not None:
+            await added.stop(None)
+
+
+def test_the_services_streams_age_out_after_their_connections() -> None:
+    # Else a stream told to move on would open its successor on the same connection.
+    assert mux_server.STREAM_AGE_S > grpcio.MAX_CONNECTION_AGE_S * 1.1  # gRPC's jitter is 10%
 
 
 @pytest.mark.parametrize("idempotent", [False, True])
