@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from tests.support.procs import free_port
 
@@ -61,9 +62,24 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         """initdb and start the server; returns when it accepts connections."""
-        self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"
-        )
+        # Started from a process full of gRPC threads, the child has been seen killed by a
+        # signal (SIGBUS) before initdb ran, once in hundreds: that alone is tried again.
+        for attempt in Retrying(retry=retry_if_exception_type(_Killed), stop=stop_after_attempt(3), reraise=True):
+            with attempt:
+                shutil.rmtree(self.data, ignore_errors=True)
+                self._run(
+                    "initdb",
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                )
         for attempt in range(3):  # the random port may be taken between choosing and binding it
             self.port = free_port()
             options = (
@@ -126,4 +142,9 @@ class PostgresCluster:
         if result.returncode != 0:
             log = self.root / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr or result.stdout}\n{tail}")
+            failure = _Killed if result.returncode < 0 else RuntimeError
+            raise failure(f"{program} failed ({result.returncode}): {result.stderr or result.stdout}\n{tail}")
+
+
+class _Killed(RuntimeError):
+    """A server command was killed by a signal (a negative return code)."""
