@@ -82,8 +82,8 @@ __all__ = [
     "route",
 ]
 
-#: A named model's providers are ordered by this unless stepblend_strategy says otherwise.
-DEFAULT_FORCED_ORDER = Strategy.LOWEST_COST
+#: A named model's providers are ordered by this unless stepblend_strategy says otherwise (SPEC §11).
+DEFAULT_FORCED_ORDER = Strategy.BALANCED
 
 #: The accepted range of stepblend_max_cost, USD.
 MIN_COST_CAP = Decimal("0.000000000001")

@@ -109,3 +109,12 @@ def test_perplexity_sonar_is_routed_without_tools(catalog: Catalog) -> None:
     assert (sonar.provider, sonar.upstream_model) == ("perplexity", "sonar")
     refusal = refuse(catalog, "sonar-pro", needs_tools=True)
     assert (refusal.code, refusal.param) == (RefusalCode.NO_ELIGIBLE_MODEL, "tools")
+
+
+def test_without_a_strategy_the_hosts_are_ranked_balanced(catalog: Catalog) -> None:
+    # SPEC §11: `stepblend_strategy` (default `balanced`) ranks a bare id's hosts.
+    def order(**features: object) -> list[str]:
+        return [c.provider for c in decide(catalog, "gpt-oss-120b", prompt_tokens=500, **features).candidates]
+
+    assert order() == order(strategy="balanced")
+    assert order() != order(strategy="lowest_cost")  # else this test could not tell them apart
