@@ -10,10 +10,12 @@ limit off) a request is refused at once with 429 `rate_limit_error`, code
 it carries `retry-after` and no `x-should-retry: false`; it uses none of the plan's
 quota and publishes no usage event, since the request never reached the router.
 
-Anthropic's Messages API and its `count_tokens` take slots like chat completions
-(their refusal in Anthropic's shape). The Routing API (`/route`) takes a slot too: it parses and counts a body as a
-completion does, before any quota is involved. The gRPC chat API takes its slots from
-the same `InFlight`, and accepts messages no larger than the HTTP body limit. The limit is per gateway process: N replicas let an account have N × the limit in
+Every other route that parses and counts a body before admission takes slots like
+chat completions: embeddings, the Responses API, Anthropic's Messages API and its
+`count_tokens` (their refusal in Anthropic's shape), and the Routing API (`/route`),
+which does that work before any quota is involved. The gRPC chat API takes its slots
+from the same `InFlight`, and accepts messages no larger than the HTTP body limit.
+The limit is per gateway process: N replicas let an account have N × the limit in
 flight. Requests without a valid token pass through untouched; the route answers
 them 401.
 """
@@ -36,7 +38,7 @@ DEFAULT_LIMIT = DEFAULT_MAX_CONCURRENT
 LIMITED_PATHS = frozenset(
     prefix + path
     for prefix in ("/api/v1", "/v1")
-    for path in ("/chat/completions", "/route", "/messages", "/messages/count_tokens")
+    for path in ("/chat/completions", "/route", "/embeddings", "/responses", "/messages", "/messages/count_tokens")
 )
 # Routes whose errors are in Anthropic's shape.
 ANTHROPIC_PATHS = frozenset(path for path in LIMITED_PATHS if "/messages" in path)

@@ -291,25 +291,44 @@ def test_the_grpc_chat_api_shares_the_accounts_slots(stack: Stack) -> None:
     assert asyncio.run(run()) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_the_routing_api_shares_the_accounts_slots(stack: Stack) -> None:
-    """/route parses and counts a body before admission: it takes a slot like a completion."""
+# Every other route that parses and counts a body before admission, with a body it serves.
+BODY_ROUTES = {
+    "/route": body(FAST_MODEL),
+    "/embeddings": {"model": "text-embedding-3-small", "input": "hi"},
+    "/responses": {"model": FAST_MODEL, "input": "hi"},
+    "/messages": {"model": FAST_MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+    "/messages/count_tokens": {"model": FAST_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+}
+
+
+def test_every_route_that_reads_a_body_shares_the_accounts_slots(stack: Stack) -> None:
+    """/route, /embeddings, /responses and Anthropic's routes parse and count a body
+    before admission (the Routing API is free of quota, not of work): each takes a
+    slot like a completion, so with every slot held each is a retryable 429."""
     busy = stack.account()
     stack.mock("POST", "/_mock/behaviour", {"model": "gpt-4o", "delay_ms": HOLD_MS})
 
-    async def run() -> httpx.Response:
+    async def run() -> dict[str, httpx.Response]:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
             held = [
                 asyncio.create_task(client.post("/chat/completions", headers=busy.headers, json=body("gpt-4o")))
                 for _ in range(LIMIT)
             ]
             await eventually(lambda: _all_held(stack, busy), what=f"{LIMIT} requests at the provider")
-            refused = await client.post("/route", headers=busy.headers, json=body(FAST_MODEL))
+            refused = {
+                path: await client.post(path, headers=busy.headers, json=payload)
+                for path, payload in BODY_ROUTES.items()
+            }
             await asyncio.gather(*held)
             return refused
 
-    refused = asyncio.run(run())
-    assert refused.status_code == 429 and error_of(refused)["code"] == "concurrency_limit_exceeded"
-    assert httpx.post(f"{stack.base_url}/route", headers=busy.headers, json=body(FAST_MODEL)).status_code == 200
+    for path, refused in asyncio.run(run()).items():
+        assert refused.status_code == 429, (path, refused.text)
+        error = refused.json()["error"]
+        kind = error["type"] if "/messages" in path else error["code"]
+        assert kind == ("rate_limit_error" if "/messages" in path else "concurrency_limit_exceeded"), (path, error)
+        served = httpx.post(f"{stack.base_url}{path}", headers=busy.headers, json=BODY_ROUTES[path], timeout=30)
+        assert served.status_code == 200, (path, served.text[:300])
 
 
 def test_the_grpc_chat_api_has_the_http_body_limit(stack: Stack) -> None:
