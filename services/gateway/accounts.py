@@ -22,6 +22,7 @@ from .caches import AccountStatus
 from .deps import Deps
 from .errors import ApiError, invalid, unauthenticated
 from .rpc import Metadata, ServiceFailed, call
+from .schemas import MAX_PASSWORD_CHARS
 
 _TIMEOUT_S = 5.0
 # The providers service names the field a key fails on first: `endpoint: must be ...`.
@@ -242,6 +243,8 @@ async def signup(deps: Deps, email: str, password: str, client_address: str = ""
 
 
 async def login(deps: Deps, email: str, password: str, client_address: str = "") -> dict[str, Any]:
+    if not 0 < len(password) <= MAX_PASSWORD_CHARS:
+        raise unauthenticated("Wrong email or password.")  # no account has such a password
     response: billing_pb2.VerifyPasswordResponse = await _sign_in_call(
         deps,
         deps.billing.VerifyPassword,

@@ -135,19 +135,24 @@ class PutKeyBody(BaseModel):
         return json.dumps(fields, separators=(",", ":"))
 
 
+#: The longest password an account may have (a sign-up's bound).
+MAX_PASSWORD_CHARS = 1024
+
+
 class Credentials(BaseModel):
-    """A sign-in: any password of a sane length is checked, so a wrong one is a 401
-    whatever its length (a 400 for a short one would tell a prober something)."""
+    """A sign-in: a wrong password is a 401 whatever its length (a 400 for a short one
+    would tell a prober something); one no account can have (empty, or longer than a
+    sign-up allows) is refused as wrong without being hashed (accounts.login)."""
 
     model_config = ConfigDict(extra="forbid")
     email: Annotated[str, StringConstraints(min_length=3, max_length=320, strip_whitespace=True)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    password: str
 
 
 class NewAccount(Credentials):
     """A sign-up: the password must be at least 8 characters."""
 
-    password: Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=MAX_PASSWORD_CHARS)]
 
 
 class NewApiKey(BaseModel):
