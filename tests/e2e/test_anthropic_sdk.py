@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Account, System, make_account
+from tests.support.waiting import wait_until
 
 # One model per wire format behind the door: OpenAI's, Anthropic's, Groq's flavour.
 SERVED = [("gpt-4o-mini", "openai"), ("claude-3-5-haiku-20241022", "anthropic"), ("llama-3.1-8b-instant", "groq")]
@@ -323,3 +324,26 @@ def test_the_plan_limit_holds_for_claude_clients(system: System) -> None:
     assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     # Retrying cannot help until next month: the SDKs are told not to.
     assert limited.value.response.headers["x-should-retry"] == "false"
+
+
+def test_count_tokens_and_the_routing_api_use_no_quota(system: System, account: Account) -> None:
+    # SPEC §8: count_tokens is free of charge and of plan quota (as /route is).
+    client = claude(system, account.token)
+    for _ in range(3):
+        client.messages.count_tokens(model="claude-3-5-haiku-20241022", messages=[{"role": "user", "content": "Hi"}])
+        httpx.post(
+            f"{system.base_url}/route",
+            headers={"authorization": f"Bearer {account.token}"},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+        ).raise_for_status()
+    # One request that counts, after them: once it is billed, it is the month's only one.
+    client.messages.create(model="gpt-4o-mini", max_tokens=16, messages=[{"role": "user", "content": "Hi"}])
+    jwt = {"authorization": f"Bearer {account.token}"}
+
+    def usage() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = httpx.get(f"{system.base_url}/account/usage", headers=jwt).json()["data"]
+        return rows
+
+    rows = wait_until(usage, 20, "the request billed")
+    assert len(rows) == 1 and rows[0]["api_key_id"] is None  # a JWT's request is no key's
+    assert httpx.get(f"{system.base_url}/account", headers=jwt).json()["requests_this_month"] == 1

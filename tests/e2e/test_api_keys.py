@@ -6,6 +6,7 @@ its requests are listed and billed under it."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -191,6 +192,16 @@ def test_the_cli_creates_lists_and_revokes_keys(system: System, account: Account
     assert (hint, state) == (f"sb-…{key[-4:]}", "active")
     system.cli("apikey", "revoke", account.email, key_id)
     assert _chat(system, key, "gpt-4o-mini").status_code == 401
+    # Every limit the CLI offers reaches the key.
+    before = int(time.time())
+    bounded = system.cli(
+        "apikey", "create", account.email, "--name", "cli-bounded", "--budget", "5", "--rpm", "7", "--expires-days", "3"
+    )
+    keys = httpx.get(f"{system.base_url}/account/api-keys", headers=_jwt(account)).json()["data"]
+    [row] = [k for k in keys if k["name"] == "cli-bounded"]
+    assert (Decimal(str(row["monthly_budget_usd"])), row["rpm"]) == (Decimal(5), 7)
+    assert before + 3 * 86_400 <= row["expires_at"] <= int(time.time()) + 3 * 86_400
+    assert _chat(system, bounded, "gpt-4o-mini").status_code == 200
 
 
 def test_the_grpc_chat_api_takes_a_key_with_its_limits(system: System, account: Account) -> None:

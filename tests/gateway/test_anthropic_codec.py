@@ -166,8 +166,10 @@ def test_missing_max_tokens_is_400_in_anthropics_words() -> None:
     ("status", "kind"),
     [
         (401, "authentication_error"),
+        (402, "billing_error"),
         (403, "permission_error"),
         (404, "not_found_error"),
+        (413, "request_too_large"),
         (429, "rate_limit_error"),
         (500, "api_error"),
         (503, "overloaded_error"),

@@ -4,6 +4,7 @@ real service (gRPC server, SQLite vault, nats-server) in the test event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -104,12 +105,13 @@ class Service:
         return [event for message in await self.messages(**request) for event in message.events]
 
 
-@pytest.fixture(scope="session")
-async def service(
-    nats_server: NatsServer, mock_provider: RunningMockProvider, tmp_path_factory: pytest.TempPathFactory
+@contextlib.asynccontextmanager
+async def running_service(
+    nats_server: NatsServer, mock_provider: RunningMockProvider, data_dir: Path, **settings: Any
 ) -> AsyncIterator[Service]:
-    data_dir = Path(tmp_path_factory.mktemp("providers"))
-    settings = Settings.from_env().model_copy(
+    """The providers service (`serve`) on a free port, its vendors at the mock, with
+    `settings` over the test defaults."""
+    configured = Settings.from_env().model_copy(
         update=dict(
             data_dir=data_dir,
             nats_url=nats_server.url,
@@ -125,20 +127,31 @@ async def service(
                 "gemini": mock_provider.url,
                 "bedrock": f"{mock_provider.url}/bedrock",
             },
+            **settings,
         )
     )
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, timeouts=TIMEOUTS, on_ready=ready.set_result))
+    task = asyncio.create_task(serve(configured, timeouts=TIMEOUTS, on_ready=ready.set_result))
     done, _ = await asyncio.wait([ready, task], timeout=20, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
     address = f"127.0.0.1:{ready.result()}"
     channel = grpcio.channel(address, INTERNAL_TOKEN)
-    yield Service(address, channel, providers_pb2_grpc.ProvidersStub(channel), providers_pb2_grpc.KeysStub(channel))
-    await channel.close()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        yield Service(address, channel, providers_pb2_grpc.ProvidersStub(channel), providers_pb2_grpc.KeysStub(channel))
+    finally:
+        await channel.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture(scope="session")
+async def service(
+    nats_server: NatsServer, mock_provider: RunningMockProvider, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Service]:
+    async with running_service(nats_server, mock_provider, Path(tmp_path_factory.mktemp("providers"))) as running:
+        yield running
 
 
 @pytest.fixture

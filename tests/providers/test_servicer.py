@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,13 +18,26 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from services.common import grpcio
+from services.common.config import Settings
 from services.providers.executor import Executor
 from services.providers.servicer import ProvidersServicer
 from services.providers.timeouts import Timeouts
 from services.providers.upstream import make_client
 from services.providers.vendors import load_vendors
+from stepblend.mockprovider import RunningMockProvider
 from stepblend.v1 import providers_pb2, providers_pb2_grpc
-from tests.providers.conftest import INTERNAL_TOKEN, TIMEOUTS, MemoryKeys, Mock, Service, candidate, http, key_for
+from tests.providers.conftest import (
+    INTERNAL_TOKEN,
+    TIMEOUTS,
+    MemoryKeys,
+    Mock,
+    Service,
+    candidate,
+    http,
+    key_for,
+    running_service,
+)
+from tests.support.procs import NatsServer
 from tests.support.waiting import eventually
 
 OPENAI = candidate("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
@@ -204,3 +218,15 @@ async def test_a_shorter_caller_deadline_is_the_requests_deadline(mock: Mock, ac
     error = answer.events[-1].error
     assert (http(error).status, error.code) == (504, "timeout")
     assert error.message == "The request did not finish within its 1.5s deadline."
+
+
+async def test_stepblend_max_attempts_bounds_the_candidates_a_request_tries(
+    nats_server: NatsServer, mock_provider: RunningMockProvider, mock: Mock, account: str, tmp_path: Path
+) -> None:
+    assert Settings.from_env({"STEPBLEND_MAX_ATTEMPTS": "2"}).max_attempts == 2
+    await mock.behave(model="*", status=500)
+    async with running_service(nats_server, mock_provider, tmp_path, max_attempts=2) as two:
+        await connect(two, account)
+        events = await two.execute(**execute(account, OPENAI, OPENAI, OPENAI, OPENAI))
+    assert kinds(events) == ["attempt", "attempt", "error"]
+    assert len(await mock.requests()) == 2
