@@ -18,6 +18,7 @@ __all__ = ["OPENAI_DEFAULTS", "is_inert"]
 #: OpenAI's documented default of each parameter a vendor may refuse: sending the
 #: default asks for nothing a vendor without the parameter would not do anyway.
 OPENAI_DEFAULTS: Mapping[str, Any] = {
+    "stream": False,
     "n": 1,
     "logprobs": False,
     "top_logprobs": 0,

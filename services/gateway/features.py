@@ -31,10 +31,9 @@ TOKENS_PER_REPLY = 3  # the primed assistant turn
 TOKENS_PER_IMAGE = 1_600  # worst case of a high-detail image tile grid
 
 # Body fields every model takes (or StepBlend handles itself); the others are
-# reported to the router, which drops models that refuse one.
-_ALWAYS_TAKEN = frozenset(
-    {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user"}
-)
+# reported to the router, which drops models that refuse one (`stream: true` drops
+# a model whose catalog row says it cannot stream).
+_ALWAYS_TAKEN = frozenset({"model", "messages", "stream_options", "max_tokens", "max_completion_tokens", "user"})
 MAX_RUN = 64
 # Runs of one kind of character (word, punctuation and symbols, whitespace), which
 # is where BPE's pre-tokens can grow long.

@@ -331,6 +331,10 @@ def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer], pro
     if ttft <= 0 or throughput <= 0:
         raise CatalogError(f"{where}: ttft_ms_prior and tokens_per_s_prior must be positive")
 
+    capabilities = _capabilities(row.get("capabilities"), where)
+    unsupported = text_list(row, "unsupported_params", where)
+    if not capabilities.streaming and "stream" not in unsupported:
+        unsupported = (*unsupported, "stream")  # a stream request is never routed to it
     return ModelEntry(
         id=text(row, "id", where),
         provider=provider,
@@ -342,9 +346,9 @@ def _parse_row(row: object, where: str, tokenizers: Mapping[str, Tokenizer], pro
         cached_input_per_mtok=cached,
         context_window=context_window,
         max_output_tokens=max_output,
-        capabilities=_capabilities(row.get("capabilities"), where),
+        capabilities=capabilities,
         param_renames=_renames(row.get("param_renames", {}), where),
-        unsupported_params=text_list(row, "unsupported_params", where),
+        unsupported_params=unsupported,
         quality=quality,
         ttft_ms_prior=ttft,
         tokens_per_s_prior=throughput,

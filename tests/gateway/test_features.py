@@ -75,12 +75,19 @@ def test_params_leave_out_what_asks_for_nothing_and_keep_what_asks_for_something
     # OpenAI's defaults: an adapter drops them for a model that refuses the parameter,
     # so the router must not drop that model for them.
     hi = [{"role": "user", "content": "Hi"}]
-    inert = {"response_format": {"type": "text"}, "logprobs": False, "parallel_tool_calls": True, "presence_penalty": 0}
+    inert = {
+        "response_format": {"type": "text"},
+        "logprobs": False,
+        "parallel_tool_calls": True,
+        "presence_penalty": 0,
+        "stream": False,
+    }
     meant = {"response_format": {"type": "json_object"}, "logprobs": True, "parallel_tool_calls": False}
     assert list(feats(model="m", messages=hi, **inert).params) == []
-    assert sorted(feats(model="m", messages=hi, **meant, presence_penalty=0.5).params) == [
+    assert sorted(feats(model="m", messages=hi, **meant, presence_penalty=0.5, stream=True).params) == [
         "logprobs",
         "parallel_tool_calls",
         "presence_penalty",
         "response_format",
+        "stream",
     ]

@@ -39,6 +39,19 @@ def row(model: str, provider: str, **fields: object) -> str:
     return "[[models]]\n" + "\n".join([*lines, capabilities]) + "\n"
 
 
+def test_a_row_that_cannot_stream_is_never_routed_a_stream(tmp_path: Path) -> None:
+    text = row("batch-only", "openai").replace("streaming = true", "streaming = false")
+    catalog = load_catalog(write(tmp_path, "catalog.toml", text))
+    ask = dict(connected_providers=("openai",))
+    refused = route(catalog, RouteRequest(model="batch-only", params=frozenset({"stream"}), **ask))  # type: ignore[arg-type]
+    assert isinstance(refused, Refusal) and refused.param == "stream", refused
+    assert "batch-only does not take stream" in refused.message
+    assert isinstance(route(catalog, RouteRequest(model="batch-only", **ask)), Decision)  # type: ignore[arg-type]
+    # A strategy asked to stream passes it over for a model that can.
+    streamed = route(catalog, RouteRequest(model="lowest-cost", params=frozenset({"stream"}), **ask))  # type: ignore[arg-type]
+    assert isinstance(streamed, Decision) and "batch-only" not in {c.model for c in streamed.candidates}
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
