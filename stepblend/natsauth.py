@@ -4,10 +4,12 @@ events — only the gateway publishes usage (what billing bills), only providers
 changes, only billing account changes and dead letters.
 
 Every service also needs JetStream's API (`$JS.API.>`, to declare streams and read
-its consumers), acks (`$JS.ACK.>`) and replies (`_INBOX.>`), but none of JetStream's
-destructive calls (`DENIED`): no service can delete or purge a stream, delete a
-stored event, or restore a stream over it. Narrowing the rest of the API to each
-one's own streams and consumers is a further step. The `operator` user (the data
+its consumers), acks (`$JS.ACK.>`) and replies (`_INBOX.>`), but not JetStream's
+calls that delete (`DENIED`): no service can delete or purge a stream, delete a
+stored event, or restore a stream over it. Every service still updates the streams'
+configuration at start (events.ensure_streams), so one could shrink a stream's
+limits: narrowing that, and the rest of the API to each one's own streams and
+consumers, is a further step. The `operator` user (the data
 dir's owner: the CLI, tests, an operator's `nats` tool) has every permission.
 
 The passwords live in the data dir (0600), so restarts agree; the config holds only
@@ -31,7 +33,7 @@ OPERATOR = "operator"
 USAGE, KEYS, ACCOUNTS, DEAD_LETTERS = "usage.v1.>", "keys.v1.changed", "accounts.v1.changed", "deadletter.>"
 _COMMON = ["$JS.API.>", "$JS.ACK.>", "_INBOX.>"]
 _EVENTS = [USAGE, KEYS, ACCOUNTS]
-#: JetStream calls that destroy stored events: the operator's alone.
+#: JetStream calls that delete stored events: the operator's alone.
 DENIED = [
     "$JS.API.STREAM.DELETE.>",
     "$JS.API.STREAM.PURGE.>",

@@ -52,7 +52,7 @@ class BillingSettings(ServiceSettings):
     # variables the providers read): together, the longest a request runs.
     max_attempts: int = Field(4, ge=1, le=64)
     provider_total_timeout_s: float = Field(
-        600.0, gt=0, validation_alias=AliasChoices("STEPBLEND_PROVIDER_TOTAL_TIMEOUT")
+        600.0, gt=0, le=86_400, allow_inf_nan=False, validation_alias=AliasChoices("STEPBLEND_PROVIDER_TOTAL_TIMEOUT")
     )
     lease_s: float = Field(10.0, gt=0, le=3600, validation_alias=AliasChoices("STEPBLEND_LEASE_SECONDS"))
     auth_attempts_per_address: int = Field(30, ge=0)

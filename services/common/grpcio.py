@@ -65,7 +65,7 @@ _OPERATOR = "operator"
 #: Both ends ping an idle connection this often, so that a dead peer is noticed.
 KEEPALIVE_MS = 30_000
 #: A server asks a client to move to a new connection (GOAWAY) once theirs is this old
-#: (gRPC adds up to 10% of jitter). A Kubernetes Service balances connections, not
+#: (gRPC adds ±10% of jitter). A Kubernetes Service balances connections, not
 #: calls: this is how replicas added since (a scale-out) take their share. Calls in
 #: flight are never cut (no grace limit); new ones go on the new connection.
 MAX_CONNECTION_AGE_S = 120.0

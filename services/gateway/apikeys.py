@@ -170,12 +170,13 @@ def require_session(caller: Caller, what: str) -> str:
     return caller.account_id
 
 
-def allowed(grant: Grant | None, model: str) -> frozenset[str]:
+def allowed(grant: Grant | None, model: str, override: str = "") -> frozenset[str]:
     """Refuse a strategy the key does not allow, or any model id when it lists none
     (403 model_not_allowed); the model names the router may then consider (empty: any).
 
     `gpt-4o` in the list allows that model on any provider, `openai:gpt-4o` on that
-    one; a strategy in the list allows it, ranking only the listed models if any are.
+    one; a strategy in the list allows it, ranking only the listed models if any are,
+    and only by a listed strategy (`override`, the request's stepblend_strategy).
     Whether a model id the client names is one of those, by its id or an alias, the
     router decides (its catalog knows the aliases): it refuses with model_not_allowed.
     """
@@ -188,15 +189,17 @@ def allowed(grant: Grant | None, model: str) -> frozenset[str]:
     refused = not models if strategy is None else strategy not in strategies
     if refused:
         raise _not_allowed(wanted, grant)
+    if strategy is not None and override.strip() and parse_strategy(override) not in strategies:
+        raise _not_allowed(override.strip(), grant, "stepblend_strategy")
     return models
 
 
-def _not_allowed(model: str, grant: Grant) -> ApiError:
+def _not_allowed(model: str, grant: Grant, param: str = "model") -> ApiError:
     shown = model if len(model) <= 80 else model[:80] + "..."
     return ApiError(
         403,
         f"This API key may not use '{shown}'; it allows {', '.join(sorted(grant.allowed_models))}.",
         "permission_error",
         "model_not_allowed",
-        "model",
+        param,
     )

@@ -49,7 +49,7 @@ async def route(
     refusal becomes its HTTP error. With `only_error`, only the providers in `only`
     may serve it, and `only_error` is the answer when none of them can. With an API
     key's `grant`, only the models it allows."""
-    models = allowed(grant, request.model)
+    models = allowed(grant, request.model, request.stepblend_strategy or "")
     connected = await deps.connected.get(account_id)
     if only_error is not None:
         connected = tuple(p for p in connected if p in only)

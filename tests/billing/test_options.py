@@ -35,3 +35,9 @@ def test_ttl_from_the_environment() -> None:
 def test_nonsense_ttl_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="STEPBLEND_RESERVATION_TTL_SECONDS"):
         BillingOptions.from_env({"STEPBLEND_RESERVATION_TTL_SECONDS": value})
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "0"])
+def test_a_nonsense_provider_timeout_names_its_variable(value: str) -> None:
+    with pytest.raises(ValueError, match="STEPBLEND_PROVIDER_TOTAL_TIMEOUT"):
+        BillingOptions.from_env({"STEPBLEND_PROVIDER_TOTAL_TIMEOUT": value})

@@ -140,6 +140,14 @@ def test_allowed_models_refuse_others_and_bound_a_strategy(system: System, accou
     strategy = _chat(system, key, "lowest-cost")
     assert strategy.status_code == 200
     assert strategy.json()["stepblend"]["routed_model"] == "gpt-4o-mini"
+    # Nor may the request rank them by a strategy the key does not list.
+    reranked = _chat(system, key, "lowest-cost", stepblend_strategy="fastest")
+    assert reranked.status_code == 403
+    assert (reranked.json()["error"]["code"], reranked.json()["error"]["param"]) == (
+        "model_not_allowed",
+        "stepblend_strategy",
+    )
+    assert _chat(system, key, "lowest-cost", stepblend_strategy="lowest_cost").status_code == 200
 
 
 def test_a_keys_request_limit_and_rpm_are_429s_the_sdk_understands(system: System, account: Account) -> None:

@@ -89,10 +89,11 @@ def test_no_service_publishes_another_ones_changes(system: System, service: str,
     assert any("permissions violation" in str(e).lower() for e in errors), errors
 
 
-async def _destroy_as(url: str) -> tuple[bool, bool]:
-    """Whether the URL's user may delete a stream and purge the usage stream. Each try
-    is harmless if allowed (a stream that does not exist; a subject with no events):
-    a refused call gets no answer, an allowed one does."""
+async def _destroy_as(url: str) -> tuple[bool, bool, bool]:
+    """Whether the URL's user may delete a stream, purge the usage stream and delete a
+    stored event. Each try is harmless if allowed (a stream that does not exist; a
+    subject with no events; a sequence never used): a refused call gets no answer, an
+    allowed one does."""
     client = await nats.connect(url, error_cb=_ignore, max_reconnect_attempts=0)
     js = client.jetstream(timeout=1)
     try:
@@ -107,9 +108,16 @@ async def _destroy_as(url: str) -> tuple[bool, bool]:
             may_purge = True
         except nats.errors.TimeoutError:
             may_purge = False
+        try:
+            await js.delete_msg(events.USAGE_STREAM, 2**62)
+            may_delete_event = True
+        except nats.js.errors.APIError:
+            may_delete_event = True  # answered: no such event
+        except nats.errors.TimeoutError:
+            may_delete_event = False
     finally:
         await client.close()
-    return may_delete, may_purge
+    return may_delete, may_purge, may_delete_event
 
 
 async def _ignore(exc: Exception) -> None:
@@ -118,9 +126,9 @@ async def _ignore(exc: Exception) -> None:
 
 def test_no_service_may_delete_or_purge_stored_events(system: System) -> None:
     for service in natsauth.SERVICES:
-        assert asyncio.run(_destroy_as(nats_url(system, service))) == (False, False), service
+        assert asyncio.run(_destroy_as(nats_url(system, service))) == (False, False, False), service
     # The operator may: the same calls are answered.
-    assert asyncio.run(_destroy_as(services(system)["nats"])) == (True, True)
+    assert asyncio.run(_destroy_as(services(system)["nats"])) == (True, True, True)
 
 
 def test_the_natsauth_subjects_are_the_events_subjects() -> None:
