@@ -92,7 +92,7 @@ class BillingSettings(ServiceSettings):
 class BillingOptions:
     """Billing's tunables; the defaults are production's."""
 
-    reservation_ttl: timedelta = timedelta(minutes=45)  # BillingSettings.reservation_ttl()'s default
+    reservation_ttl: timedelta = field(default_factory=lambda: BillingSettings().reservation_ttl())
     lease_window: timedelta = timedelta(seconds=10)
     auth_limits: AuthLimits = field(default_factory=AuthLimits)
     password_hashing_threads: int = 2

@@ -90,16 +90,9 @@ async def serve(
 
 async def _tell_draining(writer: Writer, draining: asyncio.Event | None, max_age_s: float | None) -> None:
     """Say `draining` when the server stops or the stream has aged out, whichever is first."""
-    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(draining.wait())] if draining is not None else []
-    if max_age_s is not None:
-        waits.append(asyncio.ensure_future(asyncio.sleep(max_age_s * random.uniform(1.0, 1.1))))
-    if not waits:
-        return
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+    age = None if max_age_s is None else max_age_s * random.uniform(1.0, 1.1)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for((draining or asyncio.Event()).wait(), age)
     writer.put(mux_pb2.MuxResponse(draining=True))
 
 

@@ -29,7 +29,7 @@ class Outcome(StrEnum):
 
 class RefusalCode(StrEnum):
     """Why the router found no candidate (`Refusal.code`); the gateway maps each to an
-    HTTP status (errors.REFUSAL_STATUS)."""
+    HTTP status (errors.REFUSAL_HTTP)."""
 
     INVALID_REQUEST = "invalid_request"
     MODEL_NOT_FOUND = "model_not_found"

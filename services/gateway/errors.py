@@ -12,16 +12,16 @@ from starlette.responses import Response
 from services.common.vocab import RefusalCode
 from stepblend.v1 import providers_pb2
 
-# The router's refusal codes and the HTTP status each maps to (SPEC.md §4); a test
-# checks every RefusalCode has one.
-REFUSAL_STATUS: dict[str, int] = {
-    RefusalCode.MODEL_NOT_FOUND: 404,
-    RefusalCode.PROVIDER_NOT_CONNECTED: 409,
-    RefusalCode.NO_MODEL_UNDER_COST_CAP: 400,
-    RefusalCode.NO_ELIGIBLE_MODEL: 400,
-    RefusalCode.INVALID_REQUEST: 400,
-    RefusalCode.STRATEGY_NOT_SUPPORTED: 400,
-    RefusalCode.MODEL_NOT_ALLOWED: 403,
+# The router's refusal codes and the HTTP status and OpenAI error type each maps to
+# (SPEC.md §4); a test checks every RefusalCode has one.
+REFUSAL_HTTP: dict[str, tuple[int, str]] = {
+    RefusalCode.MODEL_NOT_FOUND: (404, "invalid_request_error"),
+    RefusalCode.PROVIDER_NOT_CONNECTED: (409, "invalid_request_error"),
+    RefusalCode.NO_MODEL_UNDER_COST_CAP: (400, "invalid_request_error"),
+    RefusalCode.NO_ELIGIBLE_MODEL: (400, "invalid_request_error"),
+    RefusalCode.INVALID_REQUEST: (400, "invalid_request_error"),
+    RefusalCode.STRATEGY_NOT_SUPPORTED: (400, "invalid_request_error"),
+    RefusalCode.MODEL_NOT_ALLOWED: (403, "permission_error"),
 }
 # Errors that retrying cannot fix: the OpenAI SDKs obey `x-should-retry: false`. A
 # rejected stored key stays rejected (a retry would only hit the provider again).

@@ -73,9 +73,8 @@ async def route(
         refusal = response.refusal
         if only_error is not None and refusal.code in _NONE_LEFT:
             raise only_error
-        status = errors.REFUSAL_STATUS.get(refusal.code, 400)
+        status, kind = errors.REFUSAL_HTTP.get(refusal.code, (400, "invalid_request_error"))
         code = None if refusal.code == RefusalCode.INVALID_REQUEST else refusal.code
-        kind_of_error = "permission_error" if status == 403 else "invalid_request_error"
-        raise ApiError(status, refusal.message, kind_of_error, code, refusal.param or None)
+        raise ApiError(status, refusal.message, kind, code, refusal.param or None)
     decision: router_pb2.RouteDecision = response.decision
     return decision

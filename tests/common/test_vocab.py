@@ -9,13 +9,13 @@ from pydantic import ValidationError
 from services.common.events import AttemptRecord
 from services.common.vocab import Outcome, RefusalCode, Strategy
 from services.gateway.caches import STRATEGIES
-from services.gateway.errors import REFUSAL_STATUS
+from services.gateway.errors import REFUSAL_HTTP
 from services.router.stats import FAILURE_OUTCOMES, NEUTRAL_OUTCOMES, SUCCESS_OUTCOME
 from services.router.strategies import STRATEGY_NAMES
 
 
 def test_every_refusal_code_has_an_http_status() -> None:
-    assert set(REFUSAL_STATUS) == set(RefusalCode)
+    assert set(REFUSAL_HTTP) == set(RefusalCode)
 
 
 def test_the_router_classifies_every_outcome_once() -> None:

@@ -102,8 +102,12 @@ class Quirks:
 
 
 def path(model: str, stream: bool, version: str = API_VERSION) -> str:
-    """The method's path under the vendor's root URL."""
-    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    """The generate method's path under the vendor's root URL."""
+    return model_path(model, "streamGenerateContent?alt=sse" if stream else "generateContent", version)
+
+
+def model_path(model: str, method: str, version: str = API_VERSION) -> str:
+    """`model`'s `method` under the vendor's root URL, the model escaped."""
     return f"/{version}/models/{quote(model, safe='')}:{method}"
 
 

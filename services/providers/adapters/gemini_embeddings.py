@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import msgspec
 import orjson
@@ -27,7 +26,7 @@ from services.providers.adapters.base import (
     UpstreamRequest,
     decode,
 )
-from services.providers.adapters.gemini import Gemini
+from services.providers.adapters.gemini import Gemini, model_path
 from services.providers.adapters.openai_embeddings import embedding_list
 from stepblend.v1 import router_pb2
 
@@ -69,7 +68,7 @@ class GeminiEmbeddings:
                 one["outputDimensionality"] = body["dimensions"]
             requests.append(one)
         self._estimate = candidate.prompt_tokens
-        path = f"/{self.base.quirks.version}/models/{quote(candidate.upstream_model, safe='')}:batchEmbedContents"
+        path = model_path(candidate.upstream_model, "batchEmbedContents", self.base.quirks.version)
         return UpstreamRequest(path, orjson.dumps({"requests": requests}))
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
